@@ -1,0 +1,1 @@
+"""Our thin ARI client: REST over requests, events over websocket-client."""

@@ -1,0 +1,158 @@
+"""The `pbxcontrol` command: serve, record, api, initdb, provision."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from pbxcontrol import __version__, logs, plugin
+from pbxcontrol import config as config_mod
+from pbxcontrol.config import Config, ConfigError
+
+log = logging.getLogger("pbxcontrol")
+
+EXIT_USAGE = 2
+
+
+class Fatal(Exception):
+    """An error for the operator: printed as one line, exit status 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="pbxcontrol",
+        description="Records Asterisk call legs from ARI into SQL and serves an "
+        "Enswitch-compatible JSON API.",
+    )
+    parser.add_argument("--config", metavar="FILE",
+                        help="INI config file (default: $PBXCONTROL_CONFIG)")
+    parser.add_argument("--log-level", metavar="LEVEL", help="override [logging] level")
+    parser.add_argument("--version", action="version", version=f"pbxcontrol {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("serve", help="run the recorders and the HTTP API (the default)")
+    sub.add_parser("record", help="run only the recorders")
+    sub.add_parser("api", help="run only the HTTP API")
+    sub.add_parser("initdb", help="create or upgrade the database schema")
+    prov = sub.add_parser("provision", help="apply a provisioning document (JSON)")
+    prov.add_argument("document", metavar="FILE.json")
+    args = parser.parse_args(argv)
+    command = args.command or "serve"
+    try:
+        config = _load_config(args)
+        logs.setup(args.log_level.upper() if args.log_level else config.log_level)
+        if command == "initdb":
+            return _initdb(config)
+        if command == "provision":
+            return _provision(config, args.document)
+        return _run(config, http=command in ("serve", "api"), record=command in ("serve", "record"))
+    except (ConfigError, Fatal) as exc:
+        print(f"pbxcontrol: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _load_config(args) -> Config:
+    path = config_mod.resolve_path(args.config)
+    config = config_mod.load(path, known_plugins=plugin.available())
+    if args.log_level and args.log_level.upper() not in config_mod.LOG_LEVELS:
+        raise Fatal(f"--log-level: {args.log_level!r} is not one of "
+                    f"{', '.join(config_mod.LOG_LEVELS)}")
+    return config
+
+
+def _initdb(config: Config) -> int:
+    from pbxcontrol.db import migrate
+    from pbxcontrol.db.engine import make_engine
+
+    engine = make_engine(config.database_url)
+    try:
+        before = migrate.current_revision(engine)
+        migrate.upgrade(engine)
+        after = migrate.current_revision(engine)
+    except Exception as exc:
+        raise Fatal(f"initdb failed: {str(exc).splitlines()[0]}") from None
+    finally:
+        engine.dispose()
+    if before == after:
+        print(f"database schema is up to date (revision {after})")
+    else:
+        print(f"database schema upgraded from {before or 'empty'} to revision {after}")
+    return 0
+
+
+def _provision(config: Config, document: str) -> int:
+    from pbxcontrol import provisioning
+    from pbxcontrol.runtime import StartupError, open_database
+
+    try:
+        text = Path(document).read_bytes()
+    except OSError as exc:
+        raise Fatal(f"{document}: cannot read: {exc.strerror}") from None
+    try:
+        doc = provisioning.load_document(text)
+        engine, sessions = open_database(config)
+    except provisioning.ProvisioningError as exc:
+        raise Fatal(f"{document}: {exc}") from None
+    except StartupError as exc:
+        raise Fatal(str(exc)) from None
+    try:
+        with sessions.begin() as session:
+            summary = provisioning.apply(session, doc)
+    except provisioning.ProvisioningError as exc:
+        raise Fatal(f"{document}: {exc}") from None
+    finally:
+        engine.dispose()
+    print(f"provisioned {summary}")
+    return 0
+
+
+def _run(config: Config, *, http: bool, record: bool) -> int:
+    from pbxcontrol.runtime import StartupError, build
+
+    try:
+        rt = build(config, http=http, record=record)
+    except (StartupError, plugin.PluginError) as exc:
+        raise Fatal(str(exc)) from None
+    stopping = threading.Event()
+    server = None
+    try:
+        if http:
+            from pbxcontrol.http.server import make_server
+
+            try:
+                server = make_server(rt.app, config.http_host, config.http_port,
+                                     config.http_threads)
+            except OSError as exc:
+                raise Fatal(f"cannot listen on {config.http_host}:{config.http_port}: "
+                            f"{exc.strerror}") from None
+
+        def on_signal(signum, _frame):
+            if stopping.is_set():
+                return
+            log.info("%s received: stopping", signal.Signals(signum).name)
+            stopping.set()
+            if server is not None:
+                raise KeyboardInterrupt  # breaks waitress out of its loop, which then drains
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        for recorder in rt.recorders:
+            recorder.start()
+        if server is not None:
+            with contextlib.suppress(KeyboardInterrupt):
+                server.run()
+            server.close()
+        else:
+            stopping.wait()
+    finally:
+        rt.close()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""The schema: SQLAlchemy 2 typed mappings of every table (changes go through Alembic)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _s(length: int = 255) -> Mapped[str]:
+    return mapped_column(String(length), nullable=False, default="", server_default="")
+
+
+def _i() -> Mapped[int]:
+    return mapped_column(Integer, nullable=False, default=0, server_default="0")
+
+
+class Machine(Base):
+    __tablename__ = "machines"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = _s()
+    startup_time: Mapped[str] = _s(64)  # as /asterisk/info reports it; a change = restart
+    last_sync: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    name: Mapped[str] = _s()
+    max_calls: Mapped[int] = _i()  # 0 = unlimited
+
+
+class CustomerTree(Base):
+    """Closure of the customer tree: every (ancestor, descendant) pair, self included (depth 0).
+
+    Maintained by provisioning, so scope checks and nearest-ancestor lookups are plain joins.
+    """
+
+    __tablename__ = "customer_tree"
+    ancestor_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    descendant_id: Mapped[int] = mapped_column(Integer, primary_key=True, index=True)
+    depth: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class Role(Base):
+    __tablename__ = "roles"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class RolePrivilege(Base):
+    __tablename__ = "role_privileges"
+    role: Mapped[str] = mapped_column(
+        ForeignKey("roles.name", ondelete="CASCADE"), primary_key=True
+    )
+    privilege: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class Person(Base):
+    __tablename__ = "people"
+    username: Mapped[str] = mapped_column(String(128), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), nullable=False)
+    role: Mapped[str] = mapped_column(ForeignKey("roles.name"), nullable=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+
+
+class Line(Base):
+    """A telephone line: a provisioned phone endpoint such as PJSIP/alice."""
+
+    __tablename__ = "lines"
+    endpoint: Mapped[str] = mapped_column(String(128), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), nullable=False)
+    number: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    name: Mapped[str] = _s()
+    callerid_internal: Mapped[str] = _s(64)
+    callerid_external: Mapped[str] = _s(64)
+    callername_internal: Mapped[str] = _s(128)
+    callername_external: Mapped[str] = _s(128)
+
+
+class Peer(Base):
+    """A trunk to a carrier."""
+
+    __tablename__ = "peers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    endpoint: Mapped[str] = mapped_column(String(128), nullable=False, unique=True)
+    name: Mapped[str] = _s()
+    ingroup: Mapped[int] = _i()
+    outgroup: Mapped[int] = _i()
+    billing_peer: Mapped[int] = _i()  # 0 = bill as this peer
+
+
+class Number(Base):
+    """An inbound number (DID) and the customer billed for calls to it."""
+
+    __tablename__ = "numbers"
+    number: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), nullable=False)
+
+
+class DirectoryEntry(Base):
+    __tablename__ = "directory"
+    __table_args__ = (
+        UniqueConstraint("number", "customer_id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
+    number: Mapped[str] = mapped_column(String(64), nullable=False)
+    name: Mapped[str] = _s()
+
+
+LEG_STRING_FIELDS = (
+    "uniqueid", "callid", "channel", "status", "sip_callid", "recording", "snumber", "stype",
+    "callerid_internal", "callerid_external", "callername_internal", "callername_external",
+    "cnumber", "ctype", "dnumber", "dtype", "direction",
+)
+LEG_INT_FIELDS = (
+    "machine", "start", "answered", "scustomer", "spresent", "dcustomer", "peer",
+    "billing_peer", "ingroup", "outgroup", "overmax",
+)
+#: The fields of SPEC §4 as the API returns them, in a stable order.
+LEG_FIELDS = tuple(sorted(LEG_STRING_FIELDS + LEG_INT_FIELDS))
+
+
+class _LegColumns:
+    """Columns shared by live legs and their history."""
+
+    machine: Mapped[int] = mapped_column(Integer, nullable=False)
+    uniqueid: Mapped[str] = mapped_column(String(150), nullable=False)
+    callid: Mapped[str] = _s(150)
+    channel: Mapped[str] = _s()
+    start: Mapped[int] = _i()
+    answered: Mapped[int] = _i()
+    status: Mapped[str] = _s(64)
+    sip_callid: Mapped[str] = _s()
+    recording: Mapped[str] = _s(1024)
+    snumber: Mapped[str] = _s(128)
+    stype: Mapped[str] = _s(32)
+    scustomer: Mapped[int] = _i()
+    spresent: Mapped[int] = _i()
+    callerid_internal: Mapped[str] = _s(128)
+    callerid_external: Mapped[str] = _s(128)
+    callername_internal: Mapped[str] = _s(128)
+    callername_external: Mapped[str] = _s(128)
+    cnumber: Mapped[str] = _s(128)
+    ctype: Mapped[str] = _s(32)
+    dnumber: Mapped[str] = _s(128)
+    dtype: Mapped[str] = _s(32)
+    dcustomer: Mapped[int] = _i()
+    peer: Mapped[int] = _i()
+    billing_peer: Mapped[int] = _i()
+    ingroup: Mapped[int] = _i()
+    outgroup: Mapped[int] = _i()
+    overmax: Mapped[int] = _i()
+    direction: Mapped[str] = _s(16)
+    # Recorder bookkeeping, not part of the API.
+    endpoint: Mapped[str] = _s(128)  # "PJSIP/alice" for PJSIP/alice-0000001a
+    caller_number: Mapped[str] = _s(128)
+    caller_name: Mapped[str] = _s(128)
+    dialled_by: Mapped[str] = _s(150)  # uniqueid of the leg whose Dial created this one
+    dialled: Mapped[str] = _s(150)  # uniqueid of the leg this one dialled (first Dial)
+    dialstring: Mapped[str] = _s(255)
+    overrides: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
+
+
+class Leg(_LegColumns, Base):
+    """A live call leg (an Asterisk channel). Ended legs move to LegHistory."""
+
+    __tablename__ = "legs"
+    __table_args__ = (
+        UniqueConstraint("machine", "uniqueid"),
+        Index("ix_legs_scustomer_start", "scustomer", "start"),
+        Index("ix_legs_dcustomer_start", "dcustomer", "start"),
+        Index("ix_legs_callid", "callid"),
+        Index("ix_legs_start_uniqueid", "start", "uniqueid"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class LegHistory(_LegColumns, Base):
+    """Ended legs, kept for reference; the active list never reads this table."""
+
+    __tablename__ = "leg_history"
+    __table_args__ = (Index("ix_leg_history_machine_uniqueid", "machine", "uniqueid"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ended: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    cause: Mapped[int] = _i()
+    cause_txt: Mapped[str] = _s(128)

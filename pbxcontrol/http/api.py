@@ -1,0 +1,118 @@
+"""The Bottle app for /api/json/: routing, parameters, auth and the envelope on every answer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import bottle
+from sqlalchemy.orm import Session, sessionmaker
+
+from pbxcontrol.http import envelope, params
+from pbxcontrol.http.auth import Authenticator, Caller
+from pbxcontrol.http.envelope import ApiError
+
+log = logging.getLogger("pbxcontrol.http")
+access_log = logging.getLogger("pbxcontrol.access")
+
+MAX_BODY = 64 * 1024
+JSON = "application/json; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """What an API function receives: its parameters (credentials removed) and the caller."""
+
+    params: dict[str, str]
+    caller: Caller
+    sessions: sessionmaker[Session]
+
+
+Handler = Callable[[ApiRequest], Any]
+
+
+@dataclass(frozen=True)
+class ApiFunction:
+    path: str
+    handler: Handler
+    privileges: frozenset[str]
+
+
+@dataclass
+class JsonApi:
+    """Registry of the Enswitch functions served under /api/json/<path>/."""
+
+    sessions: sessionmaker[Session]
+    authenticator: Authenticator
+    functions: dict[str, ApiFunction] = field(default_factory=dict)
+
+    def add(self, path: str, handler: Handler, privileges: Iterable[str]) -> None:
+        key = path.strip("/")
+        if key in self.functions:
+            raise ValueError(f"API function {key!r} is registered twice")
+        self.functions[key] = ApiFunction(key, handler, frozenset(privileges))
+
+    def dispatch(self, path: str, method: str, query: str, body: bytes) -> tuple[int, bytes]:
+        """Answer one request: (envelope code, JSON body). Never raises."""
+        try:
+            if method not in ("GET", "POST", "HEAD"):
+                raise ApiError(405)
+            function = self.functions.get(path.strip("/"))
+            if function is None:
+                raise ApiError(404)
+            values = params.parse(query, body) if method == "POST" else params.parse(query)
+            caller = self.authenticator.authenticate(
+                values.pop("auth_username", None), values.pop("auth_password", None)
+            )
+            if not function.privileges & caller.privileges:
+                raise ApiError(402)
+            return 200, envelope.ok(function.handler(ApiRequest(values, caller, self.sessions)))
+        except ApiError as err:
+            return err.code, envelope.error(err)
+        except Exception:
+            log.exception("unexpected error in %s %s", method, path)
+            return 500, envelope.error(ApiError(500))
+
+
+def build_app(api: JsonApi) -> bottle.Bottle:
+    app = bottle.Bottle()
+    app.config["json.enable"] = False  # we serialise the envelope ourselves
+
+    @app.route("/api/json", method="ANY")
+    @app.route("/api/json/", method="ANY")
+    @app.route("/api/json/<path:path>", method="ANY")
+    def json_api(path: str = "") -> bytes:
+        started = time.perf_counter()
+        req = bottle.request
+        method = req.method
+        body = b""
+        if method == "POST":
+            if (req.content_length or 0) > MAX_BODY:
+                code, payload = 413, envelope.error(ApiError(413))
+            else:
+                body = req.body.read(MAX_BODY + 1)
+                code, payload = (
+                    (413, envelope.error(ApiError(413))) if len(body) > MAX_BODY
+                    else api.dispatch(path, method, req.environ.get("QUERY_STRING", ""), body)
+                )
+        else:
+            code, payload = api.dispatch(path, method, req.environ.get("QUERY_STRING", ""), b"")
+        bottle.response.content_type = JSON
+        bottle.response.set_header("Cache-Control", "no-store")
+        # The query string holds credentials: only the path is ever logged.
+        access_log.info("%s /api/json/%s %s %.1fms", method, path, code,
+                        (time.perf_counter() - started) * 1000)
+        return payload
+
+    def json_error(err: bottle.HTTPError) -> bytes:
+        if err.status_code >= 500:
+            log.error("HTTP %s: %s", err.status_code, err.body)
+        bottle.response.content_type = JSON
+        return envelope.error(ApiError(err.status_code if err.status_code in
+                                       envelope.MESSAGES else 500))
+
+    app.default_error_handler = json_error
+    return app

@@ -1,0 +1,77 @@
+"""Who is asking: username/password against the people table, and what their role allows."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from pbxcontrol.db.models import Customer, Person, RolePrivilege
+from pbxcontrol.http.envelope import ApiError
+from pbxcontrol.passwords import dummy_hash, verify_password
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated person, as plugins see them."""
+
+    username: str
+    customer_id: int
+    role: str
+    privileges: frozenset[str]
+    is_system_owner: bool  # their customer is the root of the tree
+
+
+class Authenticator:
+    """Checks credentials. scrypt costs ~50 ms by design, so a successful check is remembered
+    for `cache_seconds` as an HMAC under a per-process key (never the password itself); a
+    changed password hash, role or enabled flag is seen on the next request."""
+
+    def __init__(self, sessions: sessionmaker[Session], cache_seconds: float = 60.0):
+        self._sessions = sessions
+        self._cache_seconds = cache_seconds
+        self._key = os.urandom(32)
+        self._verified: dict[str, tuple[bytes, float]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, username: str | None, password: str | None) -> Caller:
+        if not username or password is None:
+            raise ApiError(401)
+        with self._sessions() as session:
+            row = session.execute(
+                select(Person.password_hash, Person.customer_id, Person.role, Person.enabled,
+                       Customer.parent_id)
+                .join(Customer, Customer.id == Person.customer_id)
+                .where(Person.username == username)
+            ).first()
+            if row is None:
+                verify_password(password, dummy_hash())
+                raise ApiError(401)
+            if not self._check(username, password, row.password_hash) or not row.enabled:
+                raise ApiError(401)
+            privileges = frozenset(session.scalars(
+                select(RolePrivilege.privilege).where(RolePrivilege.role == row.role)))
+        return Caller(username, row.customer_id, row.role, privileges, row.parent_id is None)
+
+    def _check(self, username: str, password: str, stored: str) -> bool:
+        tag = hmac.new(self._key, b"\0".join(
+            (username.encode(), password.encode("utf-8", "surrogatepass"), stored.encode())
+        ), hashlib.sha256).digest()
+        now = time.monotonic()
+        with self._lock:
+            cached = self._verified.get(username)
+        if cached and cached[1] > now and hmac.compare_digest(cached[0], tag):
+            return True
+        if not verify_password(password, stored):
+            return False
+        with self._lock:
+            if len(self._verified) > 10_000:
+                self._verified.clear()
+            self._verified[username] = (tag, now + self._cache_seconds)
+        return True

@@ -1,0 +1,43 @@
+"""The Enswitch response envelope: always JSON, always HTTP 200, the outcome in `code`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+MESSAGES = {
+    200: "OK",
+    400: "Invalid input parameters specified.",
+    401: "The authentication details provided are invalid.",
+    402: "Your role does not allow this.",
+    404: "No such function.",
+    405: "Method not allowed; use GET or POST.",
+    413: "Request too large.",
+    429: "Too many failed logins.",
+    500: "Internal error.",
+}
+
+
+class ApiError(Exception):
+    """Ends a request with an error envelope: one response entry per (key, message)."""
+
+    def __init__(self, code: int, entries: list[tuple[str, str]] | None = None):
+        self.code = code
+        self.entries = entries or [("", MESSAGES.get(code, "Error."))]
+        super().__init__(f"{code}: {self.entries}")
+
+    @classmethod
+    def invalid(cls, key: str, message: str) -> ApiError:
+        return cls(400, [(key, message)])
+
+
+def ok(data: Any) -> bytes:
+    return orjson.dumps({"responses": [{"code": "200", "key": "", "message": "OK"}],
+                         "data": data})
+
+
+def error(err: ApiError) -> bytes:
+    code = str(err.code)
+    return orjson.dumps({"responses": [{"code": code, "key": k, "message": m}
+                                       for k, m in err.entries]})

@@ -1,0 +1,1 @@
+"""The recorder: channel lifecycles from ARI into the legs table."""

@@ -1,0 +1,95 @@
+"""Shared fixtures: real SQLite files, the provisioned sandbox tree, the WSGI app."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import webtest
+
+from pbxcontrol import config as config_mod
+from pbxcontrol import provisioning, runtime
+
+TREE = {
+    "customers": [
+        {"id": 1, "name": "Sandbox Telecom", "parent": None},
+        {"id": 2, "name": "Reseller A", "parent": 1},
+        {"id": 3, "name": "Acme Ltd", "parent": 2, "max_calls": 2},
+        {"id": 4, "name": "Beta GmbH", "parent": 2},
+        {"id": 5, "name": "Acme Branch", "parent": 3},
+        {"id": 6, "name": "Reseller B", "parent": 1},
+        {"id": 7, "name": "Gamma Inc", "parent": 6},
+    ],
+    "roles": [{"name": "wallboard", "privileges": ["telephone line reports"]}],
+    "people": [
+        {"username": "admin", "password": "admin-pass", "customer": 1, "role": "system owner"},
+        {"username": "reseller", "password": "reseller-pass", "customer": 2, "role": "reseller"},
+        {"username": "acme", "password": "acme-pass", "customer": 3, "role": "administrator"},
+        {"username": "beta", "password": "beta-pass", "customer": 4, "role": "user"},
+        {"username": "gamma", "password": "gamma-pass", "customer": 7, "role": "callshop"},
+        {"username": "panel", "password": "panel-pass", "customer": 3, "role": "panel"},
+        {"username": "wall", "password": "wall-pass", "customer": 2, "role": "wallboard"},
+        {"username": "gone", "password": "gone-pass", "customer": 3, "role": "user",
+         "enabled": False},
+    ],
+    "lines": [
+        {"endpoint": "PJSIP/alice", "customer": 3, "number": "1001", "name": "Alice Smith",
+         "callerid_internal": "1001", "callerid_external": "0201112222",
+         "callername_internal": "Alice", "callername_external": "Acme Ltd"},
+        {"endpoint": "PJSIP/bob", "customer": 3, "number": "1002", "name": "Bob Jones"},
+        {"endpoint": "PJSIP/carol", "customer": 4, "number": "2001", "name": "Carol White"},
+        {"endpoint": "PJSIP/dave", "customer": 4, "number": "2002", "name": "Dave Brown"},
+        {"endpoint": "PJSIP/erin", "customer": 7, "number": "3001", "name": "Erin Green"},
+    ],
+    "peers": [{"id": 1, "endpoint": "PJSIP/trunk1", "name": "Carrier A", "ingroup": 10,
+               "outgroup": 20}],
+    "numbers": [{"number": "0201112222", "customer": 3},
+                {"number": "0201113333", "customer": 3},
+                {"number": "0202224444", "customer": 4}],
+    "directory": [{"customer": 3, "number": "0207946000", "name": "Dentist"},
+                  {"customer": 2, "number": "0207946000", "name": "Reseller's dentist"},
+                  {"customer": None, "number": "112", "name": "Emergency"}],
+}
+
+
+def write_config(tmp_path: Path, body: str = "", *, db: str | None = None) -> Path:
+    db_url = db or f"sqlite:///{tmp_path / 'pbx.db'}"
+    text = textwrap.dedent(f"""\
+        [database]
+        url = {db_url}
+        [http]
+        host = 127.0.0.1
+        port = 0
+        [plugins]
+        enabled = active_calls
+        """) + textwrap.dedent(body)
+    path = tmp_path / "pbxcontrol.ini"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def config_path(tmp_path) -> Path:
+    return write_config(tmp_path)
+
+
+@pytest.fixture
+def rt(config_path):
+    """The runtime as `pbxcontrol api` builds it, on a fresh SQLite file, provisioned."""
+    config = config_mod.load(str(config_path))
+    built = runtime.build(config, record=False)
+    with built.sessions.begin() as session:
+        provisioning.apply(session, json.loads(json.dumps(TREE)))
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def app(rt) -> webtest.TestApp:
+    return webtest.TestApp(rt.app)
+
+
+def responses(resp) -> list[dict]:
+    return resp.json["responses"]
