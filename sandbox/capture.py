@@ -540,11 +540,12 @@ def capture(name: str, outdir: Path, keep_logs: bool = False) -> Path:
     finally:
         sipp.stop()
         rec.stop()
-        if ok or rec.records:
+        if ok:
             outdir.mkdir(parents=True, exist_ok=True)
-            suffix = "" if ok else ".failed"
-            path = outdir / f"{name}.jsonl{suffix}"
-            rec.write(path)
+            rec.write(outdir / f"{name}.jsonl")
+        elif rec.records:
+            rec.write(logdir / f"{name}.jsonl")
+            print(f"  partial recording: {logdir / f'{name}.jsonl'}", file=sys.stderr)
         if not keep_logs:
             shutil.rmtree(logdir, ignore_errors=True)
     return outdir / f"{name}.jsonl"
