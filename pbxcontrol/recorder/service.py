@@ -1,5 +1,215 @@
-"""One recorder per configured Asterisk machine."""
+"""One recorder per Asterisk machine: a reader thread on the websocket, a writer thread on SQL."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from pbxcontrol.ari.client import Ari, AriClient, AriError
+from pbxcontrol.ari.events import LINKEDID_VAR, MalformedEvent, parse_event
+from pbxcontrol.config import Config, MachineConfig
+from pbxcontrol.db.models import Machine
+from pbxcontrol.recorder.core import LegRecorder
+from pbxcontrol.recorder.provisioned import ProvisionedCache
+
+log = logging.getLogger("pbxcontrol.recorder")
+
+CONNECTED = object()
+DISCONNECTED = object()
+BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
 
 
-def build_recorders(config, sessions) -> list:
-    return []
+class MachineRecorder:
+    """Keeps the legs of one machine equal to its channels, across reconnects and restarts."""
+
+    def __init__(self, machine: int, ari: Ari, sessions: sessionmaker[Session], *,
+                 sweep_interval: float = 60.0, batch_size: int = 200,
+                 provisioned: ProvisionedCache | None = None, name: str = ""):
+        self.machine = machine
+        self.ari = ari
+        self.sessions = sessions
+        self.sweep_interval = sweep_interval
+        self.batch_size = batch_size
+        self.name = name or f"machine {machine}"
+        self.cache = provisioned or ProvisionedCache(sessions)
+        self.core = LegRecorder(machine, self.cache.get, self._linkedid)
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.received = 0  # messages read from the websocket, a sequence number
+        self.stopping = threading.Event()
+        self.synced = threading.Event()  # set after each successful reconcile
+        self.malformed = 0
+        self._stream = None
+        self._threads: list[threading.Thread] = []
+        self._needs_reconcile = False
+        self._db_failing_since: float | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        for target, role in ((self._read_loop, "reader"), (self._write_loop, "writer")):
+            thread = threading.Thread(target=target, name=f"{self.name} {role}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        stream = self._stream
+        if stream is not None:
+            stream.close()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    # -- reader --------------------------------------------------------------------------
+    def _read_loop(self) -> None:
+        delay, down_since = BACKOFF_START, None
+        while not self.stopping.is_set():
+            try:
+                stream = self.ari.open_events()
+            except AriError as exc:
+                if down_since is None:
+                    down_since = time.monotonic()
+                    log.warning("%s: ARI unreachable (%s); retrying with backoff", self.name, exc)
+                self.stopping.wait(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            self._stream = stream
+            outage = f" after {time.monotonic() - down_since:.1f} s" if down_since else ""
+            log.info("%s: events websocket connected%s", self.name, outage)
+            delay, down_since = BACKOFF_START, None
+            self.queue.put(CONNECTED)  # the writer reconciles; events meanwhile queue up
+            try:
+                while not self.stopping.is_set():
+                    message = stream.recv(1.0)
+                    if message is not None:
+                        self.received += 1
+                        self.queue.put((self.received, message))
+            except AriError as exc:
+                if not self.stopping.is_set():
+                    log.warning("%s: events connection lost (%s); reconnecting", self.name, exc)
+                    down_since = time.monotonic()
+            finally:
+                self._stream = None
+                stream.close()
+                self.queue.put(DISCONNECTED)
+
+    # -- writer --------------------------------------------------------------------------
+    def _write_loop(self) -> None:
+        while not self.stopping.is_set() and \
+                self._with_db(self.core.load, "loading live legs") is None:
+            pass
+        next_sweep = float("inf")
+        while not self.stopping.is_set():
+            timeout = max(0.0, min(next_sweep - time.monotonic(), 1.0))
+            batch: list[Any] = []
+            try:
+                batch.append(self.queue.get(timeout=timeout))
+                while len(batch) < self.batch_size:
+                    batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                pass
+            for item in batch:
+                if item is CONNECTED:
+                    self._flush()
+                    self._needs_reconcile = True
+                elif item is DISCONNECTED:
+                    next_sweep = float("inf")
+                else:
+                    self._apply(*item)
+            if self._needs_reconcile or time.monotonic() >= next_sweep:
+                self._flush()  # what was queued before the snapshot is older than it
+                if self._reconcile():
+                    next_sweep = time.monotonic() + self.sweep_interval
+            self._flush()
+
+    def _apply(self, seq: int, message: str) -> None:
+        try:
+            event = parse_event(message)
+        except MalformedEvent as exc:
+            self.malformed += 1
+            log.warning("%s: skipping malformed event: %s", self.name, exc)
+            return
+        if event is not None:
+            try:
+                self.core.apply(event, seq)
+            except Exception:  # one bad event must not stop the recorder
+                self.malformed += 1
+                log.exception("%s: could not apply %s event; skipped", self.name, event.type)
+
+    def _reconcile(self) -> bool:
+        sent = self.received
+        try:
+            info = self.ari.info()
+            channels = self.ari.channels()
+            live, ended = self.core.reconcile(info, channels, sent, time.time())
+        except (AriError, MalformedEvent) as exc:
+            log.warning("%s: reconcile failed (%s); will retry", self.name, exc)
+            self._needs_reconcile = True
+            self.stopping.wait(1.0)
+            return False
+        self._needs_reconcile = False
+        if self._flush(machine_row=True):
+            log.debug("%s: reconciled: %d live legs, %d ended", self.name, live, ended)
+            self.synced.set()
+            return True
+        return False
+
+    def _flush(self, machine_row: bool = False) -> bool:
+        def write(session: Session):
+            done = self.core.flush(session)
+            if machine_row:
+                session.merge(Machine(id=self.machine, name=self.name,
+                                      startup_time=self.core.startup_time or "",
+                                      last_sync=time.time()))
+            return done
+
+        done = self._with_db(write, "writing legs")
+        if done is None:
+            return False
+        done()
+        return True
+
+    def _with_db(self, work, what: str):
+        """Run `work(session)` in one transaction; on failure keep everything in memory and
+        let the next round retry (and resync from Asterisk once the database is back)."""
+        try:
+            with self.sessions.begin() as session:
+                result = work(session)
+        except SQLAlchemyError as exc:
+            if self._db_failing_since is None:
+                self._db_failing_since = time.monotonic()
+                log.error("%s: database error while %s (%s); retrying",
+                          self.name, what, str(exc).splitlines()[0])
+            self.stopping.wait(min(5.0, 0.2 + time.monotonic() - self._db_failing_since))
+            return None
+        if self._db_failing_since is not None:
+            log.info("%s: database back after %.1f s; resyncing", self.name,
+                     time.monotonic() - self._db_failing_since)
+            self._db_failing_since = None
+            self._needs_reconcile = True
+        return result if result is not None else (lambda: None)
+
+    def _linkedid(self, channel_id: str) -> str | None:
+        """Without `channelvars = CHANNEL(linkedid)` in ari.conf: one REST read per channel."""
+        try:
+            return self.ari.variable(channel_id, LINKEDID_VAR)
+        except AriError:
+            return None
+
+
+def build_recorders(config: Config, sessions: sessionmaker[Session]) -> list[MachineRecorder]:
+    cache = ProvisionedCache(sessions)
+    return [MachineRecorder(m.id, _client(m), sessions, sweep_interval=m.sweep_interval,
+                            batch_size=config.batch_size, provisioned=cache,
+                            name=f"machine {m.id}")
+            for m in config.machines]
+
+
+def _client(m: MachineConfig) -> AriClient:
+    return AriClient(m.ari_url, m.username, m.password, m.app, subscribe_all=m.subscribe_all,
+                     ping_interval=m.ping_interval, ping_timeout=m.ping_timeout)

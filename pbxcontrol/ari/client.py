@@ -1,0 +1,152 @@
+"""A thin, typed ARI client: REST with requests, the events websocket with websocket-client."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import requests
+import websocket
+
+
+class AriError(Exception):
+    """ARI is unreachable or answered something unusable. Never carries credentials."""
+
+
+class EventStream(Protocol):
+    def recv(self, timeout: float) -> str | None:
+        """The next text message, None after `timeout` seconds of silence; raises AriError
+        when the connection is gone."""
+
+    def close(self) -> None: ...
+
+
+class Ari(Protocol):
+    """What the recorder needs from Asterisk; AriClient and the tests' FakeAri provide it."""
+
+    def info(self) -> dict[str, Any]: ...
+
+    def channels(self) -> list[dict[str, Any]]: ...
+
+    def variable(self, channel_id: str, name: str) -> str | None: ...
+
+    def open_events(self) -> EventStream: ...
+
+
+class AriClient:
+    def __init__(self, base_url: str, username: str, password: str, app: str, *,
+                 subscribe_all: bool = True, timeout: float = 5.0,
+                 ping_interval: float = 5.0, ping_timeout: float = 10.0):
+        self.base_url = base_url.rstrip("/")
+        self.app = app
+        self.subscribe_all = subscribe_all
+        self.timeout = timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self._auth = (username, password)
+        self._http = requests.Session()
+        self._http.auth = self._auth
+
+    def _get(self, path: str, **params: str) -> Any:
+        try:
+            resp = self._http.get(self.base_url + path, params=params, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise AriError(f"GET {path}: {type(exc).__name__}") from None
+        if resp.status_code == 404 and "/variable" in path:
+            return None
+        if resp.status_code != 200:
+            raise AriError(f"GET {path}: HTTP {resp.status_code}")
+        try:
+            return resp.json()
+        except ValueError:
+            raise AriError(f"GET {path}: answer is not JSON") from None
+
+    def info(self) -> dict[str, Any]:
+        return self._get("/asterisk/info")
+
+    def channels(self) -> list[dict[str, Any]]:
+        result = self._get("/channels")
+        if not isinstance(result, list):
+            raise AriError("GET /channels: answer is not a list")
+        return result
+
+    def variable(self, channel_id: str, name: str) -> str | None:
+        result = self._get(f"/channels/{quote(channel_id, safe='')}/variable", variable=name)
+        return result.get("value") if isinstance(result, dict) else None
+
+    def events_url(self) -> str:
+        parts = urlsplit(self.base_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        query = f"app={quote(self.app)}" + ("&subscribeAll=true" if self.subscribe_all else "")
+        return urlunsplit((scheme, parts.netloc, parts.path + "/events", query, ""))
+
+    def open_events(self) -> WebsocketStream:
+        ws = websocket.WebSocket(skip_utf8_validation=True)  # json decoding still checks it
+        try:
+            ws.connect(self.events_url(), timeout=self.timeout,
+                       header=[_basic_auth_header(*self._auth)])
+        except (OSError, websocket.WebSocketException) as exc:
+            ws.close()
+            raise AriError(f"events websocket: {_describe(exc)}") from None
+        return WebsocketStream(ws, self.ping_interval, self.ping_timeout)
+
+
+class WebsocketStream:
+    """Reads text frames; pings when idle and declares the link dead when nothing comes back."""
+
+    def __init__(self, ws: websocket.WebSocket, ping_interval: float, ping_timeout: float):
+        self._ws = ws
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._last_rx = time.monotonic()
+        self._last_ping = 0.0
+
+    def recv(self, timeout: float) -> str | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            if now - self._last_rx > self._ping_timeout:
+                raise AriError(f"no answer to ping for {self._ping_timeout:.0f} s")
+            if now - self._last_rx >= self._ping_interval and now - self._last_ping >= \
+                    self._ping_interval:
+                self._send_ping()
+            wait = min(deadline - now, self._ping_interval / 2)
+            if wait <= 0:
+                return None
+            self._ws.settimeout(wait)
+            try:
+                opcode, data = self._ws.recv_data(control_frame=True)
+            except websocket.WebSocketTimeoutException:
+                continue
+            except (OSError, websocket.WebSocketException) as exc:
+                raise AriError(f"events websocket: {_describe(exc)}") from None
+            self._last_rx = time.monotonic()
+            if opcode == websocket.ABNF.OPCODE_TEXT:
+                return data.decode("utf-8", "surrogateescape")
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                raise AriError("events websocket closed by Asterisk")
+
+    def _send_ping(self) -> None:
+        self._last_ping = time.monotonic()
+        try:
+            self._ws.ping()
+        except (OSError, websocket.WebSocketException) as exc:
+            raise AriError(f"events websocket: {_describe(exc)}") from None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, websocket.WebSocketException):
+            self._ws.close(timeout=1)
+
+
+def _basic_auth_header(username: str, password: str) -> str:
+    import base64
+
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Authorization: Basic {token}"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
