@@ -486,15 +486,39 @@ def mixmonitor(r: Run) -> None:
 
 @scenario
 def restricted_presentation(r: Run) -> None:
-    """alice dials *670207946000: Set(CALLERID(pres)=prohib), then out through trunk1."""
+    """alice dials *670207946000: Set(CALLERID(pres)=prohib), then out through trunk1.
+
+    Asterisk publishes no ChannelCallerId for a presentation-only change (the event fires
+    only when the caller number or name changes), so the value is read through REST and
+    recorded as "variable" lines."""
     r.carrier_uas(duration_ms=500)
     r.settle()
     r.phone_uac("alice", "*670207946000", duration_ms=2000)
     r.rec.wait_up(2)
-    alice = r.rec.wait_state("PJSIP/alice", "Up")
     r.rec.snapshot("answered")
-    r.rec.variable(alice["id"], "CHANNEL(linkedid)")
-    r.rec.variable(alice["id"], "CALLERID(pres)")
+    _record_presentation(r)
+
+
+@scenario
+def restricted_presentation_inbound(r: Run) -> None:
+    """Carrier calls DID 0201112222 with From anonymous, P-Asserted-Identity 0207946000
+    and Privacy: id (trust_id_inbound): the trunk leg has the real number, presentation
+    prohibited; alice answers."""
+    r.phone_uas("alice", duration_ms=500)
+    r.settle()
+    r.carrier_uac("0201112222", "0207946000", "Dentist", "uac_private.xml", duration_ms=2000)
+    r.rec.wait_up(2)
+    r.rec.snapshot("answered")
+    _record_presentation(r)
+
+
+def _record_presentation(r: Run) -> None:
+    with r.rec.cond:
+        live = sorted(r.rec.live.values(), key=lambda c: c["id"])
+    for chan in live:
+        r.rec.variable(chan["id"], "CHANNEL(linkedid)")
+        r.rec.variable(chan["id"], "CALLERID(pres)")
+        r.rec.variable(chan["id"], "CONNECTEDLINE(pres)")
 
 
 # --------------------------------------------------------------------------------------
