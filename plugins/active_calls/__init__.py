@@ -1,4 +1,4 @@
-"""calls/active/list: the live call legs a person may see."""
+"""calls/active/list: the live call legs a person may see, filtered, sorted and named."""
 
 from pbxcontrol.plugin import PluginContext
 

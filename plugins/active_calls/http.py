@@ -1,19 +1,57 @@
-"""The API function: parameters in, rows out."""
+"""The API function: parameters in, scope resolved against the tree, rows out."""
 
-from sqlalchemy import select
+from __future__ import annotations
 
-from pbxcontrol.plugin import ApiRequest, tables
+from typing import Any
+
+from sqlalchemy import Connection
+
+from pbxcontrol.plugin import ApiError, ApiRequest, Caller
+
+from . import params, query
+from .params import ListRequest
 
 PRIVILEGES = frozenset({"callshop", "telephone line reports", "user"})
 
 
-def list_active_calls(request: ApiRequest) -> list[dict]:
-    leg = tables.Leg.__table__
-    customer = request.caller.customer_id
+def list_active_calls(request: ApiRequest) -> Any:
+    wanted, errors = params.parse(request.params)
+    caller = request.caller
+    if wanted.customer == "system" and not caller.is_system_owner:
+        # Permission outranks validation: a 402 is the one answer, whatever else is wrong.
+        raise ApiError(402, [("customer", "Only the system owner may list the whole system.")])
     with request.sessions() as session:
-        rows = session.execute(
-            select(*(leg.c[f] for f in tables.LEG_FIELDS))
-            .where((leg.c.scustomer == customer) | (leg.c.dcustomer == customer))
-            .order_by(leg.c.start, leg.c.uniqueid)
-        ).mappings()
-        return [dict(r) for r in rows]
+        conn = session.connection()
+        scope = _scope(conn, caller, wanted, errors)
+        lines = None
+        if wanted.phone:
+            lines = query.visible_lines(conn, caller, wanted.phone)
+            if not lines:
+                errors.append(("phone", "is not a telephone line you can see"))
+        if errors:
+            raise ApiError(400, errors)
+        result = conn.execute(query.statement(wanted, scope, lines))
+        if wanted.count:
+            return {"count": result.scalar_one()}
+        keys = tuple(result.keys())
+        return [dict(zip(keys, row, strict=True)) for row in result]
+
+
+def _scope(conn: Connection, caller: Caller, wanted: ListRequest,
+           errors: list[tuple[str, str]]) -> query.Scope | None:
+    own = caller.customer_id
+    customer = wanted.customer
+    if customer == "system":
+        return None
+    if customer == "all":
+        return query.Scope(own, subtree=True, min_depth=1, max_depth=1)
+    if customer == "recursive":
+        # "All customers under" the caller's customer: its own legs are not under it (ask
+        # with recursive=1 and no customer for those too).
+        return query.Scope(own, subtree=True, min_depth=1)
+    if isinstance(customer, int) and customer != own:
+        if query.customer_depth(conn, own, customer) is None:
+            errors.append(("customer", "is not your customer or one under it"))
+            return None
+        own = customer
+    return query.Scope(own, subtree=wanted.recursive)
