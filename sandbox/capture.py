@@ -474,6 +474,34 @@ def attended_transfer(r: Run) -> None:
 
 
 @scenario
+def bridge_two_calls(r: Run) -> None:
+    """Two separate calls joined by AMI Bridge: the carrier's call to alice (DID 0201112222)
+    and bob's call to carol (2001). The trunk leg and carol's leg are bridged together, so
+    carol's leg takes the older call's linkedid; Asterisk hangs up alice and bob (their
+    bridges dissolve); carol hangs up 5 s after answering."""
+    r.phone_uas("alice", duration_ms=300)
+    r.phone_uas("carol", "uas_answer_bye.xml", duration_ms=5000)
+    r.settle()
+    r.carrier_uac("0201112222", "0207946000", "Dentist", "uac_wait_bye.xml")
+    trunk = r.rec.wait_state("PJSIP/trunk1", "Up")
+    r.phone_uac("bob", "2001", "uac_wait_bye.xml")
+    carol = r.rec.wait_state("PJSIP/carol", "Up")
+    r.rec.wait_up(4)
+    r.rec.snapshot("answered")
+    ami = AMI()
+    try:
+        resp = ami.action({"Action": "Bridge", "Channel1": trunk["name"],
+                           "Channel2": carol["name"]})
+    finally:
+        ami.close()
+    if resp.get("Response") != "Success":
+        raise CaptureError(f"Bridge failed: {resp}")
+    time.sleep(0.5)
+    r.rec.snapshot("bridged")
+    r.rec.variable(carol["id"], "CHANNEL(linkedid)")
+
+
+@scenario
 def mixmonitor(r: Run) -> None:
     """bob calls 700: Answer, MixMonitor(${UNIQUEID}.wav), Dial alice; bob hangs up after 2 s."""
     r.phone_uas("alice", duration_ms=500)
