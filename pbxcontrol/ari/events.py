@@ -9,6 +9,14 @@ from typing import Any
 import orjson
 
 LINKEDID_VAR = "CHANNEL(linkedid)"
+PRESENTATION_VAR = "CALLERID(pres)"
+DNID_VAR = "CALLERID(dnid)"  # the number the caller dialled, whatever the dialplan did since
+#: CALLERID(pres) names -> the numeric codes Enswitch reports (Asterisk callerid.c).
+PRESENTATIONS = {
+    "allowed_not_screened": 0, "allowed_passed_screen": 1, "allowed_failed_screen": 2,
+    "allowed": 3, "prohib_not_screened": 32, "prohib_passed_screen": 33,
+    "prohib_failed_screen": 34, "prohib": 35, "unavailable": 67,
+}
 
 #: Event types carrying a `channel` snapshot that the recorder applies.
 CHANNEL_EVENTS = frozenset({
@@ -38,9 +46,10 @@ class Channel:
     caller_number: str
     caller_name: str
     exten: str
+    dnid: str
     protocol_id: str
     linkedid: str | None  # from channelvars, when ari.conf asks for CHANNEL(linkedid)
-    presentation: int | None = None  # only ChannelCallerId tells it
+    presentation: int | None = None  # ChannelCallerId, or CALLERID(pres) in channelvars
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +98,10 @@ def parse_channel(obj: Any) -> Channel:
             channelvars, dict):
         raise MalformedEvent("caller, dialplan or channelvars is not an object")
     linkedid = channelvars.get(LINKEDID_VAR)
+    # Set(CALLERID(pres)=prohib) raises no ChannelCallerId event (Asterisk 22): the
+    # snapshot carries it when ari.conf has channelvars = ...,CALLERID(pres).
+    pres = channelvars.get(PRESENTATION_VAR)
+    presentation = PRESENTATIONS.get(pres) if isinstance(pres, str) else None
     return Channel(
         id=_str(obj, "id"),
         name=_str(obj, "name"),
@@ -97,8 +110,10 @@ def parse_channel(obj: Any) -> Channel:
         caller_number=_str(caller, "number", ""),
         caller_name=_str(caller, "name", ""),
         exten=_str(dialplan, "exten", ""),
+        dnid=dnid if isinstance(dnid := channelvars.get(DNID_VAR), str) else "",
         protocol_id=_str(obj, "protocol_id", ""),
         linkedid=linkedid if isinstance(linkedid, str) and linkedid else None,
+        presentation=presentation,
     )
 
 

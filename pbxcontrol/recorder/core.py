@@ -99,7 +99,9 @@ class LegRecorder:
             leg.answered = int(ts)
         if (ch.caller_number, ch.caller_name) != (leg.caller_number, leg.caller_name):
             leg.caller_number, leg.caller_name, changed = ch.caller_number, ch.caller_name, True
-        if not leg.exten and ch.exten and ch.exten != "s":
+        if ch.dnid and leg.exten != ch.dnid:
+            leg.exten, changed = ch.dnid, True
+        elif not leg.exten and ch.exten and ch.exten != "s":
             leg.exten, changed = ch.exten, True
         if ch.protocol_id and leg.channel.startswith("PJSIP/"):
             leg.sip_callid = ch.protocol_id

@@ -37,7 +37,7 @@ class Leg:
     recording: str = ""
     caller_number: str = ""
     caller_name: str = ""
-    exten: str = ""  # the first dialplan extension: what the caller dialled
+    exten: str = ""  # what the caller dialled: CALLERID(dnid), else the first extension
     presentation: int = 0
     dialled_by: str = ""  # the leg whose Dial created this one
     dialled: str = ""  # the leg this one dialled (the answered one, once known)
