@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -70,11 +71,23 @@ class Event:
     # Recording*
     recording_target: str = ""
     recording_name: str = ""
+    # A ChannelVarset of a variable nobody reads (most events are): the snapshot stays
+    # unparsed unless the channel turns out to be unknown.
+    raw_channel: dict | None = None
+
+
+#: ChannelVarset variables the recorder acts on; other varsets only matter for their snapshot.
+INTERESTING_VARIABLE_PREFIXES = ("MIXMONITOR_FILENAME", "PBX_")
 
 
 def parse_time(text: Any) -> float:
     if not isinstance(text, str):
         raise MalformedEvent(f"timestamp is not a string: {text!r}")
+    return _parse_time(text)
+
+
+@functools.lru_cache(maxsize=8192)  # every event repeats its channel's creationtime
+def _parse_time(text: str) -> float:
     try:
         return datetime.fromisoformat(text).timestamp()
     except ValueError:
@@ -149,10 +162,13 @@ def parse_event(raw: str | bytes | dict) -> Event | None:
                          recording_name=_str(rec, "name", ""))
         if kind == "ApplicationReplaced":
             return Event(kind, ts)
-        channel = parse_channel(obj.get("channel"))
         if kind == "ChannelVarset":
-            return Event(kind, ts, channel, variable=_str(obj, "variable"),
+            variable, raw = _str(obj, "variable"), obj.get("channel")
+            if not variable.startswith(INTERESTING_VARIABLE_PREFIXES) and isinstance(raw, dict):
+                return Event(kind, ts, variable=variable, raw_channel=raw)
+            return Event(kind, ts, parse_channel(raw), variable=variable,
                          value=_str(obj, "value", ""))
+        channel = parse_channel(obj.get("channel"))
         if kind == "ChannelDestroyed":
             cause = obj.get("cause", 0)
             if isinstance(cause, bool) or not isinstance(cause, int):

@@ -63,6 +63,11 @@ class LegRecorder:
         elif kind == "ApplicationReplaced":
             log.warning("machine %s: another client took over our ARI application name",
                         self.machine)
+        elif ev.raw_channel is not None:
+            # An uninteresting varset: only news when it shows a channel we do not know.
+            if ev.raw_channel.get("id") not in self.legs:
+                channel = parse_channel(ev.raw_channel)
+                self._leg_for(channel, ev.timestamp, seq)
         elif ev.channel is not None:
             leg = self._leg_for(ev.channel, ev.timestamp, seq)
             if leg is None:
@@ -223,6 +228,9 @@ class LegRecorder:
 
     def _end(self, leg: Leg, ts: float, cause: int, cause_txt: str) -> None:
         uid = leg.uniqueid
+        if not leg.derived:  # born and gone within one batch: classify it for the history
+            CallClassifier(self.legs, self.by_channel, self.provisioned()).classify(
+                self._call_legs(leg.callid))
         self.legs.pop(uid, None)
         self.by_channel.pop(leg.channel, None)
         self._snapshot_seq.pop(uid, None)
