@@ -612,13 +612,53 @@ def summarize(path: Path) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
+def check(path: Path) -> list[str]:
+    """Problems of a recording file ([] when it is well formed and complete)."""
+    problems: list[str] = []
+    try:
+        recs = [json.loads(line) for line in path.read_text().splitlines()]
+    except (OSError, ValueError) as exc:
+        return [f"unreadable: {exc}"]
+    if not recs or recs[0].get("type") != "info":
+        problems.append("first line is not an info record")
+    if not recs or recs[-1].get("type") != "channels" or recs[-1].get("data") != []:
+        problems.append("last line is not an empty channels snapshot")
+    created: set[str] = set()
+    destroyed: set[str] = set()
+    for r in recs:
+        if r.get("type") not in ("info", "event", "channels", "variable"):
+            problems.append(f"unknown record type {r.get('type')!r}")
+        if r.get("type") != "event":
+            continue
+        e = r["data"]
+        chan = e.get("channel") if isinstance(e.get("channel"), dict) else None
+        if chan and "CHANNEL(linkedid)" not in (chan.get("channelvars") or {}):
+            problems.append(f"{e['type']} of {chan['name']} has no linkedid channelvar")
+        if e.get("type") == "ChannelCreated":
+            created.add(chan["id"])
+        elif e.get("type") == "ChannelDestroyed":
+            destroyed.add(chan["id"])
+    if created - destroyed:
+        problems.append(f"channels never destroyed: {sorted(created - destroyed)}")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("scenarios", nargs="*", help="scenario names, or 'all'")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     p.add_argument("--list", action="store_true", help="list the scenarios")
     p.add_argument("--keep-logs", action="store_true", help="keep the sipp logs")
+    p.add_argument("--check", action="store_true",
+                   help="validate recording files given as arguments instead of recording")
     args = p.parse_args(argv)
+    if args.check:
+        bad = 0
+        for name in args.scenarios:
+            problems = check(Path(name))
+            print(f"{name}: {'ok' if not problems else '; '.join(problems)}")
+            bad += bool(problems)
+        return 1 if bad else 0
     if args.list or not args.scenarios:
         for name, fn in SCENARIOS.items():
             print(f"{name:26} {(fn.__doc__ or '').split(chr(10))[0]}")
