@@ -23,14 +23,11 @@ def list_active_calls(request: ApiRequest) -> Any:
     with request.sessions() as session:
         conn = session.connection()
         scope = _scope(conn, caller, wanted, errors)
-        lines = None
-        if wanted.phone:
-            lines = query.visible_lines(conn, caller, wanted.phone)
-            if not lines:
-                errors.append(("phone", "is not a telephone line you can see"))
+        if wanted.phone and not query.phone_is_visible(conn, caller, wanted.phone):
+            errors.append(("phone", "is not a telephone line you can see"))
         if errors:
             raise ApiError(400, errors)
-        result = conn.execute(query.statement(wanted, scope, lines))
+        result = conn.execute(*query.statement(wanted, scope, caller))
         if wanted.count:
             return {"count": result.scalar_one()}
         keys = tuple(result.keys())

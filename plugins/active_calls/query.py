@@ -1,10 +1,28 @@
-"""The SQL of calls/active/list: who may be seen (scope), what was asked for, in what order."""
+"""The SQL of calls/active/list: who may be seen (scope), what was asked for, in what order.
+
+Statements are built once per *shape* of request (which filters, sort, names, count) with bound
+parameters for every value, and cached: building a select with the name subqueries costs more
+Python time than SQLite takes to run it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, false, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    String,
+    and_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+)
 
 from pbxcontrol.plugin import Caller, tables
 
@@ -14,6 +32,7 @@ from .params import ListRequest, TextFilter
 leg = tables.Leg.__table__
 tree = tables.CustomerTree.__table__
 line = tables.Line.__table__
+ESCAPE = "/"
 
 
 @dataclass(frozen=True)
@@ -35,72 +54,122 @@ def customer_depth(conn: Connection, ancestor: int, customer: int) -> int | None
     ).scalar()
 
 
-def visible_lines(conn: Connection, caller: Caller, phone: str) -> list[tuple[str, int]]:
-    """(number, customer) of the telephone lines in the caller's subtree that `phone` names,
-    by endpoint or by number (a number may name lines of several customers)."""
-    rows = conn.execute(
-        select(line.c.number, line.c.customer_id)
-        .join(tree, tree.c.descendant_id == line.c.customer_id)
-        .where(tree.c.ancestor_id == caller.customer_id,
-               or_(line.c.endpoint == phone, line.c.number == phone))
-    )
-    return [(r.number, r.customer_id) for r in rows]
+def _phone_lines(me: ColumnElement[int], phone: ColumnElement[str]) -> Select:
+    """Telephone lines in `me`'s subtree that `phone` names, by endpoint or by number (a
+    number may name lines of several customers)."""
+    return (select(line.c.number, line.c.customer_id)
+            .join(tree, tree.c.descendant_id == line.c.customer_id)
+            .where(tree.c.ancestor_id == me,
+                   or_(line.c.endpoint == phone, line.c.number == phone)))
 
 
-def scope_condition(scope: Scope) -> ColumnElement[bool]:
-    if not scope.subtree:
-        return or_(leg.c.scustomer == scope.customer, leg.c.dcustomer == scope.customer)
-    members = select(tree.c.descendant_id).where(tree.c.ancestor_id == scope.customer)
-    if scope.min_depth:
-        members = members.where(tree.c.depth >= scope.min_depth)
-    if scope.max_depth is not None:
-        members = members.where(tree.c.depth <= scope.max_depth)
-    return or_(leg.c.scustomer.in_(members), leg.c.dcustomer.in_(members))
+def phone_is_visible(conn: Connection, caller: Caller, phone: str) -> bool:
+    return conn.execute(
+        select(exists(_phone_lines(caller.customer_id, phone)))).scalar_one()
 
 
 def statement(request: ListRequest, scope: Scope | None,
-              lines: list[tuple[str, int]] | None) -> Select:
-    conditions = [] if scope is None else [scope_condition(scope)]
-    conditions += _filters(request, lines)
-    if request.count:
+              caller: Caller) -> tuple[Select, dict[str, Any]]:
+    """The statement for this request and the values of its parameters."""
+    values: dict[str, Any] = {"me": caller.customer_id}
+    scope_shape = None
+    if scope is not None:
+        values["scope"] = scope.customer
+        values["min_depth"] = scope.min_depth
+        values["max_depth"] = scope.max_depth
+        scope_shape = (scope.subtree, scope.min_depth > 0, scope.max_depth is not None)
+    values["directions"] = list(request.directions)
+    values["callid"] = request.callid
+    values["phone"] = request.phone
+    for column, value in request.types.items():
+        values[f"type_{column}"] = value
+    for i, wanted in enumerate(request.texts):
+        values[f"text_{i}"] = _pattern(wanted)
+    shape = _Shape(
+        scope=scope_shape, directions=bool(request.directions), callid=bool(request.callid),
+        types=tuple(request.types), texts=tuple((t.columns, t.mode) for t in request.texts),
+        phone=bool(request.phone), count=request.count, names=request.names,
+        sort=request.sort, descending=request.descending)
+    return _build(shape), values
+
+
+@dataclass(frozen=True)
+class _Shape:
+    scope: tuple[bool, bool, bool] | None  # (subtree, min_depth?, max_depth?); None = system
+    directions: bool
+    callid: bool
+    types: tuple[str, ...]
+    texts: tuple[tuple[tuple[str, ...], str], ...]
+    phone: bool
+    count: bool
+    names: bool
+    sort: str
+    descending: bool
+
+
+@lru_cache(maxsize=1024)
+def _build(shape: _Shape) -> Select:
+    conditions = _conditions(shape)
+    if shape.count:
         return select(func.count()).select_from(leg).where(*conditions)
     columns = [leg.c[name] for name in tables.LEG_FIELDS]
-    if request.names:
+    if shape.names:
         columns += name_columns(leg)
     # Ties by start then uniqueid (as documented), then the row id: uniqueids are only unique
     # per machine, and the order must be total to be deterministic.
     order = [leg.c.start, leg.c.uniqueid, leg.c.id]
-    if request.sort != "start":
-        order.insert(0, leg.c[request.sort])
-    if request.descending:
+    if shape.sort != "start":
+        order.insert(0, leg.c[shape.sort])
+    if shape.descending:
         order = [column.desc() for column in order]
     return select(*columns).where(*conditions).order_by(*order)
 
 
-def _filters(request: ListRequest, lines: list[tuple[str, int]] | None) -> list:
-    conditions: list = []
-    if request.directions:
-        conditions.append(leg.c.direction.in_(request.directions))
-    if request.callid:
-        conditions.append(leg.c.callid == request.callid)
-    conditions += [leg.c[column] == value for column, value in request.types.items()]
-    conditions += [or_(*(_match(leg.c[c], f) for c in f.columns)) for f in request.texts]
-    if lines is not None:
+def _conditions(shape: _Shape) -> list[ColumnElement[bool]]:
+    conditions = []
+    if shape.scope is not None:
+        subtree, has_min, has_max = shape.scope
+        if subtree:
+            members = select(tree.c.descendant_id).where(
+                tree.c.ancestor_id == bindparam("scope"))
+            if has_min:
+                members = members.where(tree.c.depth >= bindparam("min_depth"))
+            if has_max:
+                members = members.where(tree.c.depth <= bindparam("max_depth"))
+            conditions.append(or_(leg.c.scustomer.in_(members), leg.c.dcustomer.in_(members)))
+        else:
+            conditions.append(or_(leg.c.scustomer == bindparam("scope"),
+                                  leg.c.dcustomer == bindparam("scope")))
+    if shape.directions:
+        conditions.append(leg.c.direction.in_(bindparam("directions", expanding=True)))
+    if shape.callid:
+        conditions.append(leg.c.callid == bindparam("callid"))
+    conditions += [leg.c[column] == bindparam(f"type_{column}") for column in shape.types]
+    for i, (columns, mode) in enumerate(shape.texts):
+        conditions.append(or_(*(_match(leg.c[c], mode, bindparam(f"text_{i}", type_=String))
+                                for c in columns)))
+    if shape.phone:
         # A leg's source is a line when the call came from that phone: the recorder gives
         # every leg of the call the originating line's number and customer.
-        conditions.append(and_(leg.c.stype == "phone", or_(false(), *(
-            and_(leg.c.snumber == number, leg.c.scustomer == customer)
-            for number, customer in lines))))
+        lines = _phone_lines(bindparam("me"), bindparam("phone")).subquery()
+        conditions.append(and_(leg.c.stype == "phone", exists().where(
+            lines.c.number == leg.c.snumber, lines.c.customer_id == leg.c.scustomer)))
     return conditions
 
 
-def _match(column: ColumnElement[str], wanted: TextFilter) -> ColumnElement[bool]:
-    # autoescape: % and _ typed by the user are literal. Case-insensitive so that SQLite
-    # (LIKE ignores ASCII case) and PostgreSQL (LIKE does not) answer alike.
+def _match(column: ColumnElement[str], mode: str, value: ColumnElement[str]):
+    if mode == "exact":
+        return column == value
+    # lower() on both sides: SQLite's LIKE ignores ASCII case and PostgreSQL's does not;
+    # this answers alike on both.
+    return func.lower(column).like(func.lower(value), escape=ESCAPE)
+
+
+def _pattern(wanted: TextFilter) -> str:
+    """The bound value: the text itself for exact, else a LIKE pattern in which the user's
+    % and _ are literal."""
     if wanted.mode == "exact":
-        return column == wanted.value
-    if wanted.mode == "starts":
-        return column.istartswith(wanted.value, autoescape=True)
-    if wanted.mode == "ends":
-        return column.iendswith(wanted.value, autoescape=True)
-    return column.icontains(wanted.value, autoescape=True)
+        return wanted.value
+    text = (wanted.value.replace(ESCAPE, ESCAPE * 2)
+            .replace("%", ESCAPE + "%").replace("_", ESCAPE + "_"))
+    return {"starts": f"{text}%", "ends": f"%{text}", "contains": f"%{text}%"}[wanted.mode]
