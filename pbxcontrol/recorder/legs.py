@@ -94,6 +94,7 @@ class Leg:
         return leg
 
 
+DESTINATION_FIELDS = ("dtype", "dnumber", "dcustomer", "peer", "billing_peer", "outgroup")
 DERIVED_FIELDS = SOURCE_FIELDS + ("dnumber", "dtype", "dcustomer", "peer", "billing_peer",
                                   "ingroup", "outgroup", "direction")
 
@@ -148,7 +149,12 @@ class CallClassifier:
                  for leg in call)
         for leg in call:
             derived = dict(source)
-            derived.update(self._destination(targets[leg.uniqueid]))
+            target = targets[leg.uniqueid]
+            if target is None and leg.derived.get("dtype"):
+                # The leg it reached has gone (bridged away, transferred): keep what it was.
+                derived.update({f: leg.derived[f] for f in DESTINATION_FIELDS})
+            else:
+                derived.update(self._destination(target))
             on_peer = leg.endpoint in self.prov.peers
             if on_peer:
                 direction = "out" if leg.dialled_by or (origin is not None and
