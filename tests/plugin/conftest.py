@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 import webtest
-from sqlalchemy import insert
+from sqlalchemy import create_engine, insert, text
 
 from pbxcontrol import config as config_mod
 from pbxcontrol import provisioning, runtime
+from pbxcontrol.db import models
 from pbxcontrol.db.models import LEG_INT_FIELDS, LEG_STRING_FIELDS, Leg
 from tests.conftest import TREE, write_config
 
@@ -99,7 +101,14 @@ def calls(tmp_path_factory):
     """The TREE with CALLS live, shared by a module's read-only tests (provisioning hashes
     eight passwords with scrypt: once per module, not once per test)."""
     tmp_path = tmp_path_factory.mktemp("calls")
-    built = runtime.build(config_mod.load(str(write_config(tmp_path))), record=False)
+    url = os.environ.get("ACTIVE_CALLS_TEST_DB")  # e.g. postgresql+psycopg://…: emptied first
+    if url:
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            models.Base.metadata.drop_all(conn)
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        engine.dispose()
+    built = runtime.build(config_mod.load(str(write_config(tmp_path, db=url))), record=False)
     with built.sessions.begin() as session:
         provisioning.apply(session, json.loads(json.dumps(TREE)))
     insert_legs(built, CALLS)
