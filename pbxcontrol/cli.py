@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = _load_config(args)
         logs.setup(args.log_level.upper() if args.log_level else config.log_level)
+        if config_mod.world_readable(config.path):
+            log.warning("%s is readable by every user but holds passwords: chmod 0600 it",
+                        config.path)
         if command == "initdb":
             return _initdb(config)
         if command == "provision":
@@ -113,38 +116,41 @@ def _provision(config: Config, document: str) -> int:
 def _run(config: Config, *, http: bool, record: bool) -> int:
     from pbxcontrol.runtime import StartupError, build
 
+    stopping = threading.Event()
+    server = None
+
+    def on_signal(signum, _frame):
+        if stopping.is_set():
+            return
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        stopping.set()
+        if server is not None:
+            raise KeyboardInterrupt  # breaks waitress out of its loop, which then drains
+
+    # Installed before anything starts, so a signal during start-up stops cleanly too.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         rt = build(config, http=http, record=record)
     except (StartupError, plugin.PluginError) as exc:
         raise Fatal(str(exc)) from None
-    stopping = threading.Event()
-    server = None
     try:
         if http:
             from pbxcontrol.http.server import make_server
 
             try:
-                server = make_server(rt.app, config.http_host, config.http_port,
-                                     config.http_threads)
+                created = make_server(rt.app, config.http_host, config.http_port,
+                                      config.http_threads)
             except OSError as exc:
                 raise Fatal(f"cannot listen on {config.http_host}:{config.http_port}: "
                             f"{exc.strerror}") from None
-
-        def on_signal(signum, _frame):
-            if stopping.is_set():
-                return
-            log.info("%s received: stopping", signal.Signals(signum).name)
-            stopping.set()
-            if server is not None:
-                raise KeyboardInterrupt  # breaks waitress out of its loop, which then drains
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
         for recorder in rt.recorders:
             recorder.start()
-        if server is not None:
-            with contextlib.suppress(KeyboardInterrupt):
-                server.run()
+        if http:
+            server = created
+            if not stopping.is_set():
+                with contextlib.suppress(KeyboardInterrupt):
+                    server.run()
             server.close()
         else:
             stopping.wait()

@@ -49,6 +49,9 @@ class Config:
     plugins: tuple[str, ...]
     machines: tuple[MachineConfig, ...]
     batch_size: int = 200
+    login_failures_per_user: int = 10
+    login_failures_per_address: int = 50
+    login_window: float = 300.0
     plugin_sections: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def plugin_section(self, name: str) -> dict[str, str]:
@@ -101,6 +104,14 @@ class _Reader:
         if raw in ("0", "no", "false", "off"):
             return False
         raise self.error(section, key, f"{raw!r} is not a boolean (yes/no)")
+
+
+def world_readable(path: str) -> bool:
+    """The file holds ARI (and perhaps database) passwords: it should be 0600."""
+    try:
+        return bool(os.stat(path).st_mode & 0o004)
+    except OSError:
+        return False
 
 
 def resolve_path(cli_path: str | None) -> str:
@@ -160,6 +171,9 @@ def _build(r: _Reader, known_plugins: frozenset[str] | None) -> Config:
         plugins=plugins,
         machines=machines,
         batch_size=r.integer("recorder", "batch_size", 200, lo=1, hi=100000),
+        login_failures_per_user=r.integer("http", "login_failures_per_user", 10, lo=1),
+        login_failures_per_address=r.integer("http", "login_failures_per_address", 50, lo=1),
+        login_window=r.number("http", "login_window", 300.0),
         plugin_sections={
             s.split(":", 1)[1]: dict(r.parser.items(s))
             for s in r.parser.sections()

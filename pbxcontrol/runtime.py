@@ -15,6 +15,7 @@ from pbxcontrol.db import migrate
 from pbxcontrol.db.engine import make_engine, make_sessionmaker
 from pbxcontrol.http.api import JsonApi, build_app
 from pbxcontrol.http.auth import Authenticator
+from pbxcontrol.http.throttle import LoginThrottle
 
 log = logging.getLogger("pbxcontrol")
 
@@ -63,7 +64,9 @@ def build(config: Config, *, http: bool = True, record: bool = True) -> Runtime:
     engine, sessions = open_database(config)
     rt = Runtime(config, engine, sessions)
     if http:
-        rt.api = JsonApi(sessions, Authenticator(sessions))
+        throttle = LoginThrottle(config.login_failures_per_user,
+                                 config.login_failures_per_address, config.login_window)
+        rt.api = JsonApi(sessions, Authenticator(sessions, throttle=throttle))
         for name in config.plugins:
             module = plugin.load(name)
             ctx = plugin.PluginContext(

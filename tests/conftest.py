@@ -67,6 +67,7 @@ def write_config(tmp_path: Path, body: str = "", *, db: str | None = None) -> Pa
         """) + textwrap.dedent(body)
     path = tmp_path / "pbxcontrol.ini"
     path.write_text(text)
+    path.chmod(0o600)  # as documented: the file holds passwords
     return path
 
 

@@ -55,7 +55,8 @@ class JsonApi:
             raise ValueError(f"API function {key!r} is registered twice")
         self.functions[key] = ApiFunction(key, handler, frozenset(privileges))
 
-    def dispatch(self, path: str, method: str, query: str, body: bytes) -> tuple[int, bytes]:
+    def dispatch(self, path: str, method: str, query: str, body: bytes,
+                 address: str = "") -> tuple[int, bytes]:
         """Answer one request: (envelope code, JSON body). Never raises."""
         try:
             if method not in ("GET", "POST", "HEAD"):
@@ -65,7 +66,7 @@ class JsonApi:
                 raise ApiError(404)
             values = params.parse(query, body) if method == "POST" else params.parse(query)
             caller = self.authenticator.authenticate(
-                values.pop("auth_username", None), values.pop("auth_password", None)
+                values.pop("auth_username", None), values.pop("auth_password", None), address
             )
             if not function.privileges & caller.privileges:
                 raise ApiError(402)
@@ -88,6 +89,7 @@ def build_app(api: JsonApi) -> bottle.Bottle:
         started = time.perf_counter()
         req = bottle.request
         method = req.method
+        address = req.environ.get("REMOTE_ADDR", "")
         body = b""
         if method == "POST":
             if (req.content_length or 0) > MAX_BODY:
@@ -96,10 +98,12 @@ def build_app(api: JsonApi) -> bottle.Bottle:
                 body = req.body.read(MAX_BODY + 1)
                 code, payload = (
                     (413, envelope.error(ApiError(413))) if len(body) > MAX_BODY
-                    else api.dispatch(path, method, req.environ.get("QUERY_STRING", ""), body)
+                    else api.dispatch(path, method, req.environ.get("QUERY_STRING", ""), body,
+                                      address)
                 )
         else:
-            code, payload = api.dispatch(path, method, req.environ.get("QUERY_STRING", ""), b"")
+            code, payload = api.dispatch(path, method, req.environ.get("QUERY_STRING", ""), b"",
+                                         address)
         bottle.response.content_type = JSON
         bottle.response.set_header("Cache-Control", "no-store")
         # The query string holds credentials: only the path is ever logged.

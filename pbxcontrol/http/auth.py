@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pbxcontrol.db.models import Customer, Person, RolePrivilege
 from pbxcontrol.http.envelope import ApiError
+from pbxcontrol.http.throttle import LoginThrottle
 from pbxcontrol.passwords import dummy_hash, verify_password
 
 
@@ -33,16 +34,31 @@ class Authenticator:
     for `cache_seconds` as an HMAC under a per-process key (never the password itself); a
     changed password hash, role or enabled flag is seen on the next request."""
 
-    def __init__(self, sessions: sessionmaker[Session], cache_seconds: float = 60.0):
+    def __init__(self, sessions: sessionmaker[Session], cache_seconds: float = 60.0,
+                 throttle: LoginThrottle | None = None):
         self._sessions = sessions
+        self.throttle = throttle or LoginThrottle()
         self._cache_seconds = cache_seconds
         self._key = os.urandom(32)
         self._verified: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
 
-    def authenticate(self, username: str | None, password: str | None) -> Caller:
+    def authenticate(self, username: str | None, password: str | None,
+                     address: str = "") -> Caller:
         if not username or password is None:
             raise ApiError(401)
+        wait = self.throttle.retry_after(username, address)
+        if wait:
+            raise ApiError(401, [("", f"Too many failed logins; retry in {wait} seconds.")])
+        try:
+            caller = self._authenticate(username, password)
+        except ApiError:
+            self.throttle.failed(username, address)
+            raise
+        self.throttle.succeeded(username)
+        return caller
+
+    def _authenticate(self, username: str, password: str) -> Caller:
         with self._sessions() as session:
             row = session.execute(
                 select(Person.password_hash, Person.customer_id, Person.role, Person.enabled,

@@ -1,0 +1,82 @@
+"""Failed logins are throttled per username and per client address."""
+
+
+
+from pbxcontrol.http.throttle import LoginThrottle
+
+LIST = "/api/json/calls/active/list/"
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_throttle_counts_per_user_and_ages_out():
+    clock = Clock()
+    throttle = LoginThrottle(per_user=3, per_address=100, window=60, clock=clock)
+    for _ in range(3):
+        assert throttle.retry_after("acme", "10.0.0.1") == 0
+        throttle.failed("acme", "10.0.0.1")
+    assert throttle.retry_after("acme", "10.0.0.2") == 60
+    assert throttle.retry_after("beta", "10.0.0.1") == 0
+    clock.now += 30
+    assert throttle.retry_after("acme", "x") == 30
+    clock.now += 31
+    assert throttle.retry_after("acme", "x") == 0
+
+
+def test_throttle_counts_per_address_across_usernames():
+    throttle = LoginThrottle(per_user=100, per_address=3, window=60, clock=Clock())
+    for name in ("a", "b", "c"):
+        throttle.failed(name, "10.0.0.9")
+    assert throttle.retry_after("d", "10.0.0.9") == 60
+    assert throttle.retry_after("d", "10.0.0.8") == 0
+
+
+def test_success_clears_the_user_count():
+    throttle = LoginThrottle(per_user=2, per_address=100, window=60, clock=Clock())
+    throttle.failed("acme", "a")
+    throttle.succeeded("acme")
+    throttle.failed("acme", "a")
+    assert throttle.retry_after("acme", "a") == 0
+
+
+def test_brute_force_gets_a_401_with_retry_hint_even_for_the_right_password(app, rt):
+    rt.api.authenticator.throttle = LoginThrottle(per_user=3, per_address=100, window=300)
+    for _ in range(3):
+        resp = app.get(LIST + "?auth_username=acme;auth_password=guess")
+        assert resp.json["responses"][0]["message"] == (
+            "The authentication details provided are invalid.")
+    resp = app.get(LIST + "?auth_username=acme;auth_password=acme-pass")
+    assert resp.status_int == 200
+    entry = resp.json["responses"][0]
+    assert entry["code"] == "401"
+    assert entry["message"].startswith("Too many failed logins; retry in ")
+    assert "data" not in resp.json
+    # Other people are not locked out by it.
+    ok = app.get(LIST + "?auth_username=beta;auth_password=beta-pass")
+    assert ok.json["responses"][0]["code"] == "200"
+
+
+def test_world_readable_config_is_warned_about(tmp_path, caplog):
+    import subprocess
+    import sys
+
+    from tests.conftest import write_config
+
+    path = write_config(tmp_path, "[asterisk:1]\nari_url = http://127.0.0.1:9/ari\n"
+                                  "username = u\npassword = very-secret-pw\n")
+    path.chmod(0o644)
+    proc = subprocess.run([sys.executable, "-m", "pbxcontrol", "--config", str(path), "initdb"],
+                          capture_output=True, text=True, timeout=60)
+    assert "is readable by every user but holds passwords: chmod 0600 it" in proc.stderr
+    assert "very-secret-pw" not in proc.stderr
+    path.chmod(0o600)
+    proc = subprocess.run([sys.executable, "-m", "pbxcontrol", "--config", str(path), "initdb"],
+                          capture_output=True, text=True, timeout=60)
+    assert "readable by every user" not in proc.stderr
+
