@@ -93,6 +93,18 @@ def run(events: int, batch: int) -> dict[str, float]:
     }
 
 
+def bench(results, quick: bool) -> None:
+    """Target 3 for bench/run.py: >= 200,000 events (20,000 with --quick)."""
+    figures = run(20_000 if quick else 200_000, 200)
+    rate, base_rate = figures["ingest_events_per_s"], figures["json_loads_events_per_s"]
+    results.add("ingest.events_per_s", rate, "ev/s", baseline=base_rate,
+                baseline_name="json.loads alone over the same bytes",
+                target=">=20000, ratio>=0.2",
+                met=rate >= 20_000 and figures["ingest_ratio_to_json_loads"] >= 0.2,
+                note=f"{figures['ingest_events']} real events replayed, "
+                f"{figures['ingest_megabytes']} MB, transactions of 200 events")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000)

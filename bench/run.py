@@ -1,0 +1,106 @@
+"""`make bench`: every benchmark of issue 6, each figure against a baseline of the same run.
+
+    .venv/bin/python bench/run.py [--only PART,...] [--quick] [--output FILE]
+
+Parts: views, ingest (no Asterisk); ari, lag, memory (the sandbox Asterisk; lag includes the
+wrk figures). Prints a table and writes bench/results.json (every figure by name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import common  # noqa: E402
+
+PARTS = ("views", "ingest", "ari", "lag", "memory")
+SANDBOX_PARTS = {"ari", "lag", "memory"}
+
+
+def machine() -> dict[str, object]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    except OSError:
+        mem_kb = 0
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_kb / 2**20, 1),
+            "python": platform.python_version(), "kernel": platform.release(),
+            "sqlite": __import__("sqlite3").sqlite_version}
+
+
+def run_part(name: str, results: common.Results, quick: bool) -> None:
+    if name == "views":
+        from bench import views
+        views.run(results, quick)
+    elif name == "ingest":
+        from bench import ingest
+        ingest.bench(results, quick)
+    else:
+        from bench import live
+        getattr(live, f"run_{name}")(results, quick)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(PARTS),
+                        help=f"comma-separated parts (default: all of {','.join(PARTS)})")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, shorter runs")
+    parser.add_argument("--output", default=str(ROOT / "bench" / "results.json"))
+    args = parser.parse_args()
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(unknown)}; parts are {', '.join(PARTS)}")
+    results = common.Results()
+    results.info.update(machine=machine(), quick=args.quick, parts=parts,
+                        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        commit=_commit())
+    failed = []
+    for part in parts:
+        print(f"== {part}", flush=True)
+        started = time.perf_counter()
+        try:
+            run_part(part, results, args.quick)
+        except Exception as exc:  # one broken part must not lose the others' figures
+            traceback.print_exc()
+            failed.append(f"{part}: {exc}")
+        print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
+    results.info["failed"] = failed
+    print()
+    print(common.table(results))
+    if failed:
+        print("\nFAILED: " + "; ".join(failed))
+    output = Path(args.output)
+    output.write_text(json.dumps({
+        "info": results.info,
+        "figures": {name: f.as_json() for name, f in results.figures.items()},
+    }, indent=2) + "\n")
+    print(f"\nwritten {output}")
+    return 1 if failed else 0
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
