@@ -19,6 +19,7 @@ log = logging.getLogger("pbxcontrol.http")
 access_log = logging.getLogger("pbxcontrol.access")
 
 MAX_BODY = 64 * 1024
+MAX_QUERY = 8 * 1024  # below the server's header limit, so it still gets an envelope
 JSON = "application/json; charset=utf-8"
 
 
@@ -91,19 +92,20 @@ def build_app(api: JsonApi) -> bottle.Bottle:
         method = req.method
         address = req.environ.get("REMOTE_ADDR", "")
         body = b""
-        if method == "POST":
+        query = req.environ.get("QUERY_STRING", "")
+        if len(query) > MAX_QUERY:
+            code, payload = 413, envelope.error(ApiError(413))
+        elif method == "POST":
             if (req.content_length or 0) > MAX_BODY:
                 code, payload = 413, envelope.error(ApiError(413))
             else:
                 body = req.body.read(MAX_BODY + 1)
                 code, payload = (
                     (413, envelope.error(ApiError(413))) if len(body) > MAX_BODY
-                    else api.dispatch(path, method, req.environ.get("QUERY_STRING", ""), body,
-                                      address)
+                    else api.dispatch(path, method, query, body, address)
                 )
         else:
-            code, payload = api.dispatch(path, method, req.environ.get("QUERY_STRING", ""), b"",
-                                         address)
+            code, payload = api.dispatch(path, method, query, b"", address)
         bottle.response.content_type = JSON
         bottle.response.set_header("Cache-Control", "no-store")
         # The query string holds credentials: only the path is ever logged.

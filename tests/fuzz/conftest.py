@@ -1,0 +1,50 @@
+"""A provisioned service with some live legs, served by waitress on loopback for fuzzing."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from sqlalchemy import insert
+
+from pbxcontrol import config as config_mod
+from pbxcontrol import provisioning, runtime
+from pbxcontrol.db.models import Leg
+from pbxcontrol.http.server import make_server
+from tests.conftest import TREE, write_config
+
+LEGS = [
+    # (uniqueid, callid, scustomer, dcustomer, stype, snumber, dtype, dnumber, direction)
+    ("1.1", "1.1", 3, 3, "phone", "1001", "phone", "1002", "internal"),
+    ("1.2", "1.1", 3, 3, "phone", "1001", "phone", "1002", "internal"),
+    ("2.1", "2.1", 3, 3, "external", "0207946000", "phone", "1001", "in"),
+    ("3.1", "3.1", 4, 0, "phone", "2001", "external", "0207946000", "out"),
+    ("4.1", "4.1", 7, 7, "phone", "3001", "phone", "3001", "internal"),
+    ("5.1", "5.1", 0, 0, "", "555", "", "", "internal"),
+]
+
+
+@pytest.fixture(scope="package")
+def service(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    # Fuzzing sends thousands of wrong passwords from one address: lift the throttle here
+    # (tests/core/test_login_throttle.py covers it).
+    body = "login_failures_per_user = 1000000\nlogin_failures_per_address = 1000000\n"
+    path = write_config(tmp)
+    path.write_text(path.read_text().replace("port = 0\n", "port = 0\n" + body))
+    config = config_mod.load(str(path))
+    rt = runtime.build(config, record=False)
+    with rt.sessions.begin() as session:
+        provisioning.apply(session, json.loads(json.dumps(TREE)))
+        session.execute(insert(Leg), [
+            dict(machine=1, uniqueid=u, callid=c, channel=f"PJSIP/x-{u}", start=1000 + i,
+                 status="Up", scustomer=s, dcustomer=d, stype=st, snumber=sn, dtype=dt,
+                 dnumber=dn, direction=di)
+            for i, (u, c, s, d, st, sn, dt, dn, di) in enumerate(LEGS)])
+    server = make_server(rt.app, "127.0.0.1", 0, 4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield rt, f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+    rt.close()

@@ -1,0 +1,126 @@
+"""Hostile bytes over a raw socket: whatever arrives, the answer is the JSON envelope."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from urllib.parse import quote, quote_from_bytes
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+PATH = "/api/json/calls/active/list/"
+NAMES = ["auth_username", "auth_password", "customer", "recursive", "direction", "sort",
+         "descending", "names", "callid", "count", "stype", "ctype", "dtype", "snumber",
+         "smatch", "cnumber", "cmatch", "dnumber", "dmatch", "callername_number",
+         "callername_match", "phone", "x"]
+GOOD = {"auth_username": "reseller", "auth_password": "reseller-pass"}
+
+
+def request(base: str, method: str, target: str, body: bytes | None = None,
+            headers: dict | None = None):
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.putrequest(method, target, skip_accept_encoding=True)
+        for name, value in (headers or {}).items():
+            conn.putheader(name, value)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Content-Type"), resp.read()
+    finally:
+        conn.close()
+
+
+def assert_envelope(status, ctype, raw, allowed=("200", "400", "401", "402", "404", "405",
+                                                 "413")):
+    assert status == 200, raw[:200]
+    assert ctype == "application/json; charset=utf-8"
+    body = json.loads(raw)
+    codes = {entry["code"] for entry in body["responses"]}
+    assert len(codes) == 1 and codes <= set(allowed), body
+    assert ("data" in body) == (codes == {"200"})
+    return body
+
+
+raw_values = st.binary(max_size=40).map(quote_from_bytes) | st.text(max_size=40).map(
+    lambda t: quote(t, safe="%+=,!*'()").replace(";", "").replace("&", ""))
+pairs = st.lists(st.tuples(st.sampled_from(NAMES), raw_values), max_size=12)
+
+
+def encode(pairs_, sep) -> str:
+    return sep.join(f"{name}={value}" for name, value in pairs_)
+
+
+@given(pairs=pairs, sep=st.sampled_from([";", "&"]), auth=st.booleans(),
+       method=st.sampled_from(["GET", "POST"]))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_random_parameters_always_get_an_envelope(service, pairs, sep, auth, method):
+    _, base = service
+    if auth:
+        pairs = list(GOOD.items()) + pairs
+    query = encode(pairs, sep)
+    if method == "GET":
+        result = request(base, "GET", f"{PATH}?{query}")
+    else:
+        result = request(base, "POST", PATH, query.encode(),
+                         {"Content-Type": "application/x-www-form-urlencoded"})
+    assert_envelope(*result)
+
+
+def test_invalid_utf8_and_broken_percent_encoding(service):
+    _, base = service
+    auth = "auth_username=admin;auth_password=admin-pass"
+    for tail in ("snumber=%ff%fe", "snumber=%", "snumber=%zz", "%ff=1", "names=%C0%80",
+                 "callid=%00", "=", "==;;&&", "sort=start%00"):
+        body = assert_envelope(*request(base, "GET", f"{PATH}?{auth};{tail}"))
+        assert body["responses"][0]["code"] in ("200", "400"), (tail, body)
+
+
+def test_repeated_parameters(service):
+    _, base = service
+    auth = "auth_username=admin;auth_password=admin-pass"
+    same = assert_envelope(*request(base, "GET", f"{PATH}?{auth};names=1;names=1"))
+    assert same["responses"][0]["code"] == "200"
+    clash = assert_envelope(*request(base, "GET", f"{PATH}?{auth};sort=start;sort=uniqueid"))
+    assert clash["responses"] == [{"code": "400", "key": "sort", "message":
+                                   "is given more than once with different values"}]
+
+
+def test_huge_values_and_long_query_strings(service):
+    _, base = service
+    auth = "auth_username=admin;auth_password=admin-pass"
+    body = assert_envelope(*request(base, "GET", f"{PATH}?{auth};snumber={'9' * 5000}"))
+    assert body["responses"][0] == {"code": "400", "key": "snumber",
+                                    "message": body["responses"][0]["message"]}
+    body = assert_envelope(*request(base, "GET", f"{PATH}?{auth};x={'a' * 20000}"))
+    assert body["responses"][0]["code"] == "413"
+    many = ";".join(f"p{i}=1" for i in range(500))
+    body = assert_envelope(*request(base, "GET", f"{PATH}?{auth};{many}"))
+    assert body["responses"][0]["code"] == "400"
+    # Beyond the server's own header limit waitress answers by itself (no envelope, but no
+    # crash and nothing reaches the application).
+    status, _, _ = request(base, "GET", f"{PATH}?{auth};x={'a' * 40000}")
+    assert status == 431 or status == 400
+
+
+def test_unknown_methods_bodies_on_get_and_malformed_forms(service):
+    _, base = service
+    for method in ("PUT", "DELETE", "PATCH", "OPTIONS"):
+        body = assert_envelope(*request(base, method, PATH))
+        assert body["responses"][0]["code"] == "405"
+    auth = "auth_username=admin&auth_password=admin-pass"
+    body = assert_envelope(*request(base, "GET", f"{PATH}?{auth}", b"names=1&count=1",
+                                    {"Content-Type": "application/x-www-form-urlencoded"}))
+    assert isinstance(body["data"], list)  # a body on GET is ignored
+    for form in (b"\xff\xfe\x00garbage", b"auth_username", b"&&&=;=;", b"%%%%"):
+        assert_envelope(*request(base, "POST", PATH, form,
+                                 {"Content-Type": "application/x-www-form-urlencoded"}))
+    body = assert_envelope(*request(base, "POST", PATH, b"x" * 70000,
+                                    {"Content-Type": "application/x-www-form-urlencoded"}))
+    assert body["responses"][0]["code"] == "413"
+    body = assert_envelope(*request(base, "POST", PATH, json.dumps(GOOD).encode(),
+                                    {"Content-Type": "application/json"}))
+    assert body["responses"][0]["code"] == "401"  # a JSON body is not a form: no credentials
