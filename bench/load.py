@@ -1,0 +1,258 @@
+"""Targets 4 and 5 under real SIP load: sipp places 50 calls/s trunk -> DID 0201112222 -> alice
+(short calls) through the sandbox Asterisk while `pbxcontrol serve` records them.
+
+Lag (first `lag_s` seconds): a bare websocket client of our own (app bench-lag) notes each
+channel's ChannelCreated/ChannelDestroyed Asterisk `timestamp`; one poller asks the API's system
+view back to back and notes when a leg first appears / disappears in a *response* (the time the
+answer arrived, so the figure includes one API round trip; its resolution is one poll).
+Baseline: when the same events reached our own websocket client.
+
+Then, with the calls still coming: wrk on the 404 envelope (baseline, no database) and wrk for
+30 s at 32 connections on Acme's own view (the customer the DID belongs to).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import websocket
+
+from bench.common import ROOT, Results, check, median, percentile
+from bench.sandbox import ARI_AUTH, Ari, Service, preflight
+from bench.wrk import run_wrk
+
+SIPP = ROOT / "sandbox" / "sipp"
+RATE = 50
+
+
+class EventClock:
+    """Asterisk timestamps of ChannelCreated/Destroyed, and when our own client got them."""
+
+    def __init__(self) -> None:
+        token = base64.b64encode(":".join(ARI_AUTH).encode()).decode()
+        self.ws = websocket.WebSocket(skip_utf8_validation=True)
+        self.ws.connect("ws://127.0.0.1:8088/ari/events?app=bench-lag&subscribeAll=true",
+                        header=[f"Authorization: Basic {token}"], timeout=5)
+        self.created: dict[str, float] = {}
+        self.destroyed: dict[str, float] = {}
+        self.delivery_ms: list[float] = []
+        self.stopping = False
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        self.ws.settimeout(0.5)
+        while not self.stopping:
+            try:
+                message = self.ws.recv()
+            except websocket.WebSocketTimeoutException:
+                continue
+            except (OSError, websocket.WebSocketException):
+                return
+            got = time.time()
+            event = json.loads(message)
+            kind = event.get("type")
+            if kind not in ("ChannelCreated", "ChannelDestroyed"):
+                continue
+            stamp = datetime.fromisoformat(event["timestamp"]).timestamp()
+            target = self.created if kind == "ChannelCreated" else self.destroyed
+            target[event["channel"]["id"]] = stamp
+            self.delivery_ms.append((got - stamp) * 1000)
+
+    def close(self) -> None:
+        self.stopping = True
+        self.thread.join(2)
+        self.ws.close()
+
+
+class Poller:
+    """Asks the system view back to back; first time each leg is in / out of an answer."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.seen: dict[str, float] = {}
+        self.gone: dict[str, float] = {}
+        self.poll_ms: list[float] = []
+        self.errors = 0
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        present: set[str] = set()
+        while not self.stopping:
+            started = time.time()
+            try:
+                body = self.service.get("calls/active/list", "admin", "admin-pass",
+                                        customer="system").json()
+            except (OSError, ValueError):
+                self.errors += 1
+                continue
+            now = time.time()
+            self.poll_ms.append((now - started) * 1000)
+            ids = {row["uniqueid"] for row in body["data"]}
+            for uid in ids - present:
+                self.seen.setdefault(uid, now)
+            for uid in present - ids:
+                self.gone.setdefault(uid, now)
+            present = ids
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.thread.join(5)
+
+
+def _sipp(args: list[str], logdir: Path, label: str) -> subprocess.Popen:
+    log = open(logdir / f"{label}.log", "wb")  # noqa: SIM115 - lives as long as sipp
+    return subprocess.Popen(["sipp", *args, "-nostdin", "-trace_err", "-error_file",
+                             str(logdir / f"{label}.errors"), "-trace_screen", "-screen_file",
+                             str(logdir / f"{label}.screen")],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=logdir)
+
+
+def _stop(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _screen_count(path: Path, what: str) -> int | None:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    found = re.findall(rf"{what}\s*\|\s*\d+\s*\|\s*(\d+)", text)
+    return int(found[-1]) if found else None
+
+
+def run_lag(results: Results, quick: bool) -> None:
+    lag_s, base_s, wrk_s = (15, 5, 10) if quick else (60, 10, 30)
+    total_s = lag_s + 3 + base_s + wrk_s + 4
+    if not shutil.which("sipp"):
+        raise RuntimeError("sipp missing: apt-get install sip-tester")
+    preflight()
+    logdir = Path(tempfile.mkdtemp(prefix="pbx-bench-sipp-"))
+    service, clock, poller, uas, uac = Service(), None, None, None, None
+    try:
+        service.start()
+        service.wait_count(0, 30)
+        clock = EventClock()
+        uas = _sipp(["-sf", str(SIPP / "uas_answer.xml"), "-i", "127.0.0.5", "-p", "5080",
+                     "-mp", "6100", "-d", "100"], logdir, "alice-uas")
+        time.sleep(1)
+        poller = Poller(service)
+        t0 = time.time()
+        uac = _sipp(["-sf", str(SIPP / "uac.xml"), "-i", "127.0.0.3", "-p", "5070",
+                     "-mp", "6000", "-s", "0201112222", "-key", "cnum", "0207946000",
+                     "-key", "cname", "Dentist", "-d", "300", "-r", str(RATE),
+                     "-m", str(RATE * total_s), "-timeout", f"{total_s + 60}s",
+                     "127.0.0.1:5060"], logdir, "trunk-uac")
+        time.sleep(lag_s + 3)
+        poller.stop()
+        _lag_figures(results, clock, poller, t0, t0 + lag_s)
+        url = service.base
+        base = run_wrk(url + "bench/nothing/", base_s, "404")
+        sizes: list[int] = []
+        sampler = threading.Thread(target=_sample_view, args=(service, sizes, wrk_s),
+                                   daemon=True)
+        sampler.start()
+        view = run_wrk(url + "calls/active/list/?auth_username=acme;auth_password=acme-pass"
+                       ";names=1", wrk_s, "200")
+        sampler.join()
+        _wrk_figures(results, base, view, sizes, base_s, wrk_s)
+        uac.wait(total_s + 90)
+        time.sleep(3)
+        _end_state(results, service, logdir)
+    finally:
+        for proc in (uac, uas):
+            _stop(proc)
+        if poller is not None:
+            poller.stop()
+        if clock is not None:
+            clock.close()
+        service.stop()
+        print(f"  sipp logs: {logdir}", flush=True)
+
+
+def _sample_view(service: Service, sizes: list[int], seconds: float) -> None:
+    end = time.time() + seconds
+    while time.time() < end:
+        try:
+            body = service.get("calls/active/list", "acme", "acme-pass", count="1").json()
+            sizes.append(int(body["data"]["count"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        time.sleep(1)
+
+
+def _lag_figures(results: Results, clock: EventClock, poller: Poller, start: float,
+                 end: float) -> None:
+    window = {uid: ts for uid, ts in clock.created.items() if start <= ts < end}
+    appear = [(poller.seen[uid] - ts) * 1000 for uid, ts in window.items() if uid in poller.seen]
+    missing = sorted(uid for uid in window if uid not in poller.seen)
+    vanish = [(poller.gone[uid] - clock.destroyed[uid]) * 1000 for uid in window
+              if uid in poller.gone and uid in clock.destroyed]
+    delivery = clock.delivery_ms
+    base50, base99 = median(delivery), percentile(delivery, 99)
+    base = "the same events reaching a bare websocket client (delivery from Asterisk)"
+    results.add("lag.ws_delivery_p50_ms", base50, "ms", note=f"{len(delivery)} events")
+    results.add("lag.ws_delivery_p99_ms", base99, "ms")
+    note = (f"{len(window)} channels in {end - start:.0f} s at {RATE} calls/s; "
+            f"poll p50 {median(poller.poll_ms):.1f} ms")
+    p50, p99 = median(appear), percentile(appear, 99)
+    results.add("lag.appear_p50_ms", p50, "ms", baseline=base50, baseline_name=base, note=note)
+    results.add("lag.appear_p99_ms", p99, "ms", baseline=base99, baseline_name=base,
+                target="<= 100 ms", met=check(p99, "<=", 100))
+    if vanish:
+        results.add("lag.vanish_p50_ms", median(vanish), "ms", baseline=base50,
+                    baseline_name=base, note="ChannelDestroyed -> leg gone from the API")
+        results.add("lag.vanish_p99_ms", percentile(vanish, 99), "ms", baseline=base99,
+                    baseline_name=base)
+    results.add("lag.legs_missing", len(missing), "legs", target="= 0",
+                met=not missing and poller.errors == 0,
+                note=f"created in the window, never seen by the API; poll errors "
+                f"{poller.errors}" + (f"; e.g. {missing[:3]}" if missing else ""))
+
+
+def _wrk_figures(results: Results, base: dict, view: dict, sizes: list[int], base_s: int,
+                 wrk_s: int) -> None:
+    name = f"wrk on the 404 envelope (no database), {base_s} s, 32 connections, same load"
+    legs = f"Acme's view held {min(sizes, default=0)}-{max(sizes, default=0)} legs" \
+           f" (median {median(sizes) if sizes else 0:.0f})"
+    results.add("http.404_requests_per_s", base["rps"], "req/s", note=f"errors {base['errors']}")
+    results.add("http.404_p99_ms", base["p99_ms"], "ms")
+    results.add("http.customer_view_requests_per_s", view["rps"], "req/s",
+                baseline=base["rps"], baseline_name=name,
+                note=f"{wrk_s} s, 32 connections, names=1, during sipp load; {legs}")
+    results.add("http.customer_view_p50_ms", view["p50_ms"], "ms", baseline=base["p50_ms"],
+                baseline_name=name)
+    results.add("http.customer_view_p99_ms", view["p99_ms"], "ms", baseline=base["p99_ms"],
+                baseline_name=name, target="<= 50 ms", met=check(view["p99_ms"], "<=", 50))
+    results.add("http.customer_view_errors", view["errors"], "errors", target="= 0",
+                met=view["errors"] == 0, note=view["error_detail"])
+
+
+def _end_state(results: Results, service: Service, logdir: Path) -> None:
+    channels = [c for c in Ari().channels() if c["name"].startswith(("PJSIP/trunk1",
+                                                                      "PJSIP/alice"))]
+    legs = service.get("calls/active/list", "admin", "admin-pass", customer="system").json()
+    left = len(legs["data"])
+    ok = _screen_count(logdir / "trunk-uac.screen", "Successful call")
+    failed = _screen_count(logdir / "trunk-uac.screen", "Failed call")
+    results.add("lag.legs_left_over", left, "legs", target="= 0",
+                met=left == 0 and not channels,
+                note=f"API legs after the run; Asterisk still has {len(channels)} sipp "
+                f"channels; sipp calls ok {ok}, failed {failed}")
