@@ -49,6 +49,7 @@ class MachineRecorder:
         self._threads: list[threading.Thread] = []
         self._needs_reconcile = False
         self._db_failing_since: float | None = None
+        self._reader_done = threading.Event()
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -58,6 +59,7 @@ class MachineRecorder:
             self._threads.append(thread)
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop reading, then write everything already read before returning."""
         self.stopping.set()
         stream = self._stream
         if stream is not None:
@@ -67,6 +69,12 @@ class MachineRecorder:
 
     # -- reader --------------------------------------------------------------------------
     def _read_loop(self) -> None:
+        try:
+            self._read_until_stopped()
+        finally:
+            self._reader_done.set()
+
+    def _read_until_stopped(self) -> None:
         delay, down_since = BACKOFF_START, None
         while not self.stopping.is_set():
             try:
@@ -104,7 +112,8 @@ class MachineRecorder:
                 self._with_db(self.core.load, "loading live legs") is None:
             pass
         next_sweep = float("inf")
-        while not self.stopping.is_set():
+        # On stop, the reader ends first; what it queued is still applied and written.
+        while not (self._reader_done.is_set() and self.queue.empty()):
             timeout = max(0.0, min(next_sweep - time.monotonic(), 1.0))
             batch: list[Any] = []
             try:
@@ -121,11 +130,16 @@ class MachineRecorder:
                     next_sweep = float("inf")
                 else:
                     self._apply(*item)
-            if self._needs_reconcile or time.monotonic() >= next_sweep:
+            if not self.stopping.is_set() and (
+                    self._needs_reconcile or time.monotonic() >= next_sweep):
                 self._flush()  # what was queued before the snapshot is older than it
                 if self._reconcile():
                     next_sweep = time.monotonic() + self.sweep_interval
             self._flush()
+        for _ in range(3):  # a last chance for a database that is failing right now
+            if self._flush():
+                break
+            time.sleep(0.5)
 
     def _apply(self, seq: int, message: str) -> None:
         try:

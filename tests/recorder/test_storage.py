@@ -1,0 +1,155 @@
+"""Shutdown and storage faults: stop during ingest, kill -9, read-only and full databases."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from sqlalchemy import event, text
+
+from pbxcontrol.db.engine import make_engine
+from pbxcontrol.recorder.service import MachineRecorder
+from tests.fakeari import FakeAri
+from tests.recorder.conftest import live_rows
+from tests.recorder.test_fields import events_of
+from tests.recorder.test_reconnect import converged, wait_until
+
+SCENARIOS = ["trunk_to_phone_answered", "ring_group_local", "phone_to_trunk_answered",
+             "attended_transfer", "mixmonitor"]
+
+
+def many_events(copies: int) -> list[dict]:
+    """Real recorded calls, many copies with fresh ids, interleaved like a busy machine."""
+    calls = [events_of(name, f"-{n}") for n in range(copies) for name in SCENARIOS]
+    stream, cursors = [], [0] * len(calls)
+    rng = random.Random(7)
+    live = list(range(len(calls)))
+    while live:
+        i = rng.choice(live)
+        stream.append(calls[i][cursors[i]])
+        cursors[i] += 1
+        if cursors[i] == len(calls[i]):
+            live.remove(i)
+    return stream
+
+
+def test_stop_during_heavy_ingest_writes_everything_it_read(sessions):
+    stream = many_events(30)
+    fake = FakeAri(stream[0]["timestamp"])
+    rec = MachineRecorder(1, fake, sessions)
+    rec.start()
+    assert fake.connected.wait(5)
+    wait_until(rec.synced.is_set)
+    for raw in stream:
+        fake.emit(raw, deliver=True)
+    time.sleep(0.05)  # part of the stream is read, part still in the socket
+    rec.stop()
+    read = rec.received
+    assert 0 < read
+    truth = FakeAri()
+    for raw in stream[:read]:
+        truth.emit(raw, deliver=False)
+    assert set(live_rows(sessions)) == set(truth.live)
+
+
+WRITER = textwrap.dedent("""
+    import json, sys, time
+    from pbxcontrol.ari.events import parse_event
+    from pbxcontrol.db.engine import make_engine, make_sessionmaker
+    from pbxcontrol.recorder.core import LegRecorder
+    from pbxcontrol.recorder.provisioned import ProvisionedCache
+    stream = json.load(open(sys.argv[2]))
+    engine = make_engine(sys.argv[1])
+    sessions = make_sessionmaker(engine)
+    rec = LegRecorder(1, ProvisionedCache(sessions).get)
+    with sessions() as s:
+        rec.load(s)
+    print("ready", flush=True)
+    for i in range(0, len(stream), 50):
+        for seq, raw in enumerate(stream[i:i + 50], i):
+            ev = parse_event(json.dumps(raw))
+            if ev:
+                rec.apply(ev, seq)
+        with sessions.begin() as s:
+            done = rec.flush(s)
+        done()
+""")
+
+
+def test_sqlite_file_survives_kill_9_at_any_moment(sessions, tmp_path):
+    url = str(sessions.kw["bind"].url)
+    rng = random.Random(11)
+    for round_ in range(5):
+        stream_file = tmp_path / f"stream{round_}.json"
+        stream_file.write_text(json.dumps(many_events(10 + round_)))
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, url, str(stream_file)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+            conn.execute(text("SELECT count(*) FROM legs")).scalar()
+        engine.dispose()
+    # And the recorder takes over what is there.
+    fake = FakeAri()
+    rec = MachineRecorder(1, fake, sessions)
+    rec.start()
+    try:
+        wait_until(rec.synced.is_set)
+        assert live_rows(sessions) == {}  # Asterisk has none of those channels
+    finally:
+        rec.stop()
+
+
+def _failing_engine(url: str, pragma: str):
+    engine = make_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _limit(dbapi_conn, _record):
+        dbapi_conn.execute(pragma)
+
+    return engine
+
+
+def _storage_fault(sessions, caplog, pragma: str, message: str) -> None:
+    from tests.recorder.test_reconnect import split
+
+    good = sessions.kw["bind"]
+    startup, before, after = split("trunk_to_phone_answered", "answered")
+    fake = FakeAri(startup)
+    rec = MachineRecorder(1, fake, sessions)
+    rec.start()
+    try:
+        wait_until(rec.synced.is_set)
+        bad = _failing_engine(str(good.url), pragma)
+        sessions.configure(bind=bad)
+        with caplog.at_level(logging.ERROR):
+            for raw in before:
+                fake.emit(raw)
+            wait_until(lambda: message in caplog.text, what="a clear log line")
+        assert live_rows(sessions) == {}
+        errors = [r for r in caplog.records if "database error" in r.getMessage()]
+        assert len(errors) == 1  # logged once, not once per retry
+        sessions.configure(bind=good)  # the operator frees space / fixes permissions
+        bad.dispose()
+        wait_until(converged(sessions, fake), what="recovery")
+        assert len(live_rows(sessions)) == 2
+        for raw in after:
+            fake.emit(raw)
+        wait_until(lambda: not live_rows(sessions))
+    finally:
+        sessions.configure(bind=good)
+        rec.stop()
+
+
+def test_read_only_database_is_logged_and_recovered_from(sessions, caplog):
+    _storage_fault(sessions, caplog, "PRAGMA query_only = ON", "readonly database")
