@@ -51,7 +51,7 @@ def test_stop_during_heavy_ingest_writes_everything_it_read(sessions):
     time.sleep(0.05)  # part of the stream is read, part still in the socket
     rec.stop()
     read = rec.received
-    assert 0 < read
+    assert read > 0
     truth = FakeAri()
     for raw in stream[:read]:
         truth.emit(raw, deliver=False)
