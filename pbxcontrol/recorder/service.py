@@ -54,7 +54,8 @@ class MachineRecorder:
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
         for target, role in ((self._read_loop, "reader"), (self._write_loop, "writer")):
-            thread = threading.Thread(target=target, name=f"{self.name} {role}", daemon=True)
+            thread = threading.Thread(target=self._supervised, args=(target, role),
+                                      name=f"{self.name} {role}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -67,14 +68,24 @@ class MachineRecorder:
         for thread in self._threads:
             thread.join(timeout)
 
+    def _supervised(self, loop, role: str) -> None:
+        """A bug in a loop must not silently end recording: log it, resync, go on."""
+        try:
+            while True:
+                try:
+                    loop()
+                    return
+                except Exception:
+                    log.exception("%s: %s failed; restarting it and resyncing", self.name, role)
+                    self._needs_reconcile = True
+                    if self.stopping.wait(1.0) and role == "reader":
+                        return
+        finally:
+            if role == "reader":
+                self._reader_done.set()  # the writer then drains what was read, and ends
+
     # -- reader --------------------------------------------------------------------------
     def _read_loop(self) -> None:
-        try:
-            self._read_until_stopped()
-        finally:
-            self._reader_done.set()
-
-    def _read_until_stopped(self) -> None:
         delay, down_since = BACKOFF_START, None
         while not self.stopping.is_set():
             try:

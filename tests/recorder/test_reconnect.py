@@ -315,3 +315,23 @@ def test_restarted_pbxcontrol_keeps_what_it_derived_before(sessions, started):
         assert live_rows(sessions) == derived
     finally:
         second.stop()
+
+
+def test_a_bug_in_the_writer_is_logged_and_recording_goes_on(sessions, started, caplog):
+    startup, before, after = split("phone_to_phone_answered", "answered")
+    fake = FakeAri(startup)
+    rec = started(fake)
+    real_flush, calls = rec.core.flush, []
+
+    def flush_once_broken(session):
+        if not calls:
+            calls.append(1)
+            raise RuntimeError("a bug")
+        return real_flush(session)
+
+    rec.core.flush = flush_once_broken
+    emit_all(fake, before)
+    wait_until(converged(sessions, fake), what="recovery after the bug")
+    assert "writer failed; restarting it and resyncing" in caplog.text
+    emit_all(fake, after)
+    wait_until(lambda: not live_rows(sessions))
