@@ -80,3 +80,20 @@ def test_world_readable_config_is_warned_about(tmp_path, caplog):
                           capture_output=True, text=True, timeout=60)
     assert "readable by every user" not in proc.stderr
 
+
+
+def test_unknown_user_costs_a_password_check_like_a_wrong_password(app, monkeypatch):
+    """No shortcut for unknown usernames: both paths run scrypt once (timing-safe)."""
+    from pbxcontrol.http import auth
+
+    calls = []
+    real = auth.verify_password
+
+    def counting(password, stored):
+        calls.append(stored.split("$")[0])
+        return real(password, stored)
+
+    monkeypatch.setattr(auth, "verify_password", counting)
+    app.get(LIST + "?auth_username=nobody;auth_password=x")
+    app.get(LIST + "?auth_username=acme;auth_password=x")
+    assert calls == ["scrypt", "scrypt"]
