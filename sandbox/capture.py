@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -33,8 +34,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
 import websocket
@@ -110,10 +112,8 @@ class AMI:
                 return block
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.action({"Action": "Logoff"})
-        except Exception:
-            pass
         self.sock.close()
 
 
@@ -201,10 +201,8 @@ class Recorder:
     def stop(self) -> None:
         self.closing = True
         if self.ws is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.ws.close()
-            except Exception:
-                pass
         if self.thread is not None:
             self.thread.join(timeout=3)
 
@@ -263,11 +261,11 @@ class Sipp:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def _run(self, label: str, args: list[str]) -> subprocess.Popen[bytes]:
-        log = open(self.logdir / f"{label}.log", "wb")
         cmd = ["sipp", *args, "-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error",
                "-trace_err", "-error_file", str(self.logdir / f"{label}.errors")]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                cwd=self.logdir)
+        with open(self.logdir / f"{label}.log", "wb") as log:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    cwd=self.logdir)
         self.procs.append((label, proc))
         return proc
 
@@ -314,10 +312,10 @@ class Sipp:
 # --------------------------------------------------------------------------------------
 # scenarios
 # --------------------------------------------------------------------------------------
-SCENARIOS: dict[str, Callable[["Run"], None]] = {}
+SCENARIOS: dict[str, Callable[[Run], None]] = {}
 
 
-def scenario(fn: Callable[["Run"], None]) -> Callable[["Run"], None]:
+def scenario(fn: Callable[[Run], None]) -> Callable[[Run], None]:
     SCENARIOS[fn.__name__] = fn
     return fn
 
@@ -410,7 +408,8 @@ def unavailable(r: Run) -> None:
 
 @scenario
 def ring_group_local(r: Run) -> None:
-    """Carrier calls 0201113333 -> 600 -> Local/1001@ringgroup & Local/1002@ringgroup; bob answers."""
+    """Carrier calls 0201113333 -> 600 -> Local/1001@ringgroup & Local/1002@ringgroup;
+    bob answers."""
     r.phone_uas("alice", "uas_ring.xml")
     r.phone_uas("bob", duration_ms=1500)
     r.settle()

@@ -1,0 +1,196 @@
+"""A real `pbxcontrol serve` process and the API == Asterisk comparisons of the e2e tier."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from sandbox.sippctl import Ari
+
+REPO = Path(__file__).resolve().parents[2]
+PROVISION = REPO / "sandbox" / "provision.json"
+USERS = {"admin": "admin-pass", "reseller": "reseller-pass", "acme": "acme-pass",
+         "beta": "beta-pass"}
+_LISTENING = re.compile(r"HTTP API listening on http://[^:]+:(\d+)/")
+# Channels of the sandbox's SIP parties and ring-group plumbing (not bench/ Local channels).
+OURS = re.compile(r"^(PJSIP/(alice|bob|carol|dave|trunk1)-|Local/\d+@(ringgroup|phones)-)")
+
+
+class PbxServer:
+    """`python -m pbxcontrol --config FILE serve` on a SQLite file, HTTP on a free port."""
+
+    def __init__(self, workdir: Path, ari_url: str, app: str) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config = workdir / "pbxcontrol.ini"
+        self.config.write_text(textwrap.dedent(f"""\
+            [database]
+            url = sqlite:///{workdir / 'pbx.db'}
+            [http]
+            host = 127.0.0.1
+            port = 0
+            [logging]
+            level = INFO
+            [plugins]
+            enabled = active_calls
+            [asterisk:1]
+            ari_url = {ari_url}
+            username = pbxcontrol
+            password = pbxcontrol-secret
+            app = {app}
+            ping_interval = 2
+            ping_timeout = 4
+            """))
+        self.config.chmod(0o600)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.log = workdir / "serve.log"
+        self.http = requests.Session()
+        self.starts = 0
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "pbxcontrol", "--config", str(self.config),
+                               *args], capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert done.returncode == 0, f"pbxcontrol {' '.join(args)}: {done.stderr}"
+        return done.stdout
+
+    def provision(self) -> None:
+        self.cli("initdb")
+        self.cli("provision", str(PROVISION))
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.starts += 1
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pbxcontrol", "--config", str(self.config), "serve"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=REPO)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log.read_text(errors="replace")[offset:]
+            match = _LISTENING.search(text)
+            if match and "events websocket connected" in text:
+                self.port = int(match.group(1))
+                if self.list("admin", customer="system") is not None:
+                    return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"pbxcontrol serve exited with {self.proc.returncode}:\n"
+                                     + self.tail())
+            if time.monotonic() > deadline:
+                raise AssertionError(f"pbxcontrol serve not ready in {timeout} s:\n" + self.tail())
+            time.sleep(0.1)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> int | None:
+        """SIGTERM; returns the exit status (None if it had to be killed)."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return proc.returncode if proc else 0
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+    # -- the API --
+    def call_api(self, user: str, **params: Any) -> dict[str, Any]:
+        query = ";".join([f"auth_username={user}", f"auth_password={USERS[user]}",
+                          *(f"{k}={v}" for k, v in params.items())])
+        url = f"http://127.0.0.1:{self.port}/api/json/calls/active/list/?{query}"
+        resp = self.http.get(url, timeout=5)
+        resp.raise_for_status()
+        return resp.json()
+
+    def list(self, user: str, **params: Any) -> list[dict[str, Any]] | None:
+        """The rows `user` sees (None when the API does not answer or answers an error)."""
+        try:
+            body = self.call_api(user, **params)
+        except (requests.RequestException, ValueError):
+            return None
+        if body["responses"][0]["code"] != "200":
+            raise AssertionError(f"API error for {user} {params}: {body['responses']}")
+        return body["data"]
+
+
+def system_view(pbx: PbxServer) -> dict[str, dict[str, Any]]:
+    rows = pbx.list("admin", customer="system")
+    return {} if rows is None else {r["uniqueid"]: r for r in rows}
+
+
+def ari_view(ari: Ari) -> dict[str, dict[str, Any]]:
+    return {c["id"]: c for c in ari.channels()}
+
+
+def same(api: dict[str, dict[str, Any]], ast: dict[str, dict[str, Any]]) -> bool:
+    """Same legs, each in the state Asterisk reports."""
+    return api.keys() == ast.keys() and all(api[i]["status"] == ast[i]["state"] for i in ast)
+
+
+def converge(pbx: PbxServer, ari: Ari, timeout: float) -> float:
+    """Seconds until the system view equals GET /ari/channels (legs and states)."""
+    start = time.monotonic()
+    while True:
+        ast = ari_view(ari)
+        api = system_view(pbx)
+        if same(api, ast) and same(api, ari_view(ari)):
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(
+                f"API != Asterisk after {timeout} s\n"
+                f"  only in API:      {sorted((i, api[i]['channel']) for i in api.keys() - ast)}\n"
+                f"  only in Asterisk: {sorted((i, ast[i]['name']) for i in ast.keys() - api)}\n"
+                f"  state differs:    "
+                f"{[(i, api[i]['status'], ast[i]['state']) for i in ast.keys() & api if api[i]['status'] != ast[i]['state']]}")  # noqa: E501
+        time.sleep(0.05)
+
+
+def wait_ari(ari: Ari, what: str, pred: Callable[[list[dict[str, Any]]], Any],
+             timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        chans = ari.channels()
+        result = pred(chans)
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; Asterisk has "
+                                 f"{[(c['name'], c['state']) for c in chans]}")
+        time.sleep(0.05)
+
+
+def of(chans: list[dict[str, Any]], endpoint: str, state: str | None = None) -> list[dict]:
+    return [c for c in chans if c["name"].startswith(endpoint + "-")
+            and (state is None or c["state"] == state)]
+
+
+def hang_up_ours(ari: Ari, timeout: float = 10.0) -> None:
+    """End the sandbox parties' channels a test left behind (never bench/ Local channels)."""
+    for chan in ari.channels():
+        if OURS.match(chan["name"]):
+            ari.hangup(chan["id"])
+    deadline = time.monotonic() + timeout
+    while any(OURS.match(c["name"]) for c in ari.channels()) and time.monotonic() < deadline:
+        time.sleep(0.1)
