@@ -40,7 +40,11 @@ class Runtime:
 
 
 def open_database(config: Config, *, create_if_empty: bool = True) -> tuple[Engine, sessionmaker]:
-    engine = make_engine(config.database_url)
+    # One pooled connection per HTTP worker thread and recorder (plus spare): with the default
+    # pool of 5, 8 waitress threads overflow and open/close a connection (and rerun the SQLite
+    # pragmas) on most requests.
+    engine = make_engine(config.database_url,
+                         pool_size=config.http_threads + len(config.machines) + 2)
     try:
         current = migrate.current_revision(engine)
         if current is None and create_if_empty:

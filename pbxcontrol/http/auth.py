@@ -9,13 +9,23 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from pbxcontrol.db.models import Customer, Person, RolePrivilege
 from pbxcontrol.http.envelope import ApiError
 from pbxcontrol.http.throttle import LoginThrottle
 from pbxcontrol.passwords import dummy_hash, verify_password
+
+# Built once: on the hot path (every API request) building and cache-keying a select costs
+# more than SQLite takes to run it. Executed on the Core connection, not through the ORM.
+_PERSON = (
+    select(Person.password_hash, Person.customer_id, Person.role, Person.enabled,
+           Customer.parent_id)
+    .join(Customer, Customer.id == Person.customer_id)
+    .where(Person.username == bindparam("username"))
+)
+_PRIVILEGES = select(RolePrivilege.privilege).where(RolePrivilege.role == bindparam("role"))
 
 
 @dataclass(frozen=True)
@@ -60,19 +70,14 @@ class Authenticator:
 
     def _authenticate(self, username: str, password: str) -> Caller:
         with self._sessions() as session:
-            row = session.execute(
-                select(Person.password_hash, Person.customer_id, Person.role, Person.enabled,
-                       Customer.parent_id)
-                .join(Customer, Customer.id == Person.customer_id)
-                .where(Person.username == username)
-            ).first()
+            conn = session.connection()
+            row = conn.execute(_PERSON, {"username": username}).first()
             if row is None:
                 verify_password(password, dummy_hash())
                 raise ApiError(401)
             if not self._check(username, password, row.password_hash) or not row.enabled:
                 raise ApiError(401)
-            privileges = frozenset(session.scalars(
-                select(RolePrivilege.privilege).where(RolePrivilege.role == row.role)))
+            privileges = frozenset(conn.execute(_PRIVILEGES, {"role": row.role}).scalars())
         return Caller(username, row.customer_id, row.role, privileges, row.parent_id is None)
 
     def _check(self, username: str, password: str, stored: str) -> bool:
