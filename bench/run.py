@@ -25,6 +25,8 @@ sys.path.insert(0, str(ROOT))
 from bench import common  # noqa: E402
 
 PARTS = ("views", "ingest", "ari", "lag", "memory")
+PREFIXES = {"views": ("views.",), "ingest": ("ingest.",), "ari": ("ari.",),
+            "lag": ("lag.", "http."), "memory": ("memory.",)}
 
 
 def machine() -> dict[str, object]:
@@ -89,12 +91,25 @@ def main() -> int:
     if failed:
         print("\nFAILED: " + "; ".join(failed))
     output = Path(args.output)
-    output.write_text(json.dumps({
-        "info": results.info,
-        "figures": {name: f.as_json() for name, f in results.figures.items()},
-    }, indent=2) + "\n")
+    output.write_text(json.dumps(merged(output, parts, results), indent=2) + "\n")
     print(f"\nwritten {output}")
     return 1 if failed else 0
+
+
+def merged(output: Path, parts: list[str], results: common.Results) -> dict:
+    """This run's figures, plus those of parts not run this time from the previous file (each
+    keeps the `info` of the run that measured it under `runs`)."""
+    try:
+        previous = json.loads(output.read_text())
+    except (OSError, ValueError):
+        previous = {}
+    prefixes = tuple(p for part in parts for p in PREFIXES[part])
+    figures = {name: f for name, f in previous.get("figures", {}).items()
+               if not name.startswith(prefixes)}
+    figures.update({name: f.as_json() for name, f in results.figures.items()})
+    runs = {part: info for part, info in previous.get("runs", {}).items() if part not in parts}
+    runs.update({part: results.info for part in parts})
+    return {"runs": runs, "figures": dict(sorted(figures.items()))}
 
 
 def _commit() -> str:
