@@ -63,6 +63,15 @@ class Ari:
                              params={"variable": name}, timeout=5)
         return resp.json().get("value") if resp.status_code == 200 else None
 
+    def originate(self, endpoint: str, context: str, extension: str,
+                  caller_id: str = "") -> dict[str, Any]:
+        """POST /channels: call `endpoint`; when it answers, it runs context/extension."""
+        resp = self.http.post(f"{self.url}/channels", timeout=5, params={
+            "endpoint": endpoint, "context": context, "extension": extension,
+            "priority": "1", "callerId": caller_id})
+        resp.raise_for_status()
+        return resp.json()
+
     def hangup(self, channel_id: str) -> None:
         self.http.delete(f"{self.url}/channels/{channel_id}", timeout=5)
 

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +195,67 @@ def hang_up_ours(ari: Ari, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while any(OURS.match(c["name"]) for c in ari.channels()) and time.monotonic() < deadline:
         time.sleep(0.1)
+
+
+def snapshot(pbx: PbxServer, ari: Ari, timeout: float = 1.0):
+    """(API rows, Asterisk channels) at a moment they agree, retrying up to `timeout`."""
+    start = time.monotonic()
+    while True:
+        ast = ari_view(ari)
+        api = system_view(pbx)
+        if same(api, ast):
+            return api, ast
+        if time.monotonic() - start > timeout:
+            converge(pbx, ari, 0)  # raises with the difference
+        time.sleep(0.05)
+
+
+def leg_key(name: str) -> str:
+    """`PJSIP/alice-0000001e` -> `PJSIP/alice`; `Local/600@phones-00000003;2` -> `Local/600@phones;2`."""  # noqa: E501
+    base, _, rest = name.rpartition("-")
+    return base + (";" + rest.split(";")[1] if ";" in rest else "")
+
+
+def check_legs(pbx: PbxServer, ari: Ari) -> dict[str, dict[str, Any]]:
+    """The API lists exactly Asterisk's legs, each with Asterisk's id, name, state, linkedid
+    and SIP Call-ID; returns our parties' rows by leg key (`PJSIP/alice`, `Local/…;1`)."""
+    api, ast = snapshot(pbx, ari)
+    rows: dict[str, dict[str, Any]] = {}
+    for cid, chan in ast.items():
+        if not OURS.match(chan["name"]):
+            continue
+        row = api[cid]
+        assert row["channel"] == chan["name"]
+        assert row["machine"] == 1
+        assert row["status"] == chan["state"]
+        assert row["answered"] > 0 if chan["state"] == "Up" else row["answered"] == 0, row
+        assert row["callid"] == ari.variable(cid, "CHANNEL(linkedid)"), row
+        if chan["name"].startswith("PJSIP/"):
+            assert row["sip_callid"] == chan["protocol_id"] != "", row
+        else:
+            assert row["sip_callid"] == ""
+        created = datetime.fromisoformat(chan["creationtime"]).timestamp()
+        assert abs(row["start"] - created) <= 1, row
+        key = leg_key(chan["name"])
+        assert key not in rows, f"two legs of {key}: use one call per scenario"
+        rows[key] = row
+    return rows
+
+
+def visible(pbx: PbxServer, user: str, ids, **params: Any) -> set[str]:
+    rows = pbx.list(user, **params) or []
+    return {r["uniqueid"] for r in rows} & set(ids)
+
+
+def hang_up_and_check(pbx: PbxServer, ari: Ari, channel_id: str, ids) -> float:
+    """Hang `channel_id` up through ARI; once Asterisk has none of `ids`, the API must drop
+    them within a second. Returns that delay."""
+    ids = set(ids)
+    ari.hangup(channel_id)
+    wait_ari(ari, "the call's legs to end", lambda ch: not ids & {c["id"] for c in ch}, 15)
+    start = time.monotonic()
+    while ids & set(system_view(pbx)):
+        delay = time.monotonic() - start
+        assert delay <= 1.0, f"legs still listed {delay:.2f} s after Asterisk ended them"
+        time.sleep(0.02)
+    return time.monotonic() - start
