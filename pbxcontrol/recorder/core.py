@@ -108,8 +108,9 @@ class LegRecorder:
             leg.exten, changed = ch.dnid, True
         elif not leg.exten and ch.exten and ch.exten != "s":
             leg.exten, changed = ch.exten, True
-        if ch.protocol_id and leg.channel.startswith("PJSIP/"):
-            leg.sip_callid = ch.protocol_id
+        if ch.protocol_id and leg.sip_callid != ch.protocol_id and \
+                leg.channel.startswith("PJSIP/"):
+            leg.sip_callid, changed = ch.protocol_id, True  # empty in ChannelCreated
         if ch.presentation is not None and ch.presentation != leg.presentation:
             leg.presentation, changed = ch.presentation, True
         if ch.linkedid and ch.linkedid != leg.callid:
