@@ -134,16 +134,21 @@ def _run(config: Config, *, http: bool, record: bool) -> int:
         rt = build(config, http=http, record=record)
     except (StartupError, plugin.PluginError) as exc:
         raise Fatal(str(exc)) from None
+    workers: list[int] = []
     try:
         if http:
-            from pbxcontrol.http.server import make_server
+            from pbxcontrol.http import server as http_server
 
             try:
-                created = make_server(rt.app, config.http_host, config.http_port,
-                                      config.http_threads)
+                sock = http_server.listen(config.http_host, config.http_port)
             except OSError as exc:
                 raise Fatal(f"cannot listen on {config.http_host}:{config.http_port}: "
                             f"{exc.strerror}") from None
+            # Fork before any thread starts (the recorders below): forking a threaded
+            # process is unsafe.
+            workers = http_server.fork_workers(rt.app, sock, config.http_threads,
+                                               config.http_processes - 1, rt.engine)
+            created = http_server.make_server(rt.app, sock, config.http_threads)
         for recorder in rt.recorders:
             recorder.start()
         if http:
@@ -155,6 +160,10 @@ def _run(config: Config, *, http: bool, record: bool) -> int:
         else:
             stopping.wait()
     finally:
+        if workers:
+            from pbxcontrol.http.server import stop_workers
+
+            stop_workers(workers)
         rt.close()
     log.info("stopped")
     return 0

@@ -45,6 +45,7 @@ class Config:
     http_host: str
     http_port: int
     http_threads: int
+    http_processes: int
     log_level: str
     plugins: tuple[str, ...]
     machines: tuple[MachineConfig, ...]
@@ -167,6 +168,7 @@ def _build(r: _Reader, known_plugins: frozenset[str] | None) -> Config:
         http_host=r.get("http", "host", "127.0.0.1"),
         http_port=r.integer("http", "port", 8090, lo=0, hi=65535),
         http_threads=r.integer("http", "threads", 8, lo=1, hi=256),
+        http_processes=r.integer("http", "processes", 1, lo=1, hi=64),
         log_level=level,
         plugins=plugins,
         machines=machines,

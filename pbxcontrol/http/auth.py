@@ -19,13 +19,14 @@ from pbxcontrol.passwords import dummy_hash, verify_password
 
 # Built once: on the hot path (every API request) building and cache-keying a select costs
 # more than SQLite takes to run it. Executed on the Core connection, not through the ORM.
+# One round trip: the person, their customer's parent and one row per privilege.
 _PERSON = (
     select(Person.password_hash, Person.customer_id, Person.role, Person.enabled,
-           Customer.parent_id)
+           Customer.parent_id, RolePrivilege.privilege)
     .join(Customer, Customer.id == Person.customer_id)
+    .outerjoin(RolePrivilege, RolePrivilege.role == Person.role)
     .where(Person.username == bindparam("username"))
 )
-_PRIVILEGES = select(RolePrivilege.privilege).where(RolePrivilege.role == bindparam("role"))
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Authenticator:
 
     def __init__(self, sessions: sessionmaker[Session], cache_seconds: float = 60.0,
                  throttle: LoginThrottle | None = None):
-        self._sessions = sessions
+        self._engine = sessions.kw["bind"]  # Core connection: no ORM session on the hot path
         self.throttle = throttle or LoginThrottle()
         self._cache_seconds = cache_seconds
         self._key = os.urandom(32)
@@ -69,15 +70,15 @@ class Authenticator:
         return caller
 
     def _authenticate(self, username: str, password: str) -> Caller:
-        with self._sessions() as session:
-            conn = session.connection()
-            row = conn.execute(_PERSON, {"username": username}).first()
-            if row is None:
-                verify_password(password, dummy_hash())
-                raise ApiError(401)
-            if not self._check(username, password, row.password_hash) or not row.enabled:
-                raise ApiError(401)
-            privileges = frozenset(conn.execute(_PRIVILEGES, {"role": row.role}).scalars())
+        with self._engine.connect() as conn:
+            rows = conn.execute(_PERSON, {"username": username}).all()
+        if not rows:
+            verify_password(password, dummy_hash())
+            raise ApiError(401)
+        row = rows[0]
+        if not self._check(username, password, row.password_hash) or not row.enabled:
+            raise ApiError(401)
+        privileges = frozenset(r.privilege for r in rows if r.privilege)
         return Caller(username, row.customer_id, row.role, privileges, row.parent_id is None)
 
     def _check(self, username: str, password: str, stored: str) -> bool:

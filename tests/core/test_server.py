@@ -94,3 +94,43 @@ def test_busy_port_is_a_one_line_error(served, tmp_path):
     assert proc.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_several_processes_share_the_port_and_all_stop_on_sigterm(tmp_path):
+    config = write_config(tmp_path, "")
+    config.write_text(config.read_text().replace("port = 0\n", "port = 0\nprocesses = 3\n"))
+    doc = tmp_path / "doc.json"
+    doc.write_text(json.dumps(TREE))
+    subprocess.run([sys.executable, "-m", "pbxcontrol", "--config", str(config), "provision",
+                    str(doc)], check=True, capture_output=True)
+    proc, base, lines = start(config)
+    try:
+        children = _children(proc.pid)
+        assert len(children) == 2
+        for _ in range(20):
+            _, _, body = get(base + "/api/json/calls/active/list/"
+                                    "?auth_username=acme;auth_password=acme-pass")
+            assert body["responses"][0]["code"] == "200"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert not [pid for pid in children if _alive(pid)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0
+    except OSError:
+        return False

@@ -11,7 +11,7 @@ from sqlalchemy import insert
 from pbxcontrol import config as config_mod
 from pbxcontrol import provisioning, runtime
 from pbxcontrol.db.models import Leg
-from pbxcontrol.http.server import make_server
+from pbxcontrol.http.server import listen, make_server
 from tests.conftest import TREE, write_config
 
 LEGS = [
@@ -42,7 +42,7 @@ def service(tmp_path_factory):
                  status="Up", scustomer=s, dcustomer=d, stype=st, snumber=sn, dtype=dt,
                  dnumber=dn, direction=di)
             for i, (u, c, s, d, st, sn, dt, dn, di) in enumerate(LEGS)])
-    server = make_server(rt.app, "127.0.0.1", 0, 4)
+    server = make_server(rt.app, listen("127.0.0.1", 0), 4)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     yield rt, f"http://127.0.0.1:{server.effective_port}"
