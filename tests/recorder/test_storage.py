@@ -153,3 +153,64 @@ def _storage_fault(sessions, caplog, pragma: str, message: str) -> None:
 
 def test_read_only_database_is_logged_and_recovered_from(sessions, caplog):
     _storage_fault(sessions, caplog, "PRAGMA query_only = ON", "readonly database")
+
+
+def test_full_disk_is_logged_and_recovered_from(tmp_path, caplog):
+    """A real full filesystem (a small tmpfs, filled up), then space freed again."""
+    import json as json_mod
+    import os
+
+    import pytest
+
+    from pbxcontrol import provisioning
+    from pbxcontrol.db import migrate
+    from pbxcontrol.db.engine import make_sessionmaker
+    from tests.conftest import TREE
+    from tests.recorder.test_reconnect import split
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if done.returncode:
+        pytest.fail(f"this test mounts a tmpfs and needs root: {done.stderr.strip()}")
+    rec = None
+    try:
+        engine = make_engine(f"sqlite:///{mnt / 'pbx.db'}")
+        migrate.upgrade(engine)
+        sessions = make_sessionmaker(engine)
+        with sessions.begin() as session:
+            provisioning.apply(session, json_mod.loads(json_mod.dumps(TREE)))
+        startup, before, after = split("trunk_to_phone_answered", "answered")
+        fake = FakeAri(startup)
+        rec = MachineRecorder(1, fake, sessions)
+        rec.start()
+        wait_until(rec.synced.is_set)
+        with engine.connect() as conn:  # an empty WAL: the next write must grow it
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        filler = mnt / "filler"
+        with open(filler, "wb") as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+            except OSError:
+                pass
+        with caplog.at_level(logging.ERROR):
+            for raw in before:
+                fake.emit(raw)
+            wait_until(lambda: "database or disk is full" in caplog.text,
+                       what="a clear log line")
+        assert live_rows(sessions) == {}
+        os.remove(filler)  # the operator frees space
+        wait_until(converged(sessions, fake), what="recovery")
+        assert len(live_rows(sessions)) == 2
+        for raw in after:
+            fake.emit(raw)
+        wait_until(lambda: not live_rows(sessions))
+        errors = [r for r in caplog.records if "database error" in r.getMessage()]
+        assert len(errors) == 1
+    finally:
+        if rec is not None:
+            rec.stop()
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
