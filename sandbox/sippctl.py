@@ -36,6 +36,8 @@ PHONES = {
 }
 TRUNK_IP = "127.0.0.3"
 UAC_PORT, UAS_PORT, TRUNK_UAS_PORT = 5070, 5080, 5090
+# Channels of the sandbox's SIP parties and ring-group plumbing (never bench/ Local channels)
+PARTY_CHANNEL = re.compile(r"^(PJSIP/(alice|bob|carol|dave|trunk1)-|Local/\d+@(ringgroup|phones)-)")
 _CALL_ID = re.compile(r"^Call-ID:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
 
 
@@ -193,6 +195,18 @@ class SippPool:
             text = errors.read_text(errors="replace")[-800:] if errors.exists() else ""
             lines.append(f"sipp {p.label}: exit {p.proc.poll()} {text.strip()}")
         return "\n".join(lines)
+
+
+def hang_up_parties(ari: Ari, timeout: float = 10.0) -> None:
+    """End the channels of the sandbox parties (after their sipp processes were stopped,
+    Asterisk would keep them until an RTP or session timeout)."""
+    for chan in ari.channels():
+        if PARTY_CHANNEL.match(chan["name"]):
+            ari.hangup(chan["id"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(
+            PARTY_CHANNEL.match(c["name"]) for c in ari.channels()):
+        time.sleep(0.1)
 
 
 def sandbox(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

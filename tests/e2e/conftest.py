@@ -13,6 +13,19 @@ from tests.e2e.support import PbxServer, converge, hang_up_ours
 APP = f"pbxcontrol-e2e-{os.getpid()}"
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.e2e_failed = report.failed
+
+
+def show_log_if_failed(request, server: PbxServer) -> None:
+    if getattr(request.node, "e2e_failed", False):
+        print(f"--- pbxcontrol serve log ({server.app}) ---\n{server.tail(200)}")
+
+
 @pytest.fixture(scope="session")
 def asterisk():
     """The sandbox Asterisk: started if needed (and then stopped at the end), never skipped."""
@@ -48,7 +61,7 @@ def pbx(asterisk, tmp_path_factory):
 
 
 @pytest.fixture
-def new_pbx(asterisk, tmp_path):
+def new_pbx(asterisk, tmp_path, request):
     """A factory of extra servers (own DB and app name), each stopped and checked at the end."""
     servers: list[PbxServer] = []
 
@@ -61,6 +74,8 @@ def new_pbx(asterisk, tmp_path):
     try:
         yield make
     finally:
+        for server in servers:
+            show_log_if_failed(request, server)
         statuses = [(s, s.stop()) for s in servers]
     for server, status in statuses:
         assert status == 0, f"pbxcontrol serve exited with {status}:\n{server.tail()}"
