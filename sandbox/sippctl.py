@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -145,7 +146,7 @@ class SippPool:
         party = self._start(label, ip, ["-sf", str(SIPP_DIR / scenario), "-p", str(port),
                                         "-mp", str(media_port), "-d", str(ring_ms)],
                             calls=calls, timeout_s=timeout_s)
-        time.sleep(0.3)  # let the socket bind before the first INVITE arrives
+        _wait_bound(party, ip, port)  # before the first INVITE arrives
         return party
 
     def uac(self, label: str, ip: str, number: str, cnum: str, cname: str,
@@ -195,6 +196,23 @@ class SippPool:
             text = errors.read_text(errors="replace")[-800:] if errors.exists() else ""
             lines.append(f"sipp {p.label}: exit {p.proc.poll()} {text.strip()}")
         return "\n".join(lines)
+
+
+def _wait_bound(party: Party, ip: str, port: int, timeout: float = 10.0) -> None:
+    """Until sipp holds UDP ip:port (binding it ourselves then fails)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if party.proc.poll() is not None:
+            raise RuntimeError(f"sipp {party.label} exited with {party.proc.returncode} "
+                               f"(see {party.messages.parent})")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((ip, port))
+            except OSError:
+                time.sleep(0.1)  # bound; give sipp a moment to enter its receive loop
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"sipp {party.label} did not bind {ip}:{port} within {timeout} s")
 
 
 def hang_up_parties(ari: Ari, timeout: float = 10.0) -> None:
