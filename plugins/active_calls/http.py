@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection
 
-from pbxcontrol.plugin import ApiError, ApiRequest, Caller
+from pbxcontrol.plugin import ApiError, ApiRequest, Caller, tables
 
 from . import params, query
+from .names import NameBook
 from .params import ListRequest
 
+LEG_FIELDS = tables.LEG_FIELDS
 PRIVILEGES = frozenset({"callshop", "telephone line reports", "user"})
 
 
@@ -27,11 +30,25 @@ def list_active_calls(request: ApiRequest) -> Any:
             errors.append(("phone", "is not a telephone line you can see"))
         if errors:
             raise ApiError(400, errors)
-        result = conn.execute(*query.statement(wanted, scope, caller))
+        statements, values = query.statement(wanted, scope, caller)
         if wanted.count:
-            return {"count": result.scalar_one()}
-        keys = tuple(result.keys())
-        return [dict(zip(keys, row, strict=True)) for row in result]
+            return {"count": conn.execute(statements.listing, values).scalar_one()}
+        rows = conn.execute(statements.listing, values).all()
+        if statements.names is None:
+            return [dict(zip(LEG_FIELDS, row, strict=True)) for row in rows]
+        book = NameBook(conn, statements.names, values)
+        return [_named(book, row) for row in rows]
+
+
+def _named(book: NameBook, row: Sequence[Any]) -> dict[str, Any]:
+    fields = dict(zip(LEG_FIELDS, row, strict=True))
+    scustomer, dcustomer = fields["scustomer"], fields["dcustomer"]
+    owner = scustomer or dcustomer
+    name = book.name
+    fields["snumber_name"] = name(owner, scustomer, dcustomer, fields["snumber"])
+    fields["cnumber_name"] = name(owner, scustomer, dcustomer, fields["cnumber"])
+    fields["dnumber_name"] = name(owner, scustomer, dcustomer, fields["dnumber"])
+    return fields
 
 
 def _scope(conn: Connection, caller: Caller, wanted: ListRequest,

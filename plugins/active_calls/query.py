@@ -26,7 +26,8 @@ from sqlalchemy import (
 
 from pbxcontrol.plugin import Caller, tables
 
-from .names import name_columns
+from .names import NameStatements
+from .names import statements as name_statements
 from .params import ListRequest, TextFilter
 
 leg = tables.Leg.__table__
@@ -68,9 +69,18 @@ def phone_is_visible(conn: Connection, caller: Caller, phone: str) -> bool:
         select(exists(_phone_lines(caller.customer_id, phone)))).scalar_one()
 
 
+@dataclass(frozen=True)
+class Statements:
+    """What one shape of request runs: the listing (or count), and with names=1 the
+    statements that fetch candidate names for the same legs."""
+
+    listing: Select
+    names: NameStatements | None = None
+
+
 def statement(request: ListRequest, scope: Scope | None,
-              caller: Caller) -> tuple[Select, dict[str, Any]]:
-    """The statement for this request and the values of its parameters."""
+              caller: Caller) -> tuple[Statements, dict[str, Any]]:
+    """The statements for this request and the values of their parameters."""
     values: dict[str, Any] = {"me": caller.customer_id}
     scope_shape = None
     if scope is not None:
@@ -108,13 +118,11 @@ class _Shape:
 
 
 @lru_cache(maxsize=1024)
-def _build(shape: _Shape) -> Select:
+def _build(shape: _Shape) -> Statements:
     conditions = _conditions(shape)
     if shape.count:
-        return select(func.count()).select_from(leg).where(*conditions)
+        return Statements(select(func.count()).select_from(leg).where(*conditions))
     columns = [leg.c[name] for name in tables.LEG_FIELDS]
-    if shape.names:
-        columns += name_columns(leg)
     # Ties by start then uniqueid (as documented), then the row id: uniqueids are only unique
     # per machine, and the order must be total to be deterministic.
     order = [leg.c.start, leg.c.uniqueid, leg.c.id]
@@ -122,7 +130,8 @@ def _build(shape: _Shape) -> Select:
         order.insert(0, leg.c[shape.sort])
     if shape.descending:
         order = [column.desc() for column in order]
-    return select(*columns).where(*conditions).order_by(*order)
+    listing = select(*columns).where(*conditions).order_by(*order)
+    return Statements(listing, name_statements(conditions) if shape.names else None)
 
 
 def _conditions(shape: _Shape) -> list[ColumnElement[bool]]:
