@@ -1,8 +1,8 @@
 """The SQL of calls/active/list: who may be seen (scope), what was asked for, in what order.
 
 Statements are built once per *shape* of request (which filters, sort, names, count) with bound
-parameters for every value, and cached: building a select with the name subqueries costs more
-Python time than SQLite takes to run it.
+parameters for every value, and cached: building them costs more Python time than a small
+listing takes SQLite to run.
 """
 
 from __future__ import annotations

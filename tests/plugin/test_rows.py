@@ -105,3 +105,20 @@ def test_seed_request_with_no_live_legs_is_an_empty_list(app):
     resp = app.get("/api/json/calls/active/list/?auth_username=acme;auth_password=acme-pass")
     assert resp.json == {"responses": [{"code": "200", "key": "", "message": "OK"}], "data": []}
     assert get(app, count="1")["data"] == {"count": 0}
+
+
+def test_an_empty_directory_name_still_wins_over_later_rules(rt, app):
+    """Only a missing entry falls through: a customer's entry named "" is its name."""
+    with rt.engine.begin() as conn:
+        conn.execute(insert(DirectoryEntry.__table__), [
+            {"customer_id": None, "number": "4002", "name": "Global 4002"},
+            {"customer_id": 3, "number": "4002", "name": ""},
+            {"customer_id": None, "number": "4003", "name": "First"},
+            {"customer_id": None, "number": "4003x", "name": "Other number"},
+        ])
+    insert_legs(rt, [leg("2.1", "2.1", 1, snumber="4003", scustomer=3, cnumber="4002",
+                         dnumber="4002", dcustomer=3),
+                     leg("2.2", "2.2", 2, snumber="4002", scustomer=3, dnumber="4003")])
+    rows = {r["uniqueid"]: r for r in get(app, names="1")["data"]}
+    assert (rows["2.1"]["snumber_name"], rows["2.1"]["cnumber_name"]) == ("First", "")
+    assert (rows["2.2"]["snumber_name"], rows["2.2"]["dnumber_name"]) == ("", "First")
