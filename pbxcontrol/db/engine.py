@@ -25,7 +25,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     # Directory lookups (millions of names) and big listings miss SQLite's default 2 MB
     # page cache; memory-mapped reads and a larger cache cut them by a third or more.
-    cur.execute("PRAGMA cache_size=-32768")  # KiB: 32 MiB per connection, at most
+    cur.execute("PRAGMA cache_size=-8192")  # KiB: 8 MiB per connection, at most
     cur.execute("PRAGMA mmap_size=268435456")
     cur.close()
 
