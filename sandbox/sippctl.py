@@ -94,6 +94,7 @@ class Party:
     ip: str
     proc: subprocess.Popen[bytes]
     messages: Path
+    role: str = "uas"
     call_id: str = ""  # the Call-ID of a UAC's first call (we chose it)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -158,7 +159,7 @@ class SippPool:
                 "-s", number, "-key", "cnum", cnum, "-key", "cname", cname,
                 "-d", str(talk_ms), "-cid_str", f"{cid}-%u@%s", "-l", str(limit)]
         party = self._start(label, ip, [*args, ASTERISK_SIP], calls=calls, timeout_s=timeout_s)
-        party.call_id = f"{cid}-1@{ip}"
+        party.role, party.call_id = "uac", f"{cid}-1@{ip}"
         return party
 
     # -- the sandbox parties --
@@ -177,17 +178,23 @@ class SippPool:
         kw.setdefault("media_port", 6300)
         return self.uac("carrier-uac", TRUNK_IP, did, cnum, cname, **kw)
 
-    def stop(self) -> None:
-        for party in self.parties:
+    def stop(self, role: str | None = None) -> None:
+        """Stop the parties (of one role: "uac" or "uas"), each by its pid.
+
+        Hang their calls up through ARI *before* stopping a UAS: Asterisk retransmits an
+        unanswered BYE for 32 s, and a stray BYE reaching the next sipp on that port counts
+        as its one call (`-m 1`), so that sipp would then ignore the INVITE it is there for."""
+        chosen = [p for p in self.parties if role is None or p.role == role]
+        for party in chosen:
             if party.proc.poll() is None:
                 party.proc.send_signal(signal.SIGTERM)
-        for party in self.parties:
+        for party in chosen:
             try:
                 party.proc.wait(3)
             except subprocess.TimeoutExpired:
                 party.proc.kill()
                 party.proc.wait()
-        self.parties.clear()
+        self.parties = [p for p in self.parties if p not in chosen]
 
     def report(self) -> str:
         lines = []

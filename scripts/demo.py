@@ -246,8 +246,9 @@ def main(argv: list[str] | None = None) -> int:
                 serve.wait()
             say(f"pbxcontrol serve stopped (exit {status})")
         if sipp is not None:
+            sipp.stop("uac")  # no more new calls
+            hang_up_parties(Ari())  # while the answering sipps still take Asterisk's BYEs
             sipp.stop()
-            hang_up_parties(Ari())
             say("sipp calls stopped")
         if started_sandbox:
             sandbox("down")

@@ -87,8 +87,8 @@ def sipp(asterisk, tmp_path, request):
     try:
         yield pool
     finally:
+        hang_up_ours(asterisk)  # first, while sipp still answers Asterisk's BYEs
         pool.stop()
-        hang_up_ours(asterisk)
 
 
 @pytest.fixture
