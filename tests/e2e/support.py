@@ -164,7 +164,8 @@ def converge(pbx: PbxServer, ari: Ari, timeout: float) -> float:
                 f"  only in API:      {sorted((i, api[i]['channel']) for i in api.keys() - ast)}\n"
                 f"  only in Asterisk: {sorted((i, ast[i]['name']) for i in ast.keys() - api)}\n"
                 f"  state differs:    "
-                f"{[(i, api[i]['status'], ast[i]['state']) for i in ast.keys() & api if api[i]['status'] != ast[i]['state']]}")  # noqa: E501
+                f"{[(i, api[i]['status'], ast[i]['state']) for i in ast.keys() & api if api[i]['status'] != ast[i]['state']]}\n"  # noqa: E501
+                f"--- pbxcontrol serve log ---\n{pbx.tail(60)}")
         time.sleep(0.05)
 
 
