@@ -155,6 +155,10 @@ class CallClassifier:
                 derived.update({f: leg.derived[f] for f in DESTINATION_FIELDS})
             else:
                 derived.update(self._destination(target))
+                if derived["dtype"] == "external" and not derived["dnumber"]:
+                    # Seen only through GET /channels: no Dial event gave the dialstring and
+                    # Asterisk clears a dialled leg's exten on answer; the caller dialled it.
+                    derived["dnumber"] = source["cnumber"]
             on_peer = leg.endpoint in self.prov.peers
             if on_peer:
                 direction = "out" if leg.dialled_by or (origin is not None and

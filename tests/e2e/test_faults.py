@@ -161,8 +161,6 @@ def test_kill_9_of_pbxcontrol_then_restart_converges(idle, new_pbx, sipp):
     check_after(pbx, ari)
 
 
-@pytest.mark.xfail(strict=True, reason="recorder bug: a peer leg whose Dial event was missed "
-                   "gets dnumber '' although the originating leg's exten/dnid holds it")
 def test_dialled_number_of_a_call_seen_only_through_get_channels(idle, new_pbx, sipp):
     """dave dials 0207946000 while pbxcontrol is cut off; once reconnected, both legs must
     show dnumber 0207946000 (SPEC §4: legs seen only through GET /channels are classified
