@@ -43,6 +43,16 @@ class Machine(Base):
     last_sync: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
 
 
+class Counter(Base):
+    """Change counters. `api_data` grows with every change to what the API lists (legs,
+    the customer tree, directory, lines); database triggers maintain it, so a cached answer
+    is never served after a change, whoever wrote it."""
+
+    __tablename__ = "counters"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
 class Customer(Base):
     __tablename__ = "customers"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)

@@ -1,9 +1,15 @@
 """calls/active/list: the live call legs a person may see, filtered, sorted and named."""
 
+import functools
+
 from pbxcontrol.plugin import PluginContext
 
+from .cache import ResponseCache
 from .http import PRIVILEGES, list_active_calls
 
 
 def setup(ctx: PluginContext) -> None:
-    ctx.add_api_function("calls/active/list", list_active_calls, PRIVILEGES)
+    megabytes = int(ctx.config.get("cache_megabytes", "64"))
+    cache = ResponseCache(megabytes * 1024 * 1024) if megabytes > 0 else None
+    ctx.add_api_function("calls/active/list",
+                         functools.partial(list_active_calls, cache=cache), PRIVILEGES)

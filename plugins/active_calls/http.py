@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection
 
 from pbxcontrol.plugin import ApiError, ApiRequest, Caller, tables
 
 from . import params, query
+from .cache import ResponseCache, data_version
 from .names import NameBook
 from .params import ListRequest
 
@@ -17,7 +19,7 @@ LEG_FIELDS = tables.LEG_FIELDS
 PRIVILEGES = frozenset({"callshop", "telephone line reports", "user"})
 
 
-def list_active_calls(request: ApiRequest) -> Any:
+def list_active_calls(request: ApiRequest, cache: ResponseCache | None = None) -> Any:
     wanted, errors = params.parse(request.params)
     caller = request.caller
     if wanted.customer == "system" and not caller.is_system_owner:
@@ -25,19 +27,32 @@ def list_active_calls(request: ApiRequest) -> Any:
         raise ApiError(402, [("customer", "Only the system owner may list the whole system.")])
     with request.sessions() as session:
         conn = session.connection()
-        scope = _scope(conn, caller, wanted, errors)
-        if wanted.phone and not query.phone_is_visible(conn, caller, wanted.phone):
-            errors.append(("phone", "is not a telephone line you can see"))
-        if errors:
-            raise ApiError(400, errors)
-        statements, values = query.statement(wanted, scope, caller)
-        if wanted.count:
-            return {"count": conn.execute(statements.listing, values).scalar_one()}
-        rows = conn.execute(statements.listing, values).all()
-        if statements.names is None:
-            return [dict(zip(LEG_FIELDS, row, strict=True)) for row in rows]
-        book = NameBook(conn, statements.names, values)
-        return [_named(book, row) for row in rows]
+        if cache is None or errors:
+            return _answer(conn, caller, wanted, errors)
+        # repr: ListRequest holds a dict (not hashable); it is built in a fixed order.
+        key = (data_version(conn), caller.customer_id, caller.is_system_owner, repr(wanted))
+        raw = cache.get(key)
+        if raw is None:
+            raw = orjson.dumps(_answer(conn, caller, wanted, errors))
+            cache.put(key, raw)
+        return orjson.Fragment(raw)
+
+
+def _answer(conn: Connection, caller: Caller, wanted: ListRequest,
+        errors: list[tuple[str, str]]) -> Any:
+    scope = _scope(conn, caller, wanted, errors)
+    if wanted.phone and not query.phone_is_visible(conn, caller, wanted.phone):
+        errors.append(("phone", "is not a telephone line you can see"))
+    if errors:
+        raise ApiError(400, errors)
+    statements, values = query.statement(wanted, scope, caller)
+    if wanted.count:
+        return {"count": conn.execute(statements.listing, values).scalar_one()}
+    rows = conn.execute(statements.listing, values).all()
+    if statements.names is None:
+        return [dict(zip(LEG_FIELDS, row, strict=True)) for row in rows]
+    book = NameBook(conn, statements.names, values)
+    return [_named(book, row) for row in rows]
 
 
 def _named(book: NameBook, row: Sequence[Any]) -> dict[str, Any]:

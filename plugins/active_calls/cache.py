@@ -1,0 +1,54 @@
+"""Answers kept per (data version, caller scope, parameters): polling an unchanged list costs
+one counter read. The counter is bumped by database triggers on every change that could alter
+an answer (legs, customer tree, directory, lines), so nothing stale is ever served."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+
+from sqlalchemy import Connection, select
+
+from pbxcontrol.plugin import tables
+
+_VERSION = select(tables.Counter.value).where(tables.Counter.name == "api_data")
+
+
+def data_version(conn: Connection) -> int | None:
+    """Read before the data: an answer is then at least as new as its key's version."""
+    return conn.execute(_VERSION).scalar()
+
+
+class ResponseCache:
+    """A byte-bounded LRU of serialised answers."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: Hashable) -> bytes | None:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key: Hashable, value: bytes) -> None:
+        if len(value) > self.max_bytes // 4:
+            return  # one huge answer must not flush everything else
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._size -= len(old)
+            self._entries[key] = value
+            self._size += len(value)
+            while self._size > self.max_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self._size -= len(evicted)

@@ -1,0 +1,57 @@
+"""The response cache never serves a stale or a foreign answer."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, update
+
+from pbxcontrol import provisioning
+from pbxcontrol.db.models import Leg
+from tests.plugin.conftest import get, ids, insert_legs, leg
+
+
+def plugin_cache(rt):
+    function = rt.api.functions["calls/active/list"].handler
+    return function.keywords["cache"]
+
+
+def test_a_repeated_request_is_answered_from_the_cache(rt, app):
+    insert_legs(rt, [leg("c.1", "c.1", 100, scustomer=3)])
+    cache = plugin_cache(rt)
+    first = get(app, names="1")
+    hits = cache.hits
+    assert get(app, names="1") == first
+    assert cache.hits == hits + 1
+
+
+def test_any_write_to_legs_is_seen_at_once_even_from_another_writer(rt, app):
+    insert_legs(rt, [leg("c.1", "c.1", 100, scustomer=3)])
+    assert ids(get(app)) == ["c.1"]
+    insert_legs(rt, [leg("c.2", "c.2", 101, scustomer=3)])  # not through the recorder
+    assert ids(get(app)) == ["c.1", "c.2"]
+    with rt.engine.begin() as conn:
+        conn.execute(update(Leg).where(Leg.uniqueid == "c.1").values(status="Ringing"))
+    assert [r["status"] for r in get(app)["data"]] == ["Ringing", "Up"]
+    with rt.engine.begin() as conn:
+        conn.execute(delete(Leg).where(Leg.uniqueid == "c.2"))
+    assert ids(get(app)) == ["c.1"]
+
+
+def test_names_and_scope_follow_provisioning_at_once(rt, app):
+    insert_legs(rt, [leg("c.1", "c.1", 100, scustomer=3, dnumber="0207946000")])
+    assert get(app, names="1")["data"][0]["dnumber_name"] == "Dentist"
+    with rt.sessions.begin() as session:
+        provisioning.apply(session, {"directory": [
+            {"customer": 3, "number": "0207946000", "name": "Dr Who"}]})
+    assert get(app, names="1")["data"][0]["dnumber_name"] == "Dr Who"
+    assert ids(get(app, as_="reseller", customer="recursive")) == ["c.1"]
+    with rt.sessions.begin() as session:  # Acme moves to Reseller B
+        provisioning.apply(session, {"customers": [{"id": 3, "name": "Acme Ltd",
+                                                    "parent": 6}]})
+    assert ids(get(app, as_="reseller", customer="recursive")) == []
+
+
+def test_the_same_parameters_from_another_tenant_are_not_shared(rt, app):
+    insert_legs(rt, [leg("c.1", "c.1", 100, scustomer=3), leg("c.2", "c.2", 100, scustomer=4)])
+    assert ids(get(app, as_="acme")) == ["c.1"]
+    assert ids(get(app, as_="beta")) == ["c.2"]
+    assert ids(get(app, as_="acme")) == ["c.1"]
