@@ -9,7 +9,10 @@ from .http import PRIVILEGES, list_active_calls
 
 
 def setup(ctx: PluginContext) -> None:
-    megabytes = int(ctx.config.get("cache_megabytes", "64"))
+    raw = ctx.config.get("cache_megabytes", "64")
+    if not raw.strip().isdigit():
+        raise ValueError(f"[plugin:active_calls] cache_megabytes: {raw!r} is not a whole number")
+    megabytes = int(raw)
     cache = ResponseCache(megabytes * 1024 * 1024) if megabytes > 0 else None
     ctx.add_api_function("calls/active/list",
                          functools.partial(list_active_calls, cache=cache), PRIVILEGES)

@@ -117,3 +117,11 @@ def test_sample_config_parses():
     assert [m.id for m in config.machines] == [1]
     assert config.machines[0].app == "pbxcontrol-1"
     assert "secret" not in repr(config.machines[0])
+
+
+def test_bad_plugin_setting_stops_start_up_with_its_name(tmp_path):
+    path = write_config(tmp_path, "[plugin:active_calls]\ncache_megabytes = lots\n")
+    proc = run_cli("--config", str(path), "api")
+    assert proc.returncode == 2
+    assert "[plugin:active_calls] cache_megabytes: 'lots' is not a whole number" in proc.stderr
+    assert "Traceback" not in proc.stderr
