@@ -71,22 +71,45 @@ class Ari:
         resp.raise_for_status()
         return resp.json()
 
-    def originate_local(self, calls: int, workers: int = 4) -> float:
-        """`calls` Local/<n>@bench calls (two legs each); returns the seconds it took."""
-        def one(n: int) -> None:
-            resp = self.http.post(f"{ARI}/channels", timeout=30, params={
-                "endpoint": f"Local/{n}@bench", "context": "bench", "extension": str(n),
-                "priority": "1", "callerId": f"Bench <{n}>"})
-            resp.raise_for_status()
-            self.originated.append(resp.json()["id"])
+    def originate_local(self, calls: int, workers: int = 4, batch: int = 250,
+                        retries: int = 3) -> tuple[int, float, int]:
+        """Up to `calls` Local/<n>@bench calls (two legs each), in batches; each POST is retried
+        on errors. Stops early when a whole batch fails. Returns (calls originated, seconds,
+        failed POSTs after retries)."""
+        def one(n: int) -> bool:
+            for attempt in range(retries + 1):
+                try:
+                    resp = self.http.post(f"{ARI}/channels", timeout=30, params={
+                        "endpoint": f"Local/{n}@bench", "context": "bench",
+                        "extension": str(n), "priority": "1", "callerId": f"Bench <{n}>"})
+                    if resp.ok:
+                        self.originated.append(resp.json()["id"])
+                        return True
+                except requests.RequestException:
+                    pass
+                time.sleep(0.2 * (attempt + 1))
+            return False
 
         started = time.perf_counter()
+        done = failed = 0
+        first = 100_000
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(one, range(100_000, 100_000 + calls)))
-        return time.perf_counter() - started
+            while done < calls:
+                size = min(batch, calls - done)
+                numbers = range(first + done + failed, first + done + failed + size)
+                ok = sum(pool.map(one, numbers))
+                done += ok
+                failed += size - ok
+                if ok == 0:
+                    print(f"  a whole batch of {size} originates failed; stopping at {done} calls",
+                          flush=True)
+                    break
+        return done, time.perf_counter() - started, failed
 
     def hangup_bench_channels(self, timeout: float = 120.0) -> int:
-        """DELETE every channel we originated and any [bench] Local leg left; wait for none."""
+        """DELETE every channel we originated and any [bench] Local leg left, then wait until
+        GET /ari/channels is empty (others' channels are never touched). Returns how many
+        channels are still up at the timeout."""
         def delete(channel_id: str) -> None:
             with contextlib.suppress(requests.RequestException):
                 self.http.delete(f"{ARI}/channels/{channel_id}", timeout=30)
@@ -95,17 +118,32 @@ class Ari:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                left = [c["id"] for c in self.channels() if BENCH_CHANNEL.match(c["name"])]
-            except requests.RequestException:
-                left = list(ids)
+                channels = self.channels()
+                left = [c["id"] for c in channels if BENCH_CHANNEL.match(c["name"])]
+            except (requests.RequestException, ValueError):
+                channels, left = [None], list(ids)
             todo = ids | set(left)
-            if not left or time.monotonic() > deadline:
+            if not channels or time.monotonic() > deadline:
                 self.originated.clear()
-                return len(left)
-            with ThreadPoolExecutor(8) as pool:
-                list(pool.map(delete, todo))
+                return len(channels)
+            if todo:
+                with ThreadPoolExecutor(8) as pool:
+                    list(pool.map(delete, todo))
             ids = set()
             time.sleep(1.0)
+
+
+def asterisk_fd_budget(margin: int = 600) -> tuple[int, int]:
+    """(file descriptors the sandbox Asterisk may still open, its limit): each channel holds
+    two (alert pipe and timer), so 10,000 channels need more than 20,000."""
+    out = subprocess.run([SANDBOX, "root"], capture_output=True, text=True).stdout.strip()
+    pid = int((Path(out).parent / "asterisk.pid").read_text().split()[0])
+    limit = 0
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            limit = int(line.split()[3])
+    used = len(os.listdir(f"/proc/{pid}/fd"))
+    return max(0, limit - used - margin), limit
 
 
 def free_port() -> int:
@@ -117,13 +155,15 @@ def free_port() -> int:
 class Service:
     """`pbxcontrol serve` on a fresh SQLite file, provisioned with sandbox/provision.json."""
 
-    def __init__(self, app: str = "pbxcontrol-bench", threads: int = 8):
+    def __init__(self, app: str = "pbxcontrol-bench", threads: int = 8,
+                 processes: int | None = None):
         self.dir = Path(tempfile.mkdtemp(prefix="pbx-bench-serve-"))
         self.port = free_port()
         self.config = self.dir / "pbxcontrol.ini"
         self.config.write_text(
             f"[database]\nurl = sqlite:///{self.dir / 'pbx.db'}\n"
             f"[http]\nhost = 127.0.0.1\nport = {self.port}\nthreads = {threads}\n"
+            + (f"processes = {processes}\n" if processes else "") +
             "[logging]\nlevel = INFO\n[plugins]\nenabled = active_calls\n"
             f"[asterisk:1]\nari_url = {ARI}\nusername = {ARI_AUTH[0]}\n"
             f"password = {ARI_AUTH[1]}\napp = {app}\nsubscribe_all = yes\n")
@@ -177,7 +217,17 @@ class Service:
                 return int(line.split()[1]) / 1024
         raise RuntimeError("no VmRSS")
 
+    def children(self) -> list[int]:
+        if self.proc is None:
+            return []
+        pids: list[int] = []
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+                pids += [int(x) for x in (task / "children").read_text().split()]
+        return pids
+
     def stop(self) -> None:
+        children = self.children()
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
             try:
@@ -185,5 +235,8 @@ class Service:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        for pid in children:  # API worker processes ([http] processes > 1), by pid
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
         if self.proc is not None:
             self.log.close()
