@@ -9,7 +9,7 @@ from .http import PRIVILEGES, list_active_calls
 
 
 def setup(ctx: PluginContext) -> None:
-    raw = ctx.config.get("cache_megabytes", "64")
+    raw = ctx.config.get("cache_megabytes", "16")
     if not raw.strip().isdigit():
         raise ValueError(f"[plugin:active_calls] cache_megabytes: {raw!r} is not a whole number")
     megabytes = int(raw)

@@ -23,7 +23,7 @@ def data_version(conn: Connection) -> int | None:
 class ResponseCache:
     """A byte-bounded LRU of serialised answers."""
 
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024):
+    def __init__(self, max_bytes: int = 16 * 1024 * 1024):
         self.max_bytes = max_bytes
         self._entries: OrderedDict[Hashable, bytes] = OrderedDict()
         self._size = 0
