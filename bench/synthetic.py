@@ -1,5 +1,5 @@
 """A synthetic database of production size: 1,000 customers in a 4-level tree, up to 100,000
-live legs, 1,000,000 directory rows (generator taken from tests/plugin/bench_active_calls.py).
+live legs, 1,000,000 directory rows.
 
 Customer OWN (500) always has exactly OWN_LEGS legs, whatever the table size, so its view is a
 fixed-size result; every other leg goes round-robin to the other customers.
