@@ -335,3 +335,33 @@ def test_a_bug_in_the_writer_is_logged_and_recording_goes_on(sessions, started, 
     assert "writer failed; restarting it and resyncing" in caplog.text
     emit_all(fake, after)
     wait_until(lambda: not live_rows(sessions))
+
+
+def test_garbage_from_the_rest_api_is_skipped_or_retried(sessions, started, caplog):
+    startup, before, _ = split("trunk_to_phone_answered", "answered")
+    fake = FakeAri(startup)
+    fake.reachable = False
+    real_channels, real_info = fake.channels, fake.info
+    answers = iter([{"status": "not an object"}, {"no": "status"}])
+
+    def info():
+        # Two unusable answers first: the reconcile fails, is logged and retried.
+        return next(answers, None) or real_info()
+
+    def channels():
+        return [*real_channels(), {"id": 7}, "garbage", None,
+                {"id": "x", "name": "PJSIP/x-1", "state": "Up", "creationtime": "never"}]
+
+    fake.info, fake.channels = info, channels
+    rec = MachineRecorder(1, fake, sessions)
+    rec.start()
+    try:
+        emit_all(fake, before, deliver=False)
+        fake.reachable = True
+        wait_until(rec.synced.is_set, what="a reconcile despite the garbage")
+        wait_until(converged(sessions, fake))
+        assert len(live_rows(sessions)) == 2
+        assert "reconcile failed" in caplog.text
+        assert "skipping a channel in GET /channels" in caplog.text
+    finally:
+        rec.stop()
