@@ -50,6 +50,7 @@ class MachineRecorder:
         self._needs_reconcile = False
         self._db_failing_since: float | None = None
         self._reader_done = threading.Event()
+        self._next_sweep = float("inf")
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -122,10 +123,10 @@ class MachineRecorder:
         while not self.stopping.is_set() and \
                 self._with_db(self.core.load, "loading live legs") is None:
             pass
-        next_sweep = float("inf")
+        self._next_sweep = float("inf")
         # On stop, the reader ends first; what it queued is still applied and written.
         while not (self._reader_done.is_set() and self.queue.empty()):
-            timeout = max(0.0, min(next_sweep - time.monotonic(), 1.0))
+            timeout = max(0.0, min(self._next_sweep - time.monotonic(), 1.0))
             batch: list[Any] = []
             try:
                 batch.append(self.queue.get(timeout=timeout))
@@ -134,23 +135,43 @@ class MachineRecorder:
             except queue.Empty:
                 pass
             for item in batch:
-                if item is CONNECTED:
-                    self._flush()
-                    self._needs_reconcile = True
-                elif item is DISCONNECTED:
-                    next_sweep = float("inf")
-                else:
-                    self._apply(*item)
+                self._handle(item)
             if not self.stopping.is_set() and (
-                    self._needs_reconcile or time.monotonic() >= next_sweep):
-                self._flush()  # what was queued before the snapshot is older than it
-                if self._reconcile():
-                    next_sweep = time.monotonic() + self.sweep_interval
+                    self._needs_reconcile or time.monotonic() >= self._next_sweep):
+                if not self._needs_reconcile:
+                    self._drain()  # a sweep: first catch up with everything already read
+                self._sync()
             self._flush()
         for _ in range(3):  # a last chance for a database that is failing right now
             if self._flush():
                 break
             time.sleep(0.5)
+
+    def _handle(self, item: Any) -> None:
+        if item is CONNECTED:
+            # Asterisk replays nothing: re-read its state now; the events read since the
+            # socket opened (the rest of the queue) are applied after the snapshot.
+            self._needs_reconcile = True
+            self._sync()
+        elif item is DISCONNECTED:
+            self._next_sweep = float("inf")
+        else:
+            self._apply(*item)
+
+    def _drain(self, most: int = 100_000) -> None:
+        for _ in range(most):
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(item)
+
+    def _sync(self) -> None:
+        if self.stopping.is_set():
+            return
+        self._flush()  # what was applied before the snapshot is older than it
+        if self._reconcile():
+            self._next_sweep = time.monotonic() + self.sweep_interval
 
     def _apply(self, seq: int, message: str) -> None:
         try:
