@@ -182,6 +182,8 @@ def main() -> None:  # noqa: C901 - one linear script
     finally:
         querier.stop_flag.set()
         pool.stop()
+        for chan in ari.channels():  # also when interrupted: leave Asterisk empty
+            ari.hangup(chan["id"])
         if pbx.proc is not None:
             pbx.stop()
         proxy.close()
