@@ -23,9 +23,9 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    # Directory lookups (millions of names) and big listings miss SQLite's default 2 MB
-    # page cache; memory-mapped reads and a larger cache cut them by a third or more.
-    cur.execute("PRAGMA cache_size=-8192")  # KiB: 8 MiB per connection, at most
+    # Directory lookups (millions of names) and big listings miss SQLite's 2 MB page cache;
+    # memory-mapped reads cut them by a third or more and, unlike a bigger cache per pooled
+    # connection (a 30-minute soak reached 240 MB RSS with 8 MiB each), share the OS page cache.
     cur.execute("PRAGMA mmap_size=268435456")
     cur.close()
 
