@@ -106,6 +106,7 @@ def main() -> None:  # noqa: C901 - one linear script
     parser.add_argument("--talk", type=float, default=4.0, help="seconds per call")
     parser.add_argument("--cut-every", type=float, default=120.0)
     parser.add_argument("--check-every", type=float, default=10.0)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the report goes")
     args = parser.parse_args()
     total = args.minutes * 60
     started_sandbox = False
@@ -203,10 +204,10 @@ def main() -> None:  # noqa: C901 - one linear script
         "api_p50_ms": round(statistics.median(querier.latencies), 2)
         if querier.latencies else None,
     }
-    RESULTS.write_text(json.dumps(report, indent=1) + "\n")
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report["summary"], indent=1))
     print(f"final: {report['final']}, integrity: {report['integrity_check']}, "
-          f"SIGTERM exit: {report['sigterm_exit']}; details in {RESULTS}")
+          f"SIGTERM exit: {report['sigterm_exit']}; details in {args.out}")
 
 
 if __name__ == "__main__":
