@@ -113,8 +113,21 @@ def _provision(config: Config, document: str) -> int:
     return 0
 
 
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread its own malloc arena; with 8 HTTP threads churning through
+    answers the heap grew in 16 MB steps (soak: 68 -> 225 MB). Two arenas kept it at ~126 MB.
+    Must run before any thread starts; a no-op where libc is not glibc."""
+    import ctypes
+
+    m_arena_max = -8
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(m_arena_max, arenas)
+
+
 def _run(config: Config, *, http: bool, record: bool) -> int:
     from pbxcontrol.runtime import StartupError, build
+
+    _limit_malloc_arenas()
 
     stopping = threading.Event()
     server = None
