@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -178,13 +178,7 @@ def parse_event(raw: str | bytes | dict) -> Event | None:
             pres = obj.get("caller_presentation", 0)
             if isinstance(pres, bool) or not isinstance(pres, int):
                 raise MalformedEvent(f"caller_presentation is not an integer: {pres!r}")
-            return Event(kind, ts, _with_presentation(channel, pres))
+            return Event(kind, ts, replace(channel, presentation=pres))
         return Event(kind, ts, channel)
     except MalformedEvent as exc:
         raise MalformedEvent(f"{kind}: {exc}") from None
-
-
-def _with_presentation(channel: Channel, pres: int) -> Channel:
-    from dataclasses import replace
-
-    return replace(channel, presentation=pres)

@@ -242,9 +242,10 @@ class LegRecorder:
                 del self.calls[leg.callid]
             else:
                 self._dirty_calls.add(leg.callid)
-        for other in self._call_legs(leg.callid):  # a ring group member gave up: follow
-            if other.dialled == uid:  # another one the same leg dialled
-                other.dialled = next((o.uniqueid for o in self._call_legs(leg.callid)
+        call = self._call_legs(leg.callid)
+        for other in call:  # a ring group member gave up: follow another one it dialled
+            if other.dialled == uid:
+                other.dialled = next((o.uniqueid for o in call
                                       if o.dialled_by == other.uniqueid), uid)
         self._count_call(leg, None)
         self.ended[uid] = None
