@@ -8,9 +8,35 @@ import os
 import signal
 import socket
 
-from waitress.server import create_server
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, create_server
+from waitress.task import ErrorTask
+
+from pbxcontrol.http.envelope import ApiError, error
 
 log = logging.getLogger("pbxcontrol.http")
+
+
+class EnvelopeErrorTask(ErrorTask):
+    """Requests waitress itself refuses (headers over the limit, a malformed request line or
+    chunked body, an unsupported Transfer-Encoding) get the API's envelope too, not
+    waitress's text/plain page. Waitress's detail is kept up to its first quote: what follows
+    is a copy of what the client sent (a header line may hold a password)."""
+
+    def execute(self):
+        err = self.request.error
+        detail = str(err.body).split('"')[0].strip().rstrip(".")
+        message = f"{err.reason}: {detail}." if detail else f"{err.reason}."
+        body = error(ApiError(err.code, [("", message)]))
+        self.status = "200 OK"
+        self.response_headers.append(("Content-Type", "application/json; charset=utf-8"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class EnvelopeChannel(HTTPChannel):
+    error_task_class = EnvelopeErrorTask
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -29,12 +55,16 @@ def listen(host: str, port: int) -> socket.socket:
 
 def make_server(app, sock: socket.socket, threads: int):
     """Serve with `.run()`, stop with `.close()`."""
+    sockets: dict = {}
     server = create_server(
-        app, sockets=[sock], threads=threads, ident="pbxcontrol",
+        app, map=sockets, sockets=[sock], threads=threads, ident="pbxcontrol",
         # Limits the service enforces before any of our code runs.
         max_request_header_size=32 * 1024, max_request_body_size=1024 * 1024,
         channel_timeout=30, connection_limit=512, clear_untrusted_proxy_headers=True,
     )
+    for dispatcher in sockets.values():
+        if isinstance(dispatcher, BaseWSGIServer):
+            dispatcher.channel_class = EnvelopeChannel
     host, port = sock.getsockname()[:2]
     log.info("HTTP API listening on http://%s:%s/api/json/", host, port)
     return server
