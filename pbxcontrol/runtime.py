@@ -68,7 +68,7 @@ def build(config: Config, *, http: bool = True, record: bool = True) -> Runtime:
     engine, sessions = open_database(config)
     rt = Runtime(config, engine, sessions)
     if http:
-        throttle = LoginThrottle(config.login_failures_per_user,
+        throttle = LoginThrottle(engine, config.login_failures_per_user,
                                  config.login_failures_per_address, config.login_window)
         rt.api = JsonApi(sessions, Authenticator(sessions, throttle=throttle))
         for name in config.plugins:

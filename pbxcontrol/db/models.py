@@ -95,6 +95,19 @@ class Person(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
 
 
+class LoginFailure(Base):
+    """One failed login, kept for the throttle window. `key` is a digest of "user:<name>" or
+    "addr:<client address>", so neither is stored in clear; shared by every API process and
+    host on the database."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_key_at", "key", "at"),
+                      Index("ix_login_failures_at", "at"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(32), nullable=False)
+    at: Mapped[float] = mapped_column(Float, nullable=False)
+
+
 class Line(Base):
     """A telephone line: a provisioned phone endpoint such as PJSIP/alice."""
 

@@ -19,7 +19,8 @@ from pbxcontrol.passwords import dummy_hash, verify_password
 
 # Built once: on the hot path (every API request) building and cache-keying a select costs
 # more than SQLite takes to run it. Executed on the Core connection, not through the ORM.
-# One round trip: the person, their customer's parent and one row per privilege.
+# One connection per request: the throttle's failure counts, then the person, their
+# customer's parent and one row per privilege.
 _PERSON = (
     select(Person.password_hash, Person.customer_id, Person.role, Person.enabled,
            Customer.parent_id, RolePrivilege.privilege)
@@ -48,7 +49,7 @@ class Authenticator:
     def __init__(self, sessions: sessionmaker[Session], cache_seconds: float = 60.0,
                  throttle: LoginThrottle | None = None):
         self._engine = sessions.kw["bind"]  # Core connection: no ORM session on the hot path
-        self.throttle = throttle or LoginThrottle()
+        self.throttle = throttle or LoginThrottle(self._engine)
         self._cache_seconds = cache_seconds
         self._key = os.urandom(32)
         self._verified: dict[str, tuple[bytes, float]] = {}
@@ -58,20 +59,22 @@ class Authenticator:
                      address: str = "") -> Caller:
         if not username or password is None:
             raise ApiError(401)
-        wait = self.throttle.retry_after(username, address)
-        if wait:
-            raise ApiError(401, [("", f"Too many failed logins; retry in {wait} seconds.")])
+        with self._engine.connect() as conn:
+            verdict = self.throttle.check(conn, username, address)
+            if verdict.retry_after:
+                raise ApiError(401, [("", "Too many failed logins; retry in "
+                                          f"{verdict.retry_after} seconds.")])
+            rows = conn.execute(_PERSON, {"username": username}).all()
         try:
-            caller = self._authenticate(username, password)
+            caller = self._authenticate(username, password, rows)
         except ApiError:
             self.throttle.failed(username, address)
             raise
-        self.throttle.succeeded(username)
+        if verdict.user_failures:
+            self.throttle.succeeded(username)
         return caller
 
-    def _authenticate(self, username: str, password: str) -> Caller:
-        with self._engine.connect() as conn:
-            rows = conn.execute(_PERSON, {"username": username}).all()
+    def _authenticate(self, username: str, password: str, rows) -> Caller:
         if not rows:
             verify_password(password, dummy_hash())
             raise ApiError(401)

@@ -1,8 +1,15 @@
-"""Failed logins are throttled per username and per client address."""
+"""Failed logins are throttled per username and per client address, across processes."""
 
+import json
+import subprocess
+import sys
+import urllib.request
 
+from sqlalchemy import select
 
+from pbxcontrol.db.models import LoginFailure
 from pbxcontrol.http.throttle import LoginThrottle
+from tests.conftest import TREE, write_config
 
 LIST = "/api/json/calls/active/list/"
 
@@ -15,9 +22,9 @@ class Clock:
         return self.now
 
 
-def test_throttle_counts_per_user_and_ages_out():
+def test_throttle_counts_per_user_and_ages_out(rt):
     clock = Clock()
-    throttle = LoginThrottle(per_user=3, per_address=100, window=60, clock=clock)
+    throttle = LoginThrottle(rt.engine, per_user=3, per_address=100, window=60, clock=clock)
     for _ in range(3):
         assert throttle.retry_after("acme", "10.0.0.1") == 0
         throttle.failed("acme", "10.0.0.1")
@@ -29,16 +36,16 @@ def test_throttle_counts_per_user_and_ages_out():
     assert throttle.retry_after("acme", "x") == 0
 
 
-def test_throttle_counts_per_address_across_usernames():
-    throttle = LoginThrottle(per_user=100, per_address=3, window=60, clock=Clock())
+def test_throttle_counts_per_address_across_usernames(rt):
+    throttle = LoginThrottle(rt.engine, per_user=100, per_address=3, window=60, clock=Clock())
     for name in ("a", "b", "c"):
         throttle.failed(name, "10.0.0.9")
     assert throttle.retry_after("d", "10.0.0.9") == 60
     assert throttle.retry_after("d", "10.0.0.8") == 0
 
 
-def test_success_clears_the_user_count():
-    throttle = LoginThrottle(per_user=2, per_address=100, window=60, clock=Clock())
+def test_success_clears_the_user_count(rt):
+    throttle = LoginThrottle(rt.engine, per_user=2, per_address=100, window=60, clock=Clock())
     throttle.failed("acme", "a")
     throttle.succeeded("acme")
     throttle.failed("acme", "a")
@@ -46,7 +53,8 @@ def test_success_clears_the_user_count():
 
 
 def test_brute_force_gets_a_401_with_retry_hint_even_for_the_right_password(app, rt):
-    rt.api.authenticator.throttle = LoginThrottle(per_user=3, per_address=100, window=300)
+    rt.api.authenticator.throttle = LoginThrottle(rt.engine, per_user=3, per_address=100,
+                                                  window=300)
     for _ in range(3):
         resp = app.get(LIST + "?auth_username=acme;auth_password=guess")
         assert resp.json["responses"][0]["message"] == (
@@ -60,6 +68,50 @@ def test_brute_force_gets_a_401_with_retry_hint_even_for_the_right_password(app,
     # Other people are not locked out by it.
     ok = app.get(LIST + "?auth_username=beta;auth_password=beta-pass")
     assert ok.json["responses"][0]["code"] == "200"
+
+
+def test_failures_are_stored_as_digests_and_pruned(rt):
+    clock = Clock()
+    throttle = LoginThrottle(rt.engine, per_user=5, per_address=5, window=60, clock=clock)
+    throttle.failed("acme", "10.1.2.3")
+    with rt.engine.connect() as conn:
+        rows = conn.execute(select(LoginFailure.key, LoginFailure.at)).all()
+    assert len(rows) == 2
+    assert not [key for key, _ in rows if "acme" in key or "10.1.2.3" in key]
+    clock.now += 61
+    throttle.failed("beta", "10.1.2.4")  # the first two have aged out and go
+    with rt.engine.connect() as conn:
+        assert conn.execute(select(LoginFailure.at)).scalars().all() == [clock.now] * 2
+
+
+def test_one_count_for_every_api_process(tmp_path):
+    """With `[http] processes = 3`, failures seen by any process lock the name out in all."""
+    from tests.core.test_server import start
+
+    config = write_config(tmp_path, "")
+    config.write_text(config.read_text().replace(
+        "port = 0\n", "port = 0\nprocesses = 3\nlogin_failures_per_user = 4\n"))
+    doc = tmp_path / "doc.json"
+    doc.write_text(json.dumps(TREE))
+    subprocess.run([sys.executable, "-m", "pbxcontrol", "--config", str(config), "provision",
+                    str(doc)], check=True, capture_output=True)
+    proc, base, _ = start(config)
+
+    def code(password):
+        url = f"{base}{LIST}?auth_username=acme;auth_password={password}"
+        with urllib.request.urlopen(url, timeout=10) as resp:  # a new connection each time
+            entry = json.loads(resp.read())["responses"][0]
+        return entry["code"], entry["message"]
+
+    try:
+        assert [code("guess")[0] for _ in range(4)] == ["401"] * 4
+        # Each of the three processes saw at most some of the four failures; all refuse now.
+        for _ in range(12):
+            status, message = code("acme-pass")
+            assert status == "401" and message.startswith("Too many failed logins"), message
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_world_readable_config_is_warned_about(tmp_path, caplog):
