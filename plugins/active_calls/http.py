@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection
 
-from pbxcontrol.plugin import ApiError, ApiRequest, Caller, tables
+from pbxcontrol.plugin import ApiError, ApiRequest, Caller
 
 from . import params, query
 from .cache import ResponseCache, data_version
 from .names import NameBook
 from .params import ListRequest
 
-LEG_FIELDS = tables.LEG_FIELDS
 PRIVILEGES = frozenset({"callshop", "telephone line reports", "user"})
 
 
@@ -49,21 +47,23 @@ def _answer(conn: Connection, caller: Caller, wanted: ListRequest,
     if wanted.count:
         return {"count": conn.execute(statements.listing, values).scalar_one()}
     rows = conn.execute(statements.listing, values).all()
+    # Each row arrives as its JSON object text (query.row_json): joined, not re-serialised.
     if statements.names is None:
-        return [dict(zip(LEG_FIELDS, row, strict=True)) for row in rows]
-    book = NameBook(conn, statements.names, values)
-    return [_named(book, row) for row in rows]
+        objects = [row[0] for row in rows]
+    else:
+        book = NameBook(conn, statements.names, values)
+        objects = [_named(book, *row) for row in rows]
+    return orjson.Fragment(f"[{','.join(objects)}]".encode())
 
 
-def _named(book: NameBook, row: Sequence[Any]) -> dict[str, Any]:
-    fields = dict(zip(LEG_FIELDS, row, strict=True))
-    scustomer, dcustomer = fields["scustomer"], fields["dcustomer"]
+def _named(book: NameBook, obj: str, scustomer: int, dcustomer: int, snumber: str,
+           cnumber: str, dnumber: str) -> str:
+    """The row's JSON object with the three names added at its end."""
     owner = scustomer or dcustomer
-    name = book.name
-    fields["snumber_name"] = name(owner, scustomer, dcustomer, fields["snumber"])
-    fields["cnumber_name"] = name(owner, scustomer, dcustomer, fields["cnumber"])
-    fields["dnumber_name"] = name(owner, scustomer, dcustomer, fields["dnumber"])
-    return fields
+    sname, cname, dname = (orjson.dumps(book.name(owner, scustomer, dcustomer, number)).decode()
+                           for number in (snumber, cnumber, dnumber))
+    return (f'{obj[:-1]},"snumber_name":{sname},"cnumber_name":{cname},'
+            f'"dnumber_name":{dname}}}')
 
 
 def _scope(conn: Connection, caller: Caller, wanted: ListRequest,
