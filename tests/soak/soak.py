@@ -7,8 +7,9 @@ whole run while: the ARI websocket is cut every `--cut-every` s (a TCP proxy bet
 and Asterisk), Asterisk is restarted once (at 45% of the run), pbxcontrol is killed with -9
 once and restarted (at 70%), and the API is queried continuously. Every `--check-every` s it
 compares the API's system view with GET /ari/channels; after each fault it measures the time
-until they agree again. Memory (VmRSS) is sampled all along; at the end every call is over, the
-list must be empty and `PRAGMA integrity_check` must say ok. Writes tests/soak/results.json.
+until they agree again. Memory (VmRSS, split into heap and file pages) is sampled all along;
+at the end every call is over, the list must be empty and `PRAGMA integrity_check` must say
+ok. Writes tests/soak/results.json.
 """
 
 from __future__ import annotations
@@ -50,16 +51,21 @@ def compare(pbx: PbxServer, ari: Ari) -> tuple[int, int] | None:
     return len((before & after) - api), len(api - (before | after))
 
 
-def rss_mb(pbx: PbxServer) -> float | None:
+def memory_mb(pbx: PbxServer) -> list[float | None]:
+    """[VmRSS, RssAnon, RssFile] of the pbxcontrol process in MB. RssAnon is the heap;
+    RssFile includes the database pages SQLite reads through mmap (they grow with the file and
+    belong to the kernel's page cache)."""
     if pbx.proc is None:
-        return None
+        return [None, None, None]
+    fields = {}
     try:
         for line in Path(f"/proc/{pbx.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "RssAnon", "RssFile"):
+                fields[name] = round(int(value.split()[0]) / 1024, 1)
     except OSError:
-        return None
-    return None
+        return [None, None, None]
+    return [fields.get("VmRSS"), fields.get("RssAnon"), fields.get("RssFile")]
 
 
 class Querier(threading.Thread):
@@ -139,7 +145,7 @@ def main() -> None:  # noqa: C901 - one linear script
         restarted = killed = False
         while (elapsed := time.monotonic() - t0) < total:
             if elapsed >= next_mem:
-                report["memory_mb"].append([round(elapsed), rss_mb(pbx)])
+                report["memory_mb"].append([round(elapsed), *memory_mb(pbx)])
                 next_mem += 30
             fault = None
             if not restarted and elapsed >= 0.45 * total:
@@ -191,7 +197,8 @@ def main() -> None:  # noqa: C901 - one linear script
         if started_sandbox:
             sandbox("down")
     checks = [c for _, c in report["checks"] if c is not None]
-    mem = [m for _, m in report["memory_mb"] if m]
+    mem = [m for _, m, _, _ in report["memory_mb"] if m]
+    anon = [a for _, _, a, _ in report["memory_mb"] if a]
     report["summary"] = {
         "checks": len(checks),
         "checks_exact": sum(1 for c in checks if c == (0, 0)),
@@ -200,6 +207,7 @@ def main() -> None:  # noqa: C901 - one linear script
         "reconvergence_s": [f["reconverged_s"] for f in report["faults"]],
         "memory_first_last_max_mb": [round(mem[0], 1), round(mem[-1], 1), round(max(mem), 1)]
         if mem else None,
+        "heap_first_last_max_mb": [anon[0], anon[-1], max(anon)] if anon else None,
         "api_ok": querier.ok, "api_errors": querier.errors, "api_unanswered": querier.unanswered,
         "api_p50_ms": round(statistics.median(querier.latencies), 2)
         if querier.latencies else None,
