@@ -21,18 +21,26 @@ def data_version(conn: Connection) -> int | None:
 
 
 class ResponseCache:
-    """A byte-bounded LRU of serialised answers."""
+    """A byte-bounded LRU of serialised answers of the newest data version only: an answer of
+    an older version can never be asked for again, so a new version empties the cache (while
+    calls come and go the version changes many times a second, and the cache would otherwise
+    fill up with dead answers to its limit)."""
 
     def __init__(self, max_bytes: int = 16 * 1024 * 1024):
         self.max_bytes = max_bytes
         self._entries: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._version: int | None = None
         self._size = 0
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
-    def get(self, key: Hashable) -> bytes | None:
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def get(self, version: int | None, key: Hashable) -> bytes | None:
         with self._lock:
-            value = self._entries.get(key)
+            value = self._entries.get(key) if version == self._version else None
             if value is None:
                 self.misses += 1
                 return None
@@ -40,10 +48,16 @@ class ResponseCache:
             self.hits += 1
             return value
 
-    def put(self, key: Hashable, value: bytes) -> None:
-        if len(value) > self.max_bytes // 4:
+    def put(self, version: int | None, key: Hashable, value: bytes) -> None:
+        if version is None or len(value) > self.max_bytes // 4:
             return  # one huge answer must not flush everything else
         with self._lock:
+            if self._version is not None and version < self._version:
+                return  # computed from data that has changed since
+            if version != self._version:
+                self._entries.clear()
+                self._size = 0
+                self._version = version
             old = self._entries.pop(key, None)
             if old is not None:
                 self._size -= len(old)

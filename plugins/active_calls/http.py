@@ -28,11 +28,12 @@ def list_active_calls(request: ApiRequest, cache: ResponseCache | None = None) -
         if cache is None or errors:
             return _answer(conn, caller, wanted, errors)
         # repr: ListRequest holds a dict (not hashable); it is built in a fixed order.
-        key = (data_version(conn), caller.customer_id, caller.is_system_owner, repr(wanted))
-        raw = cache.get(key)
+        version = data_version(conn)
+        key = (caller.customer_id, caller.is_system_owner, repr(wanted))
+        raw = cache.get(version, key)
         if raw is None:
             raw = orjson.dumps(_answer(conn, caller, wanted, errors))
-            cache.put(key, raw)
+            cache.put(version, key, raw)
         return orjson.Fragment(raw)
 
 

@@ -55,3 +55,25 @@ def test_the_same_parameters_from_another_tenant_are_not_shared(rt, app):
     assert ids(get(app, as_="acme")) == ["c.1"]
     assert ids(get(app, as_="beta")) == ["c.2"]
     assert ids(get(app, as_="acme")) == ["c.1"]
+
+
+def test_a_new_data_version_drops_every_older_answer(rt, app):
+    insert_legs(rt, [leg("c.1", "c.1", 100, scustomer=3)])
+    cache = plugin_cache(rt)
+    for who in ("acme", "beta", "reseller"):
+        get(app, as_=who)
+    assert len(cache._entries) == 3
+    insert_legs(rt, [leg("c.2", "c.2", 101, scustomer=3)])
+    get(app, as_="acme")
+    assert len(cache._entries) == 1  # the old version's answers can never be asked for again
+
+
+def test_an_answer_computed_from_older_data_is_not_kept():
+    from pbxcontrol.plugins.active_calls.cache import ResponseCache
+
+    cache = ResponseCache(1024)
+    cache.put(7, "k", b"new")
+    cache.put(6, "k", b"old")  # a slow request that read version 6 finishes last
+    assert cache.get(7, "k") == b"new"
+    assert cache.get(6, "k") is None
+    assert cache.size == 3
