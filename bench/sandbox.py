@@ -156,7 +156,7 @@ class Service:
     """`pbxcontrol serve` on a fresh SQLite file, provisioned with sandbox/provision.json."""
 
     def __init__(self, app: str = "pbxcontrol-bench", threads: int = 8,
-                 processes: int | None = None):
+                 processes: int | None = None, extra: str = ""):
         self.dir = Path(tempfile.mkdtemp(prefix="pbx-bench-serve-"))
         self.port = free_port()
         self.config = self.dir / "pbxcontrol.ini"
@@ -166,7 +166,7 @@ class Service:
             + (f"processes = {processes}\n" if processes else "") +
             "[logging]\nlevel = INFO\n[plugins]\nenabled = active_calls\n"
             f"[asterisk:1]\nari_url = {ARI}\nusername = {ARI_AUTH[0]}\n"
-            f"password = {ARI_AUTH[1]}\napp = {app}\nsubscribe_all = yes\n")
+            f"password = {ARI_AUTH[1]}\napp = {app}\nsubscribe_all = yes\n" + extra)
         self.config.chmod(0o600)
         self.base = f"http://127.0.0.1:{self.port}/api/json/"
         self.proc: subprocess.Popen | None = None
