@@ -138,6 +138,17 @@ def _row_json_pg(element, compiler, **kw):  # text, so the driver does not parse
     return f"CAST(json_build_object({compiler.process(element.clauses, **kw)}) AS TEXT)"
 
 
+def check_json_support(conn: Connection) -> None:
+    """At start-up, not at the first request: the rows need the database's JSON functions."""
+    try:
+        conn.execute(select(row_json(literal_column("'a'"), 1))).scalar_one()
+    except Exception as exc:
+        version = conn.dialect.server_version_info or ()
+        raise ValueError(
+            f"the database ({conn.dialect.name} {'.'.join(map(str, version))}) has no JSON "
+            "functions: SQLite needs 3.38+ or a build with JSON1") from exc
+
+
 def _row_json_of_leg() -> row_json:
     pairs = []
     for name in tables.LEG_FIELDS:  # the API's field order; names are trusted constants

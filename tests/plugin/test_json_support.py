@@ -1,0 +1,27 @@
+"""Rows are serialised by the database: without its JSON functions the plugin refuses to
+start, with a clear line, instead of failing every request."""
+
+from __future__ import annotations
+
+import pytest
+from pbxcontrol.plugins.active_calls import query
+from sqlalchemy import create_engine, event
+
+
+def test_a_database_without_json_functions_is_refused_at_start_up():
+    engine = create_engine("sqlite://")
+
+    @event.listens_for(engine, "connect")
+    def no_json(dbapi_conn, _record):
+        def missing(*_args):
+            raise RuntimeError("no such function: json_object")
+
+        dbapi_conn.create_function("json_object", -1, missing)
+
+    with engine.connect() as conn, pytest.raises(ValueError, match="has no JSON functions"):
+        query.check_json_support(conn)
+
+
+def test_sqlite_here_has_them():
+    with create_engine("sqlite://").connect() as conn:
+        query.check_json_support(conn)
