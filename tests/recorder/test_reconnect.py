@@ -164,6 +164,9 @@ def test_events_arriving_during_reconcile_are_applied_after_it(sessions, started
         emit_all(fake, before, deliver=False)
         fake.reachable = True
         wait_until(lambda: not pending, what="the reconcile")
+        # Until the snapshot is written the table is empty, and so is Asterisk by now:
+        # "converged" would hold before the recorder has done anything.
+        wait_until(rec.synced.is_set, what="the snapshot written")
         wait_until(converged(sessions, fake), what="convergence")
         assert live_rows(sessions) == {}
     finally:
