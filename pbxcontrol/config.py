@@ -50,6 +50,7 @@ class Config:
     plugins: tuple[str, ...]
     machines: tuple[MachineConfig, ...]
     batch_size: int = 200
+    history_days: int = 30
     login_failures_per_user: int = 10
     login_failures_per_address: int = 50
     login_window: float = 300.0
@@ -173,6 +174,7 @@ def _build(r: _Reader, known_plugins: frozenset[str] | None) -> Config:
         plugins=plugins,
         machines=machines,
         batch_size=r.integer("recorder", "batch_size", 200, lo=1, hi=100000),
+        history_days=r.integer("recorder", "history_days", 30, lo=0),
         login_failures_per_user=r.integer("http", "login_failures_per_user", 10, lo=1),
         login_failures_per_address=r.integer("http", "login_failures_per_address", 50, lo=1),
         login_window=r.number("http", "login_window", 300.0),

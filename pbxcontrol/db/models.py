@@ -225,7 +225,8 @@ class LegHistory(_LegColumns, Base):
     """Ended legs, kept for reference; the active list never reads this table."""
 
     __tablename__ = "leg_history"
-    __table_args__ = (Index("ix_leg_history_machine_uniqueid", "machine", "uniqueid"),)
+    __table_args__ = (Index("ix_leg_history_machine_uniqueid", "machine", "uniqueid"),
+                      Index("ix_leg_history_machine_ended", "machine", "ended"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ended: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     cause: Mapped[int] = _i()

@@ -9,13 +9,14 @@ import threading
 import time
 from typing import Any
 
+from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pbxcontrol.ari.client import Ari, AriClient, AriError
 from pbxcontrol.ari.events import LINKEDID_VAR, MalformedEvent, parse_event
 from pbxcontrol.config import Config, MachineConfig
-from pbxcontrol.db.models import Machine
+from pbxcontrol.db.models import LegHistory, Machine
 from pbxcontrol.recorder.core import LegRecorder
 from pbxcontrol.recorder.provisioned import ProvisionedCache
 
@@ -24,6 +25,7 @@ log = logging.getLogger("pbxcontrol.recorder")
 CONNECTED = object()
 DISCONNECTED = object()
 BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
+PRUNE_CHUNK, PRUNE_CHUNKS = 5000, 10  # history rows deleted per transaction, per sweep
 
 
 class MachineRecorder:
@@ -31,12 +33,14 @@ class MachineRecorder:
 
     def __init__(self, machine: int, ari: Ari, sessions: sessionmaker[Session], *,
                  sweep_interval: float = 60.0, batch_size: int = 200,
-                 provisioned: ProvisionedCache | None = None, name: str = ""):
+                 history_days: int = 0, provisioned: ProvisionedCache | None = None,
+                 name: str = ""):
         self.machine = machine
         self.ari = ari
         self.sessions = sessions
         self.sweep_interval = sweep_interval
         self.batch_size = batch_size
+        self.history_days = history_days  # 0 = keep the history of ended legs forever
         self.name = name or f"machine {machine}"
         self.cache = provisioned or ProvisionedCache(sessions)
         self.core = LegRecorder(machine, self.cache.get, self._linkedid)
@@ -140,6 +144,7 @@ class MachineRecorder:
                     self._needs_reconcile or time.monotonic() >= self._next_sweep):
                 if not self._needs_reconcile:
                     self._drain()  # a sweep: first catch up with everything already read
+                    self.prune_history()
                 self._sync()
             self._flush()
         for _ in range(3):  # a last chance for a database that is failing right now
@@ -240,6 +245,31 @@ class MachineRecorder:
             self._needs_reconcile = True
         return result if result is not None else (lambda: None)
 
+    def prune_history(self, now: float | None = None) -> int:
+        """Delete this machine's history rows that ended more than `history_days` ago, in
+        short transactions (the writer does not hold the database for long). Returns how many
+        went."""
+        if not self.history_days:
+            return 0
+        cutoff = (now or time.time()) - self.history_days * 86400
+        oldest = (select(LegHistory.id)
+                  .where(LegHistory.machine == self.machine, LegHistory.ended < cutoff)
+                  .limit(PRUNE_CHUNK).scalar_subquery())
+        total = 0
+        for _ in range(PRUNE_CHUNKS):
+            gone = self._with_db(lambda session: session.execute(
+                delete(LegHistory).where(LegHistory.id.in_(oldest))).rowcount,
+                "pruning the history")
+            if not isinstance(gone, int):
+                break
+            total += gone
+            if gone < PRUNE_CHUNK:
+                break
+        if total:
+            log.debug("%s: pruned %d history rows older than %d days", self.name, total,
+                      self.history_days)
+        return total
+
     def _linkedid(self, channel_id: str) -> str | None:
         """Without `channelvars = CHANNEL(linkedid)` in ari.conf: one REST read per channel."""
         try:
@@ -251,7 +281,8 @@ class MachineRecorder:
 def build_recorders(config: Config, sessions: sessionmaker[Session]) -> list[MachineRecorder]:
     cache = ProvisionedCache(sessions)
     return [MachineRecorder(m.id, _client(m), sessions, sweep_interval=m.sweep_interval,
-                            batch_size=config.batch_size, provisioned=cache,
+                            batch_size=config.batch_size, history_days=config.history_days,
+                            provisioned=cache,
                             name=f"machine {m.id}")
             for m in config.machines]
 

@@ -54,6 +54,8 @@ def test_config_from_environment_variable(tmp_path):
     ("[asterisk:1]\nari_url = http://a/ari\nusername = u\npassword = p\napp = x\n"
      "[asterisk:2]\nari_url = http://b/ari\nusername = u\npassword = p\napp = x\n",
      "[asterisk:1] app: 'x' is used by another machine"),
+    ("[recorder]\nhistory_days = -1\n", "[recorder] history_days: -1 must be at least 0"),
+    ("[recorder]\nhistory_days = a week\n", "[recorder] history_days: 'a week' is not an integer"),
 ])
 def test_bad_values_name_section_and_key(tmp_path, body, expected):
     path = write_config(tmp_path)
@@ -116,6 +118,7 @@ def test_sample_config_parses():
     assert config.plugins == ("active_calls",)
     assert [m.id for m in config.machines] == [1]
     assert config.machines[0].app == "pbxcontrol-1"
+    assert config.history_days == 30
     assert "secret" not in repr(config.machines[0])
 
 
