@@ -86,7 +86,7 @@ def test_failures_are_stored_as_digests_and_pruned(rt):
 
 def test_one_count_for_every_api_process(tmp_path):
     """With `[http] processes = 3`, failures seen by any process lock the name out in all."""
-    from tests.core.test_server import start
+    from tests.core.test_server import start, stop
 
     config = write_config(tmp_path, "")
     config.write_text(config.read_text().replace(
@@ -110,8 +110,7 @@ def test_one_count_for_every_api_process(tmp_path):
             status, message = code("acme-pass")
             assert status == "401" and message.startswith("Too many failed logins"), message
     finally:
-        proc.kill()
-        proc.wait()
+        stop(proc)
 
 
 def test_world_readable_config_is_warned_about(tmp_path, caplog):

@@ -120,6 +120,23 @@ def test_several_processes_share_the_port_and_all_stop_on_sigterm(tmp_path):
             proc.kill()
 
 
+def stop(proc) -> None:
+    """SIGTERM, as systemd stops it: the first process stops its API workers too. A SIGKILL of
+    the first process alone would leave the workers serving."""
+    import os
+
+    children = _children(proc.pid) if proc.poll() is None else []
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for pid in children:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _children(pid: int) -> list[int]:
     from pathlib import Path
 
