@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -60,7 +61,7 @@ class LoginThrottle:
         self._write_failing = False  # a database that refuses writes is logged once
 
     def check(self, conn: Connection, username: str, address: str) -> Verdict:
-        """Read-only, on the caller's connection (the request's one round trip to the DB)."""
+        """Read-only, on the caller's connection (the one the request's auth query uses)."""
         now = self.clock()
         keys = {"user": _digest("user", username), "addr": _digest("addr", address)}
         since = now - self.window
@@ -81,19 +82,20 @@ class LoginThrottle:
 
     def failed(self, username: str, address: str) -> None:
         now = self.clock()
-        self._write(insert(LoginFailure), [{"key": _digest("user", username), "at": now},
-                                            {"key": _digest("addr", address), "at": now}],
-                    delete(LoginFailure).where(LoginFailure.at <= now - self.window))
+        self._write((insert(LoginFailure), [{"key": _digest("user", username), "at": now},
+                                             {"key": _digest("addr", address), "at": now}]),
+                    (delete(LoginFailure).where(LoginFailure.at <= now - self.window), None))
 
     def succeeded(self, username: str) -> None:
-        self._write(delete(LoginFailure).where(LoginFailure.key == _digest("user", username)))
+        self._write((delete(LoginFailure).where(LoginFailure.key == _digest("user", username)),
+                     None))
 
-    def _write(self, statement, rows=None, *more) -> None:
+    def _write(self, *steps: tuple[Any, Any]) -> None:
+        """(statement, parameters) pairs, in one transaction."""
         try:
             with self._engine.begin() as conn:
-                conn.execute(statement, rows)
-                for extra in more:
-                    conn.execute(extra)
+                for statement, parameters in steps:
+                    conn.execute(statement, parameters)
         except SQLAlchemyError as exc:  # the answer stands; only the count is lost
             if not self._write_failing:
                 log.warning("login throttle: cannot write to the database: %s",

@@ -260,7 +260,7 @@ class MachineRecorder:
             gone = self._with_db(lambda session: session.execute(
                 delete(LegHistory).where(LegHistory.id.in_(oldest))).rowcount,
                 "pruning the history")
-            if not isinstance(gone, int):
+            if gone is None:  # the database refused; _with_db logged it, the next sweep retries
                 break
             total += gone
             if gone < PRUNE_CHUNK:

@@ -1,6 +1,7 @@
-"""Answers kept per (data version, caller scope, parameters): polling an unchanged list costs
-one counter read. The counter is bumped by database triggers on every change that could alter
-an answer (legs, customer tree, directory, lines), so nothing stale is ever served."""
+"""Answers kept per (caller scope, parameters) for the newest data version: polling an
+unchanged list costs one counter read. The counter is bumped by database triggers on every
+change that could alter an answer (legs, customer tree, directory, lines), so nothing stale
+is ever served."""
 
 from __future__ import annotations
 
@@ -49,7 +50,9 @@ class ResponseCache:
             return value
 
     def put(self, version: int | None, key: Hashable, value: bytes) -> None:
-        if version is None or len(value) > self.max_bytes // 4:
+        if version is None:
+            return
+        if len(value) > self.max_bytes // 4:
             return  # one huge answer must not flush everything else
         with self._lock:
             if self._version is not None and version < self._version:
