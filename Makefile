@@ -19,6 +19,8 @@ install: $(STAMP)
 # bench/ looks for before it uses the sandbox).
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest -m "not e2e"
 	$(PY) -m pytest -m e2e tests/e2e
 
@@ -28,6 +30,8 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 format: $(STAMP)
 	$(PY) -m ruff format .

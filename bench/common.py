@@ -55,11 +55,14 @@ class Figure:
 
     def as_json(self) -> dict:
         return {
-            "value": round(self.value, 4), "unit": self.unit,
+            "value": round(self.value, 4),
+            "unit": self.unit,
             "baseline": None if self.baseline is None else round(self.baseline, 4),
             "baseline_name": self.baseline_name,
             "ratio": None if self.ratio is None else round(self.ratio, 4),
-            "target": self.target, "met": self.met, "note": self.note,
+            "target": self.target,
+            "met": self.met,
+            "note": self.note,
         }
 
 
@@ -68,9 +71,18 @@ class Results:
     figures: dict[str, Figure] = field(default_factory=dict)
     info: dict[str, object] = field(default_factory=dict)
 
-    def add(self, name: str, value: float, unit: str, *, baseline: float | None = None,
-            baseline_name: str = "", target: str = "", met: bool | None = None,
-            note: str = "") -> Figure:
+    def add(
+        self,
+        name: str,
+        value: float,
+        unit: str,
+        *,
+        baseline: float | None = None,
+        baseline_name: str = "",
+        target: str = "",
+        met: bool | None = None,
+        note: str = "",
+    ) -> Figure:
         figure = Figure(name, value, unit, baseline, baseline_name, target, met, note)
         self.figures[name] = figure
         print("  " + row(figure), flush=True)
@@ -85,13 +97,14 @@ def row(f: Figure) -> str:
     ratio = "" if f.ratio is None else f"{f.ratio:9.3f}"
     base = "" if f.baseline is None else f"{f.baseline:12.3f}"
     met = {True: "met", False: "MISSED", None: ""}[f.met]
-    return (f"{f.name:44s} {f.value:12.3f} {f.unit:8s} {base:>12s} {ratio:>9s}  "
-            f"{f.target:16s} {met}")
+    return f"{f.name:44s} {f.value:12.3f} {f.unit:8s} {base:>12s} {ratio:>9s}  {f.target:16s} {met}"
 
 
 def table(results: Results) -> str:
-    head = (f"{'figure':44s} {'value':>12s} {'unit':8s} {'baseline':>12s} {'ratio':>9s}  "
-            f"{'target':16s} met")
+    head = (
+        f"{'figure':44s} {'value':>12s} {'unit':8s} {'baseline':>12s} {'ratio':>9s}  "
+        f"{'target':16s} met"
+    )
     lines = [head, "-" * len(head)]
     lines += [row(f) for f in results.figures.values()]
     baselines = sorted({f.baseline_name for f in results.figures.values() if f.baseline_name})

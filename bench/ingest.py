@@ -31,8 +31,9 @@ def build_stream(target: int) -> list[str]:
     """Real events, with ids rewritten per copy so every call is a new one."""
     scenarios = []
     for path in sorted(RECORDINGS.glob("*.jsonl")):
-        events = [json.dumps(r["data"]) for r in map(json.loads, path.open())
-                  if r["type"] == "event"]
+        events = [
+            json.dumps(r["data"]) for r in map(json.loads, path.open()) if r["type"] == "event"
+        ]
         ids = sorted({i for e in events for i in _ids(e)}, key=len, reverse=True)
         scenarios.append((events, ids))
     stream: list[str] = []
@@ -75,7 +76,7 @@ def run(events: int, batch: int) -> dict[str, float]:
         recorder = LegRecorder(1, ProvisionedCache(sessions).get)
         t0 = time.perf_counter()
         for start in range(0, len(stream), batch):
-            for seq, text in enumerate(stream[start:start + batch], start):
+            for seq, text in enumerate(stream[start : start + batch], start):
                 event = parse_event(text)
                 if event is not None:
                     recorder.apply(event, seq)
@@ -97,12 +98,17 @@ def bench(results, quick: bool) -> None:
     """Target 3 for bench/run.py: >= 200,000 events (20,000 with --quick)."""
     figures = run(20_000 if quick else 200_000, 200)
     rate, base_rate = figures["ingest_events_per_s"], figures["json_loads_events_per_s"]
-    results.add("ingest.events_per_s", rate, "ev/s", baseline=base_rate,
-                baseline_name="json.loads alone over the same bytes",
-                target=">=20000, ratio>=0.2",
-                met=rate >= 20_000 and figures["ingest_ratio_to_json_loads"] >= 0.2,
-                note=f"{figures['ingest_events']} real events replayed, "
-                f"{figures['ingest_megabytes']} MB, transactions of 200 events")
+    results.add(
+        "ingest.events_per_s",
+        rate,
+        "ev/s",
+        baseline=base_rate,
+        baseline_name="json.loads alone over the same bytes",
+        target=">=20000, ratio>=0.2",
+        met=rate >= 20_000 and figures["ingest_ratio_to_json_loads"] >= 0.2,
+        note=f"{figures['ingest_events']} real events replayed, "
+        f"{figures['ingest_megabytes']} MB, transactions of 200 events",
+    )
 
 
 def main() -> None:

@@ -40,8 +40,11 @@ class EventClock:
     def __init__(self) -> None:
         token = base64.b64encode(":".join(ARI_AUTH).encode()).decode()
         self.ws = websocket.WebSocket(skip_utf8_validation=True)
-        self.ws.connect("ws://127.0.0.1:8088/ari/events?app=bench-lag&subscribeAll=true",
-                        header=[f"Authorization: Basic {token}"], timeout=5)
+        self.ws.connect(
+            "ws://127.0.0.1:8088/ari/events?app=bench-lag&subscribeAll=true",
+            header=[f"Authorization: Basic {token}"],
+            timeout=5,
+        )
         self.created: dict[str, float] = {}
         self.destroyed: dict[str, float] = {}
         self.delivery_ms: list[float] = []
@@ -92,8 +95,9 @@ class Poller:
         while not self.stopping:
             started = time.time()
             try:
-                body = self.service.get("calls/active/list", "admin", "admin-pass",
-                                        customer="system").json()
+                body = self.service.get(
+                    "calls/active/list", "admin", "admin-pass", customer="system"
+                ).json()
             except (OSError, ValueError):
                 self.errors += 1
                 continue
@@ -113,10 +117,23 @@ class Poller:
 
 def _sipp(args: list[str], logdir: Path, label: str) -> subprocess.Popen:
     log = open(logdir / f"{label}.log", "wb")  # noqa: SIM115 - lives as long as sipp
-    return subprocess.Popen(["sipp", *args, "-nostdin", "-trace_err", "-error_file",
-                             str(logdir / f"{label}.errors"), "-trace_screen", "-screen_file",
-                             str(logdir / f"{label}.screen")],
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=logdir)
+    return subprocess.Popen(
+        [
+            "sipp",
+            *args,
+            "-nostdin",
+            "-trace_err",
+            "-error_file",
+            str(logdir / f"{label}.errors"),
+            "-trace_screen",
+            "-screen_file",
+            str(logdir / f"{label}.screen"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        cwd=logdir,
+    )
 
 
 def _stop(proc: subprocess.Popen | None) -> None:
@@ -151,16 +168,56 @@ def run_lag(results: Results, quick: bool) -> None:
         service.start()
         service.wait_count(0, 30)
         clock = EventClock()
-        uas = _sipp(["-sf", str(SIPP / "uas_answer.xml"), "-i", "127.0.0.5", "-p", "5080",
-                     "-mp", "6100", "-d", "100"], logdir, "alice-uas")
+        uas = _sipp(
+            [
+                "-sf",
+                str(SIPP / "uas_answer.xml"),
+                "-i",
+                "127.0.0.5",
+                "-p",
+                "5080",
+                "-mp",
+                "6100",
+                "-d",
+                "100",
+            ],
+            logdir,
+            "alice-uas",
+        )
         time.sleep(1)
         poller = Poller(service)
         t0 = time.time()
-        uac = _sipp(["-sf", str(SIPP / "uac.xml"), "-i", "127.0.0.3", "-p", "5070",
-                     "-mp", "6000", "-s", "0201112222", "-key", "cnum", "0207946000",
-                     "-key", "cname", "Dentist", "-d", "300", "-r", str(RATE),
-                     "-m", str(RATE * total_s), "-timeout", f"{total_s + 60}s",
-                     "127.0.0.1:5060"], logdir, "trunk-uac")
+        uac = _sipp(
+            [
+                "-sf",
+                str(SIPP / "uac.xml"),
+                "-i",
+                "127.0.0.3",
+                "-p",
+                "5070",
+                "-mp",
+                "6000",
+                "-s",
+                "0201112222",
+                "-key",
+                "cnum",
+                "0207946000",
+                "-key",
+                "cname",
+                "Dentist",
+                "-d",
+                "300",
+                "-r",
+                str(RATE),
+                "-m",
+                str(RATE * total_s),
+                "-timeout",
+                f"{total_s + 60}s",
+                "127.0.0.1:5060",
+            ],
+            logdir,
+            "trunk-uac",
+        )
         time.sleep(lag_s + 3)
         poller.stop()
         _lag_figures(results, clock, poller, t0, t0 + lag_s)
@@ -170,8 +227,7 @@ def run_lag(results: Results, quick: bool) -> None:
         service2.start()
         time.sleep(5)  # its first GET /channels sync
         _wrk_pair(results, service, base_s, wrk_s, "http.", "default config, 1 API process")
-        _wrk_pair(results, service2, base_s, wrk_s, "http.processes_2.",
-                  "[http] processes = 2")
+        _wrk_pair(results, service2, base_s, wrk_s, "http.processes_2.", "[http] processes = 2")
         service2.stop()
         service2 = None
         uac.wait(total_s + 90)
@@ -190,20 +246,25 @@ def run_lag(results: Results, quick: bool) -> None:
         print(f"  sipp logs: {logdir}", flush=True)
 
 
-def _wrk_pair(results: Results, service: Service, base_s: int, wrk_s: int, prefix: str,
-              label: str) -> None:
+def _wrk_pair(
+    results: Results, service: Service, base_s: int, wrk_s: int, prefix: str, label: str
+) -> None:
     url = service.base
     service.get("calls/active/list", "acme", "acme-pass")  # password check cached
     base = run_wrk(url + "bench/nothing/", base_s, "404")
     sizes: list[int] = []
     sampler = threading.Thread(target=_sample_view, args=(service, sizes, wrk_s), daemon=True)
     sampler.start()
-    view = run_wrk(url + "calls/active/list/?auth_username=acme;auth_password=acme-pass"
-                   ";names=1", wrk_s, "200")
+    view = run_wrk(
+        url + "calls/active/list/?auth_username=acme;auth_password=acme-pass;names=1", wrk_s, "200"
+    )
     sampler.join()
     _wrk_figures(results, base, view, sizes, base_s, wrk_s, prefix, label)
-    print(f"  wrk {label}: {view['rps']:.0f} req/s, p99 {view['p99_ms']:.1f} ms, "
-          f"errors {view['errors']} (404 envelope {base['rps']:.0f} req/s)", flush=True)
+    print(
+        f"  wrk {label}: {view['rps']:.0f} req/s, p99 {view['p99_ms']:.1f} ms, "
+        f"errors {view['errors']} (404 envelope {base['rps']:.0f} req/s)",
+        flush=True,
+    )
 
 
 def _sample_view(service: Service, sizes: list[int], seconds: float) -> None:
@@ -217,63 +278,127 @@ def _sample_view(service: Service, sizes: list[int], seconds: float) -> None:
         time.sleep(1)
 
 
-def _lag_figures(results: Results, clock: EventClock, poller: Poller, start: float,
-                 end: float) -> None:
+def _lag_figures(
+    results: Results, clock: EventClock, poller: Poller, start: float, end: float
+) -> None:
     window = {uid: ts for uid, ts in clock.created.items() if start <= ts < end}
     appear = [(poller.seen[uid] - ts) * 1000 for uid, ts in window.items() if uid in poller.seen]
     missing = sorted(uid for uid in window if uid not in poller.seen)
-    vanish = [(poller.gone[uid] - clock.destroyed[uid]) * 1000 for uid in window
-              if uid in poller.gone and uid in clock.destroyed]
+    vanish = [
+        (poller.gone[uid] - clock.destroyed[uid]) * 1000
+        for uid in window
+        if uid in poller.gone and uid in clock.destroyed
+    ]
     delivery = clock.delivery_ms
     base50, base99 = median(delivery), percentile(delivery, 99)
     base = "the same events reaching a bare websocket client (delivery from Asterisk)"
     results.add("lag.ws_delivery_p50_ms", base50, "ms", note=f"{len(delivery)} events")
     results.add("lag.ws_delivery_p99_ms", base99, "ms")
-    note = (f"{len(window)} channels in {end - start:.0f} s at {RATE} calls/s; "
-            f"poll p50 {median(poller.poll_ms):.1f} ms")
+    note = (
+        f"{len(window)} channels in {end - start:.0f} s at {RATE} calls/s; "
+        f"poll p50 {median(poller.poll_ms):.1f} ms"
+    )
     p50, p99 = median(appear), percentile(appear, 99)
     results.add("lag.appear_p50_ms", p50, "ms", baseline=base50, baseline_name=base, note=note)
-    results.add("lag.appear_p99_ms", p99, "ms", baseline=base99, baseline_name=base,
-                target="<= 100 ms", met=check(p99, "<=", 100))
+    results.add(
+        "lag.appear_p99_ms",
+        p99,
+        "ms",
+        baseline=base99,
+        baseline_name=base,
+        target="<= 100 ms",
+        met=check(p99, "<=", 100),
+    )
     if vanish:
-        results.add("lag.vanish_p50_ms", median(vanish), "ms", baseline=base50,
-                    baseline_name=base, note="ChannelDestroyed -> leg gone from the API")
-        results.add("lag.vanish_p99_ms", percentile(vanish, 99), "ms", baseline=base99,
-                    baseline_name=base)
-    results.add("lag.legs_missing", len(missing), "legs", target="= 0",
-                met=not missing and poller.errors == 0,
-                note=f"created in the window, never seen by the API; poll errors "
-                f"{poller.errors}" + (f"; e.g. {missing[:3]}" if missing else ""))
+        results.add(
+            "lag.vanish_p50_ms",
+            median(vanish),
+            "ms",
+            baseline=base50,
+            baseline_name=base,
+            note="ChannelDestroyed -> leg gone from the API",
+        )
+        results.add(
+            "lag.vanish_p99_ms", percentile(vanish, 99), "ms", baseline=base99, baseline_name=base
+        )
+    results.add(
+        "lag.legs_missing",
+        len(missing),
+        "legs",
+        target="= 0",
+        met=not missing and poller.errors == 0,
+        note=f"created in the window, never seen by the API; poll errors "
+        f"{poller.errors}" + (f"; e.g. {missing[:3]}" if missing else ""),
+    )
 
 
-def _wrk_figures(results: Results, base: dict, view: dict, sizes: list[int], base_s: int,
-                 wrk_s: int, prefix: str = "http.", label: str = "") -> None:
-    name = (f"wrk on the 404 envelope (no database), {base_s} s, 32 connections, same load, "
-            f"{label}")
-    legs = f"Acme's view held {min(sizes, default=0)}-{max(sizes, default=0)} legs" \
-           f" (median {median(sizes) if sizes else 0:.0f})"
-    results.add(prefix + "404_requests_per_s", base["rps"], "req/s",
-                note=f"errors {base['errors']}")
+def _wrk_figures(
+    results: Results,
+    base: dict,
+    view: dict,
+    sizes: list[int],
+    base_s: int,
+    wrk_s: int,
+    prefix: str = "http.",
+    label: str = "",
+) -> None:
+    name = f"wrk on the 404 envelope (no database), {base_s} s, 32 connections, same load, {label}"
+    legs = (
+        f"Acme's view held {min(sizes, default=0)}-{max(sizes, default=0)} legs"
+        f" (median {median(sizes) if sizes else 0:.0f})"
+    )
+    results.add(
+        prefix + "404_requests_per_s", base["rps"], "req/s", note=f"errors {base['errors']}"
+    )
     results.add(prefix + "404_p99_ms", base["p99_ms"], "ms")
-    results.add(prefix + "customer_view_requests_per_s", view["rps"], "req/s",
-                baseline=base["rps"], baseline_name=name,
-                note=f"{wrk_s} s, 32 connections, names=1, during sipp load, {label}; {legs}")
-    results.add(prefix + "customer_view_p50_ms", view["p50_ms"], "ms", baseline=base["p50_ms"],
-                baseline_name=name)
-    results.add(prefix + "customer_view_p99_ms", view["p99_ms"], "ms", baseline=base["p99_ms"],
-                baseline_name=name, target="<= 50 ms", met=check(view["p99_ms"], "<=", 50))
-    results.add(prefix + "customer_view_errors", view["errors"], "errors", target="= 0",
-                met=view["errors"] == 0, note=view["error_detail"])
+    results.add(
+        prefix + "customer_view_requests_per_s",
+        view["rps"],
+        "req/s",
+        baseline=base["rps"],
+        baseline_name=name,
+        note=f"{wrk_s} s, 32 connections, names=1, during sipp load, {label}; {legs}",
+    )
+    results.add(
+        prefix + "customer_view_p50_ms",
+        view["p50_ms"],
+        "ms",
+        baseline=base["p50_ms"],
+        baseline_name=name,
+    )
+    results.add(
+        prefix + "customer_view_p99_ms",
+        view["p99_ms"],
+        "ms",
+        baseline=base["p99_ms"],
+        baseline_name=name,
+        target="<= 50 ms",
+        met=check(view["p99_ms"], "<=", 50),
+    )
+    results.add(
+        prefix + "customer_view_errors",
+        view["errors"],
+        "errors",
+        target="= 0",
+        met=view["errors"] == 0,
+        note=view["error_detail"],
+    )
 
 
 def _end_state(results: Results, service: Service, logdir: Path) -> None:
-    channels = [c for c in Ari().channels() if c["name"].startswith(("PJSIP/trunk1",
-                                                                      "PJSIP/alice"))]
+    channels = [
+        c for c in Ari().channels() if c["name"].startswith(("PJSIP/trunk1", "PJSIP/alice"))
+    ]
     legs = service.get("calls/active/list", "admin", "admin-pass", customer="system").json()
     left = len(legs["data"])
     ok = _screen_count(logdir / "trunk-uac.screen", "Successful call")
     failed = _screen_count(logdir / "trunk-uac.screen", "Failed call")
-    results.add("lag.legs_left_over", left, "legs", target="= 0",
-                met=left == 0 and not channels,
-                note=f"API legs after the run; Asterisk still has {len(channels)} sipp "
-                f"channels; sipp calls ok {ok}, failed {failed}")
+    results.add(
+        "lag.legs_left_over",
+        left,
+        "legs",
+        target="= 0",
+        met=left == 0 and not channels,
+        note=f"API legs after the run; Asterisk still has {len(channels)} sipp "
+        f"channels; sipp calls ok {ok}, failed {failed}",
+    )

@@ -25,8 +25,13 @@ sys.path.insert(0, str(ROOT))
 from bench import common  # noqa: E402
 
 PARTS = ("views", "ingest", "ari", "lag", "memory")
-PREFIXES = {"views": ("views.",), "ingest": ("ingest.",), "ari": ("ari.",),
-            "lag": ("lag.", "http."), "memory": ("memory.",)}
+PREFIXES = {
+    "views": ("views.",),
+    "ingest": ("ingest.",),
+    "ari": ("ari.",),
+    "lag": ("lag.", "http."),
+    "memory": ("memory.",),
+}
 
 
 def machine() -> dict[str, object]:
@@ -39,31 +44,44 @@ def machine() -> dict[str, object]:
         mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
     except OSError:
         mem_kb = 0
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_kb / 2**20, 1),
-            "python": platform.python_version(), "kernel": platform.release(),
-            "sqlite": __import__("sqlite3").sqlite_version}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_kb / 2**20, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "sqlite": __import__("sqlite3").sqlite_version,
+    }
 
 
 def run_part(name: str, results: common.Results, quick: bool) -> None:
     if name == "views":
         from bench import views
+
         views.run(results, quick)
     elif name == "ingest":
         from bench import ingest
+
         ingest.bench(results, quick)
     elif name == "lag":
         from bench import load
+
         load.run_lag(results, quick)
     else:
         from bench import live
+
         getattr(live, f"run_{name}")(results, quick)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default=",".join(PARTS),
-                        help=f"comma-separated parts (default: all of {','.join(PARTS)})")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated parts (default: all of {','.join(PARTS)})",
+    )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, shorter runs")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args()
@@ -72,9 +90,13 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown part(s) {', '.join(unknown)}; parts are {', '.join(PARTS)}")
     results = common.Results()
-    results.info.update(machine=machine(), quick=args.quick, parts=parts,
-                        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                        commit=_commit())
+    results.info.update(
+        machine=machine(),
+        quick=args.quick,
+        parts=parts,
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        commit=_commit(),
+    )
     failed = []
     for part in parts:
         print(f"== {part}", flush=True)
@@ -104,8 +126,9 @@ def merged(output: Path, parts: list[str], results: common.Results) -> dict:
     except (OSError, ValueError):
         previous = {}
     prefixes = tuple(p for part in parts for p in PREFIXES[part])
-    figures = {name: f for name, f in previous.get("figures", {}).items()
-               if not name.startswith(prefixes)}
+    figures = {
+        name: f for name, f in previous.get("figures", {}).items() if not name.startswith(prefixes)
+    }
     figures.update({name: f.as_json() for name, f in results.figures.items()})
     runs = {part: info for part, info in previous.get("runs", {}).items() if part not in parts}
     runs.update({part: results.info for part in parts})
@@ -114,8 +137,13 @@ def merged(output: Path, parts: list[str], results: common.Results) -> dict:
 
 def _commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                              capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
 

@@ -34,8 +34,11 @@ class SandboxBusy(RuntimeError):
 def e2e_running() -> list[str]:
     """pytest processes that may drive the sandbox: any but those deselecting e2e."""
     out = subprocess.run(["pgrep", "-af", "pytest"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines()
-            if "e2e" in line and "not e2e" not in line and "pgrep" not in line]
+    return [
+        line
+        for line in out.splitlines()
+        if "e2e" in line and "not e2e" not in line and "pgrep" not in line
+    ]
 
 
 def preflight(wait_s: float = 600.0) -> None:
@@ -71,17 +74,27 @@ class Ari:
         resp.raise_for_status()
         return resp.json()
 
-    def originate_local(self, calls: int, workers: int = 4, batch: int = 250,
-                        retries: int = 3) -> tuple[int, float, int]:
+    def originate_local(
+        self, calls: int, workers: int = 4, batch: int = 250, retries: int = 3
+    ) -> tuple[int, float, int]:
         """Up to `calls` Local/<n>@bench calls (two legs each), in batches; each POST is retried
         on errors. Stops early when a whole batch fails. Returns (calls originated, seconds,
         failed POSTs after retries)."""
+
         def one(n: int) -> bool:
             for attempt in range(retries + 1):
                 try:
-                    resp = self.http.post(f"{ARI}/channels", timeout=30, params={
-                        "endpoint": f"Local/{n}@bench", "context": "bench",
-                        "extension": str(n), "priority": "1", "callerId": f"Bench <{n}>"})
+                    resp = self.http.post(
+                        f"{ARI}/channels",
+                        timeout=30,
+                        params={
+                            "endpoint": f"Local/{n}@bench",
+                            "context": "bench",
+                            "extension": str(n),
+                            "priority": "1",
+                            "callerId": f"Bench <{n}>",
+                        },
+                    )
                     if resp.ok:
                         self.originated.append(resp.json()["id"])
                         return True
@@ -101,8 +114,10 @@ class Ari:
                 done += ok
                 failed += size - ok
                 if ok == 0:
-                    print(f"  a whole batch of {size} originates failed; stopping at {done} calls",
-                          flush=True)
+                    print(
+                        f"  a whole batch of {size} originates failed; stopping at {done} calls",
+                        flush=True,
+                    )
                     break
         return done, time.perf_counter() - started, failed
 
@@ -110,6 +125,7 @@ class Ari:
         """DELETE every channel we originated and any [bench] Local leg left, then wait until
         GET /ari/channels is empty (others' channels are never touched). Returns how many
         channels are still up at the timeout."""
+
         def delete(channel_id: str) -> None:
             with contextlib.suppress(requests.RequestException):
                 self.http.delete(f"{ARI}/channels/{channel_id}", timeout=30)
@@ -155,18 +171,24 @@ def free_port() -> int:
 class Service:
     """`pbxcontrol serve` on a fresh SQLite file, provisioned with sandbox/provision.json."""
 
-    def __init__(self, app: str = "pbxcontrol-bench", threads: int = 8,
-                 processes: int | None = None, extra: str = ""):
+    def __init__(
+        self,
+        app: str = "pbxcontrol-bench",
+        threads: int = 8,
+        processes: int | None = None,
+        extra: str = "",
+    ):
         self.dir = Path(tempfile.mkdtemp(prefix="pbx-bench-serve-"))
         self.port = free_port()
         self.config = self.dir / "pbxcontrol.ini"
         self.config.write_text(
             f"[database]\nurl = sqlite:///{self.dir / 'pbx.db'}\n"
             f"[http]\nhost = 127.0.0.1\nport = {self.port}\nthreads = {threads}\n"
-            + (f"processes = {processes}\n" if processes else "") +
-            "[logging]\nlevel = INFO\n[plugins]\nenabled = active_calls\n"
+            + (f"processes = {processes}\n" if processes else "")
+            + "[logging]\nlevel = INFO\n[plugins]\nenabled = active_calls\n"
             f"[asterisk:1]\nari_url = {ARI}\nusername = {ARI_AUTH[0]}\n"
-            f"password = {ARI_AUTH[1]}\napp = {app}\nsubscribe_all = yes\n" + extra)
+            f"password = {ARI_AUTH[1]}\napp = {app}\nsubscribe_all = yes\n" + extra
+        )
         self.config.chmod(0o600)
         self.base = f"http://127.0.0.1:{self.port}/api/json/"
         self.proc: subprocess.Popen | None = None
@@ -176,11 +198,16 @@ class Service:
         return [sys.executable, "-m", "pbxcontrol", "--config", str(self.config), *args]
 
     def start(self) -> None:
-        subprocess.run(self._cmd("provision", str(ROOT / "sandbox" / "provision.json")),
-                       check=True, capture_output=True, cwd=ROOT)
+        subprocess.run(
+            self._cmd("provision", str(ROOT / "sandbox" / "provision.json")),
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
+        )
         self.log = open(self.dir / "serve.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(self._cmd("serve"), stdout=self.log, stderr=self.log,
-                                     stdin=subprocess.DEVNULL, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            self._cmd("serve"), stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL, cwd=ROOT
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -193,8 +220,10 @@ class Service:
         raise RuntimeError(f"pbxcontrol serve did not start; see {self.dir / 'serve.log'}")
 
     def get(self, path: str, user: str, password: str, **params: str) -> requests.Response:
-        query = ";".join([f"auth_username={user}", f"auth_password={password}"]
-                         + [f"{k}={v}" for k, v in params.items()])
+        query = ";".join(
+            [f"auth_username={user}", f"auth_password={password}"]
+            + [f"{k}={v}" for k, v in params.items()]
+        )
         return self.http.get(f"{self.base}{path}/?{query}", timeout=60)
 
     def count(self, user: str = "admin", password: str = "admin-pass") -> int:

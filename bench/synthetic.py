@@ -36,12 +36,14 @@ def parent_of(c: int) -> int | None:
 
 def write_config(directory: Path) -> Path:
     path = directory / "pbxcontrol.ini"
-    path.write_text(f"[database]\nurl = sqlite:///{directory / 'bench.db'}\n"
-                    "[http]\nhost = 127.0.0.1\nport = 0\n"
-                    "[logging]\nlevel = WARNING\n[plugins]\nenabled = active_calls\n"
-                    # The response cache would answer repeated requests from memory; these
-                    # figures are the cost of computing an answer.
-                    "[plugin:active_calls]\ncache_megabytes = 0\n")
+    path.write_text(
+        f"[database]\nurl = sqlite:///{directory / 'bench.db'}\n"
+        "[http]\nhost = 127.0.0.1\nport = 0\n"
+        "[logging]\nlevel = WARNING\n[plugins]\nenabled = active_calls\n"
+        # The response cache would answer repeated requests from memory; these
+        # figures are the cost of computing an answer.
+        "[plugin:active_calls]\ncache_megabytes = 0\n"
+    )
     path.chmod(0o600)
     return path
 
@@ -59,17 +61,41 @@ class SyntheticDb:
     def _fill(self, directory_rows: int) -> None:
         rnd = self.rnd
         with self.rt.sessions.begin() as s:
-            s.execute(insert(models.Customer.__table__), [
-                {"id": c, "parent_id": parent_of(c), "name": f"c{c}"}
-                for c in range(1, CUSTOMERS + 1)])
+            s.execute(
+                insert(models.Customer.__table__),
+                [
+                    {"id": c, "parent_id": parent_of(c), "name": f"c{c}"}
+                    for c in range(1, CUSTOMERS + 1)
+                ],
+            )
             provisioning.rebuild_customer_tree(s)
             pw = hash_password(PASSWORD)
-            s.execute(insert(models.Person.__table__), [
-                {"username": u, "password_hash": pw, "customer_id": c, "role": r,
-                 "enabled": True} for u, c, r in PEOPLE])
-            s.execute(insert(models.Line.__table__), [
-                {"endpoint": f"PJSIP/c{c}-{i}", "customer_id": c, "number": f"{c}{i:02d}",
-                 "name": f"Line {c}/{i}"} for c in range(2, CUSTOMERS + 1) for i in range(3)])
+            s.execute(
+                insert(models.Person.__table__),
+                [
+                    {
+                        "username": u,
+                        "password_hash": pw,
+                        "customer_id": c,
+                        "role": r,
+                        "enabled": True,
+                    }
+                    for u, c, r in PEOPLE
+                ],
+            )
+            s.execute(
+                insert(models.Line.__table__),
+                [
+                    {
+                        "endpoint": f"PJSIP/c{c}-{i}",
+                        "customer_id": c,
+                        "number": f"{c}{i:02d}",
+                        "name": f"Line {c}/{i}",
+                    }
+                    for c in range(2, CUSTOMERS + 1)
+                    for i in range(3)
+                ],
+            )
             seen: set[tuple[str, int | None]] = set()
             rows = []
             owners = [None, *range(1, CUSTOMERS + 1)]
@@ -79,14 +105,14 @@ class SyntheticDb:
                     seen.add((n, c))
                     rows.append({"customer_id": c, "number": n, "name": f"name {n}"})
             for i in range(0, len(rows), 50_000):
-                s.execute(insert(models.DirectoryEntry.__table__), rows[i:i + 50_000])
+                s.execute(insert(models.DirectoryEntry.__table__), rows[i : i + 50_000])
 
     def grow_to(self, legs: int) -> None:
         """Add legs until the table holds `legs` of them."""
         rows = [self._leg(i) for i in range(self.legs, legs)]
         with self.rt.engine.begin() as conn:
             for i in range(0, len(rows), 20_000):
-                conn.execute(insert(models.Leg.__table__), rows[i:i + 20_000])
+                conn.execute(insert(models.Leg.__table__), rows[i : i + 20_000])
         self.legs = max(self.legs, legs)
 
     def _leg(self, i: int) -> dict:
@@ -99,11 +125,21 @@ class SyntheticDb:
         row: dict = {name: "" for name in LEG_STRING_FIELDS}
         row.update({name: 0 for name in LEG_INT_FIELDS})
         uniqueid = f"{1700000000 + i}.{i}"
-        row.update(machine=1, uniqueid=uniqueid, callid=f"call{i // 2}",
-                   start=1700000000 + rnd.randrange(3600), status="Up",
-                   channel=f"PJSIP/c{c}-{i:08x}", direction="out", stype="phone",
-                   snumber=f"{c}00", scustomer=c, cnumber=rnd.choice(self.numbers),
-                   dnumber=rnd.choice(self.numbers), dtype="external")
+        row.update(
+            machine=1,
+            uniqueid=uniqueid,
+            callid=f"call{i // 2}",
+            start=1700000000 + rnd.randrange(3600),
+            status="Up",
+            channel=f"PJSIP/c{c}-{i:08x}",
+            direction="out",
+            stype="phone",
+            snumber=f"{c}00",
+            scustomer=c,
+            cnumber=rnd.choice(self.numbers),
+            dnumber=rnd.choice(self.numbers),
+            dtype="external",
+        )
         return row
 
     def close(self) -> None:

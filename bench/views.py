@@ -32,8 +32,9 @@ def _runs_for(budget_s: float, one_ms: float, lo: int, hi: int) -> int:
     return int(max(lo, min(hi, budget_s * 1000 / max(one_ms, 0.001))))
 
 
-def measure_view(db: SyntheticDb, who: str, extra: str, budget_s: float,
-                 hi: int = 2000) -> tuple[list[float], int]:
+def measure_view(
+    db: SyntheticDb, who: str, extra: str, budget_s: float, hi: int = 2000
+) -> tuple[list[float], int]:
     api = db.rt.api
     q = _query(who, extra)
     code, body = api.dispatch("calls/active/list", "GET", q, b"")
@@ -66,8 +67,11 @@ def run(results: Results, quick: bool) -> None:
         started = time.perf_counter()
         db = SyntheticDb(Path(tmp), directory_rows)
         results.info["synthetic_directory_rows"] = directory_rows
-        print(f"  synthetic database: {directory_rows:,} directory rows "
-              f"({time.perf_counter() - started:.0f} s)", flush=True)
+        print(
+            f"  synthetic database: {directory_rows:,} directory rows "
+            f"({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
         try:
             for size in sizes:
                 db.grow_to(size)
@@ -84,19 +88,47 @@ def _one_size(results: Results, db: SyntheticDb, size: int, budget: float, quick
     own, own_rows = measure_view(db, *OWN_VIEW, budget * (3 if size == 10_000 else 1))
     p50, p99 = median(own), percentile(own, 99)
     target = size == 10_000
-    results.add(f"views.own_view_p50_ms.{tag}", p50, "ms", baseline=pk, baseline_name=base,
-                target="<= 2 ms" if target else "", met=check(p50, "<=", 2) if target else None,
-                note=f"{own_rows} legs, names=1, {len(own)} runs")
-    results.add(f"views.own_view_p99_ms.{tag}", p99, "ms", baseline=pk, baseline_name=base,
-                target="<= 10 ms" if target else "",
-                met=check(p99, "<=", 10) if target else None)
+    results.add(
+        f"views.own_view_p50_ms.{tag}",
+        p50,
+        "ms",
+        baseline=pk,
+        baseline_name=base,
+        target="<= 2 ms" if target else "",
+        met=check(p50, "<=", 2) if target else None,
+        note=f"{own_rows} legs, names=1, {len(own)} runs",
+    )
+    results.add(
+        f"views.own_view_p99_ms.{tag}",
+        p99,
+        "ms",
+        baseline=pk,
+        baseline_name=base,
+        target="<= 10 ms" if target else "",
+        met=check(p99, "<=", 10) if target else None,
+    )
     res, res_rows = measure_view(db, *RESELLER_VIEW, budget)
     p50 = median(res)
-    results.add(f"views.reseller_recursive_p50_ms.{tag}", p50, "ms", baseline=pk,
-                baseline_name=base, note=f"{res_rows} legs, names=1")
-    results.add(f"views.reseller_recursive_us_per_leg.{tag}", p50 * 1000 / max(res_rows, 1),
-                "us/leg", note="constant as the table grows = proportional to the result")
+    results.add(
+        f"views.reseller_recursive_p50_ms.{tag}",
+        p50,
+        "ms",
+        baseline=pk,
+        baseline_name=base,
+        note=f"{res_rows} legs, names=1",
+    )
+    results.add(
+        f"views.reseller_recursive_us_per_leg.{tag}",
+        p50 * 1000 / max(res_rows, 1),
+        "us/leg",
+        note="constant as the table grows = proportional to the result",
+    )
     system, system_rows = measure_view(db, *SYSTEM_VIEW, budget, hi=200)
-    results.add(f"views.system_view_p50_ms.{tag}", median(system), "ms", baseline=pk,
-                baseline_name=base, note=f"{system_rows} legs, names=1, sort=snumber, "
-                f"{len(system)} runs")
+    results.add(
+        f"views.system_view_p50_ms.{tag}",
+        median(system),
+        "ms",
+        baseline=pk,
+        baseline_name=base,
+        note=f"{system_rows} legs, names=1, sort=snumber, {len(system)} runs",
+    )

@@ -34,23 +34,43 @@ def ensure_wrk() -> str:
     if found:
         return found
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False,
-                       capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "wrk"],
+            check=False,
+            capture_output=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
         found = shutil.which("wrk")
     if not found:
         raise RuntimeError("wrk is missing: apt-get install wrk (Debian package)")
     return found
 
 
-def run_wrk(url: str, seconds: int, expected_code: str, connections: int = 32,
-            threads: int = 2) -> dict:
+def run_wrk(
+    url: str, seconds: int, expected_code: str, connections: int = 32, threads: int = 2
+) -> dict:
     wrk = ensure_wrk()
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "envelope.lua"
         script.write_text(SCRIPT)
-        out = subprocess.run([wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
-                              "--timeout", "5s", "-s", str(script), url, "--", expected_code],
-                             capture_output=True, text=True, timeout=seconds + 60).stdout
+        out = subprocess.run(
+            [
+                wrk,
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--timeout",
+                "5s",
+                "-s",
+                str(script),
+                url,
+                "--",
+                expected_code,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+        ).stdout
     return parse(out)
 
 
@@ -63,7 +83,16 @@ def parse(out: str) -> dict:
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     bad = int(re.search(r"BAD_ENVELOPES (\d+)", out).group(1))
     errors = socket_errors + bad  # a non-2xx answer is also a bad envelope
-    detail = (f"{total} requests; socket errors {sock.group(0) if sock else 'none'}; "
-              f"non-2xx {non2xx.group(1) if non2xx else 0}; unexpected envelopes {bad}")
-    return {"rps": rps, "requests": total, "p50_ms": pct[50], "p90_ms": pct[90],
-            "p99_ms": pct[99], "errors": errors, "error_detail": detail}
+    detail = (
+        f"{total} requests; socket errors {sock.group(0) if sock else 'none'}; "
+        f"non-2xx {non2xx.group(1) if non2xx else 0}; unexpected envelopes {bad}"
+    )
+    return {
+        "rps": rps,
+        "requests": total,
+        "p50_ms": pct[50],
+        "p90_ms": pct[90],
+        "p99_ms": pct[99],
+        "errors": errors,
+        "error_detail": detail,
+    }

@@ -29,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Records Asterisk call legs from ARI into SQL and serves an "
         "Enswitch-compatible JSON API.",
     )
-    parser.add_argument("--config", metavar="FILE",
-                        help="INI config file (default: $PBXCONTROL_CONFIG)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="INI config file (default: $PBXCONTROL_CONFIG)"
+    )
     parser.add_argument("--log-level", metavar="LEVEL", help="override [logging] level")
     parser.add_argument("--version", action="version", version=f"pbxcontrol {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -46,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         config = _load_config(args)
         logs.setup(args.log_level.upper() if args.log_level else config.log_level)
         if config_mod.world_readable(config.path):
-            log.warning("%s is readable by every user but holds passwords: chmod 0600 it",
-                        config.path)
+            log.warning(
+                "%s is readable by every user but holds passwords: chmod 0600 it", config.path
+            )
         if command == "initdb":
             return _initdb(config)
         if command == "provision":
@@ -62,8 +64,9 @@ def _load_config(args) -> Config:
     path = config_mod.resolve_path(args.config)
     config = config_mod.load(path, known_plugins=plugin.available())
     if args.log_level and args.log_level.upper() not in config_mod.LOG_LEVELS:
-        raise Fatal(f"--log-level: {args.log_level!r} is not one of "
-                    f"{', '.join(config_mod.LOG_LEVELS)}")
+        raise Fatal(
+            f"--log-level: {args.log_level!r} is not one of {', '.join(config_mod.LOG_LEVELS)}"
+        )
     return config
 
 
@@ -155,12 +158,14 @@ def _run(config: Config, *, http: bool, record: bool) -> int:
             try:
                 sock = http_server.listen(config.http_host, config.http_port)
             except OSError as exc:
-                raise Fatal(f"cannot listen on {config.http_host}:{config.http_port}: "
-                            f"{exc.strerror}") from None
+                raise Fatal(
+                    f"cannot listen on {config.http_host}:{config.http_port}: {exc.strerror}"
+                ) from None
             # Fork before any thread starts (the recorders below): forking a threaded
             # process is unsafe.
-            workers = http_server.fork_workers(rt.app, sock, config.http_threads,
-                                               config.http_processes - 1, rt.engine)
+            workers = http_server.fork_workers(
+                rt.app, sock, config.http_threads, config.http_processes - 1, rt.engine
+            )
             created = http_server.make_server(rt.app, sock, config.http_threads)
         for recorder in rt.recorders:
             recorder.start()

@@ -77,8 +77,15 @@ class _Reader:
             raise self.error(section, key, "is required")
         return default
 
-    def integer(self, section: str, key: str, default: int | None = None, *, lo: int = 0,
-                hi: int | None = None) -> int:
+    def integer(
+        self,
+        section: str,
+        key: str,
+        default: int | None = None,
+        *,
+        lo: int = 0,
+        hi: int | None = None,
+    ) -> int:
         raw = self.get(section, key, None if default is None else str(default))
         try:
             value = int(raw)
@@ -119,8 +126,12 @@ def world_readable(path: str) -> bool:
 def resolve_path(cli_path: str | None) -> str:
     path = cli_path or os.environ.get("PBXCONTROL_CONFIG")
     if not path:
-        raise ConfigError("(no config)", None, None,
-                          "no config file given: use --config FILE or set PBXCONTROL_CONFIG")
+        raise ConfigError(
+            "(no config)",
+            None,
+            None,
+            "no config file given: use --config FILE or set PBXCONTROL_CONFIG",
+        )
     return path
 
 

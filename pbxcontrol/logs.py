@@ -6,9 +6,7 @@ import logging
 import re
 import sys
 
-_SECRET = re.compile(
-    r"(?i)((?:auth_)?password|api_key|token|secret)(\s*[=:]\s*|%3D)([^\s;&,'\"]+)"
-)
+_SECRET = re.compile(r"(?i)((?:auth_)?password|api_key|token|secret)(\s*[=:]\s*|%3D)([^\s;&,'\"]+)")
 
 
 class RedactSecrets(logging.Filter):

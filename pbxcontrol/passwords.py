@@ -31,7 +31,11 @@ def verify_password(password: str, stored: str) -> bool:
         expected = base64.b64decode(digest)
         actual = hashlib.scrypt(
             password.encode("utf-8", "surrogatepass"),
-            salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), maxmem=_MAXMEM,
+            salt=base64.b64decode(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            maxmem=_MAXMEM,
             dklen=len(expected),
         )
     except (ValueError, TypeError):

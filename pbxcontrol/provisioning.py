@@ -79,8 +79,15 @@ class _Item:
             return default
         return self.data[field]
 
-    def int(self, field: str, *, required: bool = False, default: int | None = 0,
-            nullable: bool = False, minimum: int = 0) -> int | None:
+    def int(
+        self,
+        field: str,
+        *,
+        required: bool = False,
+        default: int | None = 0,
+        nullable: bool = False,
+        minimum: int = 0,
+    ) -> int | None:
         value = self._get(field, required, default)
         if value is None and nullable:
             return None
@@ -90,8 +97,15 @@ class _Item:
             self.fail(field, f"must be at least {minimum}")
         return value
 
-    def str(self, field: str, *, required: bool = False, default: str = "",
-            nonempty: bool = False, max_len: int = 255) -> str:
+    def str(
+        self,
+        field: str,
+        *,
+        required: bool = False,
+        default: str = "",
+        nonempty: bool = False,
+        max_len: int = 255,
+    ) -> str:
         value = self._get(field, required, default)
         if not isinstance(value, str):
             self.fail(field, f"must be a string, not {json.dumps(value)}")
@@ -142,15 +156,23 @@ def _validate(session: Session, doc: dict[str, Any]) -> list[Any]:  # noqa: C901
     parents = dict(session.execute(select(Customer.id, Customer.parent_id)).all())
     db_roots = [c for c, p in parents.items() if p is None]
     new_customers: list[tuple[_Item, int]] = []
-    for item, cid in _items(doc, "customers", {"id", "name", "parent", "max_calls"},
-                            lambda it: it.int("id", required=True, minimum=1)):
+    for item, cid in _items(
+        doc,
+        "customers",
+        {"id", "name", "parent", "max_calls"},
+        lambda it: it.int("id", required=True, minimum=1),
+    ):
         parent = item.int("parent", default=None, nullable=True, minimum=1)
         parents[cid] = parent
         new_customers.append((item, cid))
-        plan.append(Customer(
-            id=cid, parent_id=parent, name=item.str("name", required=True, nonempty=True),
-            max_calls=item.int("max_calls", default=0),
-        ))
+        plan.append(
+            Customer(
+                id=cid,
+                parent_id=parent,
+                name=item.str("name", required=True, nonempty=True),
+                max_calls=item.int("max_calls", default=0),
+            )
+        )
     doc_roots = [cid for _, cid in new_customers if parents[cid] is None]
     root = (db_roots or doc_roots or [None])[0]
     plan.sort(key=lambda c: _depth(parents, c.id))
@@ -168,84 +190,123 @@ def _validate(session: Session, doc: dict[str, Any]) -> list[Any]:  # noqa: C901
             node = parents.get(node)
 
     roles = set(session.scalars(select(Role.name)))
-    for item, name in _items(doc, "roles", {"name", "privileges"},
-                             lambda it: it.str("name", required=True, nonempty=True, max_len=64)):
+    for item, name in _items(
+        doc,
+        "roles",
+        {"name", "privileges"},
+        lambda it: it.str("name", required=True, nonempty=True, max_len=64),
+    ):
         privs = item._get("privileges", True, None)
         if not isinstance(privs, list) or not all(isinstance(p, str) for p in privs):
             item.fail("privileges", "must be a list of strings")
         for p in privs:
             if p not in PRIVILEGES:
-                item.fail("privileges", f"unknown privilege {p!r} "
-                          f"(known: {', '.join(sorted(PRIVILEGES))})")
+                item.fail(
+                    "privileges",
+                    f"unknown privilege {p!r} (known: {', '.join(sorted(PRIVILEGES))})",
+                )
         roles.add(name)
         plan.append(Role(name=name))
         plan.append(_ReplacePrivileges(name, frozenset(privs)))
 
     def customer(item: _Item, field: str = "customer", nullable: bool = False) -> int | None:
-        value = item.int(field, required=not nullable, default=None, nullable=nullable,
-                         minimum=1)
+        value = item.int(field, required=not nullable, default=None, nullable=nullable, minimum=1)
         if value is not None and value not in parents:
             item.fail(field, f"unknown customer {value}")
         return value
 
     existing_people = set(session.scalars(select(Person.username)))
     for item, username in _items(
-        doc, "people", {"username", "password", "customer", "role", "enabled"},
+        doc,
+        "people",
+        {"username", "password", "customer", "role", "enabled"},
         lambda it: it.str("username", required=True, nonempty=True, max_len=128),
     ):
         role = item.str("role", required=True, nonempty=True, max_len=64)
         if role not in roles:
             item.fail("role", f"unknown role {role!r}")
-        password = item.str("password", required=username not in existing_people,
-                            default="", max_len=1024)
+        password = item.str(
+            "password", required=username not in existing_people, default="", max_len=1024
+        )
         if username not in existing_people and not password:
             item.fail("password", "must not be empty")
-        plan.append(_PersonUpsert(username, password, customer(item), role,
-                                  item.bool("enabled", True)))
+        plan.append(
+            _PersonUpsert(username, password, customer(item), role, item.bool("enabled", True))
+        )
 
     peer_endpoints = dict(session.execute(select(Peer.endpoint, Peer.id)).all())
     line_endpoints = set(session.scalars(select(Line.endpoint)))
     for item, endpoint in _items(
-        doc, "lines", {"endpoint", "customer", "number", "name", "callerid_internal",
-                       "callerid_external", "callername_internal", "callername_external"},
+        doc,
+        "lines",
+        {
+            "endpoint",
+            "customer",
+            "number",
+            "name",
+            "callerid_internal",
+            "callerid_external",
+            "callername_internal",
+            "callername_external",
+        },
         lambda it: _endpoint(it),
     ):
         if endpoint in peer_endpoints:
             item.fail("endpoint", f"{endpoint} is already a peer")
         line_endpoints.add(endpoint)
         number = item.str("number", required=True, nonempty=True, max_len=64)
-        plan.append(Line(
-            endpoint=endpoint, customer_id=customer(item), number=number,
-            name=item.str("name"),
-            callerid_internal=item.str("callerid_internal", default=number, max_len=64),
-            callerid_external=item.str("callerid_external", default=number, max_len=64),
-            callername_internal=item.str("callername_internal", max_len=128),
-            callername_external=item.str("callername_external", max_len=128),
-        ))
+        plan.append(
+            Line(
+                endpoint=endpoint,
+                customer_id=customer(item),
+                number=number,
+                name=item.str("name"),
+                callerid_internal=item.str("callerid_internal", default=number, max_len=64),
+                callerid_external=item.str("callerid_external", default=number, max_len=64),
+                callername_internal=item.str("callername_internal", max_len=128),
+                callername_external=item.str("callername_external", max_len=128),
+            )
+        )
 
-    for item, pid in _items(doc, "peers",
-                            {"id", "endpoint", "name", "ingroup", "outgroup", "billing_peer"},
-                            lambda it: it.int("id", required=True, minimum=1)):
+    for item, pid in _items(
+        doc,
+        "peers",
+        {"id", "endpoint", "name", "ingroup", "outgroup", "billing_peer"},
+        lambda it: it.int("id", required=True, minimum=1),
+    ):
         endpoint = _endpoint(item)
         if endpoint in line_endpoints:
             item.fail("endpoint", f"{endpoint} is already a telephone line")
         if peer_endpoints.get(endpoint, pid) != pid:
             item.fail("endpoint", f"{endpoint} belongs to peer {peer_endpoints[endpoint]}")
         peer_endpoints[endpoint] = pid
-        plan.append(Peer(
-            id=pid, endpoint=endpoint, name=item.str("name"), ingroup=item.int("ingroup"),
-            outgroup=item.int("outgroup"), billing_peer=item.int("billing_peer"),
-        ))
+        plan.append(
+            Peer(
+                id=pid,
+                endpoint=endpoint,
+                name=item.str("name"),
+                ingroup=item.int("ingroup"),
+                outgroup=item.int("outgroup"),
+                billing_peer=item.int("billing_peer"),
+            )
+        )
 
-    for item, number in _items(doc, "numbers", {"number", "customer"},
-                               lambda it: it.str("number", required=True, nonempty=True,
-                                                 max_len=64)):
+    for item, number in _items(
+        doc,
+        "numbers",
+        {"number", "customer"},
+        lambda it: it.str("number", required=True, nonempty=True, max_len=64),
+    ):
         plan.append(Number(number=number, customer_id=customer(item)))
 
     for item, (cust, number) in _items(
-        doc, "directory", {"customer", "number", "name"},
-        lambda it: (customer(it, nullable=True),
-                    it.str("number", required=True, nonempty=True, max_len=64)),
+        doc,
+        "directory",
+        {"customer", "number", "name"},
+        lambda it: (
+            customer(it, nullable=True),
+            it.str("number", required=True, nonempty=True, max_len=64),
+        ),
     ):
         plan.append(_DirectoryUpsert(cust, number, item.str("name", required=True)))
     return plan
@@ -291,8 +352,9 @@ class _PersonUpsert:
             person = Person(username=self.username)
             session.add(person)
         # Re-applying a document keeps the stored hash when the password is unchanged.
-        if self.password and not (person.password_hash and
-                                  verify_password(self.password, person.password_hash)):
+        if self.password and not (
+            person.password_hash and verify_password(self.password, person.password_hash)
+        ):
             person.password_hash = hash_password(self.password)
         person.customer_id, person.role, person.enabled = self.customer_id, self.role, self.enabled
 
@@ -305,14 +367,18 @@ class _DirectoryUpsert:
 
     def merge_into(self, session: Session) -> None:
         # NULL never equals NULL in a unique constraint, so global entries are matched here.
-        entry = session.scalars(select(DirectoryEntry).where(
-            DirectoryEntry.number == self.number,
-            DirectoryEntry.customer_id.is_(None) if self.customer_id is None
-            else DirectoryEntry.customer_id == self.customer_id,
-        )).first()
+        entry = session.scalars(
+            select(DirectoryEntry).where(
+                DirectoryEntry.number == self.number,
+                DirectoryEntry.customer_id.is_(None)
+                if self.customer_id is None
+                else DirectoryEntry.customer_id == self.customer_id,
+            )
+        ).first()
         if entry is None:
-            session.add(DirectoryEntry(customer_id=self.customer_id, number=self.number,
-                                       name=self.name))
+            session.add(
+                DirectoryEntry(customer_id=self.customer_id, number=self.number, name=self.name)
+            )
         else:
             entry.name = self.name
 

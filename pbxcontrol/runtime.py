@@ -43,8 +43,9 @@ def open_database(config: Config, *, create_if_empty: bool = True) -> tuple[Engi
     # One pooled connection per HTTP worker thread and recorder (plus spare): with the default
     # pool of 5, 8 waitress threads overflow and open/close a connection (and rerun the SQLite
     # pragmas) on most requests.
-    engine = make_engine(config.database_url,
-                         pool_size=config.http_threads + len(config.machines) + 2)
+    engine = make_engine(
+        config.database_url, pool_size=config.http_threads + len(config.machines) + 2
+    )
     try:
         current = migrate.current_revision(engine)
         if current is None and create_if_empty:
@@ -68,14 +69,21 @@ def build(config: Config, *, http: bool = True, record: bool = True) -> Runtime:
     engine, sessions = open_database(config)
     rt = Runtime(config, engine, sessions)
     if http:
-        throttle = LoginThrottle(engine, config.login_failures_per_user,
-                                 config.login_failures_per_address, config.login_window)
+        throttle = LoginThrottle(
+            engine,
+            config.login_failures_per_user,
+            config.login_failures_per_address,
+            config.login_window,
+        )
         rt.api = JsonApi(sessions, Authenticator(sessions, throttle=throttle))
         for name in config.plugins:
             module = plugin.load(name)
             ctx = plugin.PluginContext(
-                name=name, config=config.plugin_section(name), sessions=sessions,
-                log=logging.getLogger(f"pbxcontrol.plugins.{name}"), _api=rt.api,
+                name=name,
+                config=config.plugin_section(name),
+                sessions=sessions,
+                log=logging.getLogger(f"pbxcontrol.plugins.{name}"),
+                _api=rt.api,
             )
             try:
                 module.setup(ctx)

@@ -76,8 +76,9 @@ class AMI:
         self.sock = socket.create_connection((host, port), timeout=5)
         self.buf = b""
         self._readline()  # banner
-        resp = self.action({"Action": "Login", "Username": ARI_USER, "Secret": ARI_PASS,
-                            "Events": "off"})
+        resp = self.action(
+            {"Action": "Login", "Username": ARI_USER, "Secret": ARI_PASS, "Events": "off"}
+        )
         if resp.get("Response") != "Success":
             raise CaptureError(f"AMI login failed: {resp}")
         self._n = 0
@@ -147,12 +148,14 @@ class Recorder:
         return data
 
     def variable(self, channel_id: str, variable: str) -> str | None:
-        r = self.http.get(f"{ARI_BASE}/channels/{channel_id}/variable",
-                          params={"variable": variable}, timeout=5)
+        r = self.http.get(
+            f"{ARI_BASE}/channels/{channel_id}/variable", params={"variable": variable}, timeout=5
+        )
         value = r.json().get("value") if r.status_code == 200 else None
         with self.cond:
-            self.records.append({"type": "variable", "channel": channel_id,
-                                 "variable": variable, "value": value})
+            self.records.append(
+                {"type": "variable", "channel": channel_id, "variable": variable, "value": value}
+            )
         return value
 
     # -- websocket --
@@ -161,8 +164,10 @@ class Recorder:
         url = ARI_BASE.replace("http://", "ws://").replace("https://", "wss://")
         self.ws = websocket.create_connection(
             f"{url}/events?app={APP}&subscribeAll=true",
-            header=[f"Authorization: Basic {token}"], timeout=5,
-            skip_utf8_validation=True)
+            header=[f"Authorization: Basic {token}"],
+            timeout=5,
+            skip_utf8_validation=True,
+        )
         self.ws.settimeout(0.5)
         self.thread = threading.Thread(target=self._read, name="ari-ws", daemon=True)
         self.thread.start()
@@ -229,17 +234,27 @@ class Recorder:
         return self.wait_for(
             f"{endpoint} in state {state}",
             lambda: next((c for c in self.channels_of(endpoint) if c["state"] == state), None),
-            timeout)
+            timeout,
+        )
 
     def wait_up(self, count: int, timeout: float = 15.0) -> None:
-        self.wait_for(f"{count} channels Up",
-                      lambda: sum(1 for c in self.live.values() if c["state"] == "Up") >= count,
-                      timeout)
+        self.wait_for(
+            f"{count} channels Up",
+            lambda: sum(1 for c in self.live.values() if c["state"] == "Up") >= count,
+            timeout,
+        )
 
-    def wait_event(self, etype: str, pred: Callable[[dict[str, Any]], bool] = lambda e: True,
-                   timeout: float = 15.0) -> dict[str, Any]:
-        return self.wait_for(etype, lambda: next(
-            (e for e in self.events if e.get("type") == etype and pred(e)), None), timeout)
+    def wait_event(
+        self,
+        etype: str,
+        pred: Callable[[dict[str, Any]], bool] = lambda e: True,
+        timeout: float = 15.0,
+    ) -> dict[str, Any]:
+        return self.wait_for(
+            etype,
+            lambda: next((e for e in self.events if e.get("type") == etype and pred(e)), None),
+            timeout,
+        )
 
     def wait_all_destroyed(self, timeout: float = 20.0) -> None:
         self.wait_for("every channel destroyed", lambda: self.seen and not self.live, timeout)
@@ -261,24 +276,86 @@ class Sipp:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def _run(self, label: str, args: list[str]) -> subprocess.Popen[bytes]:
-        cmd = ["sipp", *args, "-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error",
-               "-trace_err", "-error_file", str(self.logdir / f"{label}.errors")]
+        cmd = [
+            "sipp",
+            *args,
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+            "-trace_err",
+            "-error_file",
+            str(self.logdir / f"{label}.errors"),
+        ]
         with open(self.logdir / f"{label}.log", "wb") as log:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    cwd=self.logdir)
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.logdir
+            )
         self.procs.append((label, proc))
         return proc
 
-    def uas(self, label: str, scenario: str, ip: str, port: int = UAS_PORT,
-            duration_ms: int = 1000, media_port: int = 6100) -> None:
-        self._run(label, ["-sf", str(SIPP_DIR / scenario), "-i", ip, "-p", str(port),
-                          "-mp", str(media_port), "-d", str(duration_ms)])
+    def uas(
+        self,
+        label: str,
+        scenario: str,
+        ip: str,
+        port: int = UAS_PORT,
+        duration_ms: int = 1000,
+        media_port: int = 6100,
+    ) -> None:
+        self._run(
+            label,
+            [
+                "-sf",
+                str(SIPP_DIR / scenario),
+                "-i",
+                ip,
+                "-p",
+                str(port),
+                "-mp",
+                str(media_port),
+                "-d",
+                str(duration_ms),
+            ],
+        )
 
-    def uac(self, label: str, scenario: str, ip: str, number: str, cnum: str, cname: str,
-            duration_ms: int = 2000, media_port: int = 6000) -> None:
-        self._run(label, ["-sf", str(SIPP_DIR / scenario), "-i", ip, "-p", str(UAC_PORT),
-                          "-mp", str(media_port), "-s", number, "-key", "cnum", cnum,
-                          "-key", "cname", cname, "-d", str(duration_ms), ASTERISK])
+    def uac(
+        self,
+        label: str,
+        scenario: str,
+        ip: str,
+        number: str,
+        cnum: str,
+        cname: str,
+        duration_ms: int = 2000,
+        media_port: int = 6000,
+    ) -> None:
+        self._run(
+            label,
+            [
+                "-sf",
+                str(SIPP_DIR / scenario),
+                "-i",
+                ip,
+                "-p",
+                str(UAC_PORT),
+                "-mp",
+                str(media_port),
+                "-s",
+                number,
+                "-key",
+                "cnum",
+                cnum,
+                "-key",
+                "cname",
+                cname,
+                "-d",
+                str(duration_ms),
+                ASTERISK,
+            ],
+        )
 
     def wait(self, timeout: float = 30.0) -> dict[str, int | None]:
         deadline = time.monotonic() + timeout
@@ -332,11 +409,13 @@ class Run:
         self.sipp.uac(f"{name}-uac", scenario_file, ip, number, own, display, **kw)
 
     def carrier_uas(self, scenario_file: str = "uas_answer.xml", **kw: Any) -> None:
-        self.sipp.uas("carrier-uas", scenario_file, TRUNK_IP, port=TRUNK_UAS_PORT,
-                      media_port=6200, **kw)
+        self.sipp.uas(
+            "carrier-uas", scenario_file, TRUNK_IP, port=TRUNK_UAS_PORT, media_port=6200, **kw
+        )
 
-    def carrier_uac(self, did: str, cnum: str, cname: str, scenario_file: str = "uac.xml",
-                    **kw: Any) -> None:
+    def carrier_uac(
+        self, did: str, cnum: str, cname: str, scenario_file: str = "uac.xml", **kw: Any
+    ) -> None:
         self.sipp.uac("carrier-uac", scenario_file, TRUNK_IP, did, cnum, cname, **kw)
 
     def settle(self) -> None:
@@ -384,8 +463,7 @@ def trunk_to_phone_cancelled(r: Run) -> None:
     """Carrier calls 0202224444 (carol); carol rings, never answers; carrier CANCELs after 2 s."""
     r.phone_uas("carol", "uas_ring.xml")
     r.settle()
-    r.carrier_uac("0202224444", "0201239876", "Unknown Caller", "uac_cancel.xml",
-                  duration_ms=2000)
+    r.carrier_uac("0202224444", "0201239876", "Unknown Caller", "uac_cancel.xml", duration_ms=2000)
     r.rec.wait_state("PJSIP/carol", "Ringing")
     r.rec.snapshot("ringing")
 
@@ -441,8 +519,9 @@ def blind_transfer(r: Run) -> None:
     alice = _transfer_setup(r, 2000, "uac_wait_bye.xml", 0)
     ami = AMI()
     try:
-        resp = ami.action({"Action": "BlindTransfer", "Channel": alice, "Exten": "2001",
-                           "Context": "phones"})
+        resp = ami.action(
+            {"Action": "BlindTransfer", "Channel": alice, "Exten": "2001", "Context": "phones"}
+        )
     finally:
         ami.close()
     if resp.get("Response") != "Success":
@@ -459,8 +538,9 @@ def attended_transfer(r: Run) -> None:
     alice = _transfer_setup(r, 4500, "uac.xml", 4000)
     ami = AMI()
     try:
-        resp = ami.action({"Action": "Atxfer", "Channel": alice, "Exten": "2001",
-                           "Context": "phones"})
+        resp = ami.action(
+            {"Action": "Atxfer", "Channel": alice, "Exten": "2001", "Context": "phones"}
+        )
     finally:
         ami.close()
     if resp.get("Response") != "Success":
@@ -489,8 +569,9 @@ def bridge_two_calls(r: Run) -> None:
     r.rec.snapshot("answered")
     ami = AMI()
     try:
-        resp = ami.action({"Action": "Bridge", "Channel1": trunk["name"],
-                           "Channel2": carol["name"]})
+        resp = ami.action(
+            {"Action": "Bridge", "Channel1": trunk["name"], "Channel2": carol["name"]}
+        )
     finally:
         ami.close()
     if resp.get("Response") != "Success":
@@ -648,8 +729,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     p.add_argument("--list", action="store_true", help="list the scenarios")
     p.add_argument("--keep-logs", action="store_true", help="keep the sipp logs")
-    p.add_argument("--check", action="store_true",
-                   help="validate recording files given as arguments instead of recording")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate recording files given as arguments instead of recording",
+    )
     args = p.parse_args(argv)
     if args.check:
         bad = 0

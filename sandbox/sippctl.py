@@ -62,16 +62,26 @@ class Ari:
         return self.get("/asterisk/info")
 
     def variable(self, channel_id: str, name: str) -> str | None:
-        resp = self.http.get(f"{self.url}/channels/{channel_id}/variable",
-                             params={"variable": name}, timeout=5)
+        resp = self.http.get(
+            f"{self.url}/channels/{channel_id}/variable", params={"variable": name}, timeout=5
+        )
         return resp.json().get("value") if resp.status_code == 200 else None
 
-    def originate(self, endpoint: str, context: str, extension: str,
-                  caller_id: str = "") -> dict[str, Any]:
+    def originate(
+        self, endpoint: str, context: str, extension: str, caller_id: str = ""
+    ) -> dict[str, Any]:
         """POST /channels: call `endpoint`; when it answers, it runs context/extension."""
-        resp = self.http.post(f"{self.url}/channels", timeout=5, params={
-            "endpoint": endpoint, "context": context, "extension": extension,
-            "priority": "1", "callerId": caller_id})
+        resp = self.http.post(
+            f"{self.url}/channels",
+            timeout=5,
+            params={
+                "endpoint": endpoint,
+                "context": context,
+                "extension": extension,
+                "priority": "1",
+                "callerId": caller_id,
+            },
+        )
         resp.raise_for_status()
         return resp.json()
 
@@ -115,49 +125,123 @@ class SippPool:
 
     def __init__(self, workdir: Path, tag: str = "e2e") -> None:
         if shutil.which("sipp") is None:
-            raise RuntimeError("sipp not found: apt-get install sip-tester "
-                               "(scripts/asterisk-sandbox build installs it)")
+            raise RuntimeError(
+                "sipp not found: apt-get install sip-tester "
+                "(scripts/asterisk-sandbox build installs it)"
+            )
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.tag = re.sub(r"[^A-Za-z0-9.-]", "-", tag)
         self.parties: list[Party] = []
         self._n = 0
 
-    def _start(self, label: str, ip: str, args: list[str], *, calls: int = 1,
-               timeout_s: int | None = 120) -> Party:
+    def _start(
+        self, label: str, ip: str, args: list[str], *, calls: int = 1, timeout_s: int | None = 120
+    ) -> Party:
         self._n += 1
         name = f"{self._n:02d}-{label}"
         messages = self.workdir / f"{name}.msg"
-        cmd = ["sipp", *args, "-i", ip, "-m", str(calls), "-nostdin",
-               "-trace_msg", "-message_file", str(messages),
-               "-trace_err", "-error_file", str(self.workdir / f"{name}.errors")]
+        cmd = [
+            "sipp",
+            *args,
+            "-i",
+            ip,
+            "-m",
+            str(calls),
+            "-nostdin",
+            "-trace_msg",
+            "-message_file",
+            str(messages),
+            "-trace_err",
+            "-error_file",
+            str(self.workdir / f"{name}.errors"),
+        ]
         if timeout_s:
             cmd += ["-timeout", f"{timeout_s}s"]
         with open(self.workdir / f"{name}.log", "wb") as log:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    cwd=self.workdir, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
         party = Party(label, ip, proc, messages)
         self.parties.append(party)
         return party
 
-    def uas(self, label: str, ip: str, scenario: str = "uas_answer.xml", *,
-            ring_ms: int = 1000, port: int = UAS_PORT, media_port: int = 6100,
-            calls: int = 1, timeout_s: int | None = 120) -> Party:
+    def uas(
+        self,
+        label: str,
+        ip: str,
+        scenario: str = "uas_answer.xml",
+        *,
+        ring_ms: int = 1000,
+        port: int = UAS_PORT,
+        media_port: int = 6100,
+        calls: int = 1,
+        timeout_s: int | None = 120,
+    ) -> Party:
         """Answer (after ringing `ring_ms`) the calls Asterisk sends to ip:port."""
-        party = self._start(label, ip, ["-sf", str(SIPP_DIR / scenario), "-p", str(port),
-                                        "-mp", str(media_port), "-d", str(ring_ms)],
-                            calls=calls, timeout_s=timeout_s)
+        party = self._start(
+            label,
+            ip,
+            [
+                "-sf",
+                str(SIPP_DIR / scenario),
+                "-p",
+                str(port),
+                "-mp",
+                str(media_port),
+                "-d",
+                str(ring_ms),
+            ],
+            calls=calls,
+            timeout_s=timeout_s,
+        )
         _wait_bound(party, ip, port)  # before the first INVITE arrives
         return party
 
-    def uac(self, label: str, ip: str, number: str, cnum: str, cname: str,
-            scenario: str = "uac_wait_bye.xml", *, talk_ms: int = 0, media_port: int = 6000,
-            calls: int = 1, limit: int = 1, timeout_s: int | None = 120) -> Party:
+    def uac(
+        self,
+        label: str,
+        ip: str,
+        number: str,
+        cnum: str,
+        cname: str,
+        scenario: str = "uac_wait_bye.xml",
+        *,
+        talk_ms: int = 0,
+        media_port: int = 6000,
+        calls: int = 1,
+        limit: int = 1,
+        timeout_s: int | None = 120,
+    ) -> Party:
         """Call `number` from ip:5070 with caller ID cnum/cname; Call-ID `<tag>-<n>@<ip>`."""
         cid = f"{self.tag}-{label}-{self._n + 1}"
-        args = ["-sf", str(SIPP_DIR / scenario), "-p", str(UAC_PORT), "-mp", str(media_port),
-                "-s", number, "-key", "cnum", cnum, "-key", "cname", cname,
-                "-d", str(talk_ms), "-cid_str", f"{cid}-%u@%s", "-l", str(limit)]
+        args = [
+            "-sf",
+            str(SIPP_DIR / scenario),
+            "-p",
+            str(UAC_PORT),
+            "-mp",
+            str(media_port),
+            "-s",
+            number,
+            "-key",
+            "cnum",
+            cnum,
+            "-key",
+            "cname",
+            cname,
+            "-d",
+            str(talk_ms),
+            "-cid_str",
+            f"{cid}-%u@%s",
+            "-l",
+            str(limit),
+        ]
         party = self._start(label, ip, [*args, ASTERISK_SIP], calls=calls, timeout_s=timeout_s)
         party.role, party.call_id = "uac", f"{cid}-1@{ip}"
         return party
@@ -210,8 +294,10 @@ def _wait_bound(party: Party, ip: str, port: int, timeout: float = 10.0) -> None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if party.proc.poll() is not None:
-            raise RuntimeError(f"sipp {party.label} exited with {party.proc.returncode} "
-                               f"(see {party.messages.parent})")
+            raise RuntimeError(
+                f"sipp {party.label} exited with {party.proc.returncode} "
+                f"(see {party.messages.parent})"
+            )
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             try:
                 probe.bind((ip, port))
@@ -230,14 +316,20 @@ def hang_up_parties(ari: Ari, timeout: float = 10.0) -> None:
             ari.hangup(chan["id"])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(
-            PARTY_CHANNEL.match(c["name"]) for c in ari.channels()):
+        PARTY_CHANNEL.match(c["name"]) for c in ari.channels()
+    ):
         time.sleep(0.1)
 
 
 def sandbox(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run scripts/asterisk-sandbox with `args`, capturing its output."""
-    return subprocess.run([str(SANDBOX_SCRIPT), *args], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(SANDBOX_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def sandbox_running() -> bool:

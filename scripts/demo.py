@@ -91,8 +91,12 @@ def something_on_8088() -> bool:
 
 
 def pbx(config: Path, *args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "pbxcontrol", "--config", str(config), *args],
-                          capture_output=True, text=True, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-m", "pbxcontrol", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     if done.returncode != 0:
         raise SystemExit(f"demo: pbxcontrol {args[0]} failed: {done.stderr.strip()}")
     say(done.stdout.strip())
@@ -100,10 +104,11 @@ def pbx(config: Path, *args: str) -> None:
 
 def write_config(var: Path, port: int) -> Path:
     config = var / "pbxcontrol.ini"
-    config.write_text(textwrap.dedent(f"""\
+    config.write_text(
+        textwrap.dedent(f"""\
         ; written by scripts/demo.py
         [database]
-        url = sqlite:///{var / 'pbxcontrol.db'}
+        url = sqlite:///{var / "pbxcontrol.db"}
         [http]
         host = 127.0.0.1
         port = {port}
@@ -116,7 +121,8 @@ def write_config(var: Path, port: int) -> Path:
         username = {ARI_USER}
         password = {ARI_PASS}
         app = pbxcontrol-demo-{os.getpid()}
-        """))
+        """)
+    )
     config.chmod(0o600)
     return config
 
@@ -128,14 +134,15 @@ def start_calls(sipp: SippPool) -> None:
     sipp.phone_answers("carol", scenario="uas_hold.xml", ring_ms=3000, **forever)
     sipp.carrier_answers(scenario="uas_hold.xml", ring_ms=1500, **forever)
     # inbound: the carrier calls Acme's DID 0201112222 -> alice
-    sipp.carrier_calls("0201112222", "0207946000", "Dentist", scenario="uac.xml",
-                       talk_ms=CALL_MS, **forever)
+    sipp.carrier_calls(
+        "0201112222", "0207946000", "Dentist", scenario="uac.xml", talk_ms=CALL_MS, **forever
+    )
     # internal, across tenants: bob (Acme) -> 2001 carol (Beta)
-    sipp.phone_calls("bob", "2001", scenario="uac.xml", talk_ms=CALL_MS, media_port=6010,
-                     **forever)
+    sipp.phone_calls("bob", "2001", scenario="uac.xml", talk_ms=CALL_MS, media_port=6010, **forever)
     # outbound: dave (Beta) -> 0207946000 through the trunk
-    sipp.phone_calls("dave", "0207946000", scenario="uac.xml", talk_ms=CALL_MS,
-                     media_port=6020, **forever)
+    sipp.phone_calls(
+        "dave", "0207946000", scenario="uac.xml", talk_ms=CALL_MS, media_port=6020, **forever
+    )
 
 
 def curl_commands(port: int) -> str:
@@ -161,8 +168,10 @@ def curl_commands(port: int) -> str:
 
 
 def wait_api(port: int, serve: subprocess.Popen, timeout: float = 30.0) -> None:
-    url = (f"http://127.0.0.1:{port}/api/json/calls/active/list/"
-           "?auth_username=admin;auth_password=admin-pass;count=1")
+    url = (
+        f"http://127.0.0.1:{port}/api/json/calls/active/list/"
+        "?auth_username=admin;auth_password=admin-pass;count=1"
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if serve.poll() is not None:
@@ -179,10 +188,17 @@ def wait_api(port: int, serve: subprocess.Popen, timeout: float = 30.0) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8090, help="HTTP port of the API (8090)")
-    parser.add_argument("--var", type=Path, default=REPO / "var" / "demo",
-                        help="directory for the demo config, database and sipp logs")
-    parser.add_argument("--use-running", action="store_true",
-                        help="use an Asterisk that already answers on 127.0.0.1:8088")
+    parser.add_argument(
+        "--var",
+        type=Path,
+        default=REPO / "var" / "demo",
+        help="directory for the demo config, database and sipp logs",
+    )
+    parser.add_argument(
+        "--use-running",
+        action="store_true",
+        help="use an Asterisk that already answers on 127.0.0.1:8088",
+    )
     args = parser.parse_args(argv)
 
     # Ctrl-C and SIGTERM both end the demo through the same clean-up.
@@ -225,9 +241,12 @@ def main(argv: list[str] | None = None) -> int:
             sipp = SippPool(args.var / "sipp", tag="demo")
             start_calls(sipp)
             say("three demo calls placed with sipp")
-        serve = subprocess.Popen([sys.executable, "-m", "pbxcontrol", "--config", str(config),
-                                  "serve"], cwd=REPO, stdin=subprocess.DEVNULL,
-                                 start_new_session=True)
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "pbxcontrol", "--config", str(config), "serve"],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         wait_api(args.port, serve)
         print("\n" + curl_commands(args.port), flush=True)
         status = serve.wait()

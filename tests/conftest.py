@@ -31,26 +31,43 @@ TREE = {
         {"username": "gamma", "password": "gamma-pass", "customer": 7, "role": "callshop"},
         {"username": "panel", "password": "panel-pass", "customer": 3, "role": "panel"},
         {"username": "wall", "password": "wall-pass", "customer": 2, "role": "wallboard"},
-        {"username": "gone", "password": "gone-pass", "customer": 3, "role": "user",
-         "enabled": False},
+        {
+            "username": "gone",
+            "password": "gone-pass",
+            "customer": 3,
+            "role": "user",
+            "enabled": False,
+        },
     ],
     "lines": [
-        {"endpoint": "PJSIP/alice", "customer": 3, "number": "1001", "name": "Alice Smith",
-         "callerid_internal": "1001", "callerid_external": "0201112222",
-         "callername_internal": "Alice", "callername_external": "Acme Ltd"},
+        {
+            "endpoint": "PJSIP/alice",
+            "customer": 3,
+            "number": "1001",
+            "name": "Alice Smith",
+            "callerid_internal": "1001",
+            "callerid_external": "0201112222",
+            "callername_internal": "Alice",
+            "callername_external": "Acme Ltd",
+        },
         {"endpoint": "PJSIP/bob", "customer": 3, "number": "1002", "name": "Bob Jones"},
         {"endpoint": "PJSIP/carol", "customer": 4, "number": "2001", "name": "Carol White"},
         {"endpoint": "PJSIP/dave", "customer": 4, "number": "2002", "name": "Dave Brown"},
         {"endpoint": "PJSIP/erin", "customer": 7, "number": "3001", "name": "Erin Green"},
     ],
-    "peers": [{"id": 1, "endpoint": "PJSIP/trunk1", "name": "Carrier A", "ingroup": 10,
-               "outgroup": 20}],
-    "numbers": [{"number": "0201112222", "customer": 3},
-                {"number": "0201113333", "customer": 3},
-                {"number": "0202224444", "customer": 4}],
-    "directory": [{"customer": 3, "number": "0207946000", "name": "Dentist"},
-                  {"customer": 2, "number": "0207946000", "name": "Reseller's dentist"},
-                  {"customer": None, "number": "112", "name": "Emergency"}],
+    "peers": [
+        {"id": 1, "endpoint": "PJSIP/trunk1", "name": "Carrier A", "ingroup": 10, "outgroup": 20}
+    ],
+    "numbers": [
+        {"number": "0201112222", "customer": 3},
+        {"number": "0201113333", "customer": 3},
+        {"number": "0202224444", "customer": 4},
+    ],
+    "directory": [
+        {"customer": 3, "number": "0207946000", "name": "Dentist"},
+        {"customer": 2, "number": "0207946000", "name": "Reseller's dentist"},
+        {"customer": None, "number": "112", "name": "Emergency"},
+    ],
 }
 
 

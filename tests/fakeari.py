@@ -48,8 +48,9 @@ class FakeStream:
 
 
 class FakeAri:
-    def __init__(self, startup_time: str = "2026-11-27T06:00:00.000+0000", *,
-                 channelvars: bool = True):
+    def __init__(
+        self, startup_time: str = "2026-11-27T06:00:00.000+0000", *, channelvars: bool = True
+    ):
         self.startup_time = startup_time
         self.channelvars = channelvars  # False: like an ari.conf without channelvars
         self.live: dict[str, dict[str, Any]] = {}
@@ -62,8 +63,9 @@ class FakeAri:
     # -- the Ari interface -------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         self._rest("info")
-        return {"status": {"startup_time": self.startup_time,
-                           "last_reload_time": self.startup_time}}
+        return {
+            "status": {"startup_time": self.startup_time, "last_reload_time": self.startup_time}
+        }
 
     def channels(self) -> list[dict[str, Any]]:
         self._rest("channels")
@@ -94,8 +96,7 @@ class FakeAri:
             if isinstance(channel, dict) and "id" in channel:
                 if event.get("type") == "ChannelDestroyed":
                     self.live.pop(channel["id"], None)
-                elif event.get("type") not in ("ChannelLeftBridge",) or channel["id"] in \
-                        self.live:
+                elif event.get("type") not in ("ChannelLeftBridge",) or channel["id"] in self.live:
                     self.live[channel["id"]] = channel
             if event.get("type") == "Dial":
                 for key in ("caller", "peer"):

@@ -36,9 +36,18 @@ class Ari(Protocol):
 
 
 class AriClient:
-    def __init__(self, base_url: str, username: str, password: str, app: str, *,
-                 subscribe_all: bool = True, timeout: float = 5.0,
-                 ping_interval: float = 5.0, ping_timeout: float = 10.0):
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        app: str,
+        *,
+        subscribe_all: bool = True,
+        timeout: float = 5.0,
+        ping_interval: float = 5.0,
+        ping_timeout: float = 10.0,
+    ):
         self.base_url = base_url.rstrip("/")
         self.app = app
         self.subscribe_all = subscribe_all
@@ -85,8 +94,9 @@ class AriClient:
     def open_events(self) -> WebsocketStream:
         ws = websocket.WebSocket(skip_utf8_validation=True)  # json decoding still checks it
         try:
-            ws.connect(self.events_url(), timeout=self.timeout,
-                       header=[_basic_auth_header(*self._auth)])
+            ws.connect(
+                self.events_url(), timeout=self.timeout, header=[_basic_auth_header(*self._auth)]
+            )
         except (OSError, websocket.WebSocketException) as exc:
             ws.close()
             raise AriError(f"events websocket: {_describe(exc)}") from None
@@ -109,8 +119,10 @@ class WebsocketStream:
             now = time.monotonic()
             if now - self._last_rx > self._ping_timeout:
                 raise AriError(f"no answer to ping for {self._ping_timeout:.0f} s")
-            if now - self._last_rx >= self._ping_interval and now - self._last_ping >= \
-                    self._ping_interval:
+            if (
+                now - self._last_rx >= self._ping_interval
+                and now - self._last_ping >= self._ping_interval
+            ):
                 self._send_ping()
             wait = min(deadline - now, self._ping_interval / 2)
             if wait <= 0:

@@ -14,22 +14,45 @@ PRESENTATION_VAR = "CALLERID(pres)"
 DNID_VAR = "CALLERID(dnid)"  # the number the caller dialled, whatever the dialplan did since
 #: CALLERID(pres) names -> the numeric codes Enswitch reports (Asterisk callerid.c).
 PRESENTATIONS = {
-    "allowed_not_screened": 0, "allowed_passed_screen": 1, "allowed_failed_screen": 2,
-    "allowed": 3, "prohib_not_screened": 32, "prohib_passed_screen": 33,
-    "prohib_failed_screen": 34, "prohib": 35, "unavailable": 67,
+    "allowed_not_screened": 0,
+    "allowed_passed_screen": 1,
+    "allowed_failed_screen": 2,
+    "allowed": 3,
+    "prohib_not_screened": 32,
+    "prohib_passed_screen": 33,
+    "prohib_failed_screen": 34,
+    "prohib": 35,
+    "unavailable": 67,
 }
 
 #: Event types carrying a `channel` snapshot that the recorder applies.
-CHANNEL_EVENTS = frozenset({
-    "ChannelCreated", "ChannelStateChange", "ChannelDestroyed", "ChannelVarset",
-    "ChannelCallerId", "ChannelConnectedLine", "ChannelDialplan", "ChannelHangupRequest",
-    "ChannelEnteredBridge", "ChannelLeftBridge", "ChannelHold", "ChannelUnhold",
-    "ChannelTalkingStarted", "ChannelTalkingFinished", "ChannelDtmfReceived",
-    "ChannelToneDetected", "StasisStart", "StasisEnd", "ChannelUserevent",
-})
+CHANNEL_EVENTS = frozenset(
+    {
+        "ChannelCreated",
+        "ChannelStateChange",
+        "ChannelDestroyed",
+        "ChannelVarset",
+        "ChannelCallerId",
+        "ChannelConnectedLine",
+        "ChannelDialplan",
+        "ChannelHangupRequest",
+        "ChannelEnteredBridge",
+        "ChannelLeftBridge",
+        "ChannelHold",
+        "ChannelUnhold",
+        "ChannelTalkingStarted",
+        "ChannelTalkingFinished",
+        "ChannelDtmfReceived",
+        "ChannelToneDetected",
+        "StasisStart",
+        "StasisEnd",
+        "ChannelUserevent",
+    }
+)
 #: Other event types we read.
-OTHER_EVENTS = frozenset({"Dial", "RecordingStarted", "RecordingFinished",
-                          "RecordingFailed", "ApplicationReplaced"})
+OTHER_EVENTS = frozenset(
+    {"Dial", "RecordingStarted", "RecordingFinished", "RecordingFailed", "ApplicationReplaced"}
+)
 
 
 class MalformedEvent(ValueError):
@@ -107,8 +130,11 @@ def parse_channel(obj: Any) -> Channel:
     caller = obj.get("caller") or {}
     dialplan = obj.get("dialplan") or {}
     channelvars = obj.get("channelvars") or {}
-    if not isinstance(caller, dict) or not isinstance(dialplan, dict) or not isinstance(
-            channelvars, dict):
+    if (
+        not isinstance(caller, dict)
+        or not isinstance(dialplan, dict)
+        or not isinstance(channelvars, dict)
+    ):
         raise MalformedEvent("caller, dialplan or channelvars is not an object")
     linkedid = channelvars.get(LINKEDID_VAR)
     # Set(CALLERID(pres)=prohib) raises no ChannelCallerId event (Asterisk 22): the
@@ -150,24 +176,33 @@ def parse_event(raw: str | bytes | dict) -> Event | None:
     try:
         if kind == "Dial":
             caller = obj.get("caller")
-            return Event(kind, ts, parse_channel(caller) if caller else None,
-                         peer=parse_channel(obj.get("peer")),
-                         dialstring=_str(obj, "dialstring", ""),
-                         dialstatus=_str(obj, "dialstatus", ""))
+            return Event(
+                kind,
+                ts,
+                parse_channel(caller) if caller else None,
+                peer=parse_channel(obj.get("peer")),
+                dialstring=_str(obj, "dialstring", ""),
+                dialstatus=_str(obj, "dialstatus", ""),
+            )
         if kind.startswith("Recording"):
             rec = obj.get("recording")
             if not isinstance(rec, dict):
                 raise MalformedEvent("recording is not an object")
-            return Event(kind, ts, recording_target=_str(rec, "target_uri", ""),
-                         recording_name=_str(rec, "name", ""))
+            return Event(
+                kind,
+                ts,
+                recording_target=_str(rec, "target_uri", ""),
+                recording_name=_str(rec, "name", ""),
+            )
         if kind == "ApplicationReplaced":
             return Event(kind, ts)
         if kind == "ChannelVarset":
             variable, raw = _str(obj, "variable"), obj.get("channel")
             if not variable.startswith(INTERESTING_VARIABLE_PREFIXES) and isinstance(raw, dict):
                 return Event(kind, ts, variable=variable, raw_channel=raw)
-            return Event(kind, ts, parse_channel(raw), variable=variable,
-                         value=_str(obj, "value", ""))
+            return Event(
+                kind, ts, parse_channel(raw), variable=variable, value=_str(obj, "value", "")
+            )
         channel = parse_channel(obj.get("channel"))
         if kind == "ChannelDestroyed":
             cause = obj.get("cause", 0)

@@ -101,8 +101,10 @@ class LoginFailure(Base):
     host on the database."""
 
     __tablename__ = "login_failures"
-    __table_args__ = (Index("ix_login_failures_key_at", "key", "at"),
-                      Index("ix_login_failures_at", "at"))
+    __table_args__ = (
+        Index("ix_login_failures_key_at", "key", "at"),
+        Index("ix_login_failures_at", "at"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(32), nullable=False)
     at: Mapped[float] = mapped_column(Float, nullable=False)
@@ -144,9 +146,7 @@ class Number(Base):
 
 class DirectoryEntry(Base):
     __tablename__ = "directory"
-    __table_args__ = (
-        UniqueConstraint("number", "customer_id"),
-    )
+    __table_args__ = (UniqueConstraint("number", "customer_id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
     number: Mapped[str] = mapped_column(String(64), nullable=False)
@@ -154,13 +154,36 @@ class DirectoryEntry(Base):
 
 
 LEG_STRING_FIELDS = (
-    "uniqueid", "callid", "channel", "status", "sip_callid", "recording", "snumber", "stype",
-    "callerid_internal", "callerid_external", "callername_internal", "callername_external",
-    "cnumber", "ctype", "dnumber", "dtype", "direction",
+    "uniqueid",
+    "callid",
+    "channel",
+    "status",
+    "sip_callid",
+    "recording",
+    "snumber",
+    "stype",
+    "callerid_internal",
+    "callerid_external",
+    "callername_internal",
+    "callername_external",
+    "cnumber",
+    "ctype",
+    "dnumber",
+    "dtype",
+    "direction",
 )
 LEG_INT_FIELDS = (
-    "machine", "start", "answered", "scustomer", "spresent", "dcustomer", "peer",
-    "billing_peer", "ingroup", "outgroup", "overmax",
+    "machine",
+    "start",
+    "answered",
+    "scustomer",
+    "spresent",
+    "dcustomer",
+    "peer",
+    "billing_peer",
+    "ingroup",
+    "outgroup",
+    "overmax",
 )
 #: The fields of SPEC §4 as the API returns them, in a stable order.
 LEG_FIELDS = tuple(sorted(LEG_STRING_FIELDS + LEG_INT_FIELDS))
@@ -225,8 +248,10 @@ class LegHistory(_LegColumns, Base):
     """Ended legs, kept for reference; the active list never reads this table."""
 
     __tablename__ = "leg_history"
-    __table_args__ = (Index("ix_leg_history_machine_uniqueid", "machine", "uniqueid"),
-                      Index("ix_leg_history_machine_ended", "machine", "ended"))
+    __table_args__ = (
+        Index("ix_leg_history_machine_uniqueid", "machine", "uniqueid"),
+        Index("ix_leg_history_machine_ended", "machine", "ended"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ended: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     cause: Mapped[int] = _i()

@@ -33,6 +33,7 @@ try:
     _release_memory.argtypes = [ctypes.c_size_t]
     _release_memory = functools.partial(_release_memory, 0)
 except (OSError, AttributeError):  # not glibc
+
     def _release_memory() -> None:
         return None
 
@@ -70,8 +71,9 @@ class JsonApi:
             raise ValueError(f"API function {key!r} is registered twice")
         self.functions[key] = ApiFunction(key, handler, frozenset(privileges))
 
-    def dispatch(self, path: str, method: str, query: str, body: bytes,
-                 address: str = "") -> tuple[int, bytes]:
+    def dispatch(
+        self, path: str, method: str, query: str, body: bytes, address: str = ""
+    ) -> tuple[int, bytes]:
         """Answer one request: (envelope code, JSON body). Never raises."""
         try:
             if method not in ("GET", "POST", "HEAD"):
@@ -118,7 +120,8 @@ def build_app(api: JsonApi) -> bottle.Bottle:
             else:
                 body = req.body.read(MAX_BODY + 1)
                 code, payload = (
-                    (413, envelope.error(ApiError(413))) if len(body) > MAX_BODY
+                    (413, envelope.error(ApiError(413)))
+                    if len(body) > MAX_BODY
                     else api.dispatch(path, method, query, body, address)
                 )
         else:
@@ -126,16 +129,18 @@ def build_app(api: JsonApi) -> bottle.Bottle:
         bottle.response.content_type = JSON
         bottle.response.set_header("Cache-Control", "no-store")
         # The query string holds credentials: only the path is ever logged.
-        access_log.info("%s /api/json/%s %s %.1fms", method, path, code,
-                        (time.perf_counter() - started) * 1000)
+        access_log.info(
+            "%s /api/json/%s %s %.1fms", method, path, code, (time.perf_counter() - started) * 1000
+        )
         return payload
 
     def json_error(err: bottle.HTTPError) -> bytes:
         if err.status_code >= 500:
             log.error("HTTP %s: %s", err.status_code, err.body)
         bottle.response.content_type = JSON
-        return envelope.error(ApiError(err.status_code if err.status_code in
-                                       envelope.MESSAGES else 500))
+        return envelope.error(
+            ApiError(err.status_code if err.status_code in envelope.MESSAGES else 500)
+        )
 
     app.default_error_handler = json_error
     return app

@@ -22,8 +22,14 @@ from pbxcontrol.passwords import dummy_hash, verify_password
 # One connection per request: the throttle's failure counts, then the person, their
 # customer's parent and one row per privilege.
 _PERSON = (
-    select(Person.password_hash, Person.customer_id, Person.role, Person.enabled,
-           Customer.parent_id, RolePrivilege.privilege)
+    select(
+        Person.password_hash,
+        Person.customer_id,
+        Person.role,
+        Person.enabled,
+        Customer.parent_id,
+        RolePrivilege.privilege,
+    )
     .join(Customer, Customer.id == Person.customer_id)
     .outerjoin(RolePrivilege, RolePrivilege.role == Person.role)
     .where(Person.username == bindparam("username"))
@@ -46,8 +52,12 @@ class Authenticator:
     for `cache_seconds` as an HMAC under a per-process key (never the password itself); a
     changed password hash, role or enabled flag is seen on the next request."""
 
-    def __init__(self, sessions: sessionmaker[Session], cache_seconds: float = 60.0,
-                 throttle: LoginThrottle | None = None):
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        cache_seconds: float = 60.0,
+        throttle: LoginThrottle | None = None,
+    ):
         self._engine = sessions.kw["bind"]  # Core connection: no ORM session on the hot path
         self.throttle = throttle or LoginThrottle(self._engine)
         self._cache_seconds = cache_seconds
@@ -55,15 +65,15 @@ class Authenticator:
         self._verified: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
 
-    def authenticate(self, username: str | None, password: str | None,
-                     address: str = "") -> Caller:
+    def authenticate(self, username: str | None, password: str | None, address: str = "") -> Caller:
         if not username or password is None:
             raise ApiError(401)
         with self._engine.connect() as conn:
             verdict = self.throttle.check(conn, username, address)
             if verdict.retry_after:
-                raise ApiError(401, [("", "Too many failed logins; retry in "
-                                          f"{verdict.retry_after} seconds.")])
+                raise ApiError(
+                    401, [("", f"Too many failed logins; retry in {verdict.retry_after} seconds.")]
+                )
             rows = conn.execute(_PERSON, {"username": username}).all()
         try:
             caller = self._authenticate(username, password, rows)
@@ -85,9 +95,13 @@ class Authenticator:
         return Caller(username, row.customer_id, row.role, privileges, row.parent_id is None)
 
     def _check(self, username: str, password: str, stored: str) -> bool:
-        tag = hmac.new(self._key, b"\0".join(
-            (username.encode(), password.encode("utf-8", "surrogatepass"), stored.encode())
-        ), hashlib.sha256).digest()
+        tag = hmac.new(
+            self._key,
+            b"\0".join(
+                (username.encode(), password.encode("utf-8", "surrogatepass"), stored.encode())
+            ),
+            hashlib.sha256,
+        ).digest()
         now = time.monotonic()
         with self._lock:
             cached = self._verified.get(username)

@@ -33,11 +33,11 @@ class ApiError(Exception):
 
 
 def ok(data: Any) -> bytes:
-    return orjson.dumps({"responses": [{"code": "200", "key": "", "message": "OK"}],
-                         "data": data})
+    return orjson.dumps({"responses": [{"code": "200", "key": "", "message": "OK"}], "data": data})
 
 
 def error(err: ApiError) -> bytes:
     code = str(err.code)
-    return orjson.dumps({"responses": [{"code": code, "key": k, "message": m}
-                                       for k, m in err.entries]})
+    return orjson.dumps(
+        {"responses": [{"code": code, "key": k, "message": m} for k, m in err.entries]}
+    )

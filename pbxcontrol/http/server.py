@@ -57,10 +57,17 @@ def make_server(app, sock: socket.socket, threads: int):
     """Serve with `.run()`, stop with `.close()`."""
     sockets: dict = {}
     server = create_server(
-        app, map=sockets, sockets=[sock], threads=threads, ident="pbxcontrol",
+        app,
+        map=sockets,
+        sockets=[sock],
+        threads=threads,
+        ident="pbxcontrol",
         # Limits the service enforces before any of our code runs.
-        max_request_header_size=32 * 1024, max_request_body_size=1024 * 1024,
-        channel_timeout=30, connection_limit=512, clear_untrusted_proxy_headers=True,
+        max_request_header_size=32 * 1024,
+        max_request_body_size=1024 * 1024,
+        channel_timeout=30,
+        connection_limit=512,
+        clear_untrusted_proxy_headers=True,
     )
     for dispatcher in sockets.values():
         if isinstance(dispatcher, BaseWSGIServer):

@@ -22,8 +22,10 @@ log = logging.getLogger("pbxcontrol.http")
 
 _COUNTS = (
     select(LoginFailure.key, func.count())
-    .where(LoginFailure.key.in_([bindparam("user"), bindparam("addr")]),
-           LoginFailure.at > bindparam("since"))
+    .where(
+        LoginFailure.key.in_([bindparam("user"), bindparam("addr")]),
+        LoginFailure.at > bindparam("since"),
+    )
     .group_by(LoginFailure.key)
 )
 # When `limit` or more failures are in the window, attempts are allowed again once the
@@ -31,13 +33,16 @@ _COUNTS = (
 _NTH_OLDEST = (
     select(LoginFailure.at)
     .where(LoginFailure.key == bindparam("key"), LoginFailure.at > bindparam("since"))
-    .order_by(LoginFailure.at).limit(1).offset(bindparam("skip"))
+    .order_by(LoginFailure.at)
+    .limit(1)
+    .offset(bindparam("skip"))
 )
 
 
 def _digest(kind: str, value: str) -> str:
-    return hashlib.blake2b(f"{kind}:{value}".encode("utf-8", "surrogatepass"),
-                           digest_size=16).hexdigest()
+    return hashlib.blake2b(
+        f"{kind}:{value}".encode("utf-8", "surrogatepass"), digest_size=16
+    ).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -52,8 +57,14 @@ class LoginThrottle:
     A refused attempt is not checked at all (so a right password does not get through either)
     and is not counted (so a client that keeps knocking is let in once the window passes)."""
 
-    def __init__(self, engine: Engine, per_user: int = 10, per_address: int = 50,
-                 window: float = 300.0, clock=time.time):
+    def __init__(
+        self,
+        engine: Engine,
+        per_user: int = 10,
+        per_address: int = 50,
+        window: float = 300.0,
+        clock=time.time,
+    ):
         self._engine = engine
         self.limits = {"user": per_user, "addr": per_address}
         self.window = window
@@ -70,8 +81,9 @@ class LoginThrottle:
         for kind, key in keys.items():
             over = counts.get(key, 0) - self.limits[kind]
             if over >= 0:
-                oldest = conn.execute(_NTH_OLDEST,
-                                      {"key": key, "since": since, "skip": over}).scalar()
+                oldest = conn.execute(
+                    _NTH_OLDEST, {"key": key, "since": since, "skip": over}
+                ).scalar()
                 if oldest is not None:
                     wait = max(wait, oldest + self.window - now)
         return Verdict(math.ceil(wait), counts.get(keys["user"], 0))
@@ -82,13 +94,21 @@ class LoginThrottle:
 
     def failed(self, username: str, address: str) -> None:
         now = self.clock()
-        self._write((insert(LoginFailure), [{"key": _digest("user", username), "at": now},
-                                             {"key": _digest("addr", address), "at": now}]),
-                    (delete(LoginFailure).where(LoginFailure.at <= now - self.window), None))
+        self._write(
+            (
+                insert(LoginFailure),
+                [
+                    {"key": _digest("user", username), "at": now},
+                    {"key": _digest("addr", address), "at": now},
+                ],
+            ),
+            (delete(LoginFailure).where(LoginFailure.at <= now - self.window), None),
+        )
 
     def succeeded(self, username: str) -> None:
-        self._write((delete(LoginFailure).where(LoginFailure.key == _digest("user", username)),
-                     None))
+        self._write(
+            (delete(LoginFailure).where(LoginFailure.key == _digest("user", username)), None)
+        )
 
     def _write(self, *steps: tuple[Any, Any]) -> None:
         """(statement, parameters) pairs, in one transaction."""
@@ -98,8 +118,9 @@ class LoginThrottle:
                     conn.execute(statement, parameters)
         except SQLAlchemyError as exc:  # the answer stands; only the count is lost
             if not self._write_failing:
-                log.warning("login throttle: cannot write to the database: %s",
-                            str(exc).splitlines()[0])
+                log.warning(
+                    "login throttle: cannot write to the database: %s", str(exc).splitlines()[0]
+                )
             self._write_failing = True
         else:
             if self._write_failing:

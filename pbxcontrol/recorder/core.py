@@ -28,8 +28,12 @@ HISTORY = LegHistory.__table__
 
 
 class LegRecorder:
-    def __init__(self, machine: int, provisioned: Callable[[], Provisioned],
-                 linkedid_lookup: Callable[[str], str | None] | None = None):
+    def __init__(
+        self,
+        machine: int,
+        provisioned: Callable[[], Provisioned],
+        linkedid_lookup: Callable[[str], str | None] | None = None,
+    ):
         self.machine = machine
         self.provisioned = provisioned
         self.linkedid_lookup = linkedid_lookup
@@ -61,8 +65,9 @@ class LegRecorder:
         elif kind.startswith("Recording"):
             self._recording(ev)
         elif kind == "ApplicationReplaced":
-            log.warning("machine %s: another client took over our ARI application name",
-                        self.machine)
+            log.warning(
+                "machine %s: another client took over our ARI application name", self.machine
+            )
         elif ev.raw_channel is not None:
             # An uninteresting varset: only news when it shows a channel we do not know.
             if ev.raw_channel.get("id") not in self.legs:
@@ -76,8 +81,11 @@ class LegRecorder:
                 self._varset(leg, ev.variable, ev.value)
             elif kind == "ChannelDestroyed":
                 self._end(leg, ev.timestamp, ev.cause, ev.cause_txt)
-            elif kind == "ChannelEnteredBridge" and self.linkedid_lookup and \
-                    ev.channel.linkedid is None:
+            elif (
+                kind == "ChannelEnteredBridge"
+                and self.linkedid_lookup
+                and ev.channel.linkedid is None
+            ):
                 # Bridging can change the linkedid; without channelvars we must ask.
                 self._set_callid(leg, self.linkedid_lookup(leg.uniqueid) or leg.callid)
 
@@ -86,8 +94,14 @@ class LegRecorder:
         if leg is None:
             if ch.id in self.ended:
                 return None  # a late event (bridge leave after destroy): never resurrect
-            leg = Leg(uniqueid=ch.id, machine=self.machine, channel=ch.name,
-                      start=int(ch.created), endpoint=endpoint_of(ch.name), callid="")
+            leg = Leg(
+                uniqueid=ch.id,
+                machine=self.machine,
+                channel=ch.name,
+                start=int(ch.created),
+                endpoint=endpoint_of(ch.name),
+                callid="",
+            )
             self._add(leg)
             self._snapshot(leg, ch, ts)
             if not leg.callid:
@@ -108,8 +122,7 @@ class LegRecorder:
             leg.exten, changed = ch.dnid, True
         elif not leg.exten and ch.exten and ch.exten != "s":
             leg.exten, changed = ch.exten, True
-        if ch.protocol_id and leg.sip_callid != ch.protocol_id and \
-                leg.channel.startswith("PJSIP/"):
+        if ch.protocol_id and leg.sip_callid != ch.protocol_id and leg.channel.startswith("PJSIP/"):
             leg.sip_callid, changed = ch.protocol_id, True  # empty in ChannelCreated
         if ch.presentation is not None and ch.presentation != leg.presentation:
             leg.presentation, changed = ch.presentation, True
@@ -152,8 +165,13 @@ class LegRecorder:
             leg.recording = value
         elif variable.startswith("PBX_"):
             if not override(leg, variable, value):
-                log.warning("machine %s: ignoring %s=%r on %s: not a field or not a number",
-                            self.machine, variable, value, leg.channel)
+                log.warning(
+                    "machine %s: ignoring %s=%r on %s: not a field or not a number",
+                    self.machine,
+                    variable,
+                    value,
+                    leg.channel,
+                )
         else:
             return
         self._dirty_calls.add(leg.callid)
@@ -180,8 +198,13 @@ class LegRecorder:
             raise MalformedEvent("GET /asterisk/info or /channels: unexpected shape") from None
         ended = 0
         if self.startup_time is not None and startup != self.startup_time:
-            log.warning("machine %s: Asterisk restarted (startup %s -> %s): ending %d legs",
-                        self.machine, self.startup_time, startup, len(self.legs))
+            log.warning(
+                "machine %s: Asterisk restarted (startup %s -> %s): ending %d legs",
+                self.machine,
+                self.startup_time,
+                startup,
+                len(self.legs),
+            )
             for leg in list(self.legs.values()):
                 self._end(leg, now, 0, "Asterisk restarted")
                 ended += 1
@@ -191,8 +214,9 @@ class LegRecorder:
             try:
                 ch = parse_channel(raw)
             except MalformedEvent as exc:
-                log.warning("machine %s: skipping a channel in GET /channels: %s",
-                            self.machine, exc)
+                log.warning(
+                    "machine %s: skipping a channel in GET /channels: %s", self.machine, exc
+                )
                 continue
             live.add(ch.id)
             leg = self._leg_for(ch, now, seq + 1)
@@ -211,8 +235,10 @@ class LegRecorder:
             origin = self.legs.get(callid)
             if origin is None:
                 continue
-            members = sorted((self.legs[i] for i in ids if i != callid),
-                             key=lambda leg: (leg.start, leg.uniqueid))
+            members = sorted(
+                (self.legs[i] for i in ids if i != callid),
+                key=lambda leg: (leg.start, leg.uniqueid),
+            )
             for leg in members:
                 if not leg.dialled_by and not leg.channel.endswith(";2"):
                     leg.dialled_by = callid
@@ -231,7 +257,8 @@ class LegRecorder:
         uid = leg.uniqueid
         if not leg.derived:  # born and gone within one batch: classify it for the history
             CallClassifier(self.legs, self.by_channel, self.provisioned()).classify(
-                self._call_legs(leg.callid))
+                self._call_legs(leg.callid)
+            )
         self.legs.pop(uid, None)
         self.by_channel.pop(leg.channel, None)
         self._snapshot_seq.pop(uid, None)
@@ -245,8 +272,9 @@ class LegRecorder:
         call = self._call_legs(leg.callid)
         for other in call:  # a ring group member gave up: follow another one it dialled
             if other.dialled == uid:
-                other.dialled = next((o.uniqueid for o in call
-                                      if o.dialled_by == other.uniqueid), uid)
+                other.dialled = next(
+                    (o.uniqueid for o in call if o.dialled_by == other.uniqueid), uid
+                )
         self._count_call(leg, None)
         self.ended[uid] = None
         if len(self.ended) > ENDED_MEMORY:
@@ -303,18 +331,28 @@ class LegRecorder:
             session.execute(insert(LEGS), inserts)
         if updates:
             session.execute(
-                update(LEGS).where(and_(LEGS.c.machine == bindparam("b_machine"),
-                                        LEGS.c.uniqueid == bindparam("b_uniqueid"))),
-                [{**r, "b_machine": r["machine"], "b_uniqueid": r["uniqueid"]}
-                 for r in updates])
+                update(LEGS).where(
+                    and_(
+                        LEGS.c.machine == bindparam("b_machine"),
+                        LEGS.c.uniqueid == bindparam("b_uniqueid"),
+                    )
+                ),
+                [{**r, "b_machine": r["machine"], "b_uniqueid": r["uniqueid"]} for r in updates],
+            )
         ending = dict(self._ending)
         if ending:
             session.execute(insert(HISTORY), [row for row, _ in ending.values()])
             gone = [{"b_uniqueid": uid} for uid, (_, written) in ending.items() if written]
             if gone:
-                session.execute(delete(LEGS).where(and_(
-                    LEGS.c.machine == self.machine, LEGS.c.uniqueid == bindparam("b_uniqueid"))),
-                    gone)
+                session.execute(
+                    delete(LEGS).where(
+                        and_(
+                            LEGS.c.machine == self.machine,
+                            LEGS.c.uniqueid == bindparam("b_uniqueid"),
+                        )
+                    ),
+                    gone,
+                )
 
         def committed() -> None:
             for uid, row in rows.items():

@@ -10,9 +10,18 @@ from pbxcontrol.recorder.provisioned import Provisioned
 
 #: Fields a dialplan may set with Set(PBX_<FIELD>=value).
 OVERRIDABLE = frozenset(LEG_STRING_FIELDS + LEG_INT_FIELDS) - {"uniqueid", "machine"}
-SOURCE_FIELDS = ("snumber", "stype", "scustomer", "spresent", "callerid_internal",
-                 "callerid_external", "callername_internal", "callername_external",
-                 "cnumber", "ctype")
+SOURCE_FIELDS = (
+    "snumber",
+    "stype",
+    "scustomer",
+    "spresent",
+    "callerid_internal",
+    "callerid_external",
+    "callername_internal",
+    "callername_external",
+    "cnumber",
+    "ctype",
+)
 _MAX_HOPS = 8
 
 
@@ -64,12 +73,21 @@ class Leg:
     def row(self) -> dict[str, Any]:
         """The database row: own fields, derived classification, then dialplan overrides."""
         row: dict[str, Any] = {
-            "machine": self.machine, "uniqueid": self.uniqueid, "callid": self.callid,
-            "channel": self.channel, "start": self.start, "answered": self.answered,
-            "status": self.status, "sip_callid": self.sip_callid, "recording": self.recording,
-            "endpoint": self.endpoint, "caller_number": self.caller_number,
-            "caller_name": self.caller_name, "dialled_by": self.dialled_by,
-            "dialled": self.dialled, "dialstring": self.dialstring,
+            "machine": self.machine,
+            "uniqueid": self.uniqueid,
+            "callid": self.callid,
+            "channel": self.channel,
+            "start": self.start,
+            "answered": self.answered,
+            "status": self.status,
+            "sip_callid": self.sip_callid,
+            "recording": self.recording,
+            "endpoint": self.endpoint,
+            "caller_number": self.caller_number,
+            "caller_name": self.caller_name,
+            "dialled_by": self.dialled_by,
+            "dialled": self.dialled,
+            "dialstring": self.dialstring,
             "overmax": self.overmax or 0,
         }
         row.update(self.derived)
@@ -80,13 +98,27 @@ class Leg:
 
     @classmethod
     def from_row(cls, row: Any) -> Leg:
-        leg = cls(uniqueid=row.uniqueid, machine=row.machine, channel=row.channel,
-                  start=row.start, endpoint=row.endpoint, status=row.status,
-                  answered=row.answered, callid=row.callid, sip_callid=row.sip_callid,
-                  recording=row.recording, caller_number=row.caller_number,
-                  caller_name=row.caller_name, exten=row.cnumber, presentation=row.spresent,
-                  dialled_by=row.dialled_by, dialled=row.dialled, dialstring=row.dialstring,
-                  overrides=_decode_overrides(row.overrides), overmax=row.overmax)
+        leg = cls(
+            uniqueid=row.uniqueid,
+            machine=row.machine,
+            channel=row.channel,
+            start=row.start,
+            endpoint=row.endpoint,
+            status=row.status,
+            answered=row.answered,
+            callid=row.callid,
+            sip_callid=row.sip_callid,
+            recording=row.recording,
+            caller_number=row.caller_number,
+            caller_name=row.caller_name,
+            exten=row.cnumber,
+            presentation=row.spresent,
+            dialled_by=row.dialled_by,
+            dialled=row.dialled,
+            dialstring=row.dialstring,
+            overrides=_decode_overrides(row.overrides),
+            overmax=row.overmax,
+        )
         leg.derived = {f: getattr(row, f) for f in DERIVED_FIELDS}
         leg.source = {f: getattr(row, f) for f in SOURCE_FIELDS}
         leg.source.update(ingroup=row.ingroup, _inbound=row.direction == "in")
@@ -95,8 +127,16 @@ class Leg:
 
 
 DESTINATION_FIELDS = ("dtype", "dnumber", "dcustomer", "peer", "billing_peer", "outgroup")
-DERIVED_FIELDS = SOURCE_FIELDS + ("dnumber", "dtype", "dcustomer", "peer", "billing_peer",
-                                  "ingroup", "outgroup", "direction")
+DERIVED_FIELDS = SOURCE_FIELDS + (
+    "dnumber",
+    "dtype",
+    "dcustomer",
+    "peer",
+    "billing_peer",
+    "ingroup",
+    "outgroup",
+    "direction",
+)
 
 
 def _encode_overrides(overrides: dict[str, Any]) -> str:
@@ -145,8 +185,9 @@ class CallClassifier:
         targets = {leg.uniqueid: self._target(leg) for leg in call}
         outbound = any(
             t is not None and t.endpoint in self.prov.peers for t in targets.values()
-        ) or any(leg.endpoint in self.prov.peers and leg is not origin and leg.dialled_by
-                 for leg in call)
+        ) or any(
+            leg.endpoint in self.prov.peers and leg is not origin and leg.dialled_by for leg in call
+        )
         for leg in call:
             derived = dict(source)
             target = targets[leg.uniqueid]
@@ -161,8 +202,9 @@ class CallClassifier:
                     derived["dnumber"] = source["cnumber"]
             on_peer = leg.endpoint in self.prov.peers
             if on_peer:
-                direction = "out" if leg.dialled_by or (origin is not None and
-                                                        leg is not origin) else "in"
+                direction = (
+                    "out" if leg.dialled_by or (origin is not None and leg is not origin) else "in"
+                )
             else:
                 direction = "in" if inbound else "out" if outbound else "internal"
             derived["direction"] = direction
@@ -188,18 +230,29 @@ class CallClassifier:
         peer = self.prov.peers.get(origin.endpoint)
         number, name = origin.caller_number, origin.caller_name
         if line is not None:
-            source = {"stype": "phone", "snumber": line.number, "scustomer": line.customer,
-                      "callerid_internal": line.callerid_internal or number,
-                      "callerid_external": line.callerid_external or number,
-                      "callername_internal": line.callername_internal or name,
-                      "callername_external": line.callername_external or name,
-                      "ingroup": 0, "_inbound": False}
+            source = {
+                "stype": "phone",
+                "snumber": line.number,
+                "scustomer": line.customer,
+                "callerid_internal": line.callerid_internal or number,
+                "callerid_external": line.callerid_external or number,
+                "callername_internal": line.callername_internal or name,
+                "callername_external": line.callername_external or name,
+                "ingroup": 0,
+                "_inbound": False,
+            }
         else:
-            source = {"stype": "external" if peer else "", "snumber": number,
-                      "scustomer": self.prov.numbers.get(origin.exten, 0) if peer else 0,
-                      "callerid_internal": number, "callerid_external": number,
-                      "callername_internal": name, "callername_external": name,
-                      "ingroup": peer.ingroup if peer else 0, "_inbound": peer is not None}
+            source = {
+                "stype": "external" if peer else "",
+                "snumber": number,
+                "scustomer": self.prov.numbers.get(origin.exten, 0) if peer else 0,
+                "callerid_internal": number,
+                "callerid_external": number,
+                "callername_internal": name,
+                "callername_external": name,
+                "ingroup": peer.ingroup if peer else 0,
+                "_inbound": peer is not None,
+            }
         source.update(spresent=origin.presentation, cnumber=origin.exten, ctype="")
         return source
 
@@ -223,8 +276,14 @@ class CallClassifier:
         return self._follow(self.legs.get(leg.dialled))
 
     def _destination(self, target: Leg | None) -> dict[str, Any]:
-        dest = {"dtype": "", "dnumber": "", "dcustomer": 0, "peer": 0, "billing_peer": 0,
-                "outgroup": 0}
+        dest = {
+            "dtype": "",
+            "dnumber": "",
+            "dcustomer": 0,
+            "peer": 0,
+            "billing_peer": 0,
+            "outgroup": 0,
+        }
         if target is None:
             return dest
         line = self.prov.lines.get(target.endpoint)
@@ -234,6 +293,11 @@ class CallClassifier:
         peer = self.prov.peers.get(target.endpoint)
         if peer is not None:
             dialled = target.dialstring.split("@", 1)[0].rsplit("/", 1)[-1]
-            dest.update(dtype="external", dnumber=dialled or target.exten, peer=peer.id,
-                        billing_peer=peer.billing_peer, outgroup=peer.outgroup)
+            dest.update(
+                dtype="external",
+                dnumber=dialled or target.exten,
+                peer=peer.id,
+                billing_peer=peer.billing_peer,
+                outgroup=peer.outgroup,
+            )
         return dest

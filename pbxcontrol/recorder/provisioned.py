@@ -43,15 +43,25 @@ class Provisioned:
     @classmethod
     def load(cls, session: Session) -> Provisioned:
         return cls(
-            lines={r.endpoint: LineInfo(r.customer_id, r.number, r.callerid_internal,
-                                        r.callerid_external, r.callername_internal,
-                                        r.callername_external)
-                   for r in session.execute(select(*Line.__table__.c))},
-            peers={r.endpoint: PeerInfo(r.id, r.ingroup, r.outgroup, r.billing_peer or r.id)
-                   for r in session.execute(select(*Peer.__table__.c))},
+            lines={
+                r.endpoint: LineInfo(
+                    r.customer_id,
+                    r.number,
+                    r.callerid_internal,
+                    r.callerid_external,
+                    r.callername_internal,
+                    r.callername_external,
+                )
+                for r in session.execute(select(*Line.__table__.c))
+            },
+            peers={
+                r.endpoint: PeerInfo(r.id, r.ingroup, r.outgroup, r.billing_peer or r.id)
+                for r in session.execute(select(*Peer.__table__.c))
+            },
             numbers=dict(session.execute(select(Number.number, Number.customer_id)).all()),
-            max_calls={cid: m for cid, m in session.execute(
-                select(Customer.id, Customer.max_calls)) if m},
+            max_calls={
+                cid: m for cid, m in session.execute(select(Customer.id, Customer.max_calls)) if m
+            },
         )
 
 

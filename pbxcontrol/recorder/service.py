@@ -31,10 +31,18 @@ PRUNE_CHUNK, PRUNE_CHUNKS = 5000, 10  # history rows deleted per transaction, pe
 class MachineRecorder:
     """Keeps the legs of one machine equal to its channels, across reconnects and restarts."""
 
-    def __init__(self, machine: int, ari: Ari, sessions: sessionmaker[Session], *,
-                 sweep_interval: float = 60.0, batch_size: int = 200,
-                 history_days: int = 0, provisioned: ProvisionedCache | None = None,
-                 name: str = ""):
+    def __init__(
+        self,
+        machine: int,
+        ari: Ari,
+        sessions: sessionmaker[Session],
+        *,
+        sweep_interval: float = 60.0,
+        batch_size: int = 200,
+        history_days: int = 0,
+        provisioned: ProvisionedCache | None = None,
+        name: str = "",
+    ):
         self.machine = machine
         self.ari = ari
         self.sessions = sessions
@@ -59,8 +67,12 @@ class MachineRecorder:
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
         for target, role in ((self._read_loop, "reader"), (self._write_loop, "writer")):
-            thread = threading.Thread(target=self._supervised, args=(target, role),
-                                      name=f"{self.name} {role}", daemon=True)
+            thread = threading.Thread(
+                target=self._supervised,
+                args=(target, role),
+                name=f"{self.name} {role}",
+                daemon=True,
+            )
             thread.start()
             self._threads.append(thread)
 
@@ -124,8 +136,10 @@ class MachineRecorder:
 
     # -- writer --------------------------------------------------------------------------
     def _write_loop(self) -> None:
-        while not self.stopping.is_set() and \
-                self._with_db(self.core.load, "loading live legs") is None:
+        while (
+            not self.stopping.is_set()
+            and self._with_db(self.core.load, "loading live legs") is None
+        ):
             pass
         self._next_sweep = float("inf")
         # On stop, the reader ends first; what it queued is still applied and written.
@@ -141,7 +155,8 @@ class MachineRecorder:
             for item in batch:
                 self._handle(item)
             if not self.stopping.is_set() and (
-                    self._needs_reconcile or time.monotonic() >= self._next_sweep):
+                self._needs_reconcile or time.monotonic() >= self._next_sweep
+            ):
                 if not self._needs_reconcile:
                     self._drain()  # a sweep: first catch up with everything already read
                     self.prune_history()
@@ -214,9 +229,14 @@ class MachineRecorder:
         def write(session: Session):
             done = self.core.flush(session)
             if machine_row:
-                session.merge(Machine(id=self.machine, name=self.name,
-                                      startup_time=self.core.startup_time or "",
-                                      last_sync=time.time()))
+                session.merge(
+                    Machine(
+                        id=self.machine,
+                        name=self.name,
+                        startup_time=self.core.startup_time or "",
+                        last_sync=time.time(),
+                    )
+                )
             return done
 
         done = self._with_db(write, "writing legs")
@@ -234,13 +254,20 @@ class MachineRecorder:
         except SQLAlchemyError as exc:
             if self._db_failing_since is None:
                 self._db_failing_since = time.monotonic()
-                log.error("%s: database error while %s (%s); retrying",
-                          self.name, what, str(exc).splitlines()[0])
+                log.error(
+                    "%s: database error while %s (%s); retrying",
+                    self.name,
+                    what,
+                    str(exc).splitlines()[0],
+                )
             self.stopping.wait(min(5.0, 0.2 + time.monotonic() - self._db_failing_since))
             return None
         if self._db_failing_since is not None:
-            log.info("%s: database back after %.1f s; resyncing", self.name,
-                     time.monotonic() - self._db_failing_since)
+            log.info(
+                "%s: database back after %.1f s; resyncing",
+                self.name,
+                time.monotonic() - self._db_failing_since,
+            )
             self._db_failing_since = None
             self._needs_reconcile = True
         return result if result is not None else (lambda: None)
@@ -252,22 +279,29 @@ class MachineRecorder:
         if not self.history_days:
             return 0
         cutoff = (now or time.time()) - self.history_days * 86400
-        oldest = (select(LegHistory.id)
-                  .where(LegHistory.machine == self.machine, LegHistory.ended < cutoff)
-                  .limit(PRUNE_CHUNK).scalar_subquery())
+        oldest = (
+            select(LegHistory.id)
+            .where(LegHistory.machine == self.machine, LegHistory.ended < cutoff)
+            .limit(PRUNE_CHUNK)
+            .scalar_subquery()
+        )
         total = 0
         for _ in range(PRUNE_CHUNKS):
-            gone = self._with_db(lambda session: session.execute(
-                delete(LegHistory).where(LegHistory.id.in_(oldest))).rowcount,
-                "pruning the history")
+            gone = self._with_db(
+                lambda session: (
+                    session.execute(delete(LegHistory).where(LegHistory.id.in_(oldest))).rowcount
+                ),
+                "pruning the history",
+            )
             if gone is None:  # the database refused; _with_db logged it, the next sweep retries
                 break
             total += gone
             if gone < PRUNE_CHUNK:
                 break
         if total:
-            log.debug("%s: pruned %d history rows older than %d days", self.name, total,
-                      self.history_days)
+            log.debug(
+                "%s: pruned %d history rows older than %d days", self.name, total, self.history_days
+            )
         return total
 
     def _linkedid(self, channel_id: str) -> str | None:
@@ -280,13 +314,28 @@ class MachineRecorder:
 
 def build_recorders(config: Config, sessions: sessionmaker[Session]) -> list[MachineRecorder]:
     cache = ProvisionedCache(sessions)
-    return [MachineRecorder(m.id, _client(m), sessions, sweep_interval=m.sweep_interval,
-                            batch_size=config.batch_size, history_days=config.history_days,
-                            provisioned=cache,
-                            name=f"machine {m.id}")
-            for m in config.machines]
+    return [
+        MachineRecorder(
+            m.id,
+            _client(m),
+            sessions,
+            sweep_interval=m.sweep_interval,
+            batch_size=config.batch_size,
+            history_days=config.history_days,
+            provisioned=cache,
+            name=f"machine {m.id}",
+        )
+        for m in config.machines
+    ]
 
 
 def _client(m: MachineConfig) -> AriClient:
-    return AriClient(m.ari_url, m.username, m.password, m.app, subscribe_all=m.subscribe_all,
-                     ping_interval=m.ping_interval, ping_timeout=m.ping_timeout)
+    return AriClient(
+        m.ari_url,
+        m.username,
+        m.password,
+        m.app,
+        subscribe_all=m.subscribe_all,
+        ping_interval=m.ping_interval,
+        ping_timeout=m.ping_timeout,
+    )

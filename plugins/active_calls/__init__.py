@@ -17,5 +17,6 @@ def setup(ctx: PluginContext) -> None:
     cache = ResponseCache(megabytes * 1024 * 1024) if megabytes > 0 else None
     with ctx.sessions() as session:
         query.check_json_support(session.connection())
-    ctx.add_api_function("calls/active/list",
-                         functools.partial(list_active_calls, cache=cache), PRIVILEGES)
+    ctx.add_api_function(
+        "calls/active/list", functools.partial(list_active_calls, cache=cache), PRIVILEGES
+    )

@@ -37,8 +37,9 @@ def list_active_calls(request: ApiRequest, cache: ResponseCache | None = None) -
         return orjson.Fragment(raw)
 
 
-def _answer(conn: Connection, caller: Caller, wanted: ListRequest,
-        errors: list[tuple[str, str]]) -> Any:
+def _answer(
+    conn: Connection, caller: Caller, wanted: ListRequest, errors: list[tuple[str, str]]
+) -> Any:
     scope = _scope(conn, caller, wanted, errors)
     if wanted.phone and not query.phone_is_visible(conn, caller, wanted.phone):
         errors.append(("phone", "is not a telephone line you can see"))
@@ -57,18 +58,27 @@ def _answer(conn: Connection, caller: Caller, wanted: ListRequest,
     return orjson.Fragment(f"[{','.join(objects)}]".encode())
 
 
-def _named(book: NameBook, obj: str, scustomer: int, dcustomer: int, snumber: str,
-           cnumber: str, dnumber: str) -> str:
+def _named(
+    book: NameBook,
+    obj: str,
+    scustomer: int,
+    dcustomer: int,
+    snumber: str,
+    cnumber: str,
+    dnumber: str,
+) -> str:
     """The row's JSON object with the three names added at its end."""
     owner = scustomer or dcustomer
-    sname, cname, dname = (orjson.dumps(book.name(owner, scustomer, dcustomer, number)).decode()
-                           for number in (snumber, cnumber, dnumber))
-    return (f'{obj[:-1]},"snumber_name":{sname},"cnumber_name":{cname},'
-            f'"dnumber_name":{dname}}}')
+    sname, cname, dname = (
+        orjson.dumps(book.name(owner, scustomer, dcustomer, number)).decode()
+        for number in (snumber, cnumber, dnumber)
+    )
+    return f'{obj[:-1]},"snumber_name":{sname},"cnumber_name":{cname},"dnumber_name":{dname}}}'
 
 
-def _scope(conn: Connection, caller: Caller, wanted: ListRequest,
-           errors: list[tuple[str, str]]) -> query.Scope | None:
+def _scope(
+    conn: Connection, caller: Caller, wanted: ListRequest, errors: list[tuple[str, str]]
+) -> query.Scope | None:
     own = caller.customer_id
     customer = wanted.customer
     if customer == "system":

@@ -33,26 +33,40 @@ def statements(conditions: Sequence[ColumnElement[bool]]) -> NameStatements:
     one index probe per number instead of a dozen correlated subqueries per row."""
     # The leg's owner: the customer billed for it, else the one it was routed to.
     owner = case((leg.c.scustomer != 0, leg.c.scustomer), else_=leg.c.dcustomer)
-    page = select(owner.label("owner"), leg.c.scustomer, leg.c.dcustomer,
-                  *(leg.c[n] for n in NAMED_NUMBERS)).where(*conditions).cte("page")
+    page = (
+        select(
+            owner.label("owner"),
+            leg.c.scustomer,
+            leg.c.dcustomer,
+            *(leg.c[n] for n in NAMED_NUMBERS),
+        )
+        .where(*conditions)
+        .cte("page")
+    )
     # UNION ALL, not UNION: numbers rarely repeat within a listing, and de-duplicating costs
     # more than the extra probes it saves.
-    wanted = union_all(*(select(page.c.owner, page.c[n].label("number"))
-                         .where(page.c[n] != "") for n in NAMED_NUMBERS)).cte("wanted")
+    wanted = union_all(
+        *(
+            select(page.c.owner, page.c[n].label("number")).where(page.c[n] != "")
+            for n in NAMED_NUMBERS
+        )
+    ).cte("wanted")
     # One probe of the (number, customer_id) index per number finds the global entry and
     # every customer's; the tree's primary key keeps those on the owner's path to the root.
-    on_path = and_(tree.c.ancestor_id == directory.c.customer_id,
-                   tree.c.descendant_id == wanted.c.owner)
+    on_path = and_(
+        tree.c.ancestor_id == directory.c.customer_id, tree.c.descendant_id == wanted.c.owner
+    )
     entries = (
         select(wanted.c.owner, wanted.c.number, tree.c.depth, directory.c.id, directory.c.name)
-        .select_from(wanted.join(directory, directory.c.number == wanted.c.number)
-                     .outerjoin(tree, on_path))
+        .select_from(
+            wanted.join(directory, directory.c.number == wanted.c.number).outerjoin(tree, on_path)
+        )
         .where(or_(directory.c.customer_id.is_(None), tree.c.depth.is_not(None)))
     )
-    customers = union_all(select(page.c.scustomer.label("customer")),
-                          select(page.c.dcustomer))
+    customers = union_all(select(page.c.scustomer.label("customer")), select(page.c.dcustomer))
     lines = select(line.c.customer_id, line.c.number, line.c.endpoint, line.c.name).where(
-        line.c.number.in_(select(wanted.c.number)), line.c.customer_id.in_(customers))
+        line.c.number.in_(select(wanted.c.number)), line.c.customer_id.in_(customers)
+    )
     return NameStatements(entries, lines)
 
 

@@ -5,10 +5,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-SORT_FIELDS = frozenset({
-    "cnumber", "ctype", "direction", "dnumber", "dtype", "machine", "peer", "scustomer",
-    "snumber", "stype", "uniqueid", "start",
-})
+SORT_FIELDS = frozenset(
+    {
+        "cnumber",
+        "ctype",
+        "direction",
+        "dnumber",
+        "dtype",
+        "machine",
+        "peer",
+        "scustomer",
+        "snumber",
+        "stype",
+        "uniqueid",
+        "start",
+    }
+)
 DIRECTIONS = {"in": ("in",), "internal": ("internal",), "out": ("out",), "in_out": ("in", "out")}
 MATCH_MODES = frozenset({"contains", "exact", "starts", "ends"})
 CUSTOMER_WORDS = frozenset({"all", "recursive", "system"})
@@ -102,8 +114,16 @@ def parse(params: dict[str, str]) -> tuple[ListRequest, list[tuple[str, str]]]:
 
     types = {name: value for name in TYPE_FILTERS if (value := text(name))}
     request = ListRequest(
-        customer=customer, recursive=flags["recursive"], directions=DIRECTIONS.get(direction, ()),
-        sort=sort, descending=flags["descending"], names=flags["names"], count=flags["count"],
-        callid=text("callid"), types=types, texts=tuple(texts), phone=text("phone"),
+        customer=customer,
+        recursive=flags["recursive"],
+        directions=DIRECTIONS.get(direction, ()),
+        sort=sort,
+        descending=flags["descending"],
+        names=flags["names"],
+        count=flags["count"],
+        callid=text("callid"),
+        types=types,
+        texts=tuple(texts),
+        phone=text("phone"),
     )
     return request, errors

@@ -53,23 +53,22 @@ class Scope:
 def customer_depth(conn: Connection, ancestor: int, customer: int) -> int | None:
     """How far `customer` is under `ancestor` (0 = itself), or None if it is not under it."""
     return conn.execute(
-        select(tree.c.depth).where(tree.c.ancestor_id == ancestor,
-                                   tree.c.descendant_id == customer)
+        select(tree.c.depth).where(tree.c.ancestor_id == ancestor, tree.c.descendant_id == customer)
     ).scalar()
 
 
 def _phone_lines(me: ColumnElement[int], phone: ColumnElement[str]) -> Select:
     """Telephone lines in `me`'s subtree that `phone` names, by endpoint or by number (a
     number may name lines of several customers)."""
-    return (select(line.c.number, line.c.customer_id)
-            .join(tree, tree.c.descendant_id == line.c.customer_id)
-            .where(tree.c.ancestor_id == me,
-                   or_(line.c.endpoint == phone, line.c.number == phone)))
+    return (
+        select(line.c.number, line.c.customer_id)
+        .join(tree, tree.c.descendant_id == line.c.customer_id)
+        .where(tree.c.ancestor_id == me, or_(line.c.endpoint == phone, line.c.number == phone))
+    )
 
 
 def phone_is_visible(conn: Connection, caller: Caller, phone: str) -> bool:
-    return conn.execute(
-        select(exists(_phone_lines(caller.customer_id, phone)))).scalar_one()
+    return conn.execute(select(exists(_phone_lines(caller.customer_id, phone)))).scalar_one()
 
 
 @dataclass(frozen=True)
@@ -81,8 +80,9 @@ class Statements:
     names: NameStatements | None = None
 
 
-def statement(request: ListRequest, scope: Scope | None,
-              caller: Caller) -> tuple[Statements, dict[str, Any]]:
+def statement(
+    request: ListRequest, scope: Scope | None, caller: Caller
+) -> tuple[Statements, dict[str, Any]]:
     """The statements for this request and the values of their parameters."""
     values: dict[str, Any] = {"me": caller.customer_id}
     scope_shape = None
@@ -99,10 +99,17 @@ def statement(request: ListRequest, scope: Scope | None,
     for i, wanted in enumerate(request.texts):
         values[f"text_{i}"] = _pattern(wanted)
     shape = _Shape(
-        scope=scope_shape, directions=bool(request.directions), callid=bool(request.callid),
-        types=tuple(request.types), texts=tuple((t.columns, t.mode) for t in request.texts),
-        phone=bool(request.phone), count=request.count, names=request.names,
-        sort=request.sort, descending=request.descending)
+        scope=scope_shape,
+        directions=bool(request.directions),
+        callid=bool(request.callid),
+        types=tuple(request.types),
+        texts=tuple((t.columns, t.mode) for t in request.texts),
+        phone=bool(request.phone),
+        count=request.count,
+        names=request.names,
+        sort=request.sort,
+        descending=request.descending,
+    )
     return _build(shape), values
 
 
@@ -146,7 +153,8 @@ def check_json_support(conn: Connection) -> None:
         version = conn.dialect.server_version_info or ()
         raise ValueError(
             f"the database ({conn.dialect.name} {'.'.join(map(str, version))}) has no JSON "
-            "functions: SQLite needs 3.38+ or a build with JSON1") from exc
+            "functions: SQLite needs 3.38+ or a build with JSON1"
+        ) from exc
 
 
 def _row_json_of_leg() -> row_json:
@@ -184,30 +192,37 @@ def _conditions(shape: _Shape) -> list[ColumnElement[bool]]:
     if shape.scope is not None:
         subtree, has_min, has_max = shape.scope
         if subtree:
-            members = select(tree.c.descendant_id).where(
-                tree.c.ancestor_id == bindparam("scope"))
+            members = select(tree.c.descendant_id).where(tree.c.ancestor_id == bindparam("scope"))
             if has_min:
                 members = members.where(tree.c.depth >= bindparam("min_depth"))
             if has_max:
                 members = members.where(tree.c.depth <= bindparam("max_depth"))
             conditions.append(or_(leg.c.scustomer.in_(members), leg.c.dcustomer.in_(members)))
         else:
-            conditions.append(or_(leg.c.scustomer == bindparam("scope"),
-                                  leg.c.dcustomer == bindparam("scope")))
+            conditions.append(
+                or_(leg.c.scustomer == bindparam("scope"), leg.c.dcustomer == bindparam("scope"))
+            )
     if shape.directions:
         conditions.append(leg.c.direction.in_(bindparam("directions", expanding=True)))
     if shape.callid:
         conditions.append(leg.c.callid == bindparam("callid"))
     conditions += [leg.c[column] == bindparam(f"type_{column}") for column in shape.types]
     for i, (columns, mode) in enumerate(shape.texts):
-        conditions.append(or_(*(_match(leg.c[c], mode, bindparam(f"text_{i}", type_=String))
-                                for c in columns)))
+        conditions.append(
+            or_(*(_match(leg.c[c], mode, bindparam(f"text_{i}", type_=String)) for c in columns))
+        )
     if shape.phone:
         # A leg's source is a line when the call came from that phone: the recorder gives
         # every leg of the call the originating line's number and customer.
         lines = _phone_lines(bindparam("me"), bindparam("phone")).subquery()
-        conditions.append(and_(leg.c.stype == "phone", exists().where(
-            lines.c.number == leg.c.snumber, lines.c.customer_id == leg.c.scustomer)))
+        conditions.append(
+            and_(
+                leg.c.stype == "phone",
+                exists().where(
+                    lines.c.number == leg.c.snumber, lines.c.customer_id == leg.c.scustomer
+                ),
+            )
+        )
     return conditions
 
 
@@ -224,6 +239,9 @@ def _pattern(wanted: TextFilter) -> str:
     % and _ are literal."""
     if wanted.mode == "exact":
         return wanted.value
-    text = (wanted.value.replace(ESCAPE, ESCAPE * 2)
-            .replace("%", ESCAPE + "%").replace("_", ESCAPE + "_"))
+    text = (
+        wanted.value.replace(ESCAPE, ESCAPE * 2)
+        .replace("%", ESCAPE + "%")
+        .replace("_", ESCAPE + "_")
+    )
     return {"starts": f"{text}%", "ends": f"%{text}", "contains": f"%{text}%"}[wanted.mode]

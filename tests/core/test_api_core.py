@@ -33,26 +33,33 @@ def test_post_form_body(app):
 
 
 def test_post_with_credentials_in_query_and_semicolon_body(app):
-    resp = app.post(LIST + "?auth_username=acme", b"auth_password=acme-pass;names=1",
-                    content_type="application/x-www-form-urlencoded")
+    resp = app.post(
+        LIST + "?auth_username=acme",
+        b"auth_password=acme-pass;names=1",
+        content_type="application/x-www-form-urlencoded",
+    )
     assert envelope_code(resp) == "200"
 
 
-@pytest.mark.parametrize("query", [
-    "",
-    "?auth_username=acme",
-    "?auth_password=acme-pass",
-    "?auth_username=acme;auth_password=wrong",
-    "?auth_username=nobody;auth_password=acme-pass",
-    "?auth_username=gone;auth_password=gone-pass",
-    "?auth_username=;auth_password=",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "?auth_username=acme",
+        "?auth_password=acme-pass",
+        "?auth_username=acme;auth_password=wrong",
+        "?auth_username=nobody;auth_password=acme-pass",
+        "?auth_username=gone;auth_password=gone-pass",
+        "?auth_username=;auth_password=",
+    ],
+)
 def test_401_for_missing_wrong_or_disabled_credentials(app, query):
     resp = app.get(LIST + query)
     assert envelope_code(resp) == "401"
     assert "data" not in resp.json
-    assert responses(resp) == [{"code": "401", "key": "",
-                                "message": "The authentication details provided are invalid."}]
+    assert responses(resp) == [
+        {"code": "401", "key": "", "message": "The authentication details provided are invalid."}
+    ]
 
 
 def test_402_when_role_lacks_every_privilege(app):
@@ -87,8 +94,9 @@ def test_invalid_utf8_is_a_400_per_parameter(app):
 
 def test_conflicting_repeated_parameter_is_400(app):
     resp = app.get(LIST + "?auth_username=acme;auth_password=acme-pass;names=1;names=0")
-    assert responses(resp) == [{"code": "400", "key": "names",
-                                "message": "is given more than once with different values"}]
+    assert responses(resp) == [
+        {"code": "400", "key": "names", "message": "is given more than once with different values"}
+    ]
 
 
 def test_oversized_body_is_413_envelope(app):
@@ -117,9 +125,12 @@ def test_400_envelope_carries_one_entry_per_invalid_parameter(rt, app):
 
     rt.api.add("test/validate", validate, ["user"])
     resp = app.get("/api/json/test/validate?auth_username=acme&auth_password=acme-pass")
-    assert resp.json == {"responses": [
-        {"code": "400", "key": "sort", "message": "bad sort"},
-        {"code": "400", "key": "names", "message": "must be 0 or 1"}]}
+    assert resp.json == {
+        "responses": [
+            {"code": "400", "key": "sort", "message": "bad sort"},
+            {"code": "400", "key": "names", "message": "must be 0 or 1"},
+        ]
+    }
 
 
 def test_plugin_sees_parameters_without_credentials(rt, app):
@@ -146,8 +157,9 @@ def test_no_password_reaches_the_logs(rt, app, caplog):
         app.get(LIST + "?auth_username=acme;auth_password=acme-pass")
         app.get(LIST + "?auth_username=acme;auth_password=wrong-secret-xyz")
         app.post(LIST, {"auth_username": "acme", "auth_password": "acme-pass", "x": "1"})
-        app.get("/api/json/test/fail?auth_username=acme;auth_password=acme-pass;"
-                "password=other-secret")
+        app.get(
+            "/api/json/test/fail?auth_username=acme;auth_password=acme-pass;password=other-secret"
+        )
     text = "\n".join(caplog.messages)
     assert "GET /api/json/calls/active/list/ 200" in text
     assert "acme-pass" not in text and "wrong-secret-xyz" not in text

@@ -11,8 +11,13 @@ from tests.conftest import write_config
 
 
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "pbxcontrol", *args], capture_output=True,
-                          text=True, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "pbxcontrol", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 def test_missing_file_is_one_line_exit_2(tmp_path):
@@ -20,7 +25,8 @@ def test_missing_file_is_one_line_exit_2(tmp_path):
     proc = run_cli("--config", str(missing), "initdb")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"pbxcontrol: error: {missing}: cannot read config file: no such file"]
+        f"pbxcontrol: error: {missing}: cannot read config file: no such file"
+    ]
 
 
 def test_no_config_given_names_the_environment_variable(tmp_path):
@@ -37,26 +43,42 @@ def test_config_from_environment_variable(tmp_path):
     assert "revision" in proc.stdout
 
 
-@pytest.mark.parametrize("body, expected", [
-    ("[http]\nport = eighty\n", "[http] port: 'eighty' is not an integer"),
-    ("[http]\nport = 70000\n", "[http] port: 70000 must be between 0 and 65535"),
-    ("[logging]\nlevel = LOUD\n", "[logging] level: 'LOUD' is not one of"),
-    ("[asterisk:1]\nusername = u\npassword = p\n", "[asterisk:1] ari_url: is required"),
-    ("[asterisk:1]\nari_url = ftp://x\nusername = u\npassword = p\n",
-     "[asterisk:1] ari_url: 'ftp://x' is not an http(s) URL"),
-    ("[asterisk:one]\n", "[asterisk:one]: machine sections are named [asterisk:N]"),
-    ("[asterisk:1]\nari_url = http://127.0.0.1:8088/ari\npassword = p\n",
-     "[asterisk:1] username: is required"),
-    ("[asterisk:1]\nari_url = http://a/ari\nusername = u\npassword = p\nsweep_interval = 0\n",
-     "[asterisk:1] sweep_interval: '0' must be greater than 0"),
-    ("[asterisk:1]\nari_url = http://a/ari\nusername = u\npassword = p\nsubscribe_all = maybe\n",
-     "[asterisk:1] subscribe_all: 'maybe' is not a boolean"),
-    ("[asterisk:1]\nari_url = http://a/ari\nusername = u\npassword = p\napp = x\n"
-     "[asterisk:2]\nari_url = http://b/ari\nusername = u\npassword = p\napp = x\n",
-     "[asterisk:1] app: 'x' is used by another machine"),
-    ("[recorder]\nhistory_days = -1\n", "[recorder] history_days: -1 must be at least 0"),
-    ("[recorder]\nhistory_days = a week\n", "[recorder] history_days: 'a week' is not an integer"),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("[http]\nport = eighty\n", "[http] port: 'eighty' is not an integer"),
+        ("[http]\nport = 70000\n", "[http] port: 70000 must be between 0 and 65535"),
+        ("[logging]\nlevel = LOUD\n", "[logging] level: 'LOUD' is not one of"),
+        ("[asterisk:1]\nusername = u\npassword = p\n", "[asterisk:1] ari_url: is required"),
+        (
+            "[asterisk:1]\nari_url = ftp://x\nusername = u\npassword = p\n",
+            "[asterisk:1] ari_url: 'ftp://x' is not an http(s) URL",
+        ),
+        ("[asterisk:one]\n", "[asterisk:one]: machine sections are named [asterisk:N]"),
+        (
+            "[asterisk:1]\nari_url = http://127.0.0.1:8088/ari\npassword = p\n",
+            "[asterisk:1] username: is required",
+        ),
+        (
+            "[asterisk:1]\nari_url = http://a/ari\nusername = u\npassword = p\nsweep_interval = 0\n",
+            "[asterisk:1] sweep_interval: '0' must be greater than 0",
+        ),
+        (
+            "[asterisk:1]\nari_url = http://a/ari\nusername = u\npassword = p\nsubscribe_all = maybe\n",
+            "[asterisk:1] subscribe_all: 'maybe' is not a boolean",
+        ),
+        (
+            "[asterisk:1]\nari_url = http://a/ari\nusername = u\npassword = p\napp = x\n"
+            "[asterisk:2]\nari_url = http://b/ari\nusername = u\npassword = p\napp = x\n",
+            "[asterisk:1] app: 'x' is used by another machine",
+        ),
+        ("[recorder]\nhistory_days = -1\n", "[recorder] history_days: -1 must be at least 0"),
+        (
+            "[recorder]\nhistory_days = a week\n",
+            "[recorder] history_days: 'a week' is not an integer",
+        ),
+    ],
+)
 def test_bad_values_name_section_and_key(tmp_path, body, expected):
     path = write_config(tmp_path)
     text = path.read_text()
@@ -82,7 +104,8 @@ def test_unknown_plugin_is_refused(tmp_path):
     proc = run_cli("--config", str(path), "api")
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        f"pbxcontrol: error: {path}: [plugins] enabled: unknown plugin 'nope'")
+        f"pbxcontrol: error: {path}: [plugins] enabled: unknown plugin 'nope'"
+    )
 
 
 def test_missing_database_url(tmp_path):

@@ -53,12 +53,14 @@ def test_success_clears_the_user_count(rt):
 
 
 def test_brute_force_gets_a_401_with_retry_hint_even_for_the_right_password(app, rt):
-    rt.api.authenticator.throttle = LoginThrottle(rt.engine, per_user=3, per_address=100,
-                                                  window=300)
+    rt.api.authenticator.throttle = LoginThrottle(
+        rt.engine, per_user=3, per_address=100, window=300
+    )
     for _ in range(3):
         resp = app.get(LIST + "?auth_username=acme;auth_password=guess")
         assert resp.json["responses"][0]["message"] == (
-            "The authentication details provided are invalid.")
+            "The authentication details provided are invalid."
+        )
     resp = app.get(LIST + "?auth_username=acme;auth_password=acme-pass")
     assert resp.status_int == 200
     entry = resp.json["responses"][0]
@@ -89,12 +91,18 @@ def test_one_count_for_every_api_process(tmp_path):
     from tests.core.test_server import start, stop
 
     config = write_config(tmp_path, "")
-    config.write_text(config.read_text().replace(
-        "port = 0\n", "port = 0\nprocesses = 3\nlogin_failures_per_user = 4\n"))
+    config.write_text(
+        config.read_text().replace(
+            "port = 0\n", "port = 0\nprocesses = 3\nlogin_failures_per_user = 4\n"
+        )
+    )
     doc = tmp_path / "doc.json"
     doc.write_text(json.dumps(TREE))
-    subprocess.run([sys.executable, "-m", "pbxcontrol", "--config", str(config), "provision",
-                    str(doc)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pbxcontrol", "--config", str(config), "provision", str(doc)],
+        check=True,
+        capture_output=True,
+    )
     proc, base, _ = start(config)
 
     def code(password):
@@ -119,18 +127,27 @@ def test_world_readable_config_is_warned_about(tmp_path, caplog):
 
     from tests.conftest import write_config
 
-    path = write_config(tmp_path, "[asterisk:1]\nari_url = http://127.0.0.1:9/ari\n"
-                                  "username = u\npassword = very-secret-pw\n")
+    path = write_config(
+        tmp_path,
+        "[asterisk:1]\nari_url = http://127.0.0.1:9/ari\nusername = u\npassword = very-secret-pw\n",
+    )
     path.chmod(0o644)
-    proc = subprocess.run([sys.executable, "-m", "pbxcontrol", "--config", str(path), "initdb"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pbxcontrol", "--config", str(path), "initdb"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "is readable by every user but holds passwords: chmod 0600 it" in proc.stderr
     assert "very-secret-pw" not in proc.stderr
     path.chmod(0o600)
-    proc = subprocess.run([sys.executable, "-m", "pbxcontrol", "--config", str(path), "initdb"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pbxcontrol", "--config", str(path), "initdb"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "readable by every user" not in proc.stderr
-
 
 
 def test_unknown_user_costs_a_password_check_like_a_wrong_password(app, monkeypatch):

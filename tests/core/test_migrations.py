@@ -12,8 +12,12 @@ from tests.conftest import write_config
 
 
 def initdb(config):
-    return subprocess.run([sys.executable, "-m", "pbxcontrol", "--config", str(config),
-                           "initdb"], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "pbxcontrol", "--config", str(config), "initdb"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_initdb_creates_every_table_then_is_idempotent(tmp_path):
@@ -61,7 +65,11 @@ def test_serve_refuses_an_outdated_schema(tmp_path):
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
         conn.execute(text("INSERT INTO alembic_version VALUES ('0000')"))
-    proc = subprocess.run([sys.executable, "-m", "pbxcontrol", "--config", str(config), "api"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pbxcontrol", "--config", str(config), "api"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "run `pbxcontrol initdb`" in proc.stderr

@@ -9,9 +9,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_wheel_contains_core_plugins_and_migrations(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True,
-                   timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     wheel = next(tmp_path.glob("pbxcontrol-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "pbxcontrol/plugins/active_calls/__init__.py" in names

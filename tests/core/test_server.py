@@ -14,8 +14,11 @@ from tests.conftest import TREE, write_config
 
 
 def start(config, *args):
-    proc = subprocess.Popen([sys.executable, "-m", "pbxcontrol", "--config", str(config),
-                             *args, "serve"], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pbxcontrol", "--config", str(config), *args, "serve"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     lines = []
     while time.monotonic() < deadline:
@@ -32,16 +35,22 @@ def start(config, *args):
 
 @pytest.fixture
 def served(tmp_path):
-    config = write_config(tmp_path, """
+    config = write_config(
+        tmp_path,
+        """
         [asterisk:1]
         ari_url = http://127.0.0.1:9/ari
         username = pbxcontrol
         password = ari-secret-123
-        """)
+        """,
+    )
     doc = tmp_path / "doc.json"
     doc.write_text(json.dumps(TREE))
-    subprocess.run([sys.executable, "-m", "pbxcontrol", "--config", str(config), "provision",
-                    str(doc)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pbxcontrol", "--config", str(config), "provision", str(doc)],
+        check=True,
+        capture_output=True,
+    )
     proc, base, lines = start(config)
     yield proc, base, lines
     if proc.poll() is None:
@@ -56,12 +65,14 @@ def get(url, data=None):
 
 def test_serves_over_real_http_without_asterisk_and_stops_on_sigterm(served):
     proc, base, lines = served
-    status, ctype, body = get(base + "/api/json/calls/active/list/"
-                                     "?auth_username=acme;auth_password=acme-pass")
+    status, ctype, body = get(
+        base + "/api/json/calls/active/list/?auth_username=acme;auth_password=acme-pass"
+    )
     assert (status, ctype) == (200, "application/json; charset=utf-8")
     assert body == {"responses": [{"code": "200", "key": "", "message": "OK"}], "data": []}
-    status, _, body = get(base + "/api/json/calls/active/list",
-                          data=b"auth_username=acme&auth_password=nope")
+    status, _, body = get(
+        base + "/api/json/calls/active/list", data=b"auth_username=acme&auth_password=nope"
+    )
     assert (status, body["responses"][0]["code"]) == (200, "401")
     status, _, body = get(base + "/api/json/no/such/")
     assert (status, body["responses"][0]["code"]) == (200, "404")
@@ -89,8 +100,12 @@ def test_busy_port_is_a_one_line_error(served, tmp_path):
     other.mkdir()
     config = write_config(other)
     config.write_text(config.read_text().replace("port = 0", f"port = {port}"))
-    proc = subprocess.run([sys.executable, "-m", "pbxcontrol", "--config", str(config), "api"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pbxcontrol", "--config", str(config), "api"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -101,15 +116,19 @@ def test_several_processes_share_the_port_and_all_stop_on_sigterm(tmp_path):
     config.write_text(config.read_text().replace("port = 0\n", "port = 0\nprocesses = 3\n"))
     doc = tmp_path / "doc.json"
     doc.write_text(json.dumps(TREE))
-    subprocess.run([sys.executable, "-m", "pbxcontrol", "--config", str(config), "provision",
-                    str(doc)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pbxcontrol", "--config", str(config), "provision", str(doc)],
+        check=True,
+        capture_output=True,
+    )
     proc, base, lines = start(config)
     try:
         children = _children(proc.pid)
         assert len(children) == 2
         for _ in range(20):
-            _, _, body = get(base + "/api/json/calls/active/list/"
-                                    "?auth_username=acme;auth_password=acme-pass")
+            _, _, body = get(
+                base + "/api/json/calls/active/list/?auth_username=acme;auth_password=acme-pass"
+            )
             assert body["responses"][0]["code"] == "200"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)

@@ -33,8 +33,11 @@ def asterisk():
     if not sandbox_running():
         up = sandbox("up")
         if up.returncode != 0:
-            pytest.fail("scripts/asterisk-sandbox up failed; the e2e tier needs the sandbox "
-                        f"Asterisk:\n{up.stderr.strip()}\n{up.stdout.strip()}", pytrace=False)
+            pytest.fail(
+                "scripts/asterisk-sandbox up failed; the e2e tier needs the sandbox "
+                f"Asterisk:\n{up.stderr.strip()}\n{up.stdout.strip()}",
+                pytrace=False,
+            )
         started = True
     ari = Ari()
     assert ari.answers(), f"the sandbox runs but ARI does not answer at {ARI_URL}"

@@ -20,8 +20,12 @@ from sandbox.sippctl import PARTY_CHANNEL, Ari, hang_up_parties
 
 REPO = Path(__file__).resolve().parents[2]
 PROVISION = REPO / "sandbox" / "provision.json"
-USERS = {"admin": "admin-pass", "reseller": "reseller-pass", "acme": "acme-pass",
-         "beta": "beta-pass"}
+USERS = {
+    "admin": "admin-pass",
+    "reseller": "reseller-pass",
+    "acme": "acme-pass",
+    "beta": "beta-pass",
+}
 _LISTENING = re.compile(r"HTTP API listening on http://[^:]+:(\d+)/")
 OURS = PARTY_CHANNEL
 
@@ -33,9 +37,10 @@ class PbxServer:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "pbxcontrol.ini"
-        self.config.write_text(textwrap.dedent(f"""\
+        self.config.write_text(
+            textwrap.dedent(f"""\
             [database]
-            url = sqlite:///{workdir / 'pbx.db'}
+            url = sqlite:///{workdir / "pbx.db"}
             [http]
             host = 127.0.0.1
             port = 0
@@ -50,7 +55,8 @@ class PbxServer:
             app = {app}
             ping_interval = 2
             ping_timeout = 4
-            """))
+            """)
+        )
         self.config.chmod(0o600)
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -60,8 +66,13 @@ class PbxServer:
         self.app = app
 
     def cli(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "pbxcontrol", "--config", str(self.config),
-                               *args], capture_output=True, text=True, timeout=60, cwd=REPO)
+        done = subprocess.run(
+            [sys.executable, "-m", "pbxcontrol", "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
         assert done.returncode == 0, f"pbxcontrol {' '.join(args)}: {done.stderr}"
         return done.stdout
 
@@ -75,7 +86,11 @@ class PbxServer:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "pbxcontrol", "--config", str(self.config), "serve"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=REPO)
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=REPO,
+            )
         deadline = time.monotonic() + timeout
         while True:
             text = self.log.read_text(errors="replace")[offset:]
@@ -85,8 +100,9 @@ class PbxServer:
                 if self.list("admin", customer="system") is not None:
                     return
             if self.proc.poll() is not None:
-                raise AssertionError(f"pbxcontrol serve exited with {self.proc.returncode}:\n"
-                                     + self.tail())
+                raise AssertionError(
+                    f"pbxcontrol serve exited with {self.proc.returncode}:\n" + self.tail()
+                )
             if time.monotonic() > deadline:
                 raise AssertionError(f"pbxcontrol serve not ready in {timeout} s:\n" + self.tail())
             time.sleep(0.1)
@@ -118,8 +134,13 @@ class PbxServer:
 
     # -- the API --
     def call_api(self, user: str, **params: Any) -> dict[str, Any]:
-        query = ";".join([f"auth_username={user}", f"auth_password={USERS[user]}",
-                          *(f"{k}={v}" for k, v in params.items())])
+        query = ";".join(
+            [
+                f"auth_username={user}",
+                f"auth_password={USERS[user]}",
+                *(f"{k}={v}" for k, v in params.items()),
+            ]
+        )
         url = f"http://127.0.0.1:{self.port}/api/json/calls/active/list/?{query}"
         resp = self.http.get(url, timeout=5)
         resp.raise_for_status()
@@ -165,12 +186,14 @@ def converge(pbx: PbxServer, ari: Ari, timeout: float) -> float:
                 f"  only in Asterisk: {sorted((i, ast[i]['name']) for i in ast.keys() - api)}\n"
                 f"  state differs:    "
                 f"{[(i, api[i]['status'], ast[i]['state']) for i in ast.keys() & api if api[i]['status'] != ast[i]['state']]}\n"  # noqa: E501
-                f"--- pbxcontrol serve log ---\n{pbx.tail(60)}")
+                f"--- pbxcontrol serve log ---\n{pbx.tail(60)}"
+            )
         time.sleep(0.05)
 
 
-def wait_ari(ari: Ari, what: str, pred: Callable[[list[dict[str, Any]]], Any],
-             timeout: float = 15.0) -> Any:
+def wait_ari(
+    ari: Ari, what: str, pred: Callable[[list[dict[str, Any]]], Any], timeout: float = 15.0
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         chans = ari.channels()
@@ -178,14 +201,19 @@ def wait_ari(ari: Ari, what: str, pred: Callable[[list[dict[str, Any]]], Any],
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; Asterisk has "
-                                 f"{[(c['name'], c['state']) for c in chans]}")
+            raise AssertionError(
+                f"timed out waiting for {what}; Asterisk has "
+                f"{[(c['name'], c['state']) for c in chans]}"
+            )
         time.sleep(0.05)
 
 
 def of(chans: list[dict[str, Any]], endpoint: str, state: str | None = None) -> list[dict]:
-    return [c for c in chans if c["name"].startswith(endpoint + "-")
-            and (state is None or c["state"] == state)]
+    return [
+        c
+        for c in chans
+        if c["name"].startswith(endpoint + "-") and (state is None or c["state"] == state)
+    ]
 
 
 def hang_up_ours(ari: Ari, timeout: float = 10.0) -> None:

@@ -10,8 +10,9 @@ from tests.e2e.support import check_legs, hang_up_and_check, of, visible, wait_a
 pytestmark = pytest.mark.e2e
 
 
-def finish(pbx, ari, sipp: SippPool, first: dict, rows: dict,
-           uas: list[tuple[dict, Party]]) -> None:
+def finish(
+    pbx, ari, sipp: SippPool, first: dict, rows: dict, uas: list[tuple[dict, Party]]
+) -> None:
     """Hang up through the first leg; the legs leave the API within 1 s of leaving Asterisk;
     a dialled leg's sip_callid is the Call-ID that Asterisk sent to that leg's sipp."""
     ids = {r["uniqueid"] for r in rows.values()}
@@ -123,12 +124,21 @@ def test_ring_group_through_local_channels(idle, pbx, sipp):
     alice = sipp.phone_answers("alice", scenario="uas_ring.xml")
     bob = sipp.phone_answers("bob", ring_ms=2500, media_port=6110)
     carrier = sipp.carrier_calls("0201113333", "0207946000", "Dentist")
-    wait_ari(ari, "alice and bob ringing", lambda ch: of(ch, "PJSIP/alice", "Ringing")
-             and of(ch, "PJSIP/bob", "Ringing"))
+    wait_ari(
+        ari,
+        "alice and bob ringing",
+        lambda ch: of(ch, "PJSIP/alice", "Ringing") and of(ch, "PJSIP/bob", "Ringing"),
+    )
     ringing = check_legs(pbx, ari)
-    assert set(ringing) == {"PJSIP/trunk1", "PJSIP/alice", "PJSIP/bob",
-                            "Local/1001@ringgroup;1", "Local/1001@ringgroup;2",
-                            "Local/1002@ringgroup;1", "Local/1002@ringgroup;2"}
+    assert set(ringing) == {
+        "PJSIP/trunk1",
+        "PJSIP/alice",
+        "PJSIP/bob",
+        "Local/1001@ringgroup;1",
+        "Local/1001@ringgroup;2",
+        "Local/1002@ringgroup;1",
+        "Local/1002@ringgroup;2",
+    }
     trunk = ringing["PJSIP/trunk1"]
     assert trunk["sip_callid"] == carrier.call_id
     for row in ringing.values():
@@ -144,16 +154,34 @@ def test_ring_group_through_local_channels(idle, pbx, sipp):
     assert visible(pbx, "acme", ids) == ids
     assert visible(pbx, "beta", ids) == set()
 
-    wait_ari(ari, "bob up, alice's legs gone", lambda ch: of(ch, "PJSIP/bob", "Up")
-             and not of(ch, "PJSIP/alice") and not of(ch, "Local/1001@ringgroup"))
+    wait_ari(
+        ari,
+        "bob up, alice's legs gone",
+        lambda ch: (
+            of(ch, "PJSIP/bob", "Up")
+            and not of(ch, "PJSIP/alice")
+            and not of(ch, "Local/1001@ringgroup")
+        ),
+    )
     rows = check_legs(pbx, ari)
-    assert set(rows) == {"PJSIP/trunk1", "PJSIP/bob",
-                         "Local/1002@ringgroup;1", "Local/1002@ringgroup;2"}
+    assert set(rows) == {
+        "PJSIP/trunk1",
+        "PJSIP/bob",
+        "Local/1002@ringgroup;1",
+        "Local/1002@ringgroup;2",
+    }
     assert all(r["answered"] > 0 for r in rows.values())
     assert visible(pbx, "reseller", ids, customer="recursive") == {
-        r["uniqueid"] for r in rows.values()}
-    finish(pbx, ari, sipp, rows["PJSIP/trunk1"], rows,
-           [(ringing["PJSIP/alice"], alice), (rows["PJSIP/bob"], bob)])
+        r["uniqueid"] for r in rows.values()
+    }
+    finish(
+        pbx,
+        ari,
+        sipp,
+        rows["PJSIP/trunk1"],
+        rows,
+        [(ringing["PJSIP/alice"], alice), (rows["PJSIP/bob"], bob)],
+    )
 
 
 def test_beta_inbound_call_to_carol_is_beta_s_not_acme_s(idle, pbx, sipp):

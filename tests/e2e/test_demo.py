@@ -31,9 +31,20 @@ def test_demo_shows_live_calls_and_stops_everything_on_ctrl_c(idle, tmp_path):
     ari = idle
     out = tmp_path / "demo.out"
     with open(out, "wb") as sink:
-        demo = subprocess.Popen([sys.executable, "scripts/demo.py", "--port", str(free_port()),
-                                 "--var", str(tmp_path / "var")], cwd=REPO,
-                                stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        demo = subprocess.Popen(
+            [
+                sys.executable,
+                "scripts/demo.py",
+                "--port",
+                str(free_port()),
+                "--var",
+                str(tmp_path / "var"),
+            ],
+            cwd=REPO,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     started: list[int] = []
     try:
         deadline = time.monotonic() + 60
@@ -64,7 +75,10 @@ def test_demo_shows_live_calls_and_stops_everything_on_ctrl_c(idle, tmp_path):
         code = demo.wait(60)
     assert code == 0, out.read_text()
     time.sleep(0.5)
-    alive = [pid for pid in started if subprocess.run(["kill", "-0", str(pid)],
-                                                      capture_output=True).returncode == 0]
+    alive = [
+        pid
+        for pid in started
+        if subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode == 0
+    ]
     assert not alive, f"left running: {alive}"
     assert not [c for c in ari.channels() if c["name"].startswith(("PJSIP/bob-", "PJSIP/dave-"))]

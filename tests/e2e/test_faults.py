@@ -33,8 +33,15 @@ def calls_before(sipp, ari) -> None:
     sipp.phone_answers("carol", ring_ms=300)
     sipp.phone_calls("alice", "1002")
     sipp.carrier_calls("0202224444", "0201239876", "Supplier")
-    wait_ari(ari, "calls A and B up", lambda ch: len(of(ch, "PJSIP/alice", "Up")) == 1
-             and of(ch, "PJSIP/carol", "Up") and len(of(ch, "PJSIP/trunk1", "Up")) == 1)
+    wait_ari(
+        ari,
+        "calls A and B up",
+        lambda ch: (
+            len(of(ch, "PJSIP/alice", "Up")) == 1
+            and of(ch, "PJSIP/carol", "Up")
+            and len(of(ch, "PJSIP/trunk1", "Up")) == 1
+        ),
+    )
 
 
 def calls_during(sipp, ari) -> None:
@@ -42,8 +49,15 @@ def calls_during(sipp, ari) -> None:
     ari.hangup(of(ari.channels(), "PJSIP/alice")[0]["id"])
     sipp.carrier_answers(ring_ms=300)
     sipp.phone_calls("dave", "0207946000", media_port=6130)
-    wait_ari(ari, "A gone and C up", lambda ch: not of(ch, "PJSIP/alice")
-             and of(ch, "PJSIP/dave", "Up") and len(of(ch, "PJSIP/trunk1", "Up")) == 2)
+    wait_ari(
+        ari,
+        "A gone and C up",
+        lambda ch: (
+            not of(ch, "PJSIP/alice")
+            and of(ch, "PJSIP/dave", "Up")
+            and len(of(ch, "PJSIP/trunk1", "Up")) == 2
+        ),
+    )
 
 
 def check_after(pbx, ari) -> None:
@@ -84,8 +98,10 @@ def test_websocket_cut_mid_call_converges(idle, new_pbx, sipp, outage):
         outage = time.monotonic() - began  # ARI unreachable through the proxy this long
         proxy.blocked.clear()
         took = converge(pbx, ari, BOUND + 5)
-        print(f"\nCONVERGENCE websocket cut, ARI unreachable {outage:.1f} s: {took:.2f} s "
-              "after it was reachable again")
+        print(
+            f"\nCONVERGENCE websocket cut, ARI unreachable {outage:.1f} s: {took:.2f} s "
+            "after it was reachable again"
+        )
         assert took <= BOUND
         assert proxy.accepted >= 2  # it did reconnect through the proxy
         check_after(pbx, ari)
@@ -125,8 +141,10 @@ def test_asterisk_restart_with_live_calls_leaves_no_ghosts(idle, new_pbx, sipp, 
             assert before <= set(system_view(pbx))  # the old legs are still listed ...
             proxy.blocked.clear()  # ... until pbxcontrol can reach the new Asterisk
         took = converge(pbx, ari, BOUND + 5)
-        print(f"\nCONVERGENCE Asterisk restart ({'events seen' if seen else 'events missed'}):"
-              f" {took:.2f} s after ARI answered again")
+        print(
+            f"\nCONVERGENCE Asterisk restart ({'events seen' if seen else 'events missed'}):"
+            f" {took:.2f} s after ARI answered again"
+        )
         assert took <= BOUND
         assert not before & set(system_view(pbx)), "ghost legs from before the restart"
         sipp.stop()  # their calls died with Asterisk
@@ -137,8 +155,9 @@ def test_asterisk_restart_with_live_calls_leaves_no_ghosts(idle, new_pbx, sipp, 
         rows = check_legs(pbx, ari)
         assert rows["PJSIP/alice"]["sip_callid"] == alice.call_id
         assert rows["PJSIP/bob"]["direction"] == "internal"
-        hang_up_and_check(pbx, ari, rows["PJSIP/alice"]["uniqueid"],
-                          {r["uniqueid"] for r in rows.values()})
+        hang_up_and_check(
+            pbx, ari, rows["PJSIP/alice"]["uniqueid"], {r["uniqueid"] for r in rows.values()}
+        )
     finally:
         proxy.close()
 
@@ -155,8 +174,10 @@ def test_kill_9_of_pbxcontrol_then_restart_converges(idle, new_pbx, sipp):
     pbx.start()  # same database
     ready = time.monotonic() - began
     took = converge(pbx, ari, BOUND + 5) + ready
-    print(f"\nCONVERGENCE kill -9 + restart: {took:.2f} s from the restart "
-          f"({ready:.2f} s of it until the API answered and the websocket was connected)")
+    print(
+        f"\nCONVERGENCE kill -9 + restart: {took:.2f} s from the restart "
+        f"({ready:.2f} s of it until the API answered and the websocket was connected)"
+    )
     assert took <= BOUND
     check_after(pbx, ari)
 

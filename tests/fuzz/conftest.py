@@ -37,11 +37,27 @@ def service(tmp_path_factory):
     rt = runtime.build(config, record=False)
     with rt.sessions.begin() as session:
         provisioning.apply(session, json.loads(json.dumps(TREE)))
-        session.execute(insert(Leg), [
-            dict(machine=1, uniqueid=u, callid=c, channel=f"PJSIP/x-{u}", start=1000 + i,
-                 status="Up", scustomer=s, dcustomer=d, stype=st, snumber=sn, dtype=dt,
-                 dnumber=dn, direction=di)
-            for i, (u, c, s, d, st, sn, dt, dn, di) in enumerate(LEGS)])
+        session.execute(
+            insert(Leg),
+            [
+                dict(
+                    machine=1,
+                    uniqueid=u,
+                    callid=c,
+                    channel=f"PJSIP/x-{u}",
+                    start=1000 + i,
+                    status="Up",
+                    scustomer=s,
+                    dcustomer=d,
+                    stype=st,
+                    snumber=sn,
+                    dtype=dt,
+                    dnumber=dn,
+                    direction=di,
+                )
+                for i, (u, c, s, d, st, sn, dt, dn, di) in enumerate(LEGS)
+            ],
+        )
     server = make_server(rt.app, listen("127.0.0.1", 0), 4)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

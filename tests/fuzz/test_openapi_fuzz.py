@@ -26,8 +26,11 @@ def check_envelope(response) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 def test_any_input_gets_a_conforming_envelope(case, service):
     _, base = service
     checks = [response_schema_conformance, content_type_conformance, status_code_conformance]

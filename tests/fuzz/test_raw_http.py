@@ -11,15 +11,37 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 PATH = "/api/json/calls/active/list/"
-NAMES = ["auth_username", "auth_password", "customer", "recursive", "direction", "sort",
-         "descending", "names", "callid", "count", "stype", "ctype", "dtype", "snumber",
-         "smatch", "cnumber", "cmatch", "dnumber", "dmatch", "callername_number",
-         "callername_match", "phone", "x"]
+NAMES = [
+    "auth_username",
+    "auth_password",
+    "customer",
+    "recursive",
+    "direction",
+    "sort",
+    "descending",
+    "names",
+    "callid",
+    "count",
+    "stype",
+    "ctype",
+    "dtype",
+    "snumber",
+    "smatch",
+    "cnumber",
+    "cmatch",
+    "dnumber",
+    "dmatch",
+    "callername_number",
+    "callername_match",
+    "phone",
+    "x",
+]
 GOOD = {"auth_username": "reseller", "auth_password": "reseller-pass"}
 
 
-def request(base: str, method: str, target: str, body: bytes | None = None,
-            headers: dict | None = None):
+def request(
+    base: str, method: str, target: str, body: bytes | None = None, headers: dict | None = None
+):
     host, port = base.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
@@ -35,8 +57,7 @@ def request(base: str, method: str, target: str, body: bytes | None = None,
         conn.close()
 
 
-def assert_envelope(status, ctype, raw, allowed=("200", "400", "401", "402", "404", "405",
-                                                 "413")):
+def assert_envelope(status, ctype, raw, allowed=("200", "400", "401", "402", "404", "405", "413")):
     assert status == 200, raw[:200]
     assert ctype == "application/json; charset=utf-8"
     body = json.loads(raw)
@@ -47,7 +68,8 @@ def assert_envelope(status, ctype, raw, allowed=("200", "400", "401", "402", "40
 
 
 raw_values = st.binary(max_size=40).map(quote_from_bytes) | st.text(max_size=40).map(
-    lambda t: quote(t, safe="%+=,!*'()").replace(";", "").replace("&", ""))
+    lambda t: quote(t, safe="%+=,!*'()").replace(";", "").replace("&", "")
+)
 pairs = st.lists(st.tuples(st.sampled_from(NAMES), raw_values), max_size=12)
 
 
@@ -55,8 +77,12 @@ def encode(pairs_, sep) -> str:
     return sep.join(f"{name}={value}" for name, value in pairs_)
 
 
-@given(pairs=pairs, sep=st.sampled_from([";", "&"]), auth=st.booleans(),
-       method=st.sampled_from(["GET", "POST"]))
+@given(
+    pairs=pairs,
+    sep=st.sampled_from([";", "&"]),
+    auth=st.booleans(),
+    method=st.sampled_from(["GET", "POST"]),
+)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_random_parameters_always_get_an_envelope(service, pairs, sep, auth, method):
     _, base = service
@@ -66,16 +92,30 @@ def test_random_parameters_always_get_an_envelope(service, pairs, sep, auth, met
     if method == "GET":
         result = request(base, "GET", f"{PATH}?{query}")
     else:
-        result = request(base, "POST", PATH, query.encode(),
-                         {"Content-Type": "application/x-www-form-urlencoded"})
+        result = request(
+            base,
+            "POST",
+            PATH,
+            query.encode(),
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )
     assert_envelope(*result)
 
 
 def test_invalid_utf8_and_broken_percent_encoding(service):
     _, base = service
     auth = "auth_username=admin;auth_password=admin-pass"
-    for tail in ("snumber=%ff%fe", "snumber=%", "snumber=%zz", "%ff=1", "names=%C0%80",
-                 "callid=%00", "=", "==;;&&", "sort=start%00"):
+    for tail in (
+        "snumber=%ff%fe",
+        "snumber=%",
+        "snumber=%zz",
+        "%ff=1",
+        "names=%C0%80",
+        "callid=%00",
+        "=",
+        "==;;&&",
+        "sort=start%00",
+    ):
         body = assert_envelope(*request(base, "GET", f"{PATH}?{auth};{tail}"))
         assert body["responses"][0]["code"] in ("200", "400"), (tail, body)
 
@@ -86,16 +126,20 @@ def test_repeated_parameters(service):
     same = assert_envelope(*request(base, "GET", f"{PATH}?{auth};names=1;names=1"))
     assert same["responses"][0]["code"] == "200"
     clash = assert_envelope(*request(base, "GET", f"{PATH}?{auth};sort=start;sort=uniqueid"))
-    assert clash["responses"] == [{"code": "400", "key": "sort", "message":
-                                   "is given more than once with different values"}]
+    assert clash["responses"] == [
+        {"code": "400", "key": "sort", "message": "is given more than once with different values"}
+    ]
 
 
 def test_huge_values_and_long_query_strings(service):
     _, base = service
     auth = "auth_username=admin;auth_password=admin-pass"
     body = assert_envelope(*request(base, "GET", f"{PATH}?{auth};snumber={'9' * 5000}"))
-    assert body["responses"][0] == {"code": "400", "key": "snumber",
-                                    "message": body["responses"][0]["message"]}
+    assert body["responses"][0] == {
+        "code": "400",
+        "key": "snumber",
+        "message": body["responses"][0]["message"],
+    }
     body = assert_envelope(*request(base, "GET", f"{PATH}?{auth};x={'a' * 20000}"))
     assert body["responses"][0]["code"] == "413"
     many = ";".join(f"p{i}=1" for i in range(500))
@@ -103,14 +147,20 @@ def test_huge_values_and_long_query_strings(service):
     assert body["responses"][0]["code"] == "400"
     # Beyond the server's header limit (32 KiB) the server refuses before the application,
     # still with the envelope.
-    body = assert_envelope(*request(base, "GET", f"{PATH}?{auth};x={'a' * 40000}"),
-                           allowed=("431",))
-    assert body["responses"] == [{"code": "431", "key": "", "message":
-                                  "Request Header Fields Too Large: exceeds max_header of "
-                                  "32768."}]
-    body = assert_envelope(*request(base, "GET", f"{PATH}?{auth}",
-                                    headers={f"X-{i}": "v" * 100 for i in range(400)}),
-                           allowed=("431",))
+    body = assert_envelope(
+        *request(base, "GET", f"{PATH}?{auth};x={'a' * 40000}"), allowed=("431",)
+    )
+    assert body["responses"] == [
+        {
+            "code": "431",
+            "key": "",
+            "message": "Request Header Fields Too Large: exceeds max_header of 32768.",
+        }
+    ]
+    body = assert_envelope(
+        *request(base, "GET", f"{PATH}?{auth}", headers={f"X-{i}": "v" * 100 for i in range(400)}),
+        allowed=("431",),
+    )
 
 
 def raw_exchange(base: str, data: bytes) -> bytes:
@@ -138,8 +188,7 @@ BROKEN = {
     b"\r\n\r\n": "501",
     b"GET /api/json/calls/active/list/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
     b"\r\n\r\nzz\r\n\r\n": "400",
-    b"POST /api/json/calls/active/list/ HTTP/1.1\r\nHost: x\r\nContent-Length: abc"
-    b"\r\n\r\n": "400",
+    b"POST /api/json/calls/active/list/ HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n": "400",
     b"GET /api/json/calls/active/list/ HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n": "400",
     b"GET /api/json/calls/active/list/ HTTP/1.1\r\nHost: x\r\nX-Key: auth_password=secret"
     b"\rx\r\n\r\n": "400",
@@ -155,15 +204,18 @@ def test_requests_the_server_refuses_get_the_envelope(service):
         assert "secret" not in body["responses"][0]["message"]
 
 
-@given(line=st.binary(min_size=1, max_size=60).filter(lambda b: b"\r\n" not in b),
-       header=st.binary(max_size=60).filter(lambda b: b"\r\n" not in b))
+@given(
+    line=st.binary(min_size=1, max_size=60).filter(lambda b: b"\r\n" not in b),
+    header=st.binary(max_size=60).filter(lambda b: b"\r\n" not in b),
+)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_garbage_request_heads_get_the_envelope_or_nothing(service, line, header):
     _, base = service
     answer = raw_exchange(base, line + b"\r\n" + header + b"\r\n\r\n")
     if answer:  # a head waitress cannot even frame may be dropped; never a page of text
-        assert_envelope(*parse_raw(answer), allowed=("200", "400", "401", "404", "405",
-                                                     "413", "431", "501"))
+        assert_envelope(
+            *parse_raw(answer), allowed=("200", "400", "401", "404", "405", "413", "431", "501")
+        )
 
 
 def test_unknown_methods_bodies_on_get_and_malformed_forms(service):
@@ -172,15 +224,31 @@ def test_unknown_methods_bodies_on_get_and_malformed_forms(service):
         body = assert_envelope(*request(base, method, PATH))
         assert body["responses"][0]["code"] == "405"
     auth = "auth_username=admin&auth_password=admin-pass"
-    body = assert_envelope(*request(base, "GET", f"{PATH}?{auth}", b"names=1&count=1",
-                                    {"Content-Type": "application/x-www-form-urlencoded"}))
+    body = assert_envelope(
+        *request(
+            base,
+            "GET",
+            f"{PATH}?{auth}",
+            b"names=1&count=1",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    )
     assert isinstance(body["data"], list)  # a body on GET is ignored
     for form in (b"\xff\xfe\x00garbage", b"auth_username", b"&&&=;=;", b"%%%%"):
-        assert_envelope(*request(base, "POST", PATH, form,
-                                 {"Content-Type": "application/x-www-form-urlencoded"}))
-    body = assert_envelope(*request(base, "POST", PATH, b"x" * 70000,
-                                    {"Content-Type": "application/x-www-form-urlencoded"}))
+        assert_envelope(
+            *request(
+                base, "POST", PATH, form, {"Content-Type": "application/x-www-form-urlencoded"}
+            )
+        )
+    body = assert_envelope(
+        *request(
+            base, "POST", PATH, b"x" * 70000, {"Content-Type": "application/x-www-form-urlencoded"}
+        )
+    )
     assert body["responses"][0]["code"] == "413"
-    body = assert_envelope(*request(base, "POST", PATH, json.dumps(GOOD).encode(),
-                                    {"Content-Type": "application/json"}))
+    body = assert_envelope(
+        *request(
+            base, "POST", PATH, json.dumps(GOOD).encode(), {"Content-Type": "application/json"}
+        )
+    )
     assert body["responses"][0]["code"] == "401"  # a JSON body is not a form: no credentials

@@ -40,13 +40,13 @@ def test_names_and_scope_follow_provisioning_at_once(rt, app):
     insert_legs(rt, [leg("c.1", "c.1", 100, scustomer=3, dnumber="0207946000")])
     assert get(app, names="1")["data"][0]["dnumber_name"] == "Dentist"
     with rt.sessions.begin() as session:
-        provisioning.apply(session, {"directory": [
-            {"customer": 3, "number": "0207946000", "name": "Dr Who"}]})
+        provisioning.apply(
+            session, {"directory": [{"customer": 3, "number": "0207946000", "name": "Dr Who"}]}
+        )
     assert get(app, names="1")["data"][0]["dnumber_name"] == "Dr Who"
     assert ids(get(app, as_="reseller", customer="recursive")) == ["c.1"]
     with rt.sessions.begin() as session:  # Acme moves to Reseller B
-        provisioning.apply(session, {"customers": [{"id": 3, "name": "Acme Ltd",
-                                                    "parent": 6}]})
+        provisioning.apply(session, {"customers": [{"id": 3, "name": "Acme Ltd", "parent": 6}]})
     assert ids(get(app, as_="reseller", customer="recursive")) == []
 
 

@@ -12,9 +12,15 @@ def acme_where(**want):
     return [u for u in ACME if all(BY_ID[u][k] == v for k, v in want.items())]
 
 
-@pytest.mark.parametrize("direction,wanted", [
-    ("in", ("in",)), ("out", ("out",)), ("internal", ("internal",)), ("in_out", ("in", "out")),
-])
+@pytest.mark.parametrize(
+    "direction,wanted",
+    [
+        ("in", ("in",)),
+        ("out", ("out",)),
+        ("internal", ("internal",)),
+        ("in_out", ("in", "out")),
+    ],
+)
 def test_direction_filters_legs(calls, direction, wanted):
     got = ids(get(calls, direction=direction))
     assert got == [u for u in ACME if BY_ID[u]["direction"] in wanted]
@@ -42,10 +48,17 @@ def test_callid_of_another_tenants_call_is_empty(calls):
     assert ids(get(calls, callid="150.1")) == []
 
 
-@pytest.mark.parametrize("param,value", [
-    ("stype", "external"), ("stype", "phone"), ("stype", ""), ("ctype", "forward"),
-    ("dtype", "phone"), ("dtype", "external"),
-])
+@pytest.mark.parametrize(
+    "param,value",
+    [
+        ("stype", "external"),
+        ("stype", "phone"),
+        ("stype", ""),
+        ("ctype", "forward"),
+        ("dtype", "phone"),
+        ("dtype", "external"),
+    ],
+)
 def test_type_filters_are_exact(calls, param, value):
     got = ids(get(calls, as_="reseller", recursive="1", **{param: value}))
     expected = visible_to(2, 3, 4, 5)
@@ -58,27 +71,35 @@ def test_type_filter_does_not_match_part_of_a_type(calls):
     assert ids(get(calls, stype="ext")) == []
 
 
-@pytest.mark.parametrize("param,mode,value,column", [
-    ("snumber", None, "794", "snumber"),
-    ("snumber", "contains", "794", "snumber"),
-    ("snumber", "exact", "1001", "snumber"),
-    ("snumber", "starts", "02", "snumber"),
-    ("snumber", "ends", "02", "snumber"),
-    ("cnumber", "exact", "1002", "cnumber"),
-    ("cnumber", "starts", "020", "cnumber"),
-    ("cnumber", "ends", "6000", "cnumber"),
-    ("cnumber", "contains", "111", "cnumber"),
-    ("dnumber", "exact", "1001", "dnumber"),
-    ("dnumber", "starts", "1", "dnumber"),
-    ("dnumber", "ends", "2", "dnumber"),
-    ("dnumber", "contains", "946", "dnumber"),
-])
+@pytest.mark.parametrize(
+    "param,mode,value,column",
+    [
+        ("snumber", None, "794", "snumber"),
+        ("snumber", "contains", "794", "snumber"),
+        ("snumber", "exact", "1001", "snumber"),
+        ("snumber", "starts", "02", "snumber"),
+        ("snumber", "ends", "02", "snumber"),
+        ("cnumber", "exact", "1002", "cnumber"),
+        ("cnumber", "starts", "020", "cnumber"),
+        ("cnumber", "ends", "6000", "cnumber"),
+        ("cnumber", "contains", "111", "cnumber"),
+        ("dnumber", "exact", "1001", "dnumber"),
+        ("dnumber", "starts", "1", "dnumber"),
+        ("dnumber", "ends", "2", "dnumber"),
+        ("dnumber", "contains", "946", "dnumber"),
+    ],
+)
 def test_number_filters_with_every_match_mode(calls, param, mode, value, column):
     params = {param: value}
     if mode:
         params[param[0] + "match"] = mode
-    match = {None: str.__contains__, "contains": str.__contains__, "exact": str.__eq__,
-             "starts": str.startswith, "ends": str.endswith}[mode]
+    match = {
+        None: str.__contains__,
+        "contains": str.__contains__,
+        "exact": str.__eq__,
+        "starts": str.startswith,
+        "ends": str.endswith,
+    }[mode]
     got = ids(get(calls, **params))
     assert got == [u for u in ACME if match(BY_ID[u][column], value)]
     assert got
@@ -98,14 +119,17 @@ def test_like_wildcards_in_filters_are_literal(calls, value):
     assert ids(get(calls, callername_number=value)) == []
 
 
-@pytest.mark.parametrize("mode,value,expected", [
-    (None, "acme", ["100.1", "100.2", "170.1", "170.2"]),     # callername_external, any case
-    ("contains", "JONES", ["120.1", "120.2"]),
-    ("exact", "Alice", ["100.1", "100.2", "170.1", "170.2"]),
-    ("exact", "alice", []),
-    ("starts", "dent", ["110.1"]),
-    ("ends", "ltd", ["100.1", "100.2", "170.1", "170.2"]),
-])
+@pytest.mark.parametrize(
+    "mode,value,expected",
+    [
+        (None, "acme", ["100.1", "100.2", "170.1", "170.2"]),  # callername_external, any case
+        ("contains", "JONES", ["120.1", "120.2"]),
+        ("exact", "Alice", ["100.1", "100.2", "170.1", "170.2"]),
+        ("exact", "alice", []),
+        ("starts", "dent", ["110.1"]),
+        ("ends", "ltd", ["100.1", "100.2", "170.1", "170.2"]),
+    ],
+)
 def test_callername_number_matches_either_caller_name(calls, mode, value, expected):
     params = {"callername_number": value}
     if mode:
@@ -119,8 +143,20 @@ def test_invalid_match_mode_is_400_keyed_by_its_name(calls, param, value):
     assert errors(get(calls, **{param: value})) == [("400", param)]
 
 
-@pytest.mark.parametrize("param", ["snumber", "cnumber", "dnumber", "callername_number",
-                                   "stype", "ctype", "dtype", "callid", "phone"])
+@pytest.mark.parametrize(
+    "param",
+    [
+        "snumber",
+        "cnumber",
+        "dnumber",
+        "callername_number",
+        "stype",
+        "ctype",
+        "dtype",
+        "callid",
+        "phone",
+    ],
+)
 def test_overlong_or_nul_filter_value_is_400(calls, param):
     assert errors(get(calls, **{param: "1" * 256})) == [("400", param)]
     assert errors(get(calls, **{param: "a\x00b"})) == [("400", param)]
@@ -139,10 +175,17 @@ def test_phone_narrows_but_never_widens_the_scope(calls):
     assert ids(get(calls, as_="reseller", phone="PJSIP/alice")) == []
 
 
-@pytest.mark.parametrize("who,phone", [
-    ("acme", "PJSIP/nobody"), ("acme", "9999"), ("beta", "PJSIP/alice"),
-    ("reseller", "PJSIP/erin"), ("reseller", "3001"), ("acme", "PJSIP/trunk1"),
-])
+@pytest.mark.parametrize(
+    "who,phone",
+    [
+        ("acme", "PJSIP/nobody"),
+        ("acme", "9999"),
+        ("beta", "PJSIP/alice"),
+        ("reseller", "PJSIP/erin"),
+        ("reseller", "3001"),
+        ("acme", "PJSIP/trunk1"),
+    ],
+)
 def test_unknown_or_invisible_phone_is_400(calls, who, phone):
     assert errors(get(calls, as_=who, phone=phone)) == [("400", "phone")]
 
@@ -152,14 +195,23 @@ def test_empty_phone_means_not_set(calls):
 
 
 def test_filters_combine(calls):
-    assert ids(get(calls, direction="internal", phone="1001", dnumber="2001",
-                   dmatch="exact")) == ["170.1", "170.2"]
+    assert ids(get(calls, direction="internal", phone="1001", dnumber="2001", dmatch="exact")) == [
+        "170.1",
+        "170.2",
+    ]
 
 
-@pytest.mark.parametrize("params", [
-    {}, {"direction": "in"}, {"recursive": "1"}, {"callid": "nope"}, {"names": "1"},
-    {"sort": "dnumber", "descending": "1"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"direction": "in"},
+        {"recursive": "1"},
+        {"callid": "nope"},
+        {"names": "1"},
+        {"sort": "dnumber", "descending": "1"},
+    ],
+)
 def test_count_is_the_number_of_legs_the_list_would_return(calls, params):
     assert get(calls, count="1", **params)["data"] == {"count": len(ids(get(calls, **params)))}
 

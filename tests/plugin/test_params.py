@@ -5,8 +5,20 @@ import pytest
 from tests.plugin.conftest import BY_ID, errors, get, ids, visible_to
 
 EVERYTHING = list(BY_ID)
-SORTS = ["cnumber", "ctype", "direction", "dnumber", "dtype", "machine", "peer", "scustomer",
-         "snumber", "stype", "uniqueid", "start"]
+SORTS = [
+    "cnumber",
+    "ctype",
+    "direction",
+    "dnumber",
+    "dtype",
+    "machine",
+    "peer",
+    "scustomer",
+    "snumber",
+    "stype",
+    "uniqueid",
+    "start",
+]
 
 
 def system(calls, **params):
@@ -36,8 +48,9 @@ def test_ties_on_the_sort_field_are_broken_by_start(calls):
     assert got == [u for u in visible_to(3) if u != "210.1"] + ["210.1"]
 
 
-@pytest.mark.parametrize("sort", ["", "START", "name", "start;", "legs.start", "id",
-                                  "callername_internal", "start desc"])
+@pytest.mark.parametrize(
+    "sort", ["", "START", "name", "start;", "legs.start", "id", "callername_internal", "start desc"]
+)
 def test_invalid_sort_is_400(calls, sort):
     assert errors(get(calls, sort=sort)) == [("400", "sort")]
 
@@ -49,12 +62,38 @@ def test_flags_accept_only_0_or_1(calls, param, value):
 
 
 def test_every_invalid_parameter_gets_its_own_entry(calls):
-    envelope = get(calls, customer="x", recursive="2", direction="up", sort="name",
-                   descending="y", names="z", count="n", smatch="a", cmatch="b", dmatch="c",
-                   callername_match="d", phone="PJSIP/nobody")
-    assert errors(envelope) == [("400", key) for key in (
-        "recursive", "descending", "names", "count", "customer", "direction", "sort", "smatch",
-        "cmatch", "dmatch", "callername_match", "phone")]
+    envelope = get(
+        calls,
+        customer="x",
+        recursive="2",
+        direction="up",
+        sort="name",
+        descending="y",
+        names="z",
+        count="n",
+        smatch="a",
+        cmatch="b",
+        dmatch="c",
+        callername_match="d",
+        phone="PJSIP/nobody",
+    )
+    assert errors(envelope) == [
+        ("400", key)
+        for key in (
+            "recursive",
+            "descending",
+            "names",
+            "count",
+            "customer",
+            "direction",
+            "sort",
+            "smatch",
+            "cmatch",
+            "dmatch",
+            "callername_match",
+            "phone",
+        )
+    ]
     assert all(r["message"] for r in envelope["responses"])
 
 
@@ -67,7 +106,14 @@ def test_unknown_parameters_are_ignored(calls):
 
 
 def test_post_takes_the_same_parameters(calls):
-    resp = calls.post("/api/json/calls/active/list/", {
-        "auth_username": "acme", "auth_password": "acme-pass", "direction": "in",
-        "sort": "uniqueid", "descending": "1"})
+    resp = calls.post(
+        "/api/json/calls/active/list/",
+        {
+            "auth_username": "acme",
+            "auth_password": "acme-pass",
+            "direction": "in",
+            "sort": "uniqueid",
+            "descending": "1",
+        },
+    )
     assert ids(resp.json) == ["110.2", "110.1"]

@@ -23,16 +23,39 @@ NUMBERS = ["100", "101", "200", "%", "_", "1_0", ""]
 PASSWORD = "pw"
 VALID = {
     "customer": ["all", "recursive", "system", "1", "2", "3", "5", "8", "99", ""],
-    "recursive": ["0", "1"], "descending": ["0", "1"], "names": ["0", "1"], "count": ["0", "1"],
+    "recursive": ["0", "1"],
+    "descending": ["0", "1"],
+    "names": ["0", "1"],
+    "count": ["0", "1"],
     "direction": ["", "in", "internal", "in_out", "out"],
-    "sort": ["cnumber", "ctype", "direction", "dnumber", "dtype", "machine", "peer",
-             "scustomer", "snumber", "stype", "uniqueid", "start"],
-    "callid": ["c0", "c1", ""], "stype": ["phone", "external", ""], "ctype": ["", "x"],
-    "dtype": ["phone", "external"], "snumber": NUMBERS, "cnumber": NUMBERS, "dnumber": NUMBERS,
+    "sort": [
+        "cnumber",
+        "ctype",
+        "direction",
+        "dnumber",
+        "dtype",
+        "machine",
+        "peer",
+        "scustomer",
+        "snumber",
+        "stype",
+        "uniqueid",
+        "start",
+    ],
+    "callid": ["c0", "c1", ""],
+    "stype": ["phone", "external", ""],
+    "ctype": ["", "x"],
+    "dtype": ["phone", "external"],
+    "snumber": NUMBERS,
+    "cnumber": NUMBERS,
+    "dnumber": NUMBERS,
     "callername_number": ["a", "%", "B"],
-    "smatch": ["contains", "exact", "starts", "ends", ""], "cmatch": ["exact", "ends"],
-    "dmatch": ["starts"], "callername_match": ["exact", "contains"],
-    "phone": ["PJSIP/l0", "PJSIP/l1", "100", "200", ""], "junk": ["1"],
+    "smatch": ["contains", "exact", "starts", "ends", ""],
+    "cmatch": ["exact", "ends"],
+    "dmatch": ["starts"],
+    "callername_match": ["exact", "contains"],
+    "phone": ["PJSIP/l0", "PJSIP/l1", "100", "200", ""],
+    "junk": ["1"],
 }
 
 
@@ -41,17 +64,31 @@ def worlds(draw):
     size = draw(st.integers(1, 7))
     parents = {1: None} | {c: draw(st.integers(1, c - 1)) for c in range(2, size + 1)}
     customer = st.sampled_from([0, 99, *parents])
-    legs = [leg(f"u{i}", draw(st.sampled_from(["c0", "c1", "c2"])), draw(st.integers(0, 3)),
-                scustomer=draw(customer), dcustomer=draw(customer),
-                snumber=draw(st.sampled_from(NUMBERS)), dnumber=draw(st.sampled_from(NUMBERS)),
-                stype=draw(st.sampled_from(["phone", "external", ""])),
-                direction=draw(st.sampled_from(["in", "out", "internal"])),
-                callername_internal=draw(st.sampled_from(["Ab", "b%", ""])),
-                machine=draw(st.integers(1, 2)))
-            for i in range(draw(st.integers(0, 12)))]
-    lines = [{"endpoint": f"PJSIP/l{i}", "customer_id": draw(st.sampled_from(list(parents))),
-              "number": draw(st.sampled_from(["100", "200"])), "name": f"line {i}"}
-             for i in range(draw(st.integers(0, 3)))]
+    legs = [
+        leg(
+            f"u{i}",
+            draw(st.sampled_from(["c0", "c1", "c2"])),
+            draw(st.integers(0, 3)),
+            scustomer=draw(customer),
+            dcustomer=draw(customer),
+            snumber=draw(st.sampled_from(NUMBERS)),
+            dnumber=draw(st.sampled_from(NUMBERS)),
+            stype=draw(st.sampled_from(["phone", "external", ""])),
+            direction=draw(st.sampled_from(["in", "out", "internal"])),
+            callername_internal=draw(st.sampled_from(["Ab", "b%", ""])),
+            machine=draw(st.integers(1, 2)),
+        )
+        for i in range(draw(st.integers(0, 12)))
+    ]
+    lines = [
+        {
+            "endpoint": f"PJSIP/l{i}",
+            "customer_id": draw(st.sampled_from(list(parents))),
+            "number": draw(st.sampled_from(["100", "200"])),
+            "name": f"line {i}",
+        }
+        for i in range(draw(st.integers(0, 3)))
+    ]
     roles = {c: draw(st.sampled_from(ROLES)) for c in parents}
     return parents, roles, lines, legs
 
@@ -66,8 +103,9 @@ parameters = st.dictionaries(
 
 @pytest.fixture(scope="module")
 def world_app(tmp_path_factory):
-    built = runtime.build(config_mod.load(str(write_config(tmp_path_factory.mktemp("prop")))),
-                          record=False)
+    built = runtime.build(
+        config_mod.load(str(write_config(tmp_path_factory.mktemp("prop")))), record=False
+    )
     # One hash for every person: the authenticator verifies it once per username, then caches.
     built.password_hash = hash_password(PASSWORD)
     yield built, webtest.TestApp(built.app)
@@ -76,19 +114,42 @@ def world_app(tmp_path_factory):
 
 def load_world(rt, parents, roles, lines, legs) -> None:
     with rt.sessions.begin() as session:
-        for table in ("legs", "people", "lines", "numbers", "directory", "customer_tree",
-                      "customers"):
+        for table in (
+            "legs",
+            "people",
+            "lines",
+            "numbers",
+            "directory",
+            "customer_tree",
+            "customers",
+        ):
             session.execute(delete(models.Base.metadata.tables[table]))
-        session.execute(insert(models.Customer.__table__), [
-            {"id": c, "parent_id": p, "name": f"c{c}"} for c, p in parents.items()])
-        session.execute(insert(models.Person.__table__), [
-            {"username": f"p{c}", "password_hash": rt.password_hash, "customer_id": c,
-             "role": roles[c], "enabled": True} for c in parents])
+        session.execute(
+            insert(models.Customer.__table__),
+            [{"id": c, "parent_id": p, "name": f"c{c}"} for c, p in parents.items()],
+        )
+        session.execute(
+            insert(models.Person.__table__),
+            [
+                {
+                    "username": f"p{c}",
+                    "password_hash": rt.password_hash,
+                    "customer_id": c,
+                    "role": roles[c],
+                    "enabled": True,
+                }
+                for c in parents
+            ],
+        )
         if lines:
             session.execute(insert(models.Line.__table__), lines)
-        session.execute(insert(models.DirectoryEntry.__table__), [
-            {"customer_id": None, "number": "100", "name": "global"},
-            {"customer_id": max(parents), "number": "100", "name": "deepest"}])
+        session.execute(
+            insert(models.DirectoryEntry.__table__),
+            [
+                {"customer_id": None, "number": "100", "name": "global"},
+                {"customer_id": max(parents), "number": "100", "name": "deepest"},
+            ],
+        )
         provisioning.rebuild_customer_tree(session)
     if legs:
         insert_legs(rt, legs)
@@ -99,20 +160,25 @@ def subtree(parents: dict[int, int | None], top: int) -> set[int]:
         while c is not None:
             yield c
             c = parents[c]
+
     return {c for c in parents if top in chain(c)}
 
 
-@settings(max_examples=100, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(world=worlds(), who=st.integers(1, 7), params=parameters)
-def test_any_request_is_a_well_formed_envelope_without_foreign_legs(world_app, world, who,
-                                                                    params):
+def test_any_request_is_a_well_formed_envelope_without_foreign_legs(world_app, world, who, params):
     rt, app = world_app
     parents, roles, lines, legs = world
     who = min(who, max(parents))
     load_world(rt, parents, roles, lines, legs)
-    query = ";".join([f"auth_username=p{who}", f"auth_password={PASSWORD}"]
-                     + [f"{k}={quote(v, safe='')}" for k, v in params.items()])
+    query = ";".join(
+        [f"auth_username=p{who}", f"auth_password={PASSWORD}"]
+        + [f"{k}={quote(v, safe='')}" for k, v in params.items()]
+    )
     resp = app.get(LIST + "?" + query)
     assert resp.status_int == 200
     envelope = json.loads(resp.body)
@@ -125,8 +191,9 @@ def test_any_request_is_a_well_formed_envelope_without_foreign_legs(world_app, w
         assert "data" not in envelope
         return
     mine = subtree(parents, who)
-    allowed = {r["uniqueid"] for r in legs
-               if who == 1 or r["scustomer"] in mine or r["dcustomer"] in mine}
+    allowed = {
+        r["uniqueid"] for r in legs if who == 1 or r["scustomer"] in mine or r["dcustomer"] in mine
+    }
     data = envelope["data"]
     if isinstance(data, dict):
         assert set(data) == {"count"} and 0 <= data["count"] <= len(allowed)
@@ -135,5 +202,4 @@ def test_any_request_is_a_well_formed_envelope_without_foreign_legs(world_app, w
     assert len(got) == len(set(got))
     assert set(got) <= allowed
     if not params:  # the default view: exactly the legs of the person's own customer
-        assert set(got) == {r["uniqueid"] for r in legs if who in (r["scustomer"],
-                                                                    r["dcustomer"])}
+        assert set(got) == {r["uniqueid"] for r in legs if who in (r["scustomer"], r["dcustomer"])}

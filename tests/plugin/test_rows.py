@@ -83,16 +83,47 @@ def test_a_customers_own_view_gets_the_same_names(calls):
 def shared_extension(rt, app):
     """Acme and Gamma both have an extension 4000; one Acme leg dials it."""
     with rt.engine.begin() as conn:
-        conn.execute(insert(Line.__table__), [
-            {"endpoint": "PJSIP/g4000", "customer_id": 7, "number": "4000", "name": "Gamma 4000"},
-            {"endpoint": "PJSIP/a4000", "customer_id": 3, "number": "4000", "name": "Acme 4000"},
-        ])
-        conn.execute(insert(DirectoryEntry.__table__), [
-            {"customer_id": None, "number": "4001", "name": "Global 4001"},
-            {"customer_id": 7, "number": "4001", "name": "Gamma 4001"},
-        ])
-    insert_legs(rt, [leg("1.1", "1.1", 1, stype="phone", snumber="1001", scustomer=3,
-                         cnumber="4001", dnumber="4000", dtype="phone", dcustomer=3)])
+        conn.execute(
+            insert(Line.__table__),
+            [
+                {
+                    "endpoint": "PJSIP/g4000",
+                    "customer_id": 7,
+                    "number": "4000",
+                    "name": "Gamma 4000",
+                },
+                {
+                    "endpoint": "PJSIP/a4000",
+                    "customer_id": 3,
+                    "number": "4000",
+                    "name": "Acme 4000",
+                },
+            ],
+        )
+        conn.execute(
+            insert(DirectoryEntry.__table__),
+            [
+                {"customer_id": None, "number": "4001", "name": "Global 4001"},
+                {"customer_id": 7, "number": "4001", "name": "Gamma 4001"},
+            ],
+        )
+    insert_legs(
+        rt,
+        [
+            leg(
+                "1.1",
+                "1.1",
+                1,
+                stype="phone",
+                snumber="1001",
+                scustomer=3,
+                cnumber="4001",
+                dnumber="4000",
+                dtype="phone",
+                dcustomer=3,
+            )
+        ],
+    )
     return app
 
 
@@ -110,15 +141,31 @@ def test_seed_request_with_no_live_legs_is_an_empty_list(app):
 def test_an_empty_directory_name_still_wins_over_later_rules(rt, app):
     """Only a missing entry falls through: a customer's entry named "" is its name."""
     with rt.engine.begin() as conn:
-        conn.execute(insert(DirectoryEntry.__table__), [
-            {"customer_id": None, "number": "4002", "name": "Global 4002"},
-            {"customer_id": 3, "number": "4002", "name": ""},
-            {"customer_id": None, "number": "4003", "name": "First"},
-            {"customer_id": None, "number": "4003x", "name": "Other number"},
-        ])
-    insert_legs(rt, [leg("2.1", "2.1", 1, snumber="4003", scustomer=3, cnumber="4002",
-                         dnumber="4002", dcustomer=3),
-                     leg("2.2", "2.2", 2, snumber="4002", scustomer=3, dnumber="4003")])
+        conn.execute(
+            insert(DirectoryEntry.__table__),
+            [
+                {"customer_id": None, "number": "4002", "name": "Global 4002"},
+                {"customer_id": 3, "number": "4002", "name": ""},
+                {"customer_id": None, "number": "4003", "name": "First"},
+                {"customer_id": None, "number": "4003x", "name": "Other number"},
+            ],
+        )
+    insert_legs(
+        rt,
+        [
+            leg(
+                "2.1",
+                "2.1",
+                1,
+                snumber="4003",
+                scustomer=3,
+                cnumber="4002",
+                dnumber="4002",
+                dcustomer=3,
+            ),
+            leg("2.2", "2.2", 2, snumber="4002", scustomer=3, dnumber="4003"),
+        ],
+    )
     rows = {r["uniqueid"]: r for r in get(app, names="1")["data"]}
     assert (rows["2.1"]["snumber_name"], rows["2.1"]["cnumber_name"]) == ("First", "")
     assert (rows["2.2"]["snumber_name"], rows["2.2"]["dnumber_name"]) == ("", "First")

@@ -10,8 +10,7 @@ ACME = visible_to(3)
 def test_seed_request_verbatim_lists_own_customers_legs(calls):
     resp = calls.get("/api/json/calls/active/list/?auth_username=acme;auth_password=acme-pass")
     assert ids(resp.json) == ACME
-    assert ACME == ["100.1", "100.2", "110.1", "110.2", "120.1", "120.2", "170.1", "170.2",
-                    "210.1"]
+    assert ACME == ["100.1", "100.2", "110.1", "110.2", "120.1", "120.2", "170.1", "170.2", "210.1"]
 
 
 def test_customer_sees_a_call_to_another_tenant_and_that_tenant_sees_it_too(calls):
@@ -27,11 +26,14 @@ def test_customer_does_not_see_sub_customer_legs_without_recursive(calls):
     assert "180.1" not in ids(get(calls))
 
 
-@pytest.mark.parametrize("who,expected", [
-    ("acme", visible_to(3, 5)),
-    ("reseller", visible_to(2, 3, 4, 5)),
-    ("gamma", visible_to(7)),
-])
+@pytest.mark.parametrize(
+    "who,expected",
+    [
+        ("acme", visible_to(3, 5)),
+        ("reseller", visible_to(2, 3, 4, 5)),
+        ("gamma", visible_to(7)),
+    ],
+)
 def test_recursive_1_adds_every_customer_under_own(calls, who, expected):
     assert ids(get(calls, as_=who, recursive="1")) == expected
 
@@ -56,29 +58,40 @@ def test_customer_id_with_recursive_includes_its_descendants(calls):
     assert ids(get(calls, as_="reseller", customer="3", recursive="1")) == visible_to(3, 5)
 
 
-@pytest.mark.parametrize("who,customer", [
-    ("acme", "4"),       # sibling
-    ("acme", "2"),       # own parent
-    ("acme", "1"),       # the root
-    ("reseller", "7"),   # another reseller's customer
-    ("reseller", "6"),   # another reseller
-    ("beta", "3"),
-    ("acme", "999"),     # unknown
-    ("acme", "0"),
-])
+@pytest.mark.parametrize(
+    "who,customer",
+    [
+        ("acme", "4"),  # sibling
+        ("acme", "2"),  # own parent
+        ("acme", "1"),  # the root
+        ("reseller", "7"),  # another reseller's customer
+        ("reseller", "6"),  # another reseller
+        ("beta", "3"),
+        ("acme", "999"),  # unknown
+        ("acme", "0"),
+    ],
+)
 def test_customer_outside_own_subtree_is_400_customer(calls, who, customer):
     assert errors(get(calls, as_=who, customer=customer)) == [("400", "customer")]
 
 
-@pytest.mark.parametrize("customer", ["", "abc", "-1", "3.0", " 3", "3 ", "+3", "٣", "ALL",
-                                      "1" * 30, "3;4"])
+@pytest.mark.parametrize(
+    "customer", ["", "abc", "-1", "3.0", " 3", "3 ", "+3", "٣", "ALL", "1" * 30, "3;4"]
+)
 def test_customer_that_is_not_an_id_or_keyword_is_400(calls, customer):
     assert errors(get(calls, customer=customer)) == [("400", "customer")]
 
 
 def test_reseller_cannot_see_sibling_customer_calls(calls):
-    for params in ({}, {"customer": "all"}, {"customer": "recursive"}, {"recursive": "1"},
-                   {"callid": "150.1"}, {"phone": "3001"}, {"snumber": "3001"}):
+    for params in (
+        {},
+        {"customer": "all"},
+        {"customer": "recursive"},
+        {"recursive": "1"},
+        {"callid": "150.1"},
+        {"phone": "3001"},
+        {"snumber": "3001"},
+    ):
         envelope = get(calls, as_="reseller", **params)
         if "data" in envelope:
             assert "150.1" not in ids(envelope), params
@@ -128,9 +141,15 @@ def test_system_owner_default_view_is_its_own_customer(calls):
 @pytest.mark.parametrize("who", ["reseller", "acme", "beta", "gamma", "wall"])
 def test_system_is_402_for_everyone_but_the_system_owner(calls, who):
     envelope = get(calls, as_=who, customer="system")
-    assert envelope == {"responses": [{"code": "402", "key": "customer",
-                                       "message": "Only the system owner may list the whole "
-                                       "system."}]}
+    assert envelope == {
+        "responses": [
+            {
+                "code": "402",
+                "key": "customer",
+                "message": "Only the system owner may list the whole system.",
+            }
+        ]
+    }
 
 
 def test_system_402_wins_over_other_invalid_parameters(calls):
@@ -141,14 +160,17 @@ def test_system_ignores_recursive(calls):
     assert ids(get(calls, as_="admin", customer="system", recursive="1")) == list(BY_ID)
 
 
-@pytest.mark.parametrize("who,expected", [
-    ("admin", visible_to(1)),        # system owner
-    ("reseller", visible_to(2)),     # reseller
-    ("wall", visible_to(2)),         # wallboard: telephone line reports only
-    ("acme", visible_to(3)),         # administrator
-    ("beta", visible_to(4)),         # user
-    ("gamma", visible_to(7)),        # callshop
-])
+@pytest.mark.parametrize(
+    "who,expected",
+    [
+        ("admin", visible_to(1)),  # system owner
+        ("reseller", visible_to(2)),  # reseller
+        ("wall", visible_to(2)),  # wallboard: telephone line reports only
+        ("acme", visible_to(3)),  # administrator
+        ("beta", visible_to(4)),  # user
+        ("gamma", visible_to(7)),  # callshop
+    ],
+)
 def test_every_listing_role_sees_its_own_customer(calls, who, expected):
     assert ids(get(calls, as_=who)) == expected
 

@@ -83,11 +83,23 @@ def test_dialplan_overrides_set_fields_of_that_leg(sessions):
     driver = Driver(sessions)
     events = until_answered(events_of("phone_to_phone_answered"))
     alice = next(e for e in events if e["type"] == "ChannelCreated")["channel"]
-    overrides = {"PBX_DTYPE": "queue", "PBX_SCUSTOMER": "5", "PBX_DNUMBER": "800",
-                 "PBX_OVERMAX": "not-a-number", "PBX_NOSUCHFIELD": "x"}
+    overrides = {
+        "PBX_DTYPE": "queue",
+        "PBX_SCUSTOMER": "5",
+        "PBX_DNUMBER": "800",
+        "PBX_OVERMAX": "not-a-number",
+        "PBX_NOSUCHFIELD": "x",
+    }
     for variable, value in overrides.items():
-        events.append({"type": "ChannelVarset", "timestamp": "2026-11-27T06:50:00.000+0000",
-                       "variable": variable, "value": value, "channel": copy.deepcopy(alice)})
+        events.append(
+            {
+                "type": "ChannelVarset",
+                "timestamp": "2026-11-27T06:50:00.000+0000",
+                "variable": variable,
+                "value": value,
+                "channel": copy.deepcopy(alice),
+            }
+        )
     driver.feed(events)
     rows = live_rows(sessions)
     leg = rows[alice["id"]]
@@ -102,6 +114,7 @@ def test_ended_legs_keep_their_fields_and_cause_in_history(sessions):
     driver.feed(events_of("busy"))
     assert live_rows(sessions) == {}
     with sessions() as s:
-        rows = s.execute(select(LegHistory.channel, LegHistory.cause, LegHistory.stype,
-                                LegHistory.scustomer)).all()
+        rows = s.execute(
+            select(LegHistory.channel, LegHistory.cause, LegHistory.stype, LegHistory.scustomer)
+        ).all()
     assert {(r.cause, r.stype, r.scustomer) for r in rows} == {(17, "phone", 3)}

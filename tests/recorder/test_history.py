@@ -16,10 +16,19 @@ DAY = 86400.0
 
 def add_history(sessions, machine: int, ages_days: list[float]) -> None:
     with sessions.begin() as session:
-        session.execute(insert(LegHistory), [
-            dict(machine=machine, uniqueid=f"{machine}.{i}", channel=f"PJSIP/x-{i}",
-                 start=int(NOW - age * DAY) - 60, ended=NOW - age * DAY)
-            for i, age in enumerate(ages_days)])
+        session.execute(
+            insert(LegHistory),
+            [
+                dict(
+                    machine=machine,
+                    uniqueid=f"{machine}.{i}",
+                    channel=f"PJSIP/x-{i}",
+                    start=int(NOW - age * DAY) - 60,
+                    ended=NOW - age * DAY,
+                )
+                for i, age in enumerate(ages_days)
+            ],
+        )
 
 
 def remaining(sessions) -> list[str]:
@@ -28,8 +37,7 @@ def remaining(sessions) -> list[str]:
 
 
 def recorder(sessions, days: int) -> MachineRecorder:
-    return MachineRecorder(1, FakeAri("2026-11-27T06:00:00.000+0000"), sessions,
-                           history_days=days)
+    return MachineRecorder(1, FakeAri("2026-11-27T06:00:00.000+0000"), sessions, history_days=days)
 
 
 def test_old_history_of_this_machine_goes_and_the_rest_stays(sessions):
@@ -57,9 +65,18 @@ def test_the_running_recorder_prunes_at_its_sweeps(sessions):
 
     add_history(sessions, 1, [0])  # ended "now" in the test's clock: 2027, so kept
     with sessions.begin() as session:  # and one that ended 31 days before this real moment
-        session.execute(insert(LegHistory), [dict(
-            machine=1, uniqueid="old", channel="PJSIP/old", start=0,
-            ended=time.time() - 31 * DAY)])
+        session.execute(
+            insert(LegHistory),
+            [
+                dict(
+                    machine=1,
+                    uniqueid="old",
+                    channel="PJSIP/old",
+                    start=0,
+                    ended=time.time() - 31 * DAY,
+                )
+            ],
+        )
     fake = FakeAri("2026-11-27T06:00:00.000+0000")
     rec = MachineRecorder(1, fake, sessions, history_days=30, sweep_interval=0.2)
     rec.start()

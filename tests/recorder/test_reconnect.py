@@ -282,8 +282,14 @@ def test_without_channelvars_linkedid_is_read_per_new_channel_and_bridge(session
     fake = FakeAri(startup, channelvars=False)
     started(fake)
     stripped = [
-        {**e, **{k: {kk: vv for kk, vv in e[k].items() if kk != "channelvars"}
-                 for k in ("channel", "caller", "peer") if isinstance(e.get(k), dict)}}
+        {
+            **e,
+            **{
+                k: {kk: vv for kk, vv in e[k].items() if kk != "channelvars"}
+                for k in ("channel", "caller", "peer")
+                if isinstance(e.get(k), dict)
+            },
+        }
         for e in before
     ]
     # FakeAri keeps the true linkedid (from the recording) for its variable endpoint.
@@ -352,8 +358,13 @@ def test_garbage_from_the_rest_api_is_skipped_or_retried(sessions, started, capl
         return next(answers, None) or real_info()
 
     def channels():
-        return [*real_channels(), {"id": 7}, "garbage", None,
-                {"id": "x", "name": "PJSIP/x-1", "state": "Up", "creationtime": "never"}]
+        return [
+            *real_channels(),
+            {"id": 7},
+            "garbage",
+            None,
+            {"id": "x", "name": "PJSIP/x-1", "state": "Up", "creationtime": "never"},
+        ]
 
     fake.info, fake.channels = info, channels
     rec = MachineRecorder(1, fake, sessions)

@@ -19,9 +19,18 @@ from tests.recorder.conftest import Replay, history_ids, live_rows
 
 EXPECTED = Path(__file__).with_name("expected_rows.json")
 SCENARIOS = sorted(p.stem for p in RECORDINGS.glob("*.jsonl"))
-REQUIRED = {"phone_to_phone_answered", "trunk_to_phone_answered", "phone_to_trunk_answered",
-            "trunk_to_phone_cancelled", "busy", "ring_group_local", "blind_transfer",
-            "attended_transfer", "mixmonitor", "restricted_presentation"}
+REQUIRED = {
+    "phone_to_phone_answered",
+    "trunk_to_phone_answered",
+    "phone_to_trunk_answered",
+    "trunk_to_phone_cancelled",
+    "busy",
+    "ring_group_local",
+    "blind_transfer",
+    "attended_transfer",
+    "mixmonitor",
+    "restricted_presentation",
+}
 
 
 def replay_rows(sessions, name: str) -> dict[str, dict[str, dict]]:
@@ -32,8 +41,11 @@ def replay_rows(sessions, name: str) -> dict[str, dict[str, dict]]:
         if label is not None:
             moments[label] = live_rows(sessions)
     assert live_rows(sessions) == {}, "legs left after hangup"
-    created = {r["data"]["channel"]["id"] for r in replay.records
-               if r["type"] == "event" and r["data"]["type"] == "ChannelCreated"}
+    created = {
+        r["data"]["channel"]["id"]
+        for r in replay.records
+        if r["type"] == "event" and r["data"]["type"] == "ChannelCreated"
+    }
     assert created <= history_ids(sessions)
     return moments
 

@@ -20,8 +20,13 @@ from tests.recorder.conftest import live_rows
 from tests.recorder.test_fields import events_of
 from tests.recorder.test_reconnect import converged, wait_until
 
-SCENARIOS = ["trunk_to_phone_answered", "ring_group_local", "phone_to_trunk_answered",
-             "attended_transfer", "mixmonitor"]
+SCENARIOS = [
+    "trunk_to_phone_answered",
+    "ring_group_local",
+    "phone_to_trunk_answered",
+    "attended_transfer",
+    "mixmonitor",
+]
 
 
 def many_events(copies: int) -> list[dict]:
@@ -88,8 +93,9 @@ def test_sqlite_file_survives_kill_9_at_any_moment(sessions, tmp_path):
     for round_ in range(5):
         stream_file = tmp_path / f"stream{round_}.json"
         stream_file.write_text(json.dumps(many_events(10 + round_)))
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, url, str(stream_file)],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, url, str(stream_file)], stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.05, 0.6))
         proc.send_signal(signal.SIGKILL)
@@ -170,8 +176,9 @@ def test_full_disk_is_logged_and_recovered_from(tmp_path, caplog):
 
     mnt = tmp_path / "small"
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if done.returncode:
         pytest.fail(f"this test mounts a tmpfs and needs root: {done.stderr.strip()}")
     rec = None
@@ -199,8 +206,7 @@ def test_full_disk_is_logged_and_recovered_from(tmp_path, caplog):
         with caplog.at_level(logging.ERROR):
             for raw in before:
                 fake.emit(raw)
-            wait_until(lambda: "database or disk is full" in caplog.text,
-                       what="a clear log line")
+            wait_until(lambda: "database or disk is full" in caplog.text, what="a clear log line")
         assert live_rows(sessions) == {}
         os.remove(filler)  # the operator frees space
         wait_until(converged(sessions, fake), what="recovery")

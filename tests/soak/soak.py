@@ -105,8 +105,9 @@ def converge(pbx: PbxServer, ari: Ari, timeout: float = 60.0) -> float | None:
 
 
 def main() -> None:  # noqa: C901 - one linear script
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--rate", type=int, default=20)
     parser.add_argument("--talk", type=float, default=4.0, help="seconds per call")
@@ -125,20 +126,50 @@ def main() -> None:  # noqa: C901 - one linear script
     ari, proxy = Ari(), CuttableProxy()
     pbx = PbxServer(work / "pbx", proxy.url, f"pbxcontrol-soak-{int(time.time())}")
     pool = SippPool(work / "sipp", tag="soak")
-    report: dict = {"minutes": args.minutes, "rate": args.rate, "faults": [], "checks": [],
-                    "memory_mb": []}
+    report: dict = {
+        "minutes": args.minutes,
+        "rate": args.rate,
+        "faults": [],
+        "checks": [],
+        "memory_mb": [],
+    }
     querier = Querier(pbx)
     try:
         pbx.provision()
         pbx.start()
         calls = int(args.rate * total)
         pool.phone_answers("alice", ring_ms=200, calls=calls * 2, timeout_s=int(total + 300))
-        pool._start("carrier-uac", TRUNK_IP, [
-            "-sf", str(SIPP_DIR / "uac.xml"), "-p", str(UAC_PORT), "-mp", "6300",
-            "-s", "0201112222", "-key", "cnum", "0207946000", "-key", "cname", "Dentist",
-            "-d", str(int(args.talk * 1000)), "-r", str(args.rate),
-            "-l", str(args.rate * int(args.talk + 4)), "-cid_str", "soak-%u@%s",
-            ASTERISK_SIP], calls=calls, timeout_s=int(total + 300))
+        pool._start(
+            "carrier-uac",
+            TRUNK_IP,
+            [
+                "-sf",
+                str(SIPP_DIR / "uac.xml"),
+                "-p",
+                str(UAC_PORT),
+                "-mp",
+                "6300",
+                "-s",
+                "0201112222",
+                "-key",
+                "cnum",
+                "0207946000",
+                "-key",
+                "cname",
+                "Dentist",
+                "-d",
+                str(int(args.talk * 1000)),
+                "-r",
+                str(args.rate),
+                "-l",
+                str(args.rate * int(args.talk + 4)),
+                "-cid_str",
+                "soak-%u@%s",
+                ASTERISK_SIP,
+            ],
+            calls=calls,
+            timeout_s=int(total + 300),
+        )
         querier.start()
         t0 = time.monotonic()
         next_cut, next_check, next_mem = args.cut_every, args.check_every, 0.0
@@ -165,8 +196,9 @@ def main() -> None:  # noqa: C901 - one linear script
                 proxy.cut()
             if fault:
                 seconds = converge(pbx, ari)
-                report["faults"].append({"at_s": round(elapsed), "fault": fault,
-                                         "reconverged_s": seconds})
+                report["faults"].append(
+                    {"at_s": round(elapsed), "fault": fault, "reconverged_s": seconds}
+                )
                 print(f"{elapsed:7.0f}s {fault}: reconverged in {seconds} s", flush=True)
             if elapsed >= next_check:
                 next_check += args.check_every
@@ -178,10 +210,11 @@ def main() -> None:  # noqa: C901 - one linear script
         for chan in ari.channels():
             ari.hangup(chan["id"])
         end = converge(pbx, ari, 60)
-        report["final"] = {"reconverged_s": end, "api_legs": len(pbx.list("admin",
-                                                                          customer="system")
-                                                                 or []),
-                           "ari_channels": len(ari.channels())}
+        report["final"] = {
+            "reconverged_s": end,
+            "api_legs": len(pbx.list("admin", customer="system") or []),
+            "ari_channels": len(ari.channels()),
+        }
         exit_status = pbx.stop()
         with sqlite3.connect(work / "pbx" / "pbx.db") as db:
             report["integrity_check"] = db.execute("PRAGMA integrity_check").fetchone()[0]
@@ -206,16 +239,20 @@ def main() -> None:  # noqa: C901 - one linear script
         "max_left_over": max((c[1] for c in checks), default=0),
         "reconvergence_s": [f["reconverged_s"] for f in report["faults"]],
         "memory_first_last_max_mb": [round(mem[0], 1), round(mem[-1], 1), round(max(mem), 1)]
-        if mem else None,
+        if mem
+        else None,
         "heap_first_last_max_mb": [anon[0], anon[-1], max(anon)] if anon else None,
-        "api_ok": querier.ok, "api_errors": querier.errors, "api_unanswered": querier.unanswered,
-        "api_p50_ms": round(statistics.median(querier.latencies), 2)
-        if querier.latencies else None,
+        "api_ok": querier.ok,
+        "api_errors": querier.errors,
+        "api_unanswered": querier.unanswered,
+        "api_p50_ms": round(statistics.median(querier.latencies), 2) if querier.latencies else None,
     }
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report["summary"], indent=1))
-    print(f"final: {report['final']}, integrity: {report['integrity_check']}, "
-          f"SIGTERM exit: {report['sigterm_exit']}; details in {args.out}")
+    print(
+        f"final: {report['final']}, integrity: {report['integrity_check']}, "
+        f"SIGTERM exit: {report['sigterm_exit']}; details in {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -36,11 +36,12 @@ def upgrade() -> None:
         for action in ("INSERT", "UPDATE", "DELETE"):
             name = f"trg_{table}_{action.lower()}_bump"
             if dialect == "postgresql":
-                op.execute(f"CREATE TRIGGER {name} AFTER {action} ON {table} "
-                           "FOR EACH STATEMENT EXECUTE FUNCTION pbx_bump_api_data()")
+                op.execute(
+                    f"CREATE TRIGGER {name} AFTER {action} ON {table} "
+                    "FOR EACH STATEMENT EXECUTE FUNCTION pbx_bump_api_data()"
+                )
             else:
-                op.execute(f"CREATE TRIGGER {name} AFTER {action} ON {table} "
-                           f"BEGIN {BUMP}; END")
+                op.execute(f"CREATE TRIGGER {name} AFTER {action} ON {table} BEGIN {BUMP}; END")
 
 
 def downgrade() -> None:
