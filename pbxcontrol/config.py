@@ -10,13 +10,18 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
 _MACHINE_SECTION = re.compile(r"^asterisk:(\d+)$")
+# Marks a repeated section or key while check() keeps reading past it (a NUL never occurs in a
+# name read from a text file).
+_REPEAT = "\0"
 
 
 class ConfigError(Exception):
     """A config problem, already phrased for one line of output: file, section, key."""
 
     def __init__(self, path: str, section: str | None, key: str | None, message: str):
+        self.path, self.section, self.key, self.message = path, section, key, message
         where = path
         if section:
             where += f": [{section}]"
@@ -55,45 +60,51 @@ class Config:
     login_failures_per_address: int = 50
     login_window: float = 300.0
     plugin_sections: dict[str, dict[str, str]] = field(default_factory=dict)
+    log_format: str = "text"
 
     def plugin_section(self, name: str) -> dict[str, str]:
         return dict(self.plugin_sections.get(name, {}))
 
 
 class _Reader:
-    """Typed access to one parsed file, raising ConfigError that names file/section/key."""
+    """Typed access to one parsed file. A bad value is recorded as a ConfigError naming
+    file/section/key and replaced by its default, so one pass finds every problem."""
 
     def __init__(self, path: str, parser: configparser.ConfigParser):
         self.path = path
         self.parser = parser
+        self.problems: list[ConfigError] = []
+        self.read: set[tuple[str, str]] = set()  # (section, key) pairs the code asked for
 
-    def error(self, section: str | None, key: str | None, message: str) -> ConfigError:
-        return ConfigError(self.path, section, key, message)
+    def problem(self, section: str | None, key: str | None, message: str) -> None:
+        self.problems.append(ConfigError(self.path, section, key, message))
 
-    def get(self, section: str, key: str, default: str | None = None) -> str:
+    def required(self, section: str, key: str) -> str | None:
+        self.read.add((section, key))
         if self.parser.has_option(section, key):
             return self.parser.get(section, key).strip()
-        if default is None:
-            raise self.error(section, key, "is required")
+        self.problem(section, key, "is required")
+        return None
+
+    def get(self, section: str, key: str, default: str) -> str:
+        self.read.add((section, key))
+        if self.parser.has_option(section, key):
+            return self.parser.get(section, key).strip()
         return default
 
     def integer(
-        self,
-        section: str,
-        key: str,
-        default: int | None = None,
-        *,
-        lo: int = 0,
-        hi: int | None = None,
+        self, section: str, key: str, default: int, *, lo: int = 0, hi: int | None = None
     ) -> int:
-        raw = self.get(section, key, None if default is None else str(default))
+        raw = self.get(section, key, str(default))
         try:
             value = int(raw)
         except ValueError:
-            raise self.error(section, key, f"{raw!r} is not an integer") from None
+            self.problem(section, key, f"{raw!r} is not an integer")
+            return default
         if value < lo or (hi is not None and value > hi):
             bounds = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
-            raise self.error(section, key, f"{value} must be {bounds}")
+            self.problem(section, key, f"{value} must be {bounds}")
+            return default
         return value
 
     def number(self, section: str, key: str, default: float) -> float:
@@ -101,9 +112,11 @@ class _Reader:
         try:
             value = float(raw)
         except ValueError:
-            raise self.error(section, key, f"{raw!r} is not a number") from None
+            self.problem(section, key, f"{raw!r} is not a number")
+            return default
         if not value > 0:
-            raise self.error(section, key, f"{raw!r} must be greater than 0")
+            self.problem(section, key, f"{raw!r} must be greater than 0")
+            return default
         return value
 
     def boolean(self, section: str, key: str, default: bool) -> bool:
@@ -112,7 +125,15 @@ class _Reader:
             return True
         if raw in ("0", "no", "false", "off"):
             return False
-        raise self.error(section, key, f"{raw!r} is not a boolean (yes/no)")
+        self.problem(section, key, f"{raw!r} is not a boolean (yes/no)")
+        return default
+
+    def choice(self, section: str, key: str, default: str, choices: tuple[str, ...]) -> str:
+        raw = self.get(section, key, default)
+        if raw not in choices:
+            self.problem(section, key, f"{raw!r} is not one of {', '.join(choices)}")
+            return default
+        return raw
 
 
 def world_readable(path: str) -> bool:
@@ -136,47 +157,111 @@ def resolve_path(cli_path: str | None) -> str:
 
 
 def load(path: str, known_plugins: frozenset[str] | None = None) -> Config:
+    """The config of `path`; the first problem found is raised as ConfigError."""
+    reader, problems = _parse(path)
+    if reader is None:
+        raise problems[0]
+    config = _build(reader, known_plugins)
+    if reader.problems:
+        raise reader.problems[0]
+    return config
+
+
+def check(path: str, known_plugins: frozenset[str] | None = None) -> list[str]:
+    """Every problem in the config file at `path`, one line each ("FILE: [section] key: what"),
+    in file order where it matters; [] when `load` would accept it. Stricter than `load` in one
+    way: keys and sections pbxcontrol does not read are reported too (a typo silently falls
+    back to the default). [plugin:NAME] settings are checked by the plugin when it starts."""
+    reader, problems = _parse(path, keep_going=True)
+    if reader is None:
+        return [str(p) for p in problems]
+    _build(reader, known_plugins)
+    return [str(p) for p in problems + reader.problems + _unread(reader, known_plugins)]
+
+
+def _new_parser() -> configparser.ConfigParser:
+    # No inline comments: `password = pa ss #1` must read back as written. A comment goes on
+    # its own line, starting with ; or #.
+    return configparser.ConfigParser(
+        comment_prefixes=(";", "#"), inline_comment_prefixes=None, interpolation=None, strict=True
+    )
+
+
+def _parse(path: str, keep_going: bool = False) -> tuple[_Reader | None, list[ConfigError]]:
+    """The parsed file and the problems of its syntax. With keep_going, a repeated section or
+    key is reported, set aside under a name nobody reads, and parsing starts again."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(path, None, None, "cannot read config file: no such file")
-    parser = configparser.ConfigParser(
-        inline_comment_prefixes=(";", "#"), interpolation=None, strict=True
-    )
+        return None, [ConfigError(path, None, None, "cannot read config file: no such file")]
     try:
-        with p.open(encoding="utf-8") as fh:
-            parser.read_file(fh)
+        lines = p.read_text(encoding="utf-8").splitlines(keepends=True)
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, None, None, f"cannot read config file: {exc}") from None
-    except configparser.DuplicateOptionError as exc:
-        raise ConfigError(path, exc.section, exc.option, "is given twice") from None
-    except configparser.DuplicateSectionError as exc:
-        raise ConfigError(path, exc.section, None, "section is given twice") from None
-    except configparser.Error as exc:
-        first = str(exc).splitlines()[0]
-        raise ConfigError(path, None, None, f"not a valid INI file: {first}") from None
-    return _build(_Reader(path, parser), known_plugins)
+        return None, [ConfigError(path, None, None, f"cannot read config file: {exc}")]
+    problems: list[ConfigError] = []
+    for _ in range(len(lines) + 1):
+        parser = _new_parser()
+        try:
+            parser.read_file(lines, source=path)
+            return _Reader(path, parser), problems
+        except configparser.DuplicateSectionError as exc:
+            problems.append(ConfigError(path, exc.section, None, "section " + _twice(exc.lineno)))
+            repeated = exc.lineno
+        except configparser.DuplicateOptionError as exc:
+            problems.append(ConfigError(path, exc.section, exc.option, _twice(exc.lineno)))
+            repeated = exc.lineno
+        except configparser.MissingSectionHeaderError as exc:
+            msg = f"not a valid INI file: line {exc.lineno} comes before any [section]"
+            return None, [*problems, ConfigError(path, None, None, msg)]
+        except configparser.ParsingError as exc:
+            for lineno, _line in exc.errors:  # the line itself may hold a secret: not shown
+                msg = f"not a valid INI file: line {lineno} is neither [section] nor key = value"
+                problems.append(ConfigError(path, None, None, msg))
+            # The parser has read every other line: check() goes on with them.
+            return (_Reader(path, parser) if keep_going else None), problems
+        except configparser.Error as exc:
+            msg = f"not a valid INI file: {str(exc).splitlines()[0]}"
+            return None, [*problems, ConfigError(path, None, None, msg)]
+        if not keep_going or not repeated:
+            return None, problems
+        lines[repeated - 1] = _set_aside(lines[repeated - 1])
+    return None, problems
+
+
+def _set_aside(line: str) -> str:
+    """`[name]` becomes `[<NUL>name]`, `key = v` becomes `<NUL>key = v`: read by nobody."""
+    indent = len(line) - len(line.lstrip())
+    if line.lstrip().startswith("["):
+        indent += 1
+    return line[:indent] + _REPEAT + line[indent:]
+
+
+def _twice(lineno: int | None) -> str:
+    return f"is given twice (again on line {lineno})" if lineno else "is given twice"
 
 
 def _build(r: _Reader, known_plugins: frozenset[str] | None) -> Config:
-    url = r.get("database", "url")
-    if "://" not in url:
-        raise r.error("database", "url", f"{url!r} is not an SQLAlchemy URL")
+    url = r.required("database", "url")
+    if url is not None and "://" not in url:
+        r.problem("database", "url", f"{url!r} is not an SQLAlchemy URL")
     plugins = tuple(n.strip() for n in r.get("plugins", "enabled", "").split(",") if n.strip())
     if known_plugins is not None:
         for name in plugins:
             if name not in known_plugins:
-                raise r.error("plugins", "enabled", f"unknown plugin {name!r}")
+                r.problem("plugins", "enabled", f"unknown plugin {name!r}")
     level = r.get("logging", "level", "INFO").upper()
     if level not in LOG_LEVELS:
-        raise r.error("logging", "level", f"{level!r} is not one of {', '.join(LOG_LEVELS)}")
-    machines = tuple(_machine(r, s) for s in r.parser.sections() if s.startswith("asterisk"))
+        r.problem("logging", "level", f"{level!r} is not one of {', '.join(LOG_LEVELS)}")
+        level = "INFO"
+    log_format = r.choice("logging", "format", "text", LOG_FORMATS)
+    found = [_machine(r, s) for s in r.parser.sections() if s.startswith("asterisk")]
+    machines = tuple(m for m in found if m is not None)
     apps = [m.app for m in machines]
     for m in machines:
         if apps.count(m.app) > 1:
-            raise r.error(f"asterisk:{m.id}", "app", f"{m.app!r} is used by another machine")
+            r.problem(f"asterisk:{m.id}", "app", f"{m.app!r} is used by another machine")
     return Config(
         path=r.path,
-        database_url=url,
+        database_url=url or "",
         http_host=r.get("http", "host", "127.0.0.1"),
         http_port=r.integer("http", "port", 8090, lo=0, hi=65535),
         http_threads=r.integer("http", "threads", 8, lo=1, hi=256),
@@ -194,28 +279,53 @@ def _build(r: _Reader, known_plugins: frozenset[str] | None) -> Config:
             for s in r.parser.sections()
             if s.startswith("plugin:")
         },
+        log_format=log_format,
     )
 
 
-def _machine(r: _Reader, section: str) -> MachineConfig:
+def _machine(r: _Reader, section: str) -> MachineConfig | None:
     match = _MACHINE_SECTION.match(section)
     if not match or int(match.group(1)) < 1:
-        raise r.error(section, None, "machine sections are named [asterisk:N], N a positive id")
-    url = r.get(section, "ari_url").rstrip("/")
+        r.problem(section, None, "machine sections are named [asterisk:N], N a positive id")
+        return None
+    url = (r.required(section, "ari_url") or "").rstrip("/")
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise r.error(section, "ari_url", f"{url!r} is not an http(s) URL")
+    if url and (parts.scheme not in ("http", "https") or not parts.netloc):
+        r.problem(section, "ari_url", f"{url!r} is not an http(s) URL")
     app = r.get(section, "app", f"pbxcontrol-{match.group(1)}")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", app):
-        raise r.error(section, "app", f"{app!r} may hold only letters, digits, '_', '.', '-'")
+        r.problem(section, "app", f"{app!r} may hold only letters, digits, '_', '.', '-'")
     return MachineConfig(
         id=int(match.group(1)),
         ari_url=url,
-        username=r.get(section, "username"),
-        password=r.get(section, "password"),
+        username=r.required(section, "username") or "",
+        password=r.required(section, "password") or "",
         app=app,
         subscribe_all=r.boolean(section, "subscribe_all", True),
         sweep_interval=r.number(section, "sweep_interval", 60.0),
         ping_interval=r.number(section, "ping_interval", 5.0),
         ping_timeout=r.number(section, "ping_timeout", 10.0),
     )
+
+
+def _unread(r: _Reader, known_plugins: frozenset[str] | None) -> list[ConfigError]:
+    """Sections and keys nobody reads: most likely typos."""
+    read_sections = {s for s, _ in r.read}
+    defaults = set(r.parser.defaults())
+    found: list[ConfigError] = []
+    for section in r.parser.sections():
+        if section.startswith(_REPEAT):
+            continue
+        if section.startswith("plugin:"):
+            name = section.split(":", 1)[1]
+            if known_plugins is not None and name not in known_plugins:
+                found.append(ConfigError(r.path, section, None, f"unknown plugin {name!r}"))
+            continue
+        if section not in read_sections:
+            if not section.startswith("asterisk"):  # a bad [asterisk:x] is reported already
+                found.append(ConfigError(r.path, section, None, "unknown section (a typo?)"))
+            continue
+        for key in r.parser.options(section):
+            if key not in defaults and not key.startswith(_REPEAT) and (section, key) not in r.read:
+                found.append(ConfigError(r.path, section, key, "unknown key (a typo?)"))
+    return found

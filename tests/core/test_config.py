@@ -151,3 +151,114 @@ def test_bad_plugin_setting_stops_start_up_with_its_name(tmp_path):
     assert proc.returncode == 2
     assert "[plugin:active_calls] cache_megabytes: 'lots' is not a whole number" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_secrets_read_back_exactly_with_hash_and_semicolon(tmp_path):
+    """No inline comments: `password = pa ss #1` is the password, all of it."""
+    path = write_config(
+        tmp_path,
+        """\
+        ; a comment on its own line is still a comment
+        # and so is this one
+        [asterisk:1]
+        ari_url = http://127.0.0.1:8088/ari
+        username = pbx ;user
+        password = pa ss #1 ;x
+        """,
+    )
+    config = config_mod.load(str(path))
+    assert config.machines[0].password == "pa ss #1 ;x"
+    assert config.machines[0].username == "pbx ;user"
+    assert config_mod.check(str(path)) == []
+
+
+def test_sample_config_has_no_comment_after_a_value():
+    """A ` ;` or ` #` after a value would now be part of it: the sample has none."""
+    import configparser
+    import re
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[2] / "etc" / "pbxcontrol.ini"
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(sample)
+    for section in parser.sections():
+        for key, value in parser.items(section):
+            assert not re.search(r"\s[;#]", value), f"[{section}] {key} = {value}"
+    assert config_mod.check(str(sample), frozenset({"active_calls"})) == []
+
+
+def test_log_format_is_text_json_or_refused(tmp_path):
+    path = write_config(tmp_path, "[logging]\nformat = json\n")
+    assert config_mod.load(str(path)).log_format == "json"
+    assert config_mod.load(str(write_config(tmp_path))).log_format == "text"
+    path = write_config(tmp_path, "[logging]\nformat = xml\n")
+    with pytest.raises(ConfigError, match=r"\[logging\] format: 'xml' is not one of text, json"):
+        config_mod.load(str(path))
+
+
+BROKEN = """\
+[database]
+url = nope
+url = sqlite://
+[http]
+port = eighty
+prot = 80
+threads = 0
+this line is junk
+[logging]
+level = LOUD
+[asterisk:1]
+password = s3cret-in-a-bad-file
+app = bad app
+[asterisk:1]
+ari_url = ftp://x
+[asterisk:x]
+[databse]
+url = sqlite://
+[plugin:nope]
+a = 1
+"""
+
+
+def test_check_reports_every_problem_one_line_each_naming_file_section_key(tmp_path):
+    path = tmp_path / "broken.ini"
+    path.write_text(BROKEN)
+    problems = config_mod.check(str(path), frozenset({"active_calls"}))
+    expected = [
+        "[database] url: is given twice (again on line 3)",
+        "[asterisk:1]: section is given twice (again on line 14)",
+        "not a valid INI file: line 8 is neither [section] nor key = value",
+        "[database] url: 'nope' is not an SQLAlchemy URL",
+        "[logging] level: 'LOUD' is not one of",
+        "[asterisk:1] ari_url: is required",
+        "[asterisk:1] app: 'bad app' may hold only",
+        "[asterisk:1] username: is required",
+        "[asterisk:x]: machine sections are named [asterisk:N]",
+        "[http] port: 'eighty' is not an integer",
+        "[http] threads: 0 must be between 1 and 256",
+        "[http] prot: unknown key (a typo?)",
+        "[databse]: unknown section (a typo?)",
+        "[plugin:nope]: unknown plugin 'nope'",
+    ]
+    assert len(problems) == len(expected), "\n".join(problems)
+    for line, want in zip(problems, expected, strict=True):
+        assert line.startswith(f"{path}: ") and want in line
+        assert "\n" not in line
+    assert "s3cret" not in "".join(problems)
+    # Loading stops at the first problem, as before.
+    with pytest.raises(ConfigError) as err:
+        config_mod.load(str(path))
+    assert str(err.value) == problems[0]
+
+
+def test_check_of_a_good_file_is_empty_and_of_a_missing_file_one_line(tmp_path):
+    assert config_mod.check(str(write_config(tmp_path)), frozenset({"active_calls"})) == []
+    missing = tmp_path / "nope.ini"
+    assert config_mod.check(str(missing)) == [
+        f"{missing}: cannot read config file: no such file"
+    ]
+    headless = tmp_path / "headless.ini"
+    headless.write_text("url = x\n[database]\n")
+    assert config_mod.check(str(headless)) == [
+        f"{headless}: not a valid INI file: line 1 comes before any [section]"
+    ]
