@@ -60,11 +60,13 @@ def test_config_from_environment_variable(tmp_path):
             "[asterisk:1] username: is required",
         ),
         (
-            "[asterisk:1]\nari_url = http://a/ari\nusername = u\npassword = p\nsweep_interval = 0\n",
+            "[asterisk:1]\nari_url = http://a/ari\nusername = u\npassword = p\n"
+            "sweep_interval = 0\n",
             "[asterisk:1] sweep_interval: '0' must be greater than 0",
         ),
         (
-            "[asterisk:1]\nari_url = http://a/ari\nusername = u\npassword = p\nsubscribe_all = maybe\n",
+            "[asterisk:1]\nari_url = http://a/ari\nusername = u\npassword = p\n"
+            "subscribe_all = maybe\n",
             "[asterisk:1] subscribe_all: 'maybe' is not a boolean",
         ),
         (
@@ -254,9 +256,7 @@ def test_check_reports_every_problem_one_line_each_naming_file_section_key(tmp_p
 def test_check_of_a_good_file_is_empty_and_of_a_missing_file_one_line(tmp_path):
     assert config_mod.check(str(write_config(tmp_path)), frozenset({"active_calls"})) == []
     missing = tmp_path / "nope.ini"
-    assert config_mod.check(str(missing)) == [
-        f"{missing}: cannot read config file: no such file"
-    ]
+    assert config_mod.check(str(missing)) == [f"{missing}: cannot read config file: no such file"]
     headless = tmp_path / "headless.ini"
     headless.write_text("url = x\n[database]\n")
     assert config_mod.check(str(headless)) == [
