@@ -1,53 +1,113 @@
-"""The public interface for plugins: the context `setup(ctx)` receives, and what it may use."""
+"""The whole of what a plugin may use from the core: its context, the request, the tables.
+
+A plugin is a module (or package) with a docstring and `setup(ctx: PluginContext)`, announced
+through the entry-point group `pbxcontrol.plugins` (the built-in ones too, in setup.cfg) and
+enabled by name in `[plugins] enabled`. In `setup` it registers API functions; each is called
+as `handler(request: ApiRequest)` with the request's parameters, the authenticated caller and
+one database connection (one transaction, shared with auth). It returns the envelope's `data`
+or raises `ApiError`. Plugins read the tables exported here (SQLAlchemy Core `Table`s), never
+`pbxcontrol.db.models`, and never import each other.
+"""
 
 from __future__ import annotations
 
-import importlib
 import logging
-import pkgutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
+from typing import Any
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Connection, Engine, Table
 
-from pbxcontrol.db import models as tables
-from pbxcontrol.http.api import ApiRequest, Handler, JsonApi
+from pbxcontrol.db.dataversion import data_version
+from pbxcontrol.db.models import LEG_FIELDS, Base
+from pbxcontrol.http.api import ApiRequest, Handler
 from pbxcontrol.http.auth import Caller
 from pbxcontrol.http.envelope import ApiError
 
-__all__ = ["ApiError", "ApiRequest", "Caller", "PluginContext", "PluginError", "tables"]
+__all__ = [
+    "LEG_FIELDS",
+    "ApiError",
+    "ApiRequest",
+    "Caller",
+    "Handler",
+    "PluginContext",
+    "PluginError",
+    "customer_tree",
+    "customers",
+    "data_version",
+    "directory",
+    "legs",
+    "lines",
+]
 
-PACKAGE = "pbxcontrol.plugins"
+#: The entry-point group plugins are announced in.
+GROUP = "pbxcontrol.plugins"
+
+# The tables a plugin may read, by their SQL names (not the ORM classes: those are the
+# recorder's and provisioning's business). Columns: see pbxcontrol/db/models.py.
+legs: Table = Base.metadata.tables["legs"]  # live call legs; API field order in LEG_FIELDS
+customers: Table = Base.metadata.tables["customers"]  # id, parent_id, name, max_calls
+customer_tree: Table = Base.metadata.tables["customer_tree"]  # ancestor_id, descendant_id, depth
+directory: Table = Base.metadata.tables["directory"]  # customer_id (NULL = global), number, name
+lines: Table = Base.metadata.tables["lines"]  # endpoint, customer_id, number, name, caller IDs
 
 
 class PluginError(Exception):
-    """A plugin could not be loaded or set up; stops start-up."""
+    """A plugin could not be found, loaded or set up; stops start-up."""
 
 
 @dataclass(frozen=True)
 class PluginContext:
+    """What `setup(ctx)` receives."""
+
     name: str
     config: dict[str, str]  # the [plugin:NAME] section, if any
-    sessions: sessionmaker[Session]
     log: logging.Logger
-    _api: JsonApi
+    _engine: Engine
+    _add: Callable[[str, Handler, Iterable[str]], None]
 
     def add_api_function(self, path: str, handler: Handler, privileges: Iterable[str]) -> None:
-        """Serve `handler` at /api/json/<path>/ behind auth, privilege check and envelope."""
-        self._api.add(path, handler, privileges)
+        """Serve `handler` at /api/json/<path>/ behind auth, the privilege check (the caller
+        needs one of `privileges`) and the envelope."""
+        self._add(path, handler, privileges)
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A connection for start-up checks only (handlers get theirs per request)."""
+        with self._engine.connect() as conn:
+            yield conn
+
+
+def _entry_points() -> dict[str, list[EntryPoint]]:
+    found: dict[str, list[EntryPoint]] = {}
+    for ep in entry_points(group=GROUP):
+        if ep.value not in [known.value for known in found.get(ep.name, [])]:
+            found.setdefault(ep.name, []).append(ep)
+    return found
 
 
 def available() -> frozenset[str]:
-    package = importlib.import_module(PACKAGE)
-    return frozenset(m.name for m in pkgutil.iter_modules(package.__path__) if m.ispkg)
+    """Names of the installed plugins."""
+    return frozenset(_entry_points())
 
 
 def load(name: str) -> ModuleType:
+    """The plugin module announced as `name`, checked to have `setup(ctx)`."""
+    found = _entry_points().get(name)
+    if not found:
+        known = ", ".join(sorted(available())) or "none"
+        raise PluginError(f"unknown plugin {name!r} (installed: {known})")
+    if len(found) > 1:
+        raise PluginError(
+            f"plugin {name!r} is announced more than once: {', '.join(ep.value for ep in found)}"
+        )
     try:
-        module = importlib.import_module(f"{PACKAGE}.{name}")
+        module: Any = found[0].load()
     except Exception as exc:
         raise PluginError(f"plugin {name!r} failed to import: {exc}") from exc
-    if not callable(getattr(module, "setup", None)):
-        raise PluginError(f"plugin {name!r} has no setup(ctx) function")
+    if not isinstance(module, ModuleType) or not callable(getattr(module, "setup", None)):
+        raise PluginError(f"plugin {name!r} ({found[0].value}) is not a module with setup(ctx)")
     return module

@@ -1,18 +1,26 @@
-"""The composition root: builds engine, sessions, HTTP app, plugins and recorders from config."""
+"""The composition root: config, engine, plugins, API app, recorders, server and workers."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import signal
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import bottle
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from pbxcontrol import plugin
+from pbxcontrol import config as config_mod
+from pbxcontrol import logs, plugin
 from pbxcontrol.config import Config
 from pbxcontrol.db import migrate
 from pbxcontrol.db.engine import make_engine, make_sessionmaker
+from pbxcontrol.http import server as http_server
 from pbxcontrol.http.api import JsonApi, build_app
 from pbxcontrol.http.auth import Authenticator
 from pbxcontrol.http.throttle import LoginThrottle
@@ -21,22 +29,37 @@ log = logging.getLogger("pbxcontrol")
 
 
 class StartupError(Exception):
-    """Start-up cannot go on; the message is for the operator."""
+    """Start-up cannot go on; the message (one line) is for the operator."""
 
 
 @dataclass
 class Runtime:
+    """What one process runs: built by `build`, closed by `close`."""
+
     config: Config
     engine: Engine
     sessions: sessionmaker[Session]
     api: JsonApi | None = None
     app: bottle.Bottle | None = None
-    recorders: list = field(default_factory=list)
+    recorders: list[Any] = field(default_factory=list)
 
     def close(self) -> None:
         for recorder in self.recorders:
             recorder.stop()
         self.engine.dispose()
+
+
+def configure(path: str | None, log_level: str | None = None) -> Config:
+    """Read the config (`path`, else $PBXCONTROL_CONFIG) and set up logging from it."""
+    config = config_mod.load(config_mod.resolve_path(path), known_plugins=plugin.available())
+    if log_level and log_level.upper() not in config_mod.LOG_LEVELS:
+        raise StartupError(
+            f"--log-level: {log_level!r} is not one of {', '.join(config_mod.LOG_LEVELS)}"
+        )
+    logs.setup(log_level.upper() if log_level else config.log_level)
+    if config_mod.world_readable(config.path):
+        log.warning("%s is readable by every user but holds passwords: chmod 0600 it", config.path)
+    return config
 
 
 def open_database(config: Config, *, create_if_empty: bool = True) -> tuple[Engine, sessionmaker]:
@@ -66,36 +89,162 @@ def open_database(config: Config, *, create_if_empty: bool = True) -> tuple[Engi
 
 
 def build(config: Config, *, http: bool = True, record: bool = True) -> Runtime:
+    """Everything but the server: the database, the API app with its plugins, the recorders."""
     engine, sessions = open_database(config)
     rt = Runtime(config, engine, sessions)
-    if http:
-        throttle = LoginThrottle(
-            engine,
-            config.login_failures_per_user,
-            config.login_failures_per_address,
-            config.login_window,
-        )
-        rt.api = JsonApi(sessions, Authenticator(sessions, throttle=throttle))
-        for name in config.plugins:
-            module = plugin.load(name)
-            ctx = plugin.PluginContext(
-                name=name,
-                config=config.plugin_section(name),
-                sessions=sessions,
-                log=logging.getLogger(f"pbxcontrol.plugins.{name}"),
-                _api=rt.api,
-            )
-            try:
-                module.setup(ctx)
-            except Exception as exc:
-                raise plugin.PluginError(f"plugin {name!r} failed to set up: {exc}") from exc
-            log.info("plugin %s enabled", name)
-        rt.app = build_app(rt.api)
-    if record:
-        from pbxcontrol.recorder.service import build_recorders
+    try:
+        if http:
+            rt.api = build_api(config, engine)
+            rt.app = build_app(rt.api)
+        if record:
+            # The recorders: one per configured Asterisk machine (pbxcontrol.recorder).
+            from pbxcontrol.recorder.service import build_recorders
 
-        rt.recorders = build_recorders(config, sessions)
+            rt.recorders = build_recorders(config, sessions)
+    except BaseException:
+        engine.dispose()
+        raise
     return rt
+
+
+def build_api(config: Config, engine: Engine) -> JsonApi:
+    """The JSON API: auth with its login throttle, and the enabled plugins' functions."""
+    throttle = LoginThrottle(
+        engine,
+        config.login_failures_per_user,
+        config.login_failures_per_address,
+        config.login_window,
+    )
+    api = JsonApi(engine, Authenticator(throttle))
+    for name in config.plugins:
+        module = plugin.load(name)
+        ctx = plugin.PluginContext(
+            name=name,
+            config=config.plugin_section(name),
+            log=logging.getLogger(f"pbxcontrol.plugins.{name}"),
+            _engine=engine,
+            _add=api.add,
+        )
+        try:
+            module.setup(ctx)
+        except Exception as exc:
+            raise plugin.PluginError(f"plugin {name!r} failed to set up: {exc}") from exc
+        log.info("plugin %s enabled", name)
+    return api
+
+
+def initdb(config: Config) -> str:
+    """Create or upgrade the schema; what was done, for the operator."""
+    engine = make_engine(config.database_url)
+    try:
+        before = migrate.current_revision(engine)
+        migrate.upgrade(engine)
+        after = migrate.current_revision(engine)
+    except Exception as exc:
+        raise StartupError(f"initdb failed: {_first_line(exc)}") from None
+    finally:
+        engine.dispose()
+    if before == after:
+        return f"database schema is up to date (revision {after})"
+    return f"database schema upgraded from {before or 'empty'} to revision {after}"
+
+
+def provision(config: Config, document: str) -> str:
+    """Apply a provisioning document, all or nothing; what was done, for the operator."""
+    from pbxcontrol import provisioning
+
+    try:
+        text = Path(document).read_bytes()
+    except OSError as exc:
+        raise StartupError(f"{document}: cannot read: {exc.strerror}") from None
+    try:
+        doc = provisioning.load_document(text)
+    except provisioning.ProvisioningError as exc:
+        raise StartupError(f"{document}: {exc}") from None
+    engine, sessions = open_database(config)
+    try:
+        with sessions.begin() as session:
+            summary = provisioning.apply(session, doc)
+    except provisioning.ProvisioningError as exc:
+        raise StartupError(f"{document}: {exc}") from None
+    finally:
+        engine.dispose()
+    return f"provisioned {summary}"
+
+
+class _Stop:
+    """SIGTERM/SIGINT: stop accepting, finish in-flight work, close cleanly. Installed before
+    anything starts, so a signal during start-up stops cleanly too."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.serving = False
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.event.is_set():
+            return
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        self.event.set()
+        if self.serving:
+            raise KeyboardInterrupt  # breaks waitress out of its loop, which then drains
+
+
+def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
+    """Run the recorders and/or the HTTP API (in `[http] processes` processes) until
+    SIGTERM or SIGINT."""
+    _limit_malloc_arenas()
+    stop = _Stop()
+    rt = build(config, http=http, record=record)
+    workers: list[int] = []
+    try:
+        server = None
+        if http:
+            sock = _listen(config)
+            # Fork before any thread starts (the recorders below): forking a threaded
+            # process is unsafe.
+            workers = http_server.fork_workers(
+                rt.app, sock, config.http_threads, config.http_processes - 1, rt.engine
+            )
+            server = http_server.make_server(rt.app, sock, config.http_threads)
+        for recorder in rt.recorders:
+            recorder.start()
+        _run_until_stopped(stop, server)
+    finally:
+        if workers:
+            http_server.stop_workers(workers)
+        rt.close()
+    log.info("stopped")
+
+
+def _listen(config: Config):
+    try:
+        return http_server.listen(config.http_host, config.http_port)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot listen on {config.http_host}:{config.http_port}: {exc.strerror}"
+        ) from None
+
+
+def _run_until_stopped(stop: _Stop, server) -> None:
+    if server is None:
+        stop.event.wait()
+        return
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.serving = True
+        if not stop.event.is_set():
+            server.run()
+    server.close()
+
+
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread its own malloc arena; with 8 HTTP threads churning through
+    answers the heap grew in 16 MB steps (soak: 68 -> 225 MB). Two arenas kept it at ~126 MB.
+    Must run before any thread starts; a no-op where libc is not glibc."""
+    m_arena_max = -8
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(m_arena_max, arenas)
 
 
 def _first_line(exc: BaseException) -> str:

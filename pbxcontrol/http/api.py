@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import bottle
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Connection, Engine
 
 from pbxcontrol.http import envelope, params
 from pbxcontrol.http.auth import Authenticator, Caller
@@ -28,23 +28,30 @@ JSON = "application/json; charset=utf-8"
 # A big answer (thousands of legs) leaves tens of MB of freed row objects in the C heap,
 # which glibc keeps unless asked: give it back, so a NOC's full listing does not stay resident.
 _TRIM_ABOVE = 1024 * 1024
-try:
-    _release_memory = ctypes.CDLL("libc.so.6").malloc_trim
-    _release_memory.argtypes = [ctypes.c_size_t]
-    _release_memory = functools.partial(_release_memory, 0)
-except (OSError, AttributeError):  # not glibc
 
-    def _release_memory() -> None:
-        return None
+
+def _malloc_trim() -> Callable[[], object]:
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    return functools.partial(trim, 0)
+
+
+_release_memory = _malloc_trim()
 
 
 @dataclass(frozen=True)
 class ApiRequest:
-    """What an API function receives: its parameters (credentials removed) and the caller."""
+    """What an API function receives: its parameters (credentials removed), the caller, and
+    the request's database connection: one transaction, the one auth already read through,
+    committed when the function returns and rolled back when it raises. A handler never
+    commits, opens another connection or keeps this one past its return."""
 
     params: dict[str, str]
     caller: Caller
-    sessions: sessionmaker[Session]
+    conn: Connection
 
 
 Handler = Callable[[ApiRequest], Any]
@@ -61,7 +68,7 @@ class ApiFunction:
 class JsonApi:
     """Registry of the Enswitch functions served under /api/json/<path>/."""
 
-    sessions: sessionmaker[Session]
+    engine: Engine
     authenticator: Authenticator
     functions: dict[str, ApiFunction] = field(default_factory=dict)
 
@@ -82,12 +89,7 @@ class JsonApi:
             if function is None:
                 raise ApiError(404)
             values = params.parse(query, body) if method == "POST" else params.parse(query)
-            caller = self.authenticator.authenticate(
-                values.pop("auth_username", None), values.pop("auth_password", None), address
-            )
-            if not function.privileges & caller.privileges:
-                raise ApiError(402)
-            payload = envelope.ok(function.handler(ApiRequest(values, caller, self.sessions)))
+            payload = envelope.ok(self._call(function, values, address))
             if len(payload) > _TRIM_ABOVE:
                 _release_memory()
             return 200, payload
@@ -96,6 +98,16 @@ class JsonApi:
         except Exception:
             log.exception("unexpected error in %s %s", method, path)
             return 500, envelope.error(ApiError(500))
+
+    def _call(self, function: ApiFunction, values: dict[str, str], address: str) -> Any:
+        """Auth and the function on one connection, in one transaction."""
+        with self.engine.begin() as conn:
+            caller = self.authenticator.authenticate(
+                conn, values.pop("auth_username", None), values.pop("auth_password", None), address
+            )
+            if not function.privileges & caller.privileges:
+                raise ApiError(402)
+            return function.handler(ApiRequest(values, caller, conn))
 
 
 def build_app(api: JsonApi) -> bottle.Bottle:

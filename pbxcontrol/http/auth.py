@@ -9,8 +9,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Connection, bindparam, select
 
 from pbxcontrol.db.models import Customer, Person, RolePrivilege
 from pbxcontrol.http.envelope import ApiError
@@ -52,29 +51,25 @@ class Authenticator:
     for `cache_seconds` as an HMAC under a per-process key (never the password itself); a
     changed password hash, role or enabled flag is seen on the next request."""
 
-    def __init__(
-        self,
-        sessions: sessionmaker[Session],
-        cache_seconds: float = 60.0,
-        throttle: LoginThrottle | None = None,
-    ):
-        self._engine = sessions.kw["bind"]  # Core connection: no ORM session on the hot path
-        self.throttle = throttle or LoginThrottle(self._engine)
+    def __init__(self, throttle: LoginThrottle, cache_seconds: float = 60.0):
+        self.throttle = throttle
         self._cache_seconds = cache_seconds
         self._key = os.urandom(32)
         self._verified: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
 
-    def authenticate(self, username: str | None, password: str | None, address: str = "") -> Caller:
+    def authenticate(
+        self, conn: Connection, username: str | None, password: str | None, address: str = ""
+    ) -> Caller:
+        """On the request's connection (the one its API function then uses)."""
         if not username or password is None:
             raise ApiError(401)
-        with self._engine.connect() as conn:
-            verdict = self.throttle.check(conn, username, address)
-            if verdict.retry_after:
-                raise ApiError(
-                    401, [("", f"Too many failed logins; retry in {verdict.retry_after} seconds.")]
-                )
-            rows = conn.execute(_PERSON, {"username": username}).all()
+        verdict = self.throttle.check(conn, username, address)
+        if verdict.retry_after:
+            raise ApiError(
+                401, [("", f"Too many failed logins; retry in {verdict.retry_after} seconds.")]
+            )
+        rows = conn.execute(_PERSON, {"username": username}).all()
         try:
             caller = self._authenticate(username, password, rows)
         except ApiError:

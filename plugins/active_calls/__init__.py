@@ -6,7 +6,7 @@ from pbxcontrol.plugin import PluginContext
 
 from . import query
 from .cache import ResponseCache
-from .http import PRIVILEGES, list_active_calls
+from .listing import PRIVILEGES, list_active_calls
 
 
 def setup(ctx: PluginContext) -> None:
@@ -15,8 +15,8 @@ def setup(ctx: PluginContext) -> None:
         raise ValueError(f"[plugin:active_calls] cache_megabytes: {raw!r} is not a whole number")
     megabytes = int(raw)
     cache = ResponseCache(megabytes * 1024 * 1024) if megabytes > 0 else None
-    with ctx.sessions() as session:
-        query.check_json_support(session.connection())
+    with ctx.connect() as conn:
+        query.check_json_support(conn)
     ctx.add_api_function(
         "calls/active/list", functools.partial(list_active_calls, cache=cache), PRIVILEGES
     )

@@ -1,24 +1,12 @@
-"""Answers kept per (caller scope, parameters) for the newest data version: polling an
-unchanged list costs one counter read. The counter is bumped by database triggers on every
-change that could alter an answer (legs, customer tree, directory, lines), so nothing stale
-is ever served."""
+"""Answers kept per (caller scope, parameters) for the newest data version (the core's
+`data_version`, which every change to legs, the customer tree, directory and lines bumps):
+polling an unchanged list costs one counter read, and nothing stale is ever served."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
-
-from sqlalchemy import Connection, select
-
-from pbxcontrol.plugin import tables
-
-_VERSION = select(tables.Counter.value).where(tables.Counter.name == "api_data")
-
-
-def data_version(conn: Connection) -> int | None:
-    """Read before the data: an answer is then at least as new as its key's version."""
-    return conn.execute(_VERSION).scalar()
 
 
 class ResponseCache:
@@ -33,20 +21,12 @@ class ResponseCache:
         self._version: int | None = None
         self._size = 0
         self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    @property
-    def size(self) -> int:
-        return self._size
 
     def get(self, version: int | None, key: Hashable) -> bytes | None:
         with self._lock:
             value = self._entries.get(key) if version == self._version else None
-            if value is None:
-                self.misses += 1
-                return None
-            self._entries.move_to_end(key)
-            self.hits += 1
+            if value is not None:
+                self._entries.move_to_end(key)
             return value
 
     def put(self, version: int | None, key: Hashable, value: bytes) -> None:

@@ -8,15 +8,12 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Select, and_, case, or_, select, union_all
 
-from pbxcontrol.plugin import tables
+from pbxcontrol.plugin import customer_tree as tree
+from pbxcontrol.plugin import directory
+from pbxcontrol.plugin import legs as leg
+from pbxcontrol.plugin import lines as line
 
 NAMED_NUMBERS = ("snumber", "cnumber", "dnumber")
-NAME_FIELDS = tuple(f"{number}_name" for number in NAMED_NUMBERS)
-
-leg = tables.Leg.__table__
-directory = tables.DirectoryEntry.__table__
-tree = tables.CustomerTree.__table__
-line = tables.Line.__table__
 
 
 @dataclass(frozen=True)

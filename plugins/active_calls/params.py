@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 SORT_FIELDS = frozenset(
@@ -66,53 +67,17 @@ class ListRequest:
 def parse(params: dict[str, str]) -> tuple[ListRequest, list[tuple[str, str]]]:
     """The request and the list of (parameter, message) errors; unknown parameters are ignored
     because Enswitch clients send extras."""
-    errors: list[tuple[str, str]] = []
-
-    def text(name: str) -> str:
-        value = params.get(name, "")
-        if len(value) > MAX_LENGTH:
-            errors.append((name, f"must be at most {MAX_LENGTH} characters"))
-            return ""
-        if "\x00" in value:  # PostgreSQL refuses NUL in text
-            errors.append((name, "must not contain NUL characters"))
-            return ""
-        return value
-
-    flags = {}
-    for name in FLAGS:
-        value = params.get(name)
-        if value not in (None, "0", "1"):
-            errors.append((name, "must be 0 or 1"))
-        flags[name] = value == "1"
-
-    customer: int | str | None = None
-    if "customer" in params:
-        raw = params["customer"]
-        if raw in CUSTOMER_WORDS:
-            customer = raw
-        elif _CUSTOMER_ID.fullmatch(raw):
-            customer = int(raw)
-        else:
-            errors.append(("customer", "must be a customer ID, all, recursive or system"))
-
-    direction = params.get("direction", "")
-    if direction and direction not in DIRECTIONS:
-        errors.append(("direction", "must be empty, in, internal, in_out or out"))
-
-    sort = params.get("sort", "start")
-    if sort not in SORT_FIELDS:
-        errors.append(("sort", f"must be one of {', '.join(sorted(SORT_FIELDS))}"))
-
-    texts = []
-    for name, (match_name, columns) in TEXT_FILTERS.items():
-        mode = params.get(match_name) or "contains"
-        if mode not in MATCH_MODES:
-            errors.append((match_name, "must be contains, exact, starts or ends"))
-        value = text(name)
-        if value:
-            texts.append(TextFilter(columns, value, mode))
-
-    types = {name: value for name in TYPE_FILTERS if (value := text(name))}
+    read = _Reader(params)
+    flags = {name: read.flag(name) for name in FLAGS}
+    customer = read.customer()
+    direction = read.choice(
+        "direction", "", {"", *DIRECTIONS}, "must be empty, in, internal, in_out or out"
+    )
+    sort = read.choice(
+        "sort", "start", SORT_FIELDS, f"must be one of {', '.join(sorted(SORT_FIELDS))}"
+    )
+    texts = read.text_filters()
+    types = {name: value for name in TYPE_FILTERS if (value := read.text(name))}
     request = ListRequest(
         customer=customer,
         recursive=flags["recursive"],
@@ -121,9 +86,62 @@ def parse(params: dict[str, str]) -> tuple[ListRequest, list[tuple[str, str]]]:
         descending=flags["descending"],
         names=flags["names"],
         count=flags["count"],
-        callid=text("callid"),
+        callid=read.text("callid"),
         types=types,
-        texts=tuple(texts),
-        phone=text("phone"),
+        texts=texts,
+        phone=read.text("phone"),
     )
-    return request, errors
+    return request, read.errors
+
+
+class _Reader:
+    """Reads one parameter at a time, collecting an error per invalid one (in reading order,
+    which is the order the envelope reports them in)."""
+
+    def __init__(self, params: dict[str, str]):
+        self.params = params
+        self.errors: list[tuple[str, str]] = []
+
+    def text(self, name: str) -> str:
+        value = self.params.get(name, "")
+        if len(value) > MAX_LENGTH:
+            self.errors.append((name, f"must be at most {MAX_LENGTH} characters"))
+            return ""
+        if "\x00" in value:  # PostgreSQL refuses NUL in text
+            self.errors.append((name, "must not contain NUL characters"))
+            return ""
+        return value
+
+    def flag(self, name: str) -> bool:
+        value = self.params.get(name)
+        if value not in (None, "0", "1"):
+            self.errors.append((name, "must be 0 or 1"))
+        return value == "1"
+
+    def choice(self, name: str, default: str, allowed: Collection[str], message: str) -> str:
+        value = self.params.get(name, default)
+        if value not in allowed:
+            self.errors.append((name, message))
+        return value
+
+    def customer(self) -> int | str | None:
+        raw = self.params.get("customer")
+        if raw is None:
+            return None
+        if raw in CUSTOMER_WORDS:
+            return raw
+        if _CUSTOMER_ID.fullmatch(raw):
+            return int(raw)
+        self.errors.append(("customer", "must be a customer ID, all, recursive or system"))
+        return None
+
+    def text_filters(self) -> tuple[TextFilter, ...]:
+        texts = []
+        for name, (match_name, columns) in TEXT_FILTERS.items():
+            mode = self.params.get(match_name) or "contains"
+            if mode not in MATCH_MODES:
+                self.errors.append((match_name, "must be contains, exact, starts or ends"))
+            value = self.text(name)
+            if value:
+                texts.append(TextFilter(columns, value, mode))
+        return tuple(texts)

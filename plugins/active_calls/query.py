@@ -27,15 +27,15 @@ from sqlalchemy import (
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-from pbxcontrol.plugin import Caller, tables
+from pbxcontrol.plugin import LEG_FIELDS, Caller
+from pbxcontrol.plugin import customer_tree as tree
+from pbxcontrol.plugin import legs as leg
+from pbxcontrol.plugin import lines as line
 
 from .names import NameStatements
 from .names import statements as name_statements
 from .params import ListRequest, TextFilter
 
-leg = tables.Leg.__table__
-tree = tables.CustomerTree.__table__
-line = tables.Line.__table__
 ESCAPE = "/"
 
 
@@ -57,7 +57,7 @@ def customer_depth(conn: Connection, ancestor: int, customer: int) -> int | None
     ).scalar()
 
 
-def _phone_lines(me: ColumnElement[int], phone: ColumnElement[str]) -> Select:
+def _phone_lines(me: int | ColumnElement[int], phone: str | ColumnElement[str]) -> Select:
     """Telephone lines in `me`'s subtree that `phone` names, by endpoint or by number (a
     number may name lines of several customers)."""
     return (
@@ -159,7 +159,7 @@ def check_json_support(conn: Connection) -> None:
 
 def _row_json_of_leg() -> row_json:
     pairs = []
-    for name in tables.LEG_FIELDS:  # the API's field order; names are trusted constants
+    for name in LEG_FIELDS:  # the API's field order; names are trusted constants
         pairs += [literal_column(f"'{name}'"), leg.c[name]]
     return row_json(*pairs)
 
@@ -173,12 +173,12 @@ def _build(shape: _Shape) -> Statements:
     conditions = _conditions(shape)
     if shape.count:
         return Statements(select(func.count()).select_from(leg).where(*conditions))
-    columns = [_row_json_of_leg()]
+    columns: list[ColumnElement[Any]] = [_row_json_of_leg()]
     if shape.names:
         columns += [leg.c[name] for name in NAME_INPUTS]
     # Ties by start then uniqueid (as documented), then the row id: uniqueids are only unique
     # per machine, and the order must be total to be deterministic.
-    order = [leg.c.start, leg.c.uniqueid, leg.c.id]
+    order: list[ColumnElement[Any]] = [leg.c.start, leg.c.uniqueid, leg.c.id]
     if shape.sort != "start":
         order.insert(0, leg.c[shape.sort])
     if shape.descending:

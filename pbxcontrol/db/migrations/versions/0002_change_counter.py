@@ -1,5 +1,8 @@
 """change counter for response caching, kept by triggers
 
+The core's data version (pbxcontrol.db.dataversion, exported to plugins through
+pbxcontrol.plugin): what bumps it and what it guarantees is documented there.
+
 Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-27
@@ -13,7 +16,7 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-#: Tables whose changes alter what calls/active/list returns.
+#: Tables whose changes alter what the API can answer (the data version's scope).
 WATCHED = ("legs", "customer_tree", "directory", "lines")
 BUMP = "UPDATE counters SET value = value + 1 WHERE name = 'api_data'"
 

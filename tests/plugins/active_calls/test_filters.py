@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.plugin.conftest import BY_ID, errors, get, ids, visible_to
+from tests.plugins.active_calls.conftest import BY_ID, errors, get, ids, visible_to
 
 ACME = visible_to(3)
 ACME_TREE = visible_to(3, 5)

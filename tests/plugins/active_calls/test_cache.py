@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, update
+import contextlib
+
+from sqlalchemy import delete, event, update
 
 from pbxcontrol import provisioning
 from pbxcontrol.db.models import Leg
-from tests.plugin.conftest import get, ids, insert_legs, leg
+from tests.plugins.active_calls.conftest import get, ids, insert_legs, leg
 
 
 def plugin_cache(rt):
@@ -14,13 +16,31 @@ def plugin_cache(rt):
     return function.keywords["cache"]
 
 
-def test_a_repeated_request_is_answered_from_the_cache(rt, app):
+@contextlib.contextmanager
+def statements_on(engine, table: str):
+    """The SQL statements run on `engine` meanwhile that read `table`."""
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        if f"FROM {table}" in statement or f"JOIN {table}" in statement:
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_repeated_request_is_answered_from_the_cache_without_reading_legs(rt, app):
     insert_legs(rt, [leg("c.1", "c.1", 100, scustomer=3)])
-    cache = plugin_cache(rt)
     first = get(app, names="1")
-    hits = cache.hits
-    assert get(app, names="1") == first
-    assert cache.hits == hits + 1
+    with statements_on(rt.engine, "legs") as reads:
+        assert get(app, names="1") == first
+    assert reads == []
+    with statements_on(rt.engine, "legs") as reads:  # another question is computed
+        get(app, names="0")
+    assert reads
 
 
 def test_any_write_to_legs_is_seen_at_once_even_from_another_writer(rt, app):
@@ -76,4 +96,3 @@ def test_an_answer_computed_from_older_data_is_not_kept():
     cache.put(6, "k", b"old")  # a slow request that read version 6 finishes last
     assert cache.get(7, "k") == b"new"
     assert cache.get(6, "k") is None
-    assert cache.size == 3

@@ -16,7 +16,7 @@ from pbxcontrol import provisioning, runtime
 from pbxcontrol.db import models
 from pbxcontrol.passwords import hash_password
 from tests.conftest import write_config
-from tests.plugin.conftest import LIST, insert_legs, leg
+from tests.plugins.active_calls.conftest import LIST, insert_legs, leg
 
 ROLES = ["system owner", "reseller", "administrator", "user", "callshop", "panel"]
 NUMBERS = ["100", "101", "200", "%", "_", "1_0", ""]

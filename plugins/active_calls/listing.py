@@ -1,4 +1,4 @@
-"""The API function: parameters in, scope resolved against the tree, rows out."""
+"""calls/active/list itself: parameters in, scope resolved against the tree, rows out."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
-from pbxcontrol.plugin import ApiError, ApiRequest, Caller
+from pbxcontrol.plugin import ApiError, ApiRequest, Caller, data_version
 
 from . import params, query
-from .cache import ResponseCache, data_version
+from .cache import ResponseCache
 from .names import NameBook
 from .params import ListRequest
 
@@ -23,18 +23,18 @@ def list_active_calls(request: ApiRequest, cache: ResponseCache | None = None) -
     if wanted.customer == "system" and not caller.is_system_owner:
         # Permission outranks validation: a 402 is the one answer, whatever else is wrong.
         raise ApiError(402, [("customer", "Only the system owner may list the whole system.")])
-    with request.sessions() as session:
-        conn = session.connection()
-        if cache is None or errors:
-            return _answer(conn, caller, wanted, errors)
-        # repr: ListRequest holds a dict (not hashable); it is built in a fixed order.
-        version = data_version(conn)
-        key = (caller.customer_id, caller.is_system_owner, repr(wanted))
-        raw = cache.get(version, key)
-        if raw is None:
-            raw = orjson.dumps(_answer(conn, caller, wanted, errors))
-            cache.put(version, key, raw)
-        return orjson.Fragment(raw)
+    conn = request.conn
+    if cache is None or errors:
+        return _answer(conn, caller, wanted, errors)
+    # Read before the data: the answer is then at least as new as the version it is kept under.
+    version = data_version(conn)
+    # repr: ListRequest holds a dict (not hashable); it is built in a fixed order.
+    key = (caller.customer_id, caller.is_system_owner, repr(wanted))
+    raw = cache.get(version, key)
+    if raw is None:
+        raw = orjson.dumps(_answer(conn, caller, wanted, errors))
+        cache.put(version, key, raw)
+    return orjson.Fragment(raw)
 
 
 def _answer(

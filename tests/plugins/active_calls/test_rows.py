@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import insert
 
 from pbxcontrol.db.models import LEG_FIELDS, LEG_INT_FIELDS, DirectoryEntry, Line
-from tests.plugin.conftest import BY_ID, CALLS, get, insert_legs, leg
+from tests.plugins.active_calls.conftest import BY_ID, CALLS, get, insert_legs, leg
 
 NAMES = ("snumber_name", "cnumber_name", "dnumber_name")
 
