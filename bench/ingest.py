@@ -20,7 +20,8 @@ from pbxcontrol import provisioning  # noqa: E402
 from pbxcontrol.ari.events import parse_event  # noqa: E402
 from pbxcontrol.db import migrate  # noqa: E402
 from pbxcontrol.db.engine import make_engine, make_sessionmaker  # noqa: E402
-from pbxcontrol.recorder.core import LegRecorder  # noqa: E402
+from pbxcontrol.recorder import store  # noqa: E402
+from pbxcontrol.recorder.live import LiveLegs  # noqa: E402
 from pbxcontrol.recorder.provisioned import ProvisionedCache  # noqa: E402
 
 RECORDINGS = ROOT / "tests" / "recordings"
@@ -73,7 +74,7 @@ def run(events: int, batch: int) -> dict[str, float]:
         sessions = make_sessionmaker(engine)
         with sessions.begin() as session:
             provisioning.apply(session, json.loads(PROVISION.read_text()))
-        recorder = LegRecorder(1, ProvisionedCache(sessions).get)
+        recorder = LiveLegs(1, ProvisionedCache(sessions).get)
         t0 = time.perf_counter()
         for start in range(0, len(stream), batch):
             for seq, text in enumerate(stream[start : start + batch], start):
@@ -81,7 +82,7 @@ def run(events: int, batch: int) -> dict[str, float]:
                 if event is not None:
                     recorder.apply(event, seq)
             with sessions.begin() as session:
-                done = recorder.flush(session)
+                done = store.flush(recorder, session)
             done()
         elapsed = time.perf_counter() - t0
         engine.dispose()

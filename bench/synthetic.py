@@ -112,7 +112,7 @@ class SyntheticDb:
         rows = [self._leg(i) for i in range(self.legs, legs)]
         with self.rt.engine.begin() as conn:
             for i in range(0, len(rows), 20_000):
-                conn.execute(insert(models.Leg.__table__), rows[i : i + 20_000])
+                conn.execute(insert(models.LEGS_TABLE), rows[i : i + 20_000])
         self.legs = max(self.legs, legs)
 
     def _leg(self, i: int) -> dict:

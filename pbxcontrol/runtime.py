@@ -97,14 +97,46 @@ def build(config: Config, *, http: bool = True, record: bool = True) -> Runtime:
             rt.api = build_api(config, engine)
             rt.app = build_app(rt.api)
         if record:
-            # The recorders: one per configured Asterisk machine (pbxcontrol.recorder).
-            from pbxcontrol.recorder.service import build_recorders
-
             rt.recorders = build_recorders(config, sessions)
     except BaseException:
         engine.dispose()
         raise
     return rt
+
+
+def build_recorders(config: Config, sessions: sessionmaker[Session]) -> list[Any]:
+    """One recorder per configured Asterisk machine, each on its own ARI client; they share
+    one cache of what is provisioned (pbxcontrol.recorder)."""
+    # Imported here: an API-only process never loads the recorder.
+    from pbxcontrol.ari.client import AriClient
+    from pbxcontrol.recorder.machine import MachineRecorder
+    from pbxcontrol.recorder.provisioned import ProvisionedCache
+
+    cache = ProvisionedCache(sessions)
+    recorders = []
+    for m in config.machines:
+        ari = AriClient(
+            m.ari_url,
+            m.username,
+            m.password,
+            m.app,
+            subscribe_all=m.subscribe_all,
+            ping_interval=m.ping_interval,
+            ping_timeout=m.ping_timeout,
+        )
+        recorders.append(
+            MachineRecorder(
+                m.id,
+                ari,
+                sessions,
+                sweep_interval=m.sweep_interval,
+                batch_size=config.batch_size,
+                history_days=config.history_days,
+                provisioned=cache,
+                name=f"machine {m.id}",
+            )
+        )
+    return recorders
 
 
 def build_api(config: Config, engine: Engine) -> JsonApi:

@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pbxcontrol.ari.client import AriError
-from pbxcontrol.ari.events import LINKEDID_VAR
+from pbxcontrol.ari.channel import LINKEDID_VAR, AsteriskInfo, Channel
+from pbxcontrol.ari.client import AriError, asterisk_info, channel_list
 
 RECORDINGS = Path(__file__).parent / "recordings"
 
@@ -61,14 +61,21 @@ class FakeAri:
         self._lock = threading.Lock()
 
     # -- the Ari interface -------------------------------------------------------------
-    def info(self) -> dict[str, Any]:
+    def info(self) -> AsteriskInfo:
         self._rest("info")
+        return asterisk_info(self.raw_info())  # parsed as AriClient does
+
+    def channels(self) -> list[Channel]:
+        self._rest("channels")
+        return channel_list(self.raw_channels(), "fake")
+
+    # -- what Asterisk answers, as JSON (tests replace these to send garbage) ----------
+    def raw_info(self) -> Any:
         return {
             "status": {"startup_time": self.startup_time, "last_reload_time": self.startup_time}
         }
 
-    def channels(self) -> list[dict[str, Any]]:
-        self._rest("channels")
+    def raw_channels(self) -> Any:
         with self._lock:
             return [self._public(c) for c in self.live.values()]
 

@@ -10,6 +10,14 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import requests
 import websocket
 
+from pbxcontrol.ari.channel import (
+    AsteriskInfo,
+    Channel,
+    MalformedEvent,
+    parse_channels,
+    parse_info,
+)
+
 
 class AriError(Exception):
     """ARI is unreachable or answered something unusable. Never carries credentials."""
@@ -26,9 +34,11 @@ class EventStream(Protocol):
 class Ari(Protocol):
     """What the recorder needs from Asterisk; AriClient and the tests' FakeAri provide it."""
 
-    def info(self) -> dict[str, Any]: ...
+    def info(self) -> AsteriskInfo: ...
 
-    def channels(self) -> list[dict[str, Any]]: ...
+    def channels(self) -> list[Channel]:
+        """Every channel; malformed ones are logged and skipped."""
+        ...
 
     def variable(self, channel_id: str, name: str) -> str | None: ...
 
@@ -64,6 +74,8 @@ class AriClient:
         except requests.RequestException as exc:
             raise AriError(f"GET {path}: {type(exc).__name__}") from None
         if resp.status_code == 404 and "/variable" in path:
+            # Asterisk 22 answers 404 for a variable that is not set (as well as for a
+            # channel that is gone): both mean "no value", not a failure.
             return None
         if resp.status_code != 200:
             raise AriError(f"GET {path}: HTTP {resp.status_code}")
@@ -72,14 +84,11 @@ class AriClient:
         except ValueError:
             raise AriError(f"GET {path}: answer is not JSON") from None
 
-    def info(self) -> dict[str, Any]:
-        return self._get("/asterisk/info")
+    def info(self) -> AsteriskInfo:
+        return asterisk_info(self._get("/asterisk/info"))
 
-    def channels(self) -> list[dict[str, Any]]:
-        result = self._get("/channels")
-        if not isinstance(result, list):
-            raise AriError("GET /channels: answer is not a list")
-        return result
+    def channels(self) -> list[Channel]:
+        return channel_list(self._get("/channels"), f"app {self.app}")
 
     def variable(self, channel_id: str, name: str) -> str | None:
         result = self._get(f"/channels/{quote(channel_id, safe='')}/variable", variable=name)
@@ -150,6 +159,21 @@ class WebsocketStream:
     def close(self) -> None:
         with contextlib.suppress(OSError, websocket.WebSocketException):
             self._ws.close(timeout=1)
+
+
+# An answer of the wrong shape is an AriError, like an unreachable ARI: the caller retries.
+def asterisk_info(answer: Any) -> AsteriskInfo:
+    try:
+        return parse_info(answer)
+    except MalformedEvent as exc:
+        raise AriError(str(exc)) from None
+
+
+def channel_list(answer: Any, source: str) -> list[Channel]:
+    try:
+        return parse_channels(answer, source)
+    except MalformedEvent as exc:
+        raise AriError(str(exc)) from None
 
 
 def _basic_auth_header(username: str, password: str) -> str:

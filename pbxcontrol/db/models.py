@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from sqlalchemy import (
     Boolean,
+    Column,
     Float,
     ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from pbxcontrol.recorder import fields
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -146,113 +151,81 @@ class Number(Base):
 
 class DirectoryEntry(Base):
     __tablename__ = "directory"
-    __table_args__ = (UniqueConstraint("number", "customer_id"),)
+    __table_args__ = (
+        UniqueConstraint("number", "customer_id"),
+        # NULL never equals NULL in the constraint above: global entries need their own key.
+        Index(
+            "uq_directory_number_global",
+            "number",
+            unique=True,
+            sqlite_where=text("customer_id IS NULL"),
+            postgresql_where=text("customer_id IS NULL"),
+        ),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
     number: Mapped[str] = mapped_column(String(64), nullable=False)
     name: Mapped[str] = _s()
 
 
-LEG_STRING_FIELDS = (
-    "uniqueid",
-    "callid",
-    "channel",
-    "status",
-    "sip_callid",
-    "recording",
-    "snumber",
-    "stype",
-    "callerid_internal",
-    "callerid_external",
-    "callername_internal",
-    "callername_external",
-    "cnumber",
-    "ctype",
-    "dnumber",
-    "dtype",
-    "direction",
+# The leg's fields are declared once, in recorder/fields.py (with their ARI source and rule).
+LEG_STRING_FIELDS, LEG_INT_FIELDS, LEG_FIELDS = (
+    fields.LEG_STRING_FIELDS,
+    fields.LEG_INT_FIELDS,
+    fields.LEG_FIELDS,
 )
-LEG_INT_FIELDS = (
-    "machine",
-    "start",
-    "answered",
-    "scustomer",
-    "spresent",
-    "dcustomer",
-    "peer",
-    "billing_peer",
-    "ingroup",
-    "outgroup",
-    "overmax",
+
+
+def _leg_columns() -> list[Column]:
+    """Columns shared by live legs and their history, from recorder/fields.py LEG_TABLE."""
+    columns: list[Column] = []
+    for f in fields.LEG_TABLE:
+        if f.name in ("machine", "uniqueid"):  # a leg's key: never defaulted
+            kind = Integer() if f.type is int else String(f.width)
+            columns.append(Column(f.name, kind, nullable=False))
+        elif f.type is int:
+            columns.append(Column(f.name, Integer, nullable=False, default=0, server_default="0"))
+        else:
+            kind = Text() if f.width < 0 else String(f.width)
+            columns.append(Column(f.name, kind, nullable=False, default="", server_default=""))
+    return columns
+
+
+LEGS_TABLE = Table(
+    "legs",
+    Base.metadata,
+    Column("id", Integer, primary_key=True),
+    *_leg_columns(),
+    UniqueConstraint("machine", "uniqueid"),
+    Index("ix_legs_scustomer_start", "scustomer", "start"),
+    Index("ix_legs_dcustomer_start", "dcustomer", "start"),
+    Index("ix_legs_callid", "callid"),
+    Index("ix_legs_start_uniqueid", "start", "uniqueid"),
 )
-#: The fields of SPEC §4 as the API returns them, in a stable order.
-LEG_FIELDS = tuple(sorted(LEG_STRING_FIELDS + LEG_INT_FIELDS))
+LEG_HISTORY_TABLE = Table(
+    "leg_history",
+    Base.metadata,
+    Column("id", Integer, primary_key=True),
+    *_leg_columns(),
+    Column("ended", Float, nullable=False, default=0.0),
+    Column("cause", Integer, nullable=False, default=0, server_default="0"),
+    Column("cause_txt", String(128), nullable=False, default="", server_default=""),
+    Index("ix_leg_history_machine_uniqueid", "machine", "uniqueid"),
+    Index("ix_leg_history_machine_ended", "machine", "ended"),
+)
 
 
-class _LegColumns:
-    """Columns shared by live legs and their history."""
+class ActiveLeg(Base):
+    """A row of the active list: a live call leg (an Asterisk channel). Ended legs move to
+    LegHistory."""
 
-    machine: Mapped[int] = mapped_column(Integer, nullable=False)
-    uniqueid: Mapped[str] = mapped_column(String(150), nullable=False)
-    callid: Mapped[str] = _s(150)
-    channel: Mapped[str] = _s()
-    start: Mapped[int] = _i()
-    answered: Mapped[int] = _i()
-    status: Mapped[str] = _s(64)
-    sip_callid: Mapped[str] = _s()
-    recording: Mapped[str] = _s(1024)
-    snumber: Mapped[str] = _s(128)
-    stype: Mapped[str] = _s(32)
-    scustomer: Mapped[int] = _i()
-    spresent: Mapped[int] = _i()
-    callerid_internal: Mapped[str] = _s(128)
-    callerid_external: Mapped[str] = _s(128)
-    callername_internal: Mapped[str] = _s(128)
-    callername_external: Mapped[str] = _s(128)
-    cnumber: Mapped[str] = _s(128)
-    ctype: Mapped[str] = _s(32)
-    dnumber: Mapped[str] = _s(128)
-    dtype: Mapped[str] = _s(32)
-    dcustomer: Mapped[int] = _i()
-    peer: Mapped[int] = _i()
-    billing_peer: Mapped[int] = _i()
-    ingroup: Mapped[int] = _i()
-    outgroup: Mapped[int] = _i()
-    overmax: Mapped[int] = _i()
-    direction: Mapped[str] = _s(16)
-    # Recorder bookkeeping, not part of the API.
-    endpoint: Mapped[str] = _s(128)  # "PJSIP/alice" for PJSIP/alice-0000001a
-    caller_number: Mapped[str] = _s(128)
-    caller_name: Mapped[str] = _s(128)
-    dialled_by: Mapped[str] = _s(150)  # uniqueid of the leg whose Dial created this one
-    dialled: Mapped[str] = _s(150)  # uniqueid of the leg this one dialled (first Dial)
-    dialstring: Mapped[str] = _s(255)
-    overrides: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
+    __table__ = LEGS_TABLE
 
 
-class Leg(_LegColumns, Base):
-    """A live call leg (an Asterisk channel). Ended legs move to LegHistory."""
-
-    __tablename__ = "legs"
-    __table_args__ = (
-        UniqueConstraint("machine", "uniqueid"),
-        Index("ix_legs_scustomer_start", "scustomer", "start"),
-        Index("ix_legs_dcustomer_start", "dcustomer", "start"),
-        Index("ix_legs_callid", "callid"),
-        Index("ix_legs_start_uniqueid", "start", "uniqueid"),
-    )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-
-
-class LegHistory(_LegColumns, Base):
+class LegHistory(Base):
     """Ended legs, kept for reference; the active list never reads this table."""
 
-    __tablename__ = "leg_history"
-    __table_args__ = (
-        Index("ix_leg_history_machine_uniqueid", "machine", "uniqueid"),
-        Index("ix_leg_history_machine_ended", "machine", "ended"),
-    )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    ended: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
-    cause: Mapped[int] = _i()
-    cause_txt: Mapped[str] = _s(128)
+    __table__ = LEG_HISTORY_TABLE
+
+
+Leg = ActiveLeg  # the name plugins and their tests know the table by

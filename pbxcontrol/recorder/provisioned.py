@@ -81,6 +81,3 @@ class ProvisionedCache:
                 self._value = Provisioned.load(session)
             self._loaded = now
         return self._value
-
-    def invalidate(self) -> None:
-        self._loaded = float("-inf")

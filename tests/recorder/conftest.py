@@ -11,8 +11,9 @@ from pbxcontrol import provisioning
 from pbxcontrol.ari.events import parse_event
 from pbxcontrol.db import migrate
 from pbxcontrol.db.engine import make_engine, make_sessionmaker
-from pbxcontrol.db.models import LEG_FIELDS, Leg, LegHistory
-from pbxcontrol.recorder.core import LegRecorder
+from pbxcontrol.db.models import LEG_FIELDS, LEG_HISTORY_TABLE, LEGS_TABLE
+from pbxcontrol.recorder import store
+from pbxcontrol.recorder.live import LiveLegs
 from pbxcontrol.recorder.provisioned import ProvisionedCache
 from tests.conftest import TREE
 from tests.fakeari import FakeAri, load_recording
@@ -31,7 +32,7 @@ def sessions(tmp_path):
 
 def live_rows(sessions, machine: int | None = None) -> dict[str, dict]:
     """uniqueid -> the API fields of each live leg (of one machine, or all)."""
-    table = Leg.__table__
+    table = LEGS_TABLE
     query = select(*(table.c[f] for f in LEG_FIELDS))
     if machine is not None:
         query = query.where(table.c.machine == machine)
@@ -41,11 +42,11 @@ def live_rows(sessions, machine: int | None = None) -> dict[str, dict]:
 
 def history_ids(sessions) -> set[str]:
     with sessions() as session:
-        return set(session.scalars(select(LegHistory.uniqueid)))
+        return set(session.scalars(select(LEG_HISTORY_TABLE.c.uniqueid)))
 
 
 class Replay:
-    """Feeds a recording to a FakeAri and a LegRecorder, flushing after each event."""
+    """Feeds a recording to a FakeAri and a LiveLegs, flushing after each event."""
 
     def __init__(self, sessions, name: str, machine: int = 1):
         self.sessions = sessions
@@ -53,12 +54,12 @@ class Replay:
         info = self.records[0]
         assert info["type"] == "info"
         self.fake = FakeAri(info["data"]["status"]["startup_time"])
-        self.recorder = LegRecorder(machine, ProvisionedCache(sessions).get)
+        self.recorder = LiveLegs(machine, ProvisionedCache(sessions).get)
         self.seq = 0
 
     def flush(self) -> None:
         with self.sessions.begin() as session:
-            done = self.recorder.flush(session)
+            done = store.flush(self.recorder, session)
         done()
 
     def step(self, record) -> None:

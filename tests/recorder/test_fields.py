@@ -9,7 +9,8 @@ from sqlalchemy import select
 
 from pbxcontrol.ari.events import parse_event
 from pbxcontrol.db.models import LegHistory
-from pbxcontrol.recorder.core import LegRecorder
+from pbxcontrol.recorder import store
+from pbxcontrol.recorder.live import LiveLegs
 from pbxcontrol.recorder.provisioned import ProvisionedCache
 from tests.fakeari import load_recording
 from tests.recorder.conftest import live_rows
@@ -48,7 +49,7 @@ def until_answered(events):
 class Driver:
     def __init__(self, sessions):
         self.sessions = sessions
-        self.recorder = LegRecorder(1, ProvisionedCache(sessions).get)
+        self.recorder = LiveLegs(1, ProvisionedCache(sessions).get)
         self.seq = 0
 
     def feed(self, events):
@@ -58,7 +59,7 @@ class Driver:
                 self.seq += 1
                 self.recorder.apply(event, self.seq)
             with self.sessions.begin() as session:
-                done = self.recorder.flush(session)
+                done = store.flush(self.recorder, session)
             done()
 
 

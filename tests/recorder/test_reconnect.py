@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from pbxcontrol.db.models import LegHistory
-from pbxcontrol.recorder.service import MachineRecorder
+from pbxcontrol.recorder.machine import MachineRecorder
 from tests.fakeari import FakeAri, load_recording
 from tests.recorder.conftest import history_ids, live_rows
 
@@ -330,15 +330,15 @@ def test_a_bug_in_the_writer_is_logged_and_recording_goes_on(sessions, started, 
     startup, before, after = split("phone_to_phone_answered", "answered")
     fake = FakeAri(startup)
     rec = started(fake)
-    real_flush, calls = rec.core.flush, []
+    real_changes, calls = rec.live.changes, []
 
-    def flush_once_broken(session):
+    def changes_once_broken():
         if not calls:
             calls.append(1)
             raise RuntimeError("a bug")
-        return real_flush(session)
+        return real_changes()
 
-    rec.core.flush = flush_once_broken
+    rec.live.changes = changes_once_broken
     emit_all(fake, before)
     wait_until(converged(sessions, fake), what="recovery after the bug")
     assert "writer failed; restarting it and resyncing" in caplog.text
@@ -350,7 +350,7 @@ def test_garbage_from_the_rest_api_is_skipped_or_retried(sessions, started, capl
     startup, before, _ = split("trunk_to_phone_answered", "answered")
     fake = FakeAri(startup)
     fake.reachable = False
-    real_channels, real_info = fake.channels, fake.info
+    real_channels, real_info = fake.raw_channels, fake.raw_info
     answers = iter([{"status": "not an object"}, {"no": "status"}])
 
     def info():
@@ -366,7 +366,7 @@ def test_garbage_from_the_rest_api_is_skipped_or_retried(sessions, started, capl
             {"id": "x", "name": "PJSIP/x-1", "state": "Up", "creationtime": "never"},
         ]
 
-    fake.info, fake.channels = info, channels
+    fake.raw_info, fake.raw_channels = info, channels
     rec = MachineRecorder(1, fake, sessions)
     rec.start()
     try:

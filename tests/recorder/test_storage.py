@@ -14,7 +14,7 @@ import time
 from sqlalchemy import event, text
 
 from pbxcontrol.db.engine import make_engine
-from pbxcontrol.recorder.service import MachineRecorder
+from pbxcontrol.recorder.machine import MachineRecorder
 from tests.fakeari import FakeAri
 from tests.recorder.conftest import live_rows
 from tests.recorder.test_fields import events_of
@@ -67,14 +67,15 @@ WRITER = textwrap.dedent("""
     import json, sys, time
     from pbxcontrol.ari.events import parse_event
     from pbxcontrol.db.engine import make_engine, make_sessionmaker
-    from pbxcontrol.recorder.core import LegRecorder
+    from pbxcontrol.recorder import store
+    from pbxcontrol.recorder.live import LiveLegs
     from pbxcontrol.recorder.provisioned import ProvisionedCache
     stream = json.load(open(sys.argv[2]))
     engine = make_engine(sys.argv[1])
     sessions = make_sessionmaker(engine)
-    rec = LegRecorder(1, ProvisionedCache(sessions).get)
+    rec = LiveLegs(1, ProvisionedCache(sessions).get)
     with sessions() as s:
-        rec.load(s)
+        store.load(rec, s)
     print("ready", flush=True)
     for i in range(0, len(stream), 50):
         for seq, raw in enumerate(stream[i:i + 50], i):
@@ -82,7 +83,7 @@ WRITER = textwrap.dedent("""
             if ev:
                 rec.apply(ev, seq)
         with sessions.begin() as s:
-            done = rec.flush(s)
+            done = store.flush(rec, s)
         done()
 """)
 

@@ -1,4 +1,4 @@
-"""One recorder per Asterisk machine: a reader thread on the websocket, a writer thread on SQL."""
+"""One machine's connection: a reader thread on the ARI websocket, a writer thread on SQL."""
 
 from __future__ import annotations
 
@@ -7,17 +7,19 @@ import queue
 import random
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pbxcontrol.ari.client import Ari, AriClient, AriError
-from pbxcontrol.ari.events import LINKEDID_VAR, MalformedEvent, parse_event
-from pbxcontrol.config import Config, MachineConfig
-from pbxcontrol.db.models import LegHistory, Machine
-from pbxcontrol.recorder.core import LegRecorder
+from pbxcontrol.ari.channel import LINKEDID_VAR, MalformedEvent
+from pbxcontrol.ari.client import Ari, AriError, EventStream
+from pbxcontrol.ari.events import parse_event
+from pbxcontrol.db.models import LEG_HISTORY_TABLE, Machine
+from pbxcontrol.recorder import store
+from pbxcontrol.recorder.live import LiveLegs
 from pbxcontrol.recorder.provisioned import ProvisionedCache
 
 log = logging.getLogger("pbxcontrol.recorder")
@@ -26,6 +28,8 @@ CONNECTED = object()
 DISCONNECTED = object()
 BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
 PRUNE_CHUNK, PRUNE_CHUNKS = 5000, 10  # history rows deleted per transaction, per sweep
+HISTORY = LEG_HISTORY_TABLE
+T = TypeVar("T")
 
 
 class MachineRecorder:
@@ -51,13 +55,13 @@ class MachineRecorder:
         self.history_days = history_days  # 0 = keep the history of ended legs forever
         self.name = name or f"machine {machine}"
         self.cache = provisioned or ProvisionedCache(sessions)
-        self.core = LegRecorder(machine, self.cache.get, self._linkedid)
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.live = LiveLegs(machine, self.cache.get, self._linkedid)
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.received = 0  # messages read from the websocket, a sequence number
         self.stopping = threading.Event()
         self.synced = threading.Event()  # set after each successful reconcile
         self.malformed = 0
-        self._stream = None
+        self._stream: EventStream | None = None
         self._threads: list[threading.Thread] = []
         self._needs_reconcile = False
         self._db_failing_since: float | None = None
@@ -85,7 +89,7 @@ class MachineRecorder:
         for thread in self._threads:
             thread.join(timeout)
 
-    def _supervised(self, loop, role: str) -> None:
+    def _supervised(self, loop: Callable[[], None], role: str) -> None:
         """A bug in a loop must not silently end recording: log it, resync, go on."""
         try:
             while True:
@@ -138,7 +142,7 @@ class MachineRecorder:
     def _write_loop(self) -> None:
         while (
             not self.stopping.is_set()
-            and self._with_db(self.core.load, "loading live legs") is None
+            and self._with_db(lambda session: store.load(self.live, session), "loading") is None
         ):
             pass
         self._next_sweep = float("inf")
@@ -202,18 +206,20 @@ class MachineRecorder:
             return
         if event is not None:
             try:
-                self.core.apply(event, seq)
+                self.live.apply(event, seq)
             except Exception:  # one bad event must not stop the recorder
                 self.malformed += 1
-                log.exception("%s: could not apply %s event; skipped", self.name, event.type)
+                log.exception(
+                    "%s: could not apply %s event; skipped", self.name, type(event).__name__
+                )
 
     def _reconcile(self) -> bool:
         sent = self.received
         try:
             info = self.ari.info()
             channels = self.ari.channels()
-            live, ended = self.core.reconcile(info, channels, sent, time.time())
-        except (AriError, MalformedEvent) as exc:
+            live, ended = self.live.reconcile(info, channels, sent, time.time())
+        except AriError as exc:
             log.warning("%s: reconcile failed (%s); will retry", self.name, exc)
             self._needs_reconcile = True
             self.stopping.wait(1.0)
@@ -226,14 +232,14 @@ class MachineRecorder:
         return False
 
     def _flush(self, machine_row: bool = False) -> bool:
-        def write(session: Session):
-            done = self.core.flush(session)
+        def write(session: Session) -> Callable[[], None]:
+            done = store.flush(self.live, session)
             if machine_row:
                 session.merge(
                     Machine(
                         id=self.machine,
                         name=self.name,
-                        startup_time=self.core.startup_time or "",
+                        startup_time=self.live.startup_time or "",
                         last_sync=time.time(),
                     )
                 )
@@ -245,7 +251,7 @@ class MachineRecorder:
         done()
         return True
 
-    def _with_db(self, work, what: str):
+    def _with_db(self, work: Callable[[Session], T], what: str) -> T | None:
         """Run `work(session)` in one transaction; on failure keep everything in memory and
         let the next round retry (and resync from Asterisk once the database is back)."""
         try:
@@ -270,7 +276,7 @@ class MachineRecorder:
             )
             self._db_failing_since = None
             self._needs_reconcile = True
-        return result if result is not None else (lambda: None)
+        return result
 
     def prune_history(self, now: float | None = None) -> int:
         """Delete this machine's history rows that ended more than `history_days` ago, in
@@ -280,17 +286,15 @@ class MachineRecorder:
             return 0
         cutoff = (now or time.time()) - self.history_days * 86400
         oldest = (
-            select(LegHistory.id)
-            .where(LegHistory.machine == self.machine, LegHistory.ended < cutoff)
+            select(HISTORY.c.id)
+            .where(HISTORY.c.machine == self.machine, HISTORY.c.ended < cutoff)
             .limit(PRUNE_CHUNK)
             .scalar_subquery()
         )
         total = 0
         for _ in range(PRUNE_CHUNKS):
             gone = self._with_db(
-                lambda session: (
-                    session.execute(delete(LegHistory).where(LegHistory.id.in_(oldest))).rowcount
-                ),
+                lambda session: store.delete_rows(session, HISTORY.c.id.in_(oldest)),
                 "pruning the history",
             )
             if gone is None:  # the database refused; _with_db logged it, the next sweep retries
@@ -310,32 +314,3 @@ class MachineRecorder:
             return self.ari.variable(channel_id, LINKEDID_VAR)
         except AriError:
             return None
-
-
-def build_recorders(config: Config, sessions: sessionmaker[Session]) -> list[MachineRecorder]:
-    cache = ProvisionedCache(sessions)
-    return [
-        MachineRecorder(
-            m.id,
-            _client(m),
-            sessions,
-            sweep_interval=m.sweep_interval,
-            batch_size=config.batch_size,
-            history_days=config.history_days,
-            provisioned=cache,
-            name=f"machine {m.id}",
-        )
-        for m in config.machines
-    ]
-
-
-def _client(m: MachineConfig) -> AriClient:
-    return AriClient(
-        m.ari_url,
-        m.username,
-        m.password,
-        m.app,
-        subscribe_all=m.subscribe_all,
-        ping_interval=m.ping_interval,
-        ping_timeout=m.ping_timeout,
-    )

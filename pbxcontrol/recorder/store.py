@@ -1,0 +1,67 @@
+"""One machine's live legs to and from SQL: load them at start, write each batch's changes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, CursorResult, and_, bindparam, delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from pbxcontrol.db.models import LEG_HISTORY_TABLE, LEGS_TABLE, Machine
+from pbxcontrol.recorder.leg import LiveLeg
+from pbxcontrol.recorder.live import Changes, LiveLegs
+
+LEGS, HISTORY = LEGS_TABLE, LEG_HISTORY_TABLE
+
+
+def load(live: LiveLegs, session: Session) -> int:
+    """Take over the machine's legs from the database (a restart keeps what was derived).
+    Returns how many."""
+    rows = session.execute(select(LEGS).where(LEGS.c.machine == live.machine))
+    legs = [LiveLeg.from_row(row) for row in rows]
+    machine = session.get(Machine, live.machine)
+    live.take_over(legs, machine.startup_time if machine and machine.startup_time else None)
+    return len(legs)
+
+
+def write(changes: Changes, machine: int, session: Session) -> None:
+    """Insert new legs, update changed ones, move ended ones to the history, in `session`."""
+    if changes.inserts:
+        session.execute(insert(LEGS), changes.inserts)
+    if changes.updates:
+        session.execute(
+            update(LEGS).where(
+                and_(
+                    LEGS.c.machine == bindparam("b_machine"),
+                    LEGS.c.uniqueid == bindparam("b_uniqueid"),
+                )
+            ),
+            [
+                {**r, "b_machine": r["machine"], "b_uniqueid": r["uniqueid"]}
+                for r in changes.updates
+            ],
+        )
+    if changes.ended:
+        session.execute(insert(HISTORY), changes.ended)
+    if changes.gone:
+        session.execute(
+            delete(LEGS).where(
+                and_(LEGS.c.machine == machine, LEGS.c.uniqueid == bindparam("b_uniqueid"))
+            ),
+            [{"b_uniqueid": uid} for uid in changes.gone],
+        )
+
+
+def flush(live: LiveLegs, session: Session) -> Callable[[], None]:
+    """Write every change since the last committed flush; call the returned function once
+    the transaction has committed."""
+    changes = live.changes()
+    write(changes, live.machine, session)
+    return changes.committed
+
+
+def delete_rows(session: Session, where: ColumnElement[bool]) -> int:
+    """Delete history rows matching `where`; returns how many went."""
+    result = cast(CursorResult[Any], session.execute(delete(HISTORY).where(where)))
+    return result.rowcount
