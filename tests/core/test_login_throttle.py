@@ -151,17 +151,17 @@ def test_world_readable_config_is_warned_about(tmp_path, caplog):
 
 
 def test_unknown_user_costs_a_password_check_like_a_wrong_password(app, monkeypatch):
-    """No shortcut for unknown usernames: both paths run scrypt once (timing-safe)."""
+    """No shortcut for unknown usernames: both paths run argon2id once (timing-safe)."""
     from pbxcontrol.http import auth
 
     calls = []
     real = auth.verify_password
 
     def counting(password, stored):
-        calls.append(stored.split("$")[0])
+        calls.append(stored.split("$")[1])
         return real(password, stored)
 
     monkeypatch.setattr(auth, "verify_password", counting)
     app.get(LIST + "?auth_username=nobody;auth_password=x")
     app.get(LIST + "?auth_username=acme;auth_password=x")
-    assert calls == ["scrypt", "scrypt"]
+    assert calls == ["argon2id", "argon2id"]
