@@ -194,3 +194,25 @@ def test_json_under_journald_is_prefixed_with_the_priority(captured):
     logging.getLogger("pbxcontrol.test").error("e")
     line = text()
     assert line.startswith("<3>{") and json.loads(line[3:])["message"] == "e"
+
+
+def test_the_config_chooses_the_json_format(tmp_path):
+    """[logging] format reaches the process's logging set-up."""
+    import subprocess
+
+    from tests.conftest import write_config
+
+    path = write_config(tmp_path, "[logging]\nformat = json\n")
+    path.chmod(0o644)  # so that start-up logs its warning
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pbxcontrol", "--config", str(path), "initdb"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    entries = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert [e["level"] for e in entries] == ["WARNING"]
+    assert "is readable by every user" in entries[0]["message"]
