@@ -51,7 +51,6 @@ def test_passwords_are_stored_hashed_and_verify(rt):
     with rt.sessions() as s:
         person = s.get(models.Person, "acme")
     assert "acme-pass" not in person.password_hash
-    assert person.password_hash.startswith("scrypt$")
     assert verify_password("acme-pass", person.password_hash)
     assert not verify_password("acme-pas", person.password_hash)
 

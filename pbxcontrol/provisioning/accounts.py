@@ -1,0 +1,52 @@
+"""Roles (their privileges replaced as a set) and people (passwords stored hashed)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, delete, insert, select
+
+from pbxcontrol.db.models import Base, Person, Role, RolePrivilege
+from pbxcontrol.passwords import hash_password, verify_password
+from pbxcontrol.provisioning.apply import Change
+from pbxcontrol.provisioning.document import PersonRow, Rows
+
+
+def apply_roles(conn: Connection, roles: dict[str, frozenset[str]], dry_run: bool) -> Change:
+    """A listed role gets exactly the listed privileges."""
+    change = Change()
+    stored: dict[str, set[str]] = {name: set() for name in conn.scalars(select(Role.name))}
+    for role, privilege in conn.execute(select(RolePrivilege.role, RolePrivilege.privilege)):
+        stored[role].add(privilege)
+    for name, privileges in roles.items():
+        if name not in stored:
+            change.inserted += 1
+        elif stored[name] != privileges:
+            change.updated += 1
+        else:
+            change.unchanged += 1
+            continue
+        if dry_run:
+            continue
+        if name not in stored:
+            conn.execute(insert(Role).values(name=name))
+        conn.execute(delete(RolePrivilege).where(RolePrivilege.role == name))
+        if privileges:
+            conn.execute(
+                insert(RolePrivilege), [{"role": name, "privilege": p} for p in sorted(privileges)]
+            )
+    return change
+
+
+def people_rows(conn: Connection, people: list[PersonRow]) -> Rows:
+    """People as rows of the people table. Re-applying a document keeps the stored hash when
+    the password is omitted or unchanged, so such a person compares equal (not rewritten)."""
+    columns = ("username", "password_hash", "customer_id", "role", "enabled")
+    rows = Rows("people", Base.metadata.tables["people"], columns, ("username",))
+    hashes = dict(conn.execute(select(Person.username, Person.password_hash)).tuples().all())
+    for p in people:
+        stored = hashes.get(p.username)
+        if stored and (not p.password or verify_password(p.password, stored)):
+            password_hash = stored
+        else:
+            password_hash = hash_password(p.password)
+        rows.rows.append((p.username, password_hash, p.customer_id, p.role, p.enabled))
+    return rows
