@@ -152,10 +152,7 @@ class LiveLegs:
         if not taken:
             log.warning(
                 "machine %s: ignoring %s=%r on %s: not a field or not a number",
-                self.machine,
-                variable,
-                value,
-                leg.channel,
+                *(self.machine, variable, value, leg.channel),
             )
         self._dirty_calls.add(leg.callid)
 
@@ -179,10 +176,7 @@ class LiveLegs:
         if self.startup_time is not None and info.startup_time != self.startup_time:
             log.warning(
                 "machine %s: Asterisk restarted (startup %s -> %s): ending %d legs",
-                self.machine,
-                self.startup_time,
-                info.startup_time,
-                len(self.legs),
+                *(self.machine, self.startup_time, info.startup_time, len(self.legs)),
             )
             for leg in list(self.legs.values()):
                 self._end(leg, now, 0, "Asterisk restarted")

@@ -10,14 +10,12 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pbxcontrol.ari.channel import LINKEDID_VAR, MalformedEvent
 from pbxcontrol.ari.client import Ari, AriError, EventStream
 from pbxcontrol.ari.events import parse_event
-from pbxcontrol.db.models import LEG_HISTORY_TABLE, Machine
 from pbxcontrol.recorder import store
 from pbxcontrol.recorder.live import LiveLegs
 from pbxcontrol.recorder.provisioned import ProvisionedCache
@@ -28,7 +26,6 @@ CONNECTED = object()
 DISCONNECTED = object()
 BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
 PRUNE_CHUNK, PRUNE_CHUNKS = 5000, 10  # history rows deleted per transaction, per sweep
-HISTORY = LEG_HISTORY_TABLE
 T = TypeVar("T")
 
 
@@ -235,14 +232,7 @@ class MachineRecorder:
         def write(session: Session) -> Callable[[], None]:
             done = store.flush(self.live, session)
             if machine_row:
-                session.merge(
-                    Machine(
-                        id=self.machine,
-                        name=self.name,
-                        startup_time=self.live.startup_time or "",
-                        last_sync=time.time(),
-                    )
-                )
+                store.mark_synced(session, self.machine, self.name, self.live.startup_time or "")
             return done
 
         done = self._with_db(write, "writing legs")
@@ -285,16 +275,10 @@ class MachineRecorder:
         if not self.history_days:
             return 0
         cutoff = (now or time.time()) - self.history_days * 86400
-        oldest = (
-            select(HISTORY.c.id)
-            .where(HISTORY.c.machine == self.machine, HISTORY.c.ended < cutoff)
-            .limit(PRUNE_CHUNK)
-            .scalar_subquery()
-        )
         total = 0
         for _ in range(PRUNE_CHUNKS):
             gone = self._with_db(
-                lambda session: store.delete_rows(session, HISTORY.c.id.in_(oldest)),
+                lambda session: store.prune_history(session, self.machine, cutoff, PRUNE_CHUNK),
                 "pruning the history",
             )
             if gone is None:  # the database refused; _with_db logged it, the next sweep retries

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, and_, bindparam, delete, insert, select, update
+from sqlalchemy import CursorResult, and_, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from pbxcontrol.db.models import LEG_HISTORY_TABLE, LEGS_TABLE, Machine
@@ -61,7 +62,19 @@ def flush(live: LiveLegs, session: Session) -> Callable[[], None]:
     return changes.committed
 
 
-def delete_rows(session: Session, where: ColumnElement[bool]) -> int:
-    """Delete history rows matching `where`; returns how many went."""
-    result = cast(CursorResult[Any], session.execute(delete(HISTORY).where(where)))
-    return result.rowcount
+def mark_synced(session: Session, machine: int, name: str, startup_time: str) -> None:
+    """The machine's row: the Asterisk startup time its legs belong to, and when."""
+    session.merge(Machine(id=machine, name=name, startup_time=startup_time, last_sync=time.time()))
+
+
+def prune_history(session: Session, machine: int, cutoff: float, limit: int) -> int:
+    """Delete up to `limit` history rows of `machine` that ended before `cutoff`; returns
+    how many went."""
+    oldest = (
+        select(HISTORY.c.id)
+        .where(HISTORY.c.machine == machine, HISTORY.c.ended < cutoff)
+        .limit(limit)
+        .scalar_subquery()
+    )
+    result = session.execute(delete(HISTORY).where(HISTORY.c.id.in_(oldest)))
+    return cast(CursorResult[Any], result).rowcount
