@@ -1,9 +1,16 @@
-"""Shared fixtures: real SQLite files, the provisioned sandbox tree, the WSGI app."""
+"""Shared fixtures and helpers: real SQLite files, the provisioned sandbox tree, the WSGI app,
+the command line as a subprocess and a served process."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +18,8 @@ import webtest
 
 from pbxcontrol import config as config_mod
 from pbxcontrol import provisioning, runtime
+
+LIST = "/api/json/calls/active/list/"
 
 TREE = {
     "customers": [
@@ -93,13 +102,18 @@ def config_path(tmp_path) -> Path:
     return write_config(tmp_path)
 
 
+def build_provisioned(config_path: Path) -> runtime.Runtime:
+    """The runtime as `pbxcontrol api` builds it, with the TREE provisioned."""
+    built = runtime.build(config_mod.load(str(config_path)), record=False)
+    with built.sessions.begin() as session:
+        provisioning.apply(session, json.loads(json.dumps(TREE)))
+    return built
+
+
 @pytest.fixture
 def rt(config_path):
     """The runtime as `pbxcontrol api` builds it, on a fresh SQLite file, provisioned."""
-    config = config_mod.load(str(config_path))
-    built = runtime.build(config, record=False)
-    with built.sessions.begin() as session:
-        provisioning.apply(session, json.loads(json.dumps(TREE)))
+    built = build_provisioned(config_path)
     yield built
     built.close()
 
@@ -111,3 +125,69 @@ def app(rt) -> webtest.TestApp:
 
 def responses(resp) -> list[dict]:
     return resp.json["responses"]
+
+
+def cli(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`pbxcontrol --config CONFIG ARGS...` as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "pbxcontrol", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def provision_tree(config: Path) -> None:
+    """The TREE through `pbxcontrol provision`."""
+    doc = config.parent / "tree.json"
+    doc.write_text(json.dumps(TREE))
+    done = cli(config, "provision", str(doc))
+    assert done.returncode == 0, done.stderr
+
+
+def start_server(config: Path, *args: str):
+    """`pbxcontrol serve` in the background: (process, base URL, stderr lines so far)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pbxcontrol", "--config", str(config), *args, "serve"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    lines = []
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        lines.append(line)
+        match = re.search(r"listening on (http://[\d.]+:\d+)/api/json/", line)
+        if match:
+            return proc, match.group(1), lines
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    pytest.fail("server did not start:\n" + "".join(lines))
+
+
+def stop_server(proc) -> None:
+    """SIGTERM, as systemd stops it: the first process stops its API workers too. A SIGKILL of
+    the first process alone would leave the workers serving."""
+    children = children_of(proc.pid) if proc.poll() is None else []
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for pid in children:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def children_of(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0
+    except OSError:
+        return False

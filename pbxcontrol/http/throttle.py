@@ -88,10 +88,6 @@ class LoginThrottle:
                     wait = max(wait, oldest + self.window - now)
         return Verdict(math.ceil(wait), counts.get(keys["user"], 0))
 
-    def retry_after(self, username: str, address: str) -> int:
-        with self._engine.connect() as conn:
-            return self.check(conn, username, address).retry_after
-
     def failed(self, username: str, address: str) -> None:
         now = self.clock()
         self._write(

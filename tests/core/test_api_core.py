@@ -4,9 +4,8 @@ import logging
 
 import pytest
 
-from tests.conftest import responses
+from tests.conftest import LIST, responses
 
-LIST = "/api/json/calls/active/list/"
 OK = [{"code": "200", "key": "", "message": "OK"}]
 
 

@@ -1,17 +1,13 @@
 """Failed logins are throttled per username and per client address, across processes."""
 
 import json
-import subprocess
-import sys
 import urllib.request
 
 from sqlalchemy import select
 
 from pbxcontrol.db.models import LoginFailure
 from pbxcontrol.http.throttle import LoginThrottle
-from tests.conftest import TREE, write_config
-
-LIST = "/api/json/calls/active/list/"
+from tests.conftest import LIST, cli, provision_tree, start_server, stop_server, write_config
 
 
 class Clock:
@@ -22,26 +18,31 @@ class Clock:
         return self.now
 
 
+def retry_after(rt, throttle: LoginThrottle, username: str, address: str) -> int:
+    with rt.engine.connect() as conn:
+        return throttle.check(conn, username, address).retry_after
+
+
 def test_throttle_counts_per_user_and_ages_out(rt):
     clock = Clock()
     throttle = LoginThrottle(rt.engine, per_user=3, per_address=100, window=60, clock=clock)
     for _ in range(3):
-        assert throttle.retry_after("acme", "10.0.0.1") == 0
+        assert retry_after(rt, throttle, "acme", "10.0.0.1") == 0
         throttle.failed("acme", "10.0.0.1")
-    assert throttle.retry_after("acme", "10.0.0.2") == 60
-    assert throttle.retry_after("beta", "10.0.0.1") == 0
+    assert retry_after(rt, throttle, "acme", "10.0.0.2") == 60
+    assert retry_after(rt, throttle, "beta", "10.0.0.1") == 0
     clock.now += 30
-    assert throttle.retry_after("acme", "x") == 30
+    assert retry_after(rt, throttle, "acme", "x") == 30
     clock.now += 31
-    assert throttle.retry_after("acme", "x") == 0
+    assert retry_after(rt, throttle, "acme", "x") == 0
 
 
 def test_throttle_counts_per_address_across_usernames(rt):
     throttle = LoginThrottle(rt.engine, per_user=100, per_address=3, window=60, clock=Clock())
     for name in ("a", "b", "c"):
         throttle.failed(name, "10.0.0.9")
-    assert throttle.retry_after("d", "10.0.0.9") == 60
-    assert throttle.retry_after("d", "10.0.0.8") == 0
+    assert retry_after(rt, throttle, "d", "10.0.0.9") == 60
+    assert retry_after(rt, throttle, "d", "10.0.0.8") == 0
 
 
 def test_success_clears_the_user_count(rt):
@@ -49,7 +50,7 @@ def test_success_clears_the_user_count(rt):
     throttle.failed("acme", "a")
     throttle.succeeded("acme")
     throttle.failed("acme", "a")
-    assert throttle.retry_after("acme", "a") == 0
+    assert retry_after(rt, throttle, "acme", "a") == 0
 
 
 def test_brute_force_gets_a_401_with_retry_hint_even_for_the_right_password(app, rt):
@@ -88,22 +89,14 @@ def test_failures_are_stored_as_digests_and_pruned(rt):
 
 def test_one_count_for_every_api_process(tmp_path):
     """With `[http] processes = 3`, failures seen by any process lock the name out in all."""
-    from tests.core.test_server import start, stop
-
     config = write_config(tmp_path, "")
     config.write_text(
         config.read_text().replace(
             "port = 0\n", "port = 0\nprocesses = 3\nlogin_failures_per_user = 4\n"
         )
     )
-    doc = tmp_path / "doc.json"
-    doc.write_text(json.dumps(TREE))
-    subprocess.run(
-        [sys.executable, "-m", "pbxcontrol", "--config", str(config), "provision", str(doc)],
-        check=True,
-        capture_output=True,
-    )
-    proc, base, _ = start(config)
+    provision_tree(config)
+    proc, base, _ = start_server(config)
 
     def code(password):
         url = f"{base}{LIST}?auth_username=acme;auth_password={password}"
@@ -118,35 +111,21 @@ def test_one_count_for_every_api_process(tmp_path):
             status, message = code("acme-pass")
             assert status == "401" and message.startswith("Too many failed logins"), message
     finally:
-        stop(proc)
+        stop_server(proc)
 
 
-def test_world_readable_config_is_warned_about(tmp_path, caplog):
-    import subprocess
-    import sys
-
-    from tests.conftest import write_config
-
+def test_world_readable_config_is_warned_about(tmp_path):
     path = write_config(
         tmp_path,
         "[asterisk:1]\nari_url = http://127.0.0.1:9/ari\nusername = u\npassword = very-secret-pw\n",
     )
     path.chmod(0o644)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pbxcontrol", "--config", str(path), "initdb"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = cli(path, "initdb")
     assert "is readable by every user but holds passwords: chmod 0600 it" in proc.stderr
     assert "very-secret-pw" not in proc.stderr
     path.chmod(0o600)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pbxcontrol", "--config", str(path), "initdb"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = cli(path, "initdb")
+    assert proc.returncode == 0, proc.stderr
     assert "readable by every user" not in proc.stderr
 
 

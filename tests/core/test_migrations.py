@@ -1,23 +1,15 @@
 """Schema through Alembic: up from empty, re-run is a no-op, data survives an upgrade."""
 
-import subprocess
-import sys
-
 from sqlalchemy import inspect, text
 
 from pbxcontrol.db import migrate
 from pbxcontrol.db.engine import make_engine
 from pbxcontrol.db.models import Base
-from tests.conftest import write_config
+from tests.conftest import cli, write_config
 
 
 def initdb(config):
-    return subprocess.run(
-        [sys.executable, "-m", "pbxcontrol", "--config", str(config), "initdb"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return cli(config, "initdb")
 
 
 def test_initdb_creates_every_table_then_is_idempotent(tmp_path):
@@ -65,11 +57,6 @@ def test_serve_refuses_an_outdated_schema(tmp_path):
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
         conn.execute(text("INSERT INTO alembic_version VALUES ('0000')"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "pbxcontrol", "--config", str(config), "api"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = cli(config, "api")
     assert proc.returncode == 2
     assert "run `pbxcontrol initdb`" in proc.stderr

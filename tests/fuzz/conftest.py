@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import threading
 
 import pytest
 from sqlalchemy import insert
 
-from pbxcontrol import config as config_mod
-from pbxcontrol import provisioning, runtime
-from pbxcontrol.db.models import Leg
 from pbxcontrol.http.server import listen, make_server
-from tests.conftest import TREE, write_config
+from pbxcontrol.plugin import legs
+from tests.conftest import build_provisioned, write_config
 
 LEGS = [
     # (uniqueid, callid, scustomer, dcustomer, stype, snumber, dtype, dnumber, direction)
@@ -33,12 +30,10 @@ def service(tmp_path_factory):
     body = "login_failures_per_user = 1000000\nlogin_failures_per_address = 1000000\n"
     path = write_config(tmp)
     path.write_text(path.read_text().replace("port = 0\n", "port = 0\n" + body))
-    config = config_mod.load(str(path))
-    rt = runtime.build(config, record=False)
-    with rt.sessions.begin() as session:
-        provisioning.apply(session, json.loads(json.dumps(TREE)))
-        session.execute(
-            insert(Leg),
+    rt = build_provisioned(path)
+    with rt.engine.begin() as conn:
+        conn.execute(
+            insert(legs),
             [
                 dict(
                     machine=1,

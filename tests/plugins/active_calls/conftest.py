@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 from urllib.parse import quote
@@ -11,13 +10,10 @@ import pytest
 import webtest
 from sqlalchemy import create_engine, insert, text
 
-from pbxcontrol import config as config_mod
-from pbxcontrol import provisioning, runtime
 from pbxcontrol.db import models
-from pbxcontrol.db.models import LEG_INT_FIELDS, LEG_STRING_FIELDS, Leg
-from tests.conftest import TREE, write_config
-
-LIST = "/api/json/calls/active/list/"
+from pbxcontrol.db.models import LEG_INT_FIELDS, LEG_STRING_FIELDS
+from pbxcontrol.plugin import legs
+from tests.conftest import LIST, build_provisioned, write_config
 
 
 def leg(uniqueid: str, callid: str, start: int, **fields: Any) -> dict[str, Any]:
@@ -39,7 +35,7 @@ def leg(uniqueid: str, callid: str, start: int, **fields: Any) -> dict[str, Any]
 
 def insert_legs(rt, rows: list[dict[str, Any]]) -> None:
     with rt.engine.begin() as conn:
-        conn.execute(insert(Leg.__table__), rows)
+        conn.execute(insert(legs), rows)
 
 
 ALICE = dict(
@@ -294,9 +290,7 @@ def calls(tmp_path_factory):
             models.Base.metadata.drop_all(conn)
             conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
         engine.dispose()
-    built = runtime.build(config_mod.load(str(write_config(tmp_path, db=url))), record=False)
-    with built.sessions.begin() as session:
-        provisioning.apply(session, json.loads(json.dumps(TREE)))
+    built = build_provisioned(write_config(tmp_path, db=url))
     insert_legs(built, CALLS)
     yield webtest.TestApp(built.app)
     built.close()
