@@ -26,7 +26,7 @@ test: $(STAMP)
 
 ## Without the real-Asterisk tier.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not e2e"
+	$(PY) -m pytest -m "not e2e and not slow"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
