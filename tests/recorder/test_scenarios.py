@@ -1,7 +1,8 @@
 """Every recorded real Asterisk 22 scenario, replayed through the recorder.
 
 At every event the live legs are exactly the channels Asterisk had; at each labelled moment
-every field of every leg equals the reviewed rows in expected_rows.json (regenerate with
+every field of every leg equals the reviewed rows in expected_rows.json (test_reviewed_rows.py
+shows each row follows SPEC §4; regenerate with
 `python -m tests.recorder.test_scenarios` after a deliberate change, and review the diff);
 after hangup no leg remains. The semantic tests below restate SPEC §4 for each scenario.
 """
@@ -121,8 +122,12 @@ def test_ring_group_local_legs_take_the_real_destination(sessions):
 
 
 def test_cancelled_call_leaves_nothing(sessions):
-    ringing = at(sessions, "trunk_to_phone_cancelled", "ringing")
+    moments = replay_rows(sessions, "trunk_to_phone_cancelled")
+    ringing = moments["ringing"].values()
     assert {r["scustomer"] for r in ringing} == {4} and {r["answered"] for r in ringing} == {0}
+    # Cancelled before answer: no live leg is left, both legs are in the history.
+    assert moments["after_hangup"] == {} and live_rows(sessions) == {}
+    assert history_ids(sessions) == set(moments["ringing"])
 
 
 def test_mixmonitor_path_is_the_recording(sessions):
