@@ -11,11 +11,12 @@ import time
 from typing import Any, TextIO
 
 MASK = "***"
-# Names whose value is a secret: password, auth_password, db_passwd, auth_token, api_key,
-# signing_key, client_secret, authorization, credentials, pass, pwd...
+# Names whose value is a secret: password, auth_password, db.passwd, x-auth-token, api_key,
+# signing_key, client_secret, authorization, credentials, pass, pwd... The name ends there:
+# "passwords: chmod 0600" is prose, not a key.
 _NAME = (
-    r"(?:[\w.-]*?(?:passw(?:or)?d|passphrase|secret|token|api_?key|signing_?key|private_?key"
-    r"|authorization|credentials?)[\w.-]*|pass|pwd|pw)"
+    r"(?:[\w.-]{0,32}[_.-])?(?:passw(?:or)?d|passphrase|pass|pwd|pw|secret|token|credentials?"
+    r"|(?:api|secret|signing|private)_?key|authorization)"
 )
 _QUOTED = r"""(?P<q>["'])(?:\\.|(?!(?P=q)).)*(?P=q)"""
 
@@ -43,7 +44,7 @@ _RULES: tuple[tuple[re.Pattern[str], Any], ...] = (
         _masked,
     ),
     # The password of a URL: postgresql+psycopg://user:secret@host/db
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@"), rf"\1{MASK}@"),
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]{0,31}://[^\s:/@]*:)[^\s@/]+@"), rf"\1{MASK}@"),
     # JWTs (and any base64url-encoded JSON object): eyJ...
     (re.compile(r"\beyJ[\w-]{6,}(?:\.[\w-]*){0,2}"), MASK),
 )

@@ -126,6 +126,8 @@ def test_redact_masks_the_value_and_keeps_the_name(text, expected):
         "GET /api/json/calls/active/list/ 200 0.003s",
         "reconcile passed: 5 legs, token lifetime 3600",
         "connecting http://127.0.0.1:8088/ari as pbxcontrol",
+        "x.ini is readable by every user but holds passwords: chmod 0600 it",
+        "bypass=1 compass: north",
     ],
 )
 def test_redact_leaves_ordinary_lines_alone(text):
