@@ -136,6 +136,9 @@ class _Reader:
         return raw
 
 
+READABLE = "is readable by every user but holds passwords: chmod 0600 it"
+
+
 def world_readable(path: str) -> bool:
     """The file holds ARI (and perhaps database) passwords: it should be 0600."""
     try:
@@ -168,15 +171,19 @@ def load(path: str, known_plugins: frozenset[str] | None = None) -> Config:
 
 
 def check(path: str, known_plugins: frozenset[str] | None = None) -> list[str]:
-    """Every problem in the config file at `path`, one line each ("FILE: [section] key: what"),
-    in file order where it matters; [] when `load` would accept it. Stricter than `load` in one
-    way: keys and sections pbxcontrol does not read are reported too (a typo silently falls
-    back to the default). [plugin:NAME] settings are checked by the plugin when it starts."""
+    """Every problem in the config file at `path`, one line each ("FILE: [section] key: what"):
+    syntax first, then values, then names nobody reads; [] when all is well. Stricter than
+    `load`: unknown sections and keys are problems (a typo would silently fall back to the
+    default), and so is a file every user may read. [plugin:NAME] values are the plugin's to
+    check when it starts."""
     reader, problems = _parse(path, keep_going=True)
     if reader is None:
         return [str(p) for p in problems]
     _build(reader, known_plugins)
-    return [str(p) for p in problems + reader.problems + _unread(reader, known_plugins)]
+    problems += reader.problems + _unread(reader, known_plugins)
+    if world_readable(path):
+        problems.append(ConfigError(path, None, None, READABLE))
+    return [str(p) for p in problems]
 
 
 def _new_parser() -> configparser.ConfigParser:

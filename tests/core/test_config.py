@@ -174,10 +174,11 @@ def test_secrets_read_back_exactly_with_hash_and_semicolon(tmp_path):
     assert config_mod.check(str(path)) == []
 
 
-def test_sample_config_has_no_comment_after_a_value():
+def test_sample_config_has_no_comment_after_a_value(tmp_path):
     """A ` ;` or ` #` after a value would now be part of it: the sample has none."""
     import configparser
     import re
+    import shutil
     from pathlib import Path
 
     sample = Path(__file__).resolve().parents[2] / "etc" / "pbxcontrol.ini"
@@ -186,7 +187,13 @@ def test_sample_config_has_no_comment_after_a_value():
     for section in parser.sections():
         for key, value in parser.items(section):
             assert not re.search(r"\s[;#]", value), f"[{section}] {key} = {value}"
-    assert config_mod.check(str(sample), frozenset({"active_calls"})) == []
+    installed = Path(shutil.copy(sample, tmp_path / "pbxcontrol.ini"))
+    installed.chmod(0o600)
+    assert config_mod.check(str(installed), frozenset({"active_calls"})) == []
+    installed.chmod(0o644)
+    assert config_mod.check(str(installed), frozenset({"active_calls"})) == [
+        f"{installed}: is readable by every user but holds passwords: chmod 0600 it"
+    ]
 
 
 def test_log_format_is_text_json_or_refused(tmp_path):
@@ -225,6 +232,7 @@ a = 1
 def test_check_reports_every_problem_one_line_each_naming_file_section_key(tmp_path):
     path = tmp_path / "broken.ini"
     path.write_text(BROKEN)
+    path.chmod(0o600)
     problems = config_mod.check(str(path), frozenset({"active_calls"}))
     expected = [
         "[database] url: is given twice (again on line 3)",
