@@ -1,8 +1,7 @@
-"""Provisioning documents: validated whole, then bulk-upserted by natural key in one transaction.
+"""Provisioning documents: validated whole, then bulk-upserted by natural key in one transaction."""
 
-fields: the JSON read into items with typed access · document: items checked into a Plan ·
-apply: bulk upserts · accounts: roles and people · tree: the customer closure · progress: the bar.
-"""
+# fields: the JSON read into items with typed access · document: items checked into a Plan ·
+# bulk: the upserts · accounts: roles and people · tree: the customer closure · progress: the bar.
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from pbxcontrol.provisioning import accounts
-from pbxcontrol.provisioning.apply import Change, upsert
+from pbxcontrol.provisioning.bulk import Change, upsert
 from pbxcontrol.provisioning.document import PRIVILEGES, Plan, validate
 from pbxcontrol.provisioning.fields import SECTIONS, ProvisioningError, load_document
 from pbxcontrol.provisioning.progress import ProgressBar

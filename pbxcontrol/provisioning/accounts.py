@@ -6,7 +6,7 @@ from sqlalchemy import Connection, delete, insert, select
 
 from pbxcontrol.db.models import Base, Person, Role, RolePrivilege
 from pbxcontrol.passwords import hash_password, verify_password
-from pbxcontrol.provisioning.apply import Change
+from pbxcontrol.provisioning.bulk import Change
 from pbxcontrol.provisioning.document import PersonRow, Rows
 
 

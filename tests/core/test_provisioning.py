@@ -259,3 +259,183 @@ def test_builtin_roles(rt):
     assert privileges["callshop"] == {"callshop"}
     assert privileges["panel"] == {"panel"}
     assert privileges["wallboard"] == {"telephone line reports"}
+
+
+def directory(count, customer=3, suffix=""):
+    """`count` directory entries of one customer (None: global), numbers 0300000000 up."""
+    return [
+        {"customer": customer, "number": f"0{300000000 + i}", "name": f"Contact {i}{suffix}"}
+        for i in range(count)
+    ]
+
+
+def stored_directory(sessions, customer):
+    entry = models.DirectoryEntry
+    with sessions() as s:
+        where = entry.customer_id.is_(None) if customer is None else entry.customer_id == customer
+        return s.execute(select(entry.number, entry.name).where(where)).tuples().all()
+
+
+def test_bulk_upsert_inserts_then_updates_directory_rows(rt):
+    from pbxcontrol import provisioning
+    from pbxcontrol.provisioning import Change
+
+    rows = directory(12_000)  # several batches
+    with rt.sessions.begin() as s:
+        first = provisioning.apply(s, {"directory": rows})
+    again = directory(12_100)  # 100 new
+    for entry in again[::3]:
+        entry["name"] += " (moved)"  # 4,000 renamed, 8,000 as they were
+    with rt.sessions.begin() as s:
+        second = provisioning.apply(s, {"directory": again})
+    assert first.changes["directory"] == Change(inserted=12_000, updated=0, unchanged=0)
+    assert second.changes["directory"] == Change(inserted=100, updated=4_000, unchanged=8_000)
+    stored = stored_directory(rt.sessions, 3)
+    assert len(stored) == 12_101  # and TREE's one entry of customer 3
+    assert dict(stored) == {e["number"]: e["name"] for e in again} | {"0207946000": "Dentist"}
+
+
+def test_global_directory_entries_are_upserted_not_duplicated(rt):
+    from sqlalchemy.exc import IntegrityError
+
+    from pbxcontrol import provisioning
+
+    for suffix in ("", " (renamed)", " (renamed)"):
+        doc = {"directory": directory(6_000, customer=None, suffix=suffix)}
+        doc["directory"].append({"customer": None, "number": "112", "name": f"SOS{suffix}"})
+        with rt.sessions.begin() as s:
+            provisioning.apply(s, doc)
+    stored = stored_directory(rt.sessions, None)
+    assert len(stored) == 6_001
+    assert dict(stored)["112"] == "SOS (renamed)"
+    assert dict(stored)["0300000007"] == "Contact 7 (renamed)"
+    # The database itself refuses a second global entry for a number (migration 0005).
+    with pytest.raises(IntegrityError), rt.sessions.begin() as s:
+        s.add(models.DirectoryEntry(customer_id=None, number="112", name="again"))
+
+
+def test_bad_item_after_many_good_ones_fails_whole(tmp_path, rt):
+    doc = copy.deepcopy(TREE)
+    doc["customers"][0]["name"] = "Renamed"
+    doc["directory"] += directory(20_000)
+    doc["directory"].append({"customer": 3, "number": "0209", "name": 7})
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(doc))
+    before = snapshot(rt.sessions)
+    proc = cli("--config", rt.config.path, "provision", str(path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"pbxcontrol: error: {path}: directory[20003].name: must be a string, not 7"
+    )
+    assert snapshot(rt.sessions) == before
+
+
+def test_failure_while_writing_leaves_nothing_written(rt, monkeypatch):
+    """A database error in the middle of the writes (disk full, a lock timeout) rolls back
+    every batch written before it: one transaction."""
+    from sqlalchemy.exc import OperationalError
+
+    from pbxcontrol.provisioning import bulk
+
+    written = []
+    real_write = bulk._write
+
+    def write_then_fail(conn, rows, changed):
+        if rows.section == "directory" and len(written) == 2:
+            raise OperationalError("INSERT", {}, Exception("database or disk is full"))
+        written.append(len(changed))
+        real_write(conn, rows, changed)
+
+    monkeypatch.setattr(bulk, "_write", write_then_fail)
+    from pbxcontrol import provisioning
+
+    doc = copy.deepcopy(TREE)
+    doc["customers"][0]["name"] = "Renamed"
+    doc["directory"] += directory(3 * bulk.BATCH)
+    before = snapshot(rt.sessions)
+    with pytest.raises(OperationalError), rt.sessions.begin() as s:
+        provisioning.apply(s, doc)
+    assert written == [1, bulk.BATCH - 3]  # customers, a directory batch (TREE's 3 unchanged)
+    assert snapshot(rt.sessions) == before
+
+
+def data_version(sessions):
+    with sessions() as s:
+        return s.scalar(select(models.Counter.value).where(models.Counter.name == "api_data"))
+
+
+def test_dry_run_writes_nothing_and_reports_what_would_change(tmp_path, rt):
+    doc = copy.deepcopy(TREE)
+    doc["customers"][1]["name"] = "Reseller A (renamed)"
+    doc["customers"].append({"id": 8, "name": "New Ltd", "parent": 6})
+    doc["roles"][0]["privileges"].append("callshop")
+    doc["lines"][0]["name"] = "Alice Jones"
+    doc["directory"] += directory(2)
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps(doc))
+    before, version = snapshot(rt.sessions), data_version(rt.sessions)
+    proc = cli("--config", rt.config.path, "provision", "--dry-run", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert snapshot(rt.sessions) == before
+    assert data_version(rt.sessions) == version
+    report = proc.stdout.splitlines()
+    assert (
+        report[0].startswith("dry run: 8 customers, 1 roles, 8 people")
+        and "nothing written" in report[0]
+    )
+    assert report[1:] == [
+        "  customers: 1 would insert, 1 would update, 6 unchanged",
+        "  roles: 0 would insert, 1 would update, 0 unchanged",
+        "  people: 0 would insert, 0 would update, 8 unchanged",
+        "  lines: 0 would insert, 1 would update, 4 unchanged",
+        "  peers: 0 would insert, 0 would update, 1 unchanged",
+        "  numbers: 0 would insert, 0 would update, 3 unchanged",
+        "  directory: 2 would insert, 0 would update, 3 unchanged",
+    ]
+    # The real run does what the dry run said.
+    proc = cli("--config", rt.config.path, "provision", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[1:] == [
+        line.replace("would insert", "inserted").replace("would update", "updated")
+        for line in report[1:]
+    ]
+    assert snapshot(rt.sessions) != before
+
+
+def big_document(tmp_path):
+    from pbxcontrol.provisioning.progress import MIN_ITEMS
+
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"directory": directory(MIN_ITEMS)}))
+    return path
+
+
+def test_progress_bar_is_quiet_when_stderr_is_not_a_terminal(tmp_path, rt):
+    proc = cli("--config", rt.config.path, "provision", str(big_document(tmp_path)))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert proc.stdout.startswith("provisioned 10000 directory")
+
+
+def test_progress_bar_is_drawn_on_a_terminal(tmp_path, rt):
+    import os
+    import pty
+
+    primary, secondary = pty.openpty()
+    argv = [sys.executable, "-m", "pbxcontrol", "--config", rt.config.path, "provision"]
+    proc = subprocess.Popen(
+        [*argv, str(big_document(tmp_path))], stdout=subprocess.PIPE, stderr=secondary
+    )
+    os.close(secondary)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the terminal's other end is closed
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(primary)
+    assert proc.wait(timeout=120) == 0
+    assert b"directory" in drawn and b"10000/10000" in drawn

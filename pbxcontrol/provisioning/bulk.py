@@ -1,6 +1,4 @@
-"""Bulk upserts of a Plan: each batch compared with what is stored, then only inserts and
-changes written with INSERT … ON CONFLICT DO UPDATE (SQLite and PostgreSQL), in the caller's
-transaction."""
+"""Bulk upserts by natural key (INSERT … ON CONFLICT DO UPDATE), only of rows that change."""
 
 from __future__ import annotations
 
