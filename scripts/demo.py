@@ -51,9 +51,11 @@ If it is an Asterisk you want to watch, point pbxcontrol at it instead. In your 
 
     [asterisk:1]
     ari_url = http://127.0.0.1:8088/ari
-    username = <a user of its ari.conf>        ; see etc/asterisk/ari.conf
+    ; a user of its ari.conf (see etc/asterisk/ari.conf)
+    username = <that user>
     password = <that user's password>
-    app = pbxcontrol-1                         ; unique per connection
+    ; unique per connection
+    app = pbxcontrol-1
 
 (http.conf must enable the HTTP server; etc/asterisk/http.conf is a sample), then run
 `pbxcontrol --config FILE initdb`, `... provision FILE.json` and `... serve`.
