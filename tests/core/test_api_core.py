@@ -166,3 +166,30 @@ def test_no_password_reaches_the_logs(rt, app, caplog):
     record = logging.LogRecord("x", logging.ERROR, "", 0, "saw password=%s", ("hunter2",), None)
     RedactSecrets().filter(record)
     assert "hunter2" not in record.getMessage()
+
+
+def test_auth_and_the_function_share_one_connection_and_transaction(rt, app):
+    from sqlalchemy import event
+
+    seen = []
+
+    def handler(request):
+        seen.append(request.conn.in_transaction())
+        return {}
+
+    rt.api.add("test/conn", handler, ["user"])
+    app.get(LIST + "?auth_username=acme;auth_password=acme-pass")  # pool warmed, hash cached
+    checkouts = []
+
+    def checkout(*_args):
+        checkouts.append(1)
+
+    event.listen(rt.engine.pool, "checkout", checkout)
+    try:
+        resp = app.get("/api/json/test/conn?auth_username=acme;auth_password=acme-pass")
+        listing = app.get(LIST + "?auth_username=acme;auth_password=acme-pass;names=1")
+    finally:
+        event.remove(rt.engine.pool, "checkout", checkout)
+    assert resp.json["responses"][0]["code"] == listing.json["responses"][0]["code"] == "200"
+    assert seen == [True]
+    assert len(checkouts) == 2  # one per request, auth included
