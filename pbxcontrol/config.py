@@ -56,9 +56,11 @@ class Config:
     machines: tuple[MachineConfig, ...]
     batch_size: int = 200
     history_days: int = 30
+    heartbeat: float = 2.0  # seconds between a recorder's status writes (`pbxcontrol status`)
     login_failures_per_user: int = 10
     login_failures_per_address: int = 50
     login_window: float = 300.0
+    token_lifetime: int = 3600  # seconds a user/login token is valid
     plugin_sections: dict[str, dict[str, str]] = field(default_factory=dict)
     log_format: str = "text"
 
@@ -278,9 +280,11 @@ def _build(r: _Reader, known_plugins: frozenset[str] | None) -> Config:
         machines=machines,
         batch_size=r.integer("recorder", "batch_size", 200, lo=1, hi=100000),
         history_days=r.integer("recorder", "history_days", 30, lo=0),
+        heartbeat=r.number("recorder", "heartbeat", 2.0),
         login_failures_per_user=r.integer("http", "login_failures_per_user", 10, lo=1),
         login_failures_per_address=r.integer("http", "login_failures_per_address", 50, lo=1),
         login_window=r.number("http", "login_window", 300.0),
+        token_lifetime=r.integer("http", "token_lifetime", 3600, lo=1, hi=30 * 86400),
         plugin_sections={
             s.split(":", 1)[1]: dict(r.parser.items(s))
             for s in r.parser.sections()

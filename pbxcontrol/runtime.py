@@ -20,10 +20,12 @@ from pbxcontrol import logs, plugin
 from pbxcontrol.config import Config
 from pbxcontrol.db import migrate
 from pbxcontrol.db.engine import make_engine, make_sessionmaker
+from pbxcontrol.http import login as user_login
 from pbxcontrol.http import server as http_server
 from pbxcontrol.http.api import JsonApi, build_app
 from pbxcontrol.http.auth import Authenticator
 from pbxcontrol.http.throttle import LoginThrottle
+from pbxcontrol.http.tokens import TokenSigner, ensure_key, load_key
 
 log = logging.getLogger("pbxcontrol")
 
@@ -147,7 +149,9 @@ def build_api(config: Config, engine: Engine) -> JsonApi:
         config.login_failures_per_address,
         config.login_window,
     )
-    api = JsonApi(engine, Authenticator(throttle))
+    signer = token_signer(config, engine)
+    api = JsonApi(engine, Authenticator(throttle, tokens=signer))
+    user_login.register(api, signer)
     for name in config.plugins:
         module = plugin.load(name)
         ctx = plugin.PluginContext(
@@ -165,6 +169,16 @@ def build_api(config: Config, engine: Engine) -> JsonApi:
     return api
 
 
+def token_signer(config: Config, engine: Engine) -> TokenSigner:
+    """Tokens signed with the installation's key, read once: every process and host of the
+    database verifies every token. A key replaced in the database takes effect at restart."""
+    with engine.connect() as conn:
+        key = load_key(conn)
+    if key is None:
+        raise StartupError("the database has no token signing key: run `pbxcontrol initdb`")
+    return TokenSigner(key, config.token_lifetime)
+
+
 def initdb(config: Config) -> str:
     """Create or upgrade the schema; what was done, for the operator."""
     engine = make_engine(config.database_url)
@@ -172,12 +186,14 @@ def initdb(config: Config) -> str:
         before = migrate.current_revision(engine)
         migrate.upgrade(engine)
         after = migrate.current_revision(engine)
+        new_key = ensure_key(engine)  # made by the migration; again here if deleted (rotation)
     except Exception as exc:
         raise StartupError(f"initdb failed: {_first_line(exc)}") from None
     finally:
         engine.dispose()
     if before == after:
-        return f"database schema is up to date (revision {after})"
+        made = "; made a new token signing key" if new_key else ""
+        return f"database schema is up to date (revision {after}){made}"
     return f"database schema upgraded from {before or 'empty'} to revision {after}"
 
 

@@ -98,6 +98,20 @@ class Person(Base):
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), nullable=False)
     role: Mapped[str] = mapped_column(ForeignKey("roles.name"), nullable=False)
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    # Every token carries the value current when it was issued; provisioning draws a new one
+    # when the password really changes or `enabled` changes, which revokes older tokens. Not
+    # the hash: a login that upgrades an old hash must not revoke anything. Random rather than
+    # a counter, so a person deleted and created again does not revive old tokens.
+    token_epoch: Mapped[str] = mapped_column(String(32), nullable=False, server_default="")
+
+
+class TokenKey(Base):
+    """The installation's token signing key (HS256): one row, made by `pbxcontrol initdb`,
+    read by every API process at start, so every process and host verifies the same tokens."""
+
+    __tablename__ = "token_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    secret: Mapped[str] = mapped_column(String(128), nullable=False)  # hex; never logged
 
 
 class LoginFailure(Base):

@@ -41,6 +41,9 @@ def _malloc_trim() -> Callable[[], object]:
 
 _release_memory = _malloc_trim()
 
+#: As a function's privileges: any privilege at all will do (user/login).
+ANY_PRIVILEGE = "*"
+
 
 @dataclass(frozen=True)
 class ApiRequest:
@@ -102,10 +105,9 @@ class JsonApi:
     def _call(self, function: ApiFunction, values: dict[str, str], address: str) -> Any:
         """Auth and the function on one connection, in one transaction."""
         with self.engine.begin() as conn:
-            caller = self.authenticator.authenticate(
-                conn, values.pop("auth_username", None), values.pop("auth_password", None), address
-            )
-            if not function.privileges & caller.privileges:
+            caller = self.authenticator.from_params(conn, values, address)
+            wanted = function.privileges
+            if not (caller.privileges if ANY_PRIVILEGE in wanted else wanted & caller.privileges):
                 raise ApiError(402)
             return function.handler(ApiRequest(values, caller, conn))
 

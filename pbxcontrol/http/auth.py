@@ -1,4 +1,5 @@
-"""Who is asking: username/password against the people table, and what their role allows."""
+"""Who is asking: username/password or a token against the people table, and what their role
+allows."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -16,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from pbxcontrol.db.models import Customer, Person, RolePrivilege
 from pbxcontrol.http.envelope import ApiError
 from pbxcontrol.http.throttle import LoginThrottle
+from pbxcontrol.http.tokens import TokenError, TokenSigner
 from pbxcontrol.passwords import dummy_hash, hash_password, needs_rehash, verify_password
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ _PERSON = (
         Person.customer_id,
         Person.role,
         Person.enabled,
+        Person.token_epoch,
         Customer.parent_id,
         RolePrivilege.privilege,
     )
@@ -37,6 +40,8 @@ _PERSON = (
     .outerjoin(RolePrivilege, RolePrivilege.role == Person.role)
     .where(Person.username == bindparam("username"))
 )
+RELOGIN = "The token is invalid, has expired or was revoked; log in again (user/login)."
+BOTH = "give a token or a username and password, not both"
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,9 @@ class Caller:
     role: str
     privileges: frozenset[str]
     is_system_owner: bool  # their customer is the root of the tree
+    # Set when the request came with a token: its expiry (Unix time), e.g. to end a stream.
+    token_expires: int | None = None
+    token_epoch: str = field(default="", repr=False, compare=False)  # to issue a token
 
 
 class Authenticator:
@@ -55,12 +63,51 @@ class Authenticator:
     for `cache_seconds` as an HMAC under a per-process key (never the password itself); a
     changed password hash, role or enabled flag is seen on the next request."""
 
-    def __init__(self, throttle: LoginThrottle, cache_seconds: float = 60.0):
+    def __init__(
+        self,
+        throttle: LoginThrottle,
+        cache_seconds: float = 60.0,
+        tokens: TokenSigner | None = None,
+    ):
         self.throttle = throttle
+        self.tokens = tokens
         self._cache_seconds = cache_seconds
         self._key = os.urandom(32)
         self._verified: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
+
+    def from_params(self, conn: Connection, values: dict[str, str], address: str = "") -> Caller:
+        """The caller of a request whose parameters are `values`, from which the credentials
+        are removed: `auth_token`, or `auth_username` and `auth_password` (an empty value
+        counts as not given)."""
+        username = values.pop("auth_username", None)
+        password = values.pop("auth_password", None)
+        token = values.pop("auth_token", None)
+        if not token:
+            return self.authenticate(conn, username, password, address)
+        if username or password:
+            raise ApiError.invalid("auth_token", BOTH)
+        return self.check_token(conn, token)
+
+    def check_token(self, conn: Connection, token: str) -> Caller:
+        """The token's person, if the token is valid now. Signature and expiry first (no KDF,
+        no database for garbage), then one lookup by primary key: disabled, deleted or with a
+        new revocation marker (password changed) is a 401. Not a password guess: the throttle
+        neither counts it nor refuses it. Cheap enough to call again and again (a stream)."""
+        if self.tokens is None:
+            raise ApiError(401, [("", RELOGIN)])
+        try:
+            claims = self.tokens.verify(token)
+        except TokenError:
+            raise ApiError(401, [("", RELOGIN)]) from None
+        rows = conn.execute(_PERSON, {"username": claims.username}).all()
+        if (
+            not rows
+            or not rows[0].enabled
+            or not hmac.compare_digest(rows[0].token_epoch.encode(), claims.epoch.encode())
+        ):
+            raise ApiError(401, [("", RELOGIN)])
+        return self._caller(claims.username, rows, claims.expires)
 
     def authenticate(
         self, conn: Connection, username: str | None, password: str | None, address: str = ""
@@ -107,8 +154,21 @@ class Authenticator:
         row = rows[0]
         if not self._check(username, password, row.password_hash) or not row.enabled:
             raise ApiError(401)
+        return self._caller(username, rows, None)
+
+    @staticmethod
+    def _caller(username: str, rows, token_expires: int | None) -> Caller:
+        row = rows[0]
         privileges = frozenset(r.privilege for r in rows if r.privilege)
-        return Caller(username, row.customer_id, row.role, privileges, row.parent_id is None)
+        return Caller(
+            username,
+            row.customer_id,
+            row.role,
+            privileges,
+            row.parent_id is None,
+            token_expires,
+            row.token_epoch,
+        )
 
     def _check(self, username: str, password: str, stored: str) -> bool:
         tag = hmac.new(

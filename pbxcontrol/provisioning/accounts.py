@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, delete, insert, select
 
 from pbxcontrol.db.models import Base, Person, Role, RolePrivilege
+from pbxcontrol.http.tokens import new_epoch
 from pbxcontrol.passwords import hash_password, verify_password
 from pbxcontrol.provisioning.bulk import Change
 from pbxcontrol.provisioning.document import PersonRow, Rows
@@ -38,15 +39,21 @@ def apply_roles(conn: Connection, roles: dict[str, frozenset[str]], dry_run: boo
 
 def people_rows(conn: Connection, people: list[PersonRow]) -> Rows:
     """People as rows of the people table. Re-applying a document keeps the stored hash when
-    the password is omitted or unchanged, so such a person compares equal (not rewritten)."""
-    columns = ("username", "password_hash", "customer_id", "role", "enabled")
+    the password is omitted or unchanged, so such a person compares equal (not rewritten).
+    A new password or a change of `enabled` draws a new token epoch: their tokens die."""
+    columns = ("username", "password_hash", "customer_id", "role", "enabled", "token_epoch")
     rows = Rows("people", Base.metadata.tables["people"], columns, ("username",))
-    hashes = dict(conn.execute(select(Person.username, Person.password_hash)).tuples().all())
+    found = select(Person.username, Person.password_hash, Person.enabled, Person.token_epoch)
+    stored = {r.username: r for r in conn.execute(found)}
     for p in people:
-        stored = hashes.get(p.username)
-        if stored and (not p.password or verify_password(p.password, stored)):
-            password_hash = stored
+        old = stored.get(p.username)
+        if old and (not p.password or verify_password(p.password, old.password_hash)):
+            password_hash = old.password_hash
         else:
             password_hash = hash_password(p.password)
-        rows.rows.append((p.username, password_hash, p.customer_id, p.role, p.enabled))
+        if old and old.password_hash == password_hash and old.enabled == p.enabled:
+            epoch = old.token_epoch
+        else:
+            epoch = new_epoch()
+        rows.rows.append((p.username, password_hash, p.customer_id, p.role, p.enabled, epoch))
     return rows
