@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -40,12 +42,27 @@ def _i() -> Mapped[int]:
     return mapped_column(Integer, nullable=False, default=0, server_default="0")
 
 
+def _f() -> Mapped[float]:
+    return mapped_column(Float, nullable=False, default=0.0, server_default="0")
+
+
 class Machine(Base):
     __tablename__ = "machines"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     name: Mapped[str] = _s()
     startup_time: Mapped[str] = _s(64)  # as /asterisk/info reports it; a change = restart
     last_sync: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    # The recorder's heartbeat (pbxcontrol.recorder.status; read by `pbxcontrol status`).
+    holder: Mapped[str] = _s()  # host:pid of the recording process; "" = none
+    connected: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    heartbeat_at: Mapped[float] = _f()  # Unix seconds of the holder's last write
+    last_event_at: Mapped[float] = _f()  # last message read from the ARI websocket
+    events_total: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=0, server_default="0"
+    )
+    events_per_second: Mapped[float] = _f()  # over the last heartbeat interval
 
 
 class Counter(Base):
@@ -127,6 +144,27 @@ class LoginFailure(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(32), nullable=False)
     at: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class CallAction(Base):
+    """One call-control request (calls/hangup) by a person with `actions`, whatever its
+    outcome: who, from where, when, what was asked, which legs it reached, the answer. Also
+    the per-person rate limit's memory, shared by every API process and host."""
+
+    __tablename__ = "call_actions"
+    __table_args__ = (Index("ix_call_actions_username_at", "username", "at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, nullable=False)  # Unix seconds
+    username: Mapped[str] = mapped_column(String(128), nullable=False)
+    customer_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    address: Mapped[str] = _s(64)  # the client's address as the API server saw it
+    action: Mapped[str] = mapped_column(String(32), nullable=False)  # "hangup"
+    callid: Mapped[str] = _s()  # as asked ("" when not given)
+    uniqueid: Mapped[str] = _s()
+    machine: Mapped[int] = _i()  # 0 = not given
+    legs: Mapped[str] = mapped_column(Text, nullable=False, default="")  # JSON [[machine, id]]
+    code: Mapped[int] = mapped_column(Integer, nullable=False)  # the envelope's code
+    message: Mapped[str] = mapped_column(Text, nullable=False, default="")
 
 
 class Line(Base):

@@ -19,6 +19,7 @@ from pbxcontrol.ari.events import parse_event
 from pbxcontrol.recorder import store
 from pbxcontrol.recorder.live import LiveLegs
 from pbxcontrol.recorder.provisioned import ProvisionedCache
+from pbxcontrol.recorder.status import Heartbeat
 
 log = logging.getLogger("pbxcontrol.recorder")
 
@@ -43,6 +44,7 @@ class MachineRecorder:
         history_days: int = 0,
         provisioned: ProvisionedCache | None = None,
         name: str = "",
+        heartbeat: float = 2.0,
     ):
         self.machine = machine
         self.ari = ari
@@ -53,6 +55,7 @@ class MachineRecorder:
         self.name = name or f"machine {machine}"
         self.cache = provisioned or ProvisionedCache(sessions)
         self.live = LiveLegs(machine, self.cache.get, self._linkedid)
+        self.status = Heartbeat(machine, self.name, heartbeat)
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.received = 0  # messages read from the websocket, a sequence number
         self.stopping = threading.Event()
@@ -125,6 +128,7 @@ class MachineRecorder:
                     message = stream.recv(1.0)
                     if message is not None:
                         self.received += 1
+                        self.status.last_event_at = time.time()
                         self.queue.put((self.received, message))
             except AriError as exc:
                 if not self.stopping.is_set():
@@ -163,10 +167,12 @@ class MachineRecorder:
                     self.prune_history()
                 self._sync()
             self._flush()
+            self.status.beat(self._with_db, self.received)  # for `pbxcontrol status`
         for _ in range(3):  # a last chance for a database that is failing right now
             if self._flush():
                 break
             time.sleep(0.5)
+        self.status.beat(self._with_db, self.received, connected=False, release=True)
 
     def _handle(self, item: Any) -> None:
         if item is CONNECTED:
@@ -174,8 +180,10 @@ class MachineRecorder:
             # socket opened (the rest of the queue) are applied after the snapshot.
             self._needs_reconcile = True
             self._sync()
+            self.status.beat(self._with_db, self.received, connected=True)
         elif item is DISCONNECTED:
             self._next_sweep = float("inf")
+            self.status.beat(self._with_db, self.received, connected=False)
         else:
             self._apply(*item)
 
@@ -270,22 +278,11 @@ class MachineRecorder:
 
     def prune_history(self, now: float | None = None) -> int:
         """Delete this machine's history rows that ended more than `history_days` ago, in
-        short transactions (the writer does not hold the database for long). Returns how many
-        went."""
+        short transactions (store.prune_old). Returns how many went."""
         if not self.history_days:
             return 0
         cutoff = (now or time.time()) - self.history_days * 86400
-        total = 0
-        for _ in range(PRUNE_CHUNKS):
-            gone = self._with_db(
-                lambda session: store.prune_history(session, self.machine, cutoff, PRUNE_CHUNK),
-                "pruning the history",
-            )
-            if gone is None:  # the database refused; _with_db logged it, the next sweep retries
-                break
-            total += gone
-            if gone < PRUNE_CHUNK:
-                break
+        total = store.prune_old(self._with_db, self.machine, cutoff, PRUNE_CHUNK, PRUNE_CHUNKS)
         if total:
             log.debug(
                 "%s: pruned %d history rows older than %d days", self.name, total, self.history_days

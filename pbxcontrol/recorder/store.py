@@ -9,11 +9,12 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, and_, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from pbxcontrol.db.models import LEG_HISTORY_TABLE, LEGS_TABLE, Machine
+from pbxcontrol.db.models import LEG_HISTORY_TABLE, LEGS_TABLE, Base, Machine
 from pbxcontrol.recorder.leg import LiveLeg
 from pbxcontrol.recorder.live import Changes, LiveLegs
 
 LEGS, HISTORY = LEGS_TABLE, LEG_HISTORY_TABLE
+MACHINES = Base.metadata.tables["machines"]
 
 
 def load(live: LiveLegs, session: Session) -> int:
@@ -65,6 +66,37 @@ def flush(live: LiveLegs, session: Session) -> Callable[[], None]:
 def mark_synced(session: Session, machine: int, name: str, startup_time: str) -> None:
     """The machine's row: the Asterisk startup time its legs belong to, and when."""
     session.merge(Machine(id=machine, name=name, startup_time=startup_time, last_sync=time.time()))
+
+
+def heartbeat(session: Session, machine: int, name: str, values: dict[str, Any]) -> None:
+    """The machine's status row (pbxcontrol.recorder.status): one UPDATE; the first beat of a
+    machine never recorded before inserts its row."""
+    done = session.execute(update(MACHINES).where(MACHINES.c.id == machine).values(values))
+    if cast(CursorResult[Any], done).rowcount == 0:
+        session.execute(insert(MACHINES).values(id=machine, name=name, **values))
+
+
+def prune_old(
+    with_db: Callable[[Callable[[Session], int], str], int | None],
+    machine: int,
+    cutoff: float,
+    chunk: int,
+    chunks: int,
+) -> int:
+    """Delete up to `chunks` x `chunk` history rows of `machine` that ended before `cutoff`,
+    a chunk per transaction through `with_db` (the writer does not hold the database for
+    long). Returns how many went."""
+    total = 0
+    for _ in range(chunks):
+        gone = with_db(
+            lambda session: prune_history(session, machine, cutoff, chunk), "pruning the history"
+        )
+        if gone is None:  # the database refused; with_db logged it, the next sweep retries
+            break
+        total += gone
+        if gone < chunk:
+            break
+    return total
 
 
 def prune_history(session: Session, machine: int, cutoff: float, limit: int) -> int:
