@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
-import signal
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +12,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from pbxcontrol import config as config_mod
-from pbxcontrol import logs, plugin
+from pbxcontrol import lifecycle, logs, plugin
+from pbxcontrol.ari.control import AriChannels
 from pbxcontrol.config import Config
 from pbxcontrol.db import migrate
 from pbxcontrol.db.engine import make_engine, make_sessionmaker
@@ -152,6 +149,9 @@ def build_api(config: Config, engine: Engine) -> JsonApi:
     signer = token_signer(config, engine)
     api = JsonApi(engine, Authenticator(throttle, tokens=signer))
     user_login.register(api, signer)
+    # REST-only ARI clients for call control: each HTTP process reaches every machine its
+    # config names, directly (pbxcontrol.ari.control).
+    channels = AriChannels.from_config(config.machines)
     for name in config.plugins:
         module = plugin.load(name)
         ctx = plugin.PluginContext(
@@ -160,6 +160,7 @@ def build_api(config: Config, engine: Engine) -> JsonApi:
             log=logging.getLogger(f"pbxcontrol.plugins.{name}"),
             _engine=engine,
             _add=api.add,
+            _channels=channels,
         )
         try:
             module.setup(ctx)
@@ -220,30 +221,11 @@ def provision(config: Config, document: str) -> str:
     return f"provisioned {summary}"
 
 
-class _Stop:
-    """SIGTERM/SIGINT: stop accepting, finish in-flight work, close cleanly. Installed before
-    anything starts, so a signal during start-up stops cleanly too."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.serving = False
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        if self.event.is_set():
-            return
-        log.info("%s received: stopping", signal.Signals(signum).name)
-        self.event.set()
-        if self.serving:
-            raise KeyboardInterrupt  # breaks waitress out of its loop, which then drains
-
-
 def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
     """Run the recorders and/or the HTTP API (in `[http] processes` processes) until
     SIGTERM or SIGINT."""
-    _limit_malloc_arenas()
-    stop = _Stop()
+    lifecycle.limit_malloc_arenas()
+    stop = lifecycle.Stop()
     rt = build(config, http=http, record=record)
     workers: list[int] = []
     try:
@@ -258,7 +240,7 @@ def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
             server = http_server.make_server(rt.app, sock, config.http_threads)
         for recorder in rt.recorders:
             recorder.start()
-        _run_until_stopped(stop, server)
+        lifecycle.run_until_stopped(stop, server)
     finally:
         if workers:
             http_server.stop_workers(workers)
@@ -273,26 +255,6 @@ def _listen(config: Config):
         raise StartupError(
             f"cannot listen on {config.http_host}:{config.http_port}: {exc.strerror}"
         ) from None
-
-
-def _run_until_stopped(stop: _Stop, server) -> None:
-    if server is None:
-        stop.event.wait()
-        return
-    with contextlib.suppress(KeyboardInterrupt):
-        stop.serving = True
-        if not stop.event.is_set():
-            server.run()
-    server.close()
-
-
-def _limit_malloc_arenas(arenas: int = 2) -> None:
-    """glibc gives each thread its own malloc arena; with 8 HTTP threads churning through
-    answers the heap grew in 16 MB steps (soak: 68 -> 225 MB). Two arenas kept it at ~126 MB.
-    Must run before any thread starts; a no-op where libc is not glibc."""
-    m_arena_max = -8
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(m_arena_max, arenas)
 
 
 def _first_line(exc: BaseException) -> str:

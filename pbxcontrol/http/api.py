@@ -55,6 +55,7 @@ class ApiRequest:
     params: dict[str, str]
     caller: Caller
     conn: Connection
+    address: str = ""  # the client's address, as the server saw it
 
 
 Handler = Callable[[ApiRequest], Any]
@@ -92,7 +93,10 @@ class JsonApi:
             if function is None:
                 raise ApiError(404)
             values = params.parse(query, body) if method == "POST" else params.parse(query)
-            payload = envelope.ok(self._call(function, values, address))
+            result = self._call(function, values, address)
+            if isinstance(result, envelope.Outcome):  # committed, answered without data
+                return result.code, envelope.error(result)
+            payload = envelope.ok(result)
             if len(payload) > _TRIM_ABOVE:
                 _release_memory()
             return 200, payload
@@ -109,7 +113,7 @@ class JsonApi:
             wanted = function.privileges
             if not (caller.privileges if ANY_PRIVILEGE in wanted else wanted & caller.privileges):
                 raise ApiError(402)
-            return function.handler(ApiRequest(values, caller, conn))
+            return function.handler(ApiRequest(values, caller, conn, address))
 
 
 def build_app(api: JsonApi) -> bottle.Bottle:
