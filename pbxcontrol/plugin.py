@@ -3,10 +3,12 @@
 A plugin is a module (or package) with a docstring and `setup(ctx: PluginContext)`, announced
 through the entry-point group `pbxcontrol.plugins` (the built-in ones too, in setup.cfg) and
 enabled by name in `[plugins] enabled`. In `setup` it registers API functions; each is called
-as `handler(request: ApiRequest)` with the request's parameters, the authenticated caller and
-one database connection (one transaction, shared with auth). It returns the envelope's `data`
-or raises `ApiError`. Plugins read the tables exported here (SQLAlchemy Core `Table`s), never
-`pbxcontrol.db.models`, and never import each other.
+as `handler(request: ApiRequest)` with the request's parameters, the authenticated caller, the
+client's address and one database connection (one transaction, shared with auth). It returns
+the envelope's `data`, or an `Outcome` (another code, no data, the transaction committed), or
+raises `ApiError` (rolled back). Live channels are reached through `ctx.channels`. Plugins
+read the tables exported here (SQLAlchemy Core `Table`s), never `pbxcontrol.db.models`, and
+never import each other.
 """
 
 from __future__ import annotations
@@ -21,20 +23,25 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table
 
+from pbxcontrol.ari.control import Channels, ChannelsUnavailable
 from pbxcontrol.db.dataversion import data_version
 from pbxcontrol.db.models import LEG_FIELDS, Base
 from pbxcontrol.http.api import ApiRequest, Handler
 from pbxcontrol.http.auth import Caller
-from pbxcontrol.http.envelope import ApiError
+from pbxcontrol.http.envelope import ApiError, Outcome
 
 __all__ = [
     "LEG_FIELDS",
     "ApiError",
     "ApiRequest",
     "Caller",
+    "Channels",
+    "ChannelsUnavailable",
     "Handler",
+    "Outcome",
     "PluginContext",
     "PluginError",
+    "call_actions",
     "customer_tree",
     "customers",
     "data_version",
@@ -53,6 +60,8 @@ customers: Table = Base.metadata.tables["customers"]  # id, parent_id, name, max
 customer_tree: Table = Base.metadata.tables["customer_tree"]  # ancestor_id, descendant_id, depth
 directory: Table = Base.metadata.tables["directory"]  # customer_id (NULL = global), number, name
 lines: Table = Base.metadata.tables["lines"]  # endpoint, customer_id, number, name, caller IDs
+# Written by call-control functions: one row per request (see CallAction in the models).
+call_actions: Table = Base.metadata.tables["call_actions"]
 
 
 class PluginError(Exception):
@@ -68,6 +77,14 @@ class PluginContext:
     log: logging.Logger
     _engine: Engine
     _add: Callable[[str, Handler, Iterable[str]], None]
+    _channels: Channels | None = None
+
+    @property
+    def channels(self) -> Channels:
+        """Live channels on the configured machines (REST only; pbxcontrol.ari.control)."""
+        if self._channels is None:
+            raise PluginError(f"plugin {self.name!r}: this process controls no channels")
+        return self._channels
 
     def add_api_function(self, path: str, handler: Handler, privileges: Iterable[str]) -> None:
         """Serve `handler` at /api/json/<path>/ behind auth, the privilege check (the caller

@@ -94,6 +94,20 @@ class AriClient:
         result = self._get(f"/channels/{quote(channel_id, safe='')}/variable", variable=name)
         return result.get("value") if isinstance(result, dict) else None
 
+    def hang_up(self, channel_id: str) -> bool:
+        """DELETE /channels/{id}: True once Asterisk accepted the hangup, False if the
+        channel is already gone (404); AriError when Asterisk cannot be reached or refuses."""
+        path = f"/channels/{quote(channel_id, safe='')}"
+        try:
+            resp = self._http.delete(self.base_url + path, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise AriError(f"DELETE /channels: {type(exc).__name__}") from None
+        if resp.status_code == 404:
+            return False
+        if resp.status_code not in (200, 204):
+            raise AriError(f"DELETE /channels: HTTP {resp.status_code}")
+        return True
+
     def events_url(self) -> str:
         parts = urlsplit(self.base_url)
         scheme = "wss" if parts.scheme == "https" else "ws"

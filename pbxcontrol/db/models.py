@@ -162,7 +162,8 @@ class CallAction(Base):
     callid: Mapped[str] = _s()  # as asked ("" when not given)
     uniqueid: Mapped[str] = _s()
     machine: Mapped[int] = _i()  # 0 = not given
-    legs: Mapped[str] = mapped_column(Text, nullable=False, default="")  # JSON [[machine, id]]
+    # The legs it found, as JSON [[machine, uniqueid, what became of it], ...]
+    legs: Mapped[str] = mapped_column(Text, nullable=False, default="")
     code: Mapped[int] = mapped_column(Integer, nullable=False)  # the envelope's code
     message: Mapped[str] = mapped_column(Text, nullable=False, default="")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ MESSAGES = {
     413: "Request too large.",
     429: "Too many failed logins.",
     500: "Internal error.",
+    503: "Service unavailable.",
 }
 
 
@@ -32,11 +34,21 @@ class ApiError(Exception):
         return cls(400, [(key, message)])
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What a function returns to answer with a code other than 200 and no `data` (a 204, or
+    an error it has recorded itself): unlike raising ApiError, the request's transaction is
+    committed, so what the function wrote (an audit row) stays."""
+
+    code: int
+    entries: list[tuple[str, str]] = field(default_factory=list)
+
+
 def ok(data: Any) -> bytes:
     return orjson.dumps({"responses": [{"code": "200", "key": "", "message": "OK"}], "data": data})
 
 
-def error(err: ApiError) -> bytes:
+def error(err: ApiError | Outcome) -> bytes:
     code = str(err.code)
     return orjson.dumps(
         {"responses": [{"code": code, "key": k, "message": m} for k, m in err.entries]}

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from pbxcontrol.db.models import Base, Customer, Line, Peer, Person, Role
 from pbxcontrol.provisioning.fields import Item, items
 
-PRIVILEGES = frozenset({"user", "telephone line reports", "callshop", "panel"})
+PRIVILEGES = frozenset({"user", "telephone line reports", "callshop", "panel", "actions"})
 _ENDPOINT = re.compile(r"^[A-Za-z0-9_]+/[^\s/]+$")
 LINE_FIELDS = (
     "name",

@@ -1,4 +1,5 @@
-"""calls/active/list: the live call legs a person may see, filtered, sorted and named."""
+"""calls/active/list: the live call legs a person may see, filtered, sorted and named; and
+calls/hangup: end the calls among them, audited and rate-limited."""
 
 import functools
 
@@ -6,17 +7,25 @@ from pbxcontrol.plugin import PluginContext
 
 from . import query
 from .cache import ResponseCache
+from .hangup import PRIVILEGES as HANGUP_PRIVILEGES
+from .hangup import Hangups
 from .listing import PRIVILEGES, list_active_calls
 
 
 def setup(ctx: PluginContext) -> None:
-    raw = ctx.config.get("cache_megabytes", "16")
-    if not raw.strip().isdigit():
-        raise ValueError(f"[plugin:active_calls] cache_megabytes: {raw!r} is not a whole number")
-    megabytes = int(raw)
+    megabytes = _whole_number(ctx, "cache_megabytes", "16")
     cache = ResponseCache(megabytes * 1024 * 1024) if megabytes > 0 else None
     with ctx.connect() as conn:
         query.check_json_support(conn)
     ctx.add_api_function(
         "calls/active/list", functools.partial(list_active_calls, cache=cache), PRIVILEGES
     )
+    hangups = Hangups(ctx.channels, _whole_number(ctx, "hangups_per_minute", "30"), ctx.log)
+    ctx.add_api_function("calls/hangup", hangups, HANGUP_PRIVILEGES)
+
+
+def _whole_number(ctx: PluginContext, key: str, default: str) -> int:
+    raw = ctx.config.get(key, default)
+    if not raw.strip().isdigit():
+        raise ValueError(f"[plugin:active_calls] {key}: {raw!r} is not a whole number")
+    return int(raw)

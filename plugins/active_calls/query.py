@@ -168,6 +168,33 @@ def _row_json_of_leg() -> row_json:
 NAME_INPUTS = ("scustomer", "dcustomer", "snumber", "cnumber", "dnumber")
 
 
+@lru_cache(maxsize=8)
+def targets(by_callid: bool, machine: bool) -> Select:
+    """(machine, uniqueid) of the legs of a call (`callid`) or the leg (`uniqueid`), on
+    `machine` if given, that the person may act on: the list's own subtree rule (scope =
+    their customer, with recursive=1), the same conditions `calls/active/list` runs. One
+    statement whether the leg is missing or invisible, so neither the answer nor its timing
+    tells the two apart."""
+    shape = _Shape(
+        scope=(True, False, False),
+        directions=False,
+        callid=by_callid,
+        types=(),
+        texts=(),
+        phone=False,
+        count=False,
+        names=False,
+        sort="start",
+        descending=False,
+    )
+    conditions = _conditions(shape)
+    if not by_callid:
+        conditions.append(leg.c.uniqueid == bindparam("uniqueid"))
+    if machine:
+        conditions.append(leg.c.machine == bindparam("machine"))
+    return select(leg.c.machine, leg.c.uniqueid).where(*conditions).order_by(leg.c.id)
+
+
 @lru_cache(maxsize=1024)
 def _build(shape: _Shape) -> Statements:
     conditions = _conditions(shape)

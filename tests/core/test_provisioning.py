@@ -252,7 +252,7 @@ def test_builtin_roles(rt):
             )
             for r, _ in rows
         }
-    full = {"user", "telephone line reports", "callshop"}
+    full = {"user", "telephone line reports", "callshop", "actions"}  # SPEC §5
     assert privileges["system owner"] == privileges["reseller"] == full
     assert privileges["administrator"] == full
     assert privileges["user"] == {"user"}

@@ -1,0 +1,50 @@
+"""The serving process's life: stopping on SIGTERM/SIGINT, and its malloc arenas."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import signal
+import threading
+
+log = logging.getLogger("pbxcontrol")
+
+
+class Stop:
+    """SIGTERM/SIGINT: stop accepting, finish in-flight work, close cleanly. Installed before
+    anything starts, so a signal during start-up stops cleanly too."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.serving = False
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.event.is_set():
+            return
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        self.event.set()
+        if self.serving:
+            raise KeyboardInterrupt  # breaks waitress out of its loop, which then drains
+
+
+def run_until_stopped(stop: Stop, server) -> None:
+    if server is None:
+        stop.event.wait()
+        return
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.serving = True
+        if not stop.event.is_set():
+            server.run()
+    server.close()
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread its own malloc arena; with 8 HTTP threads churning through
+    answers the heap grew in 16 MB steps (soak: 68 -> 225 MB). Two arenas kept it at ~126 MB.
+    Must run before any thread starts; a no-op where libc is not glibc."""
+    m_arena_max = -8
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(m_arena_max, arenas)
