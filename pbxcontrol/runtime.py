@@ -131,6 +131,7 @@ def build_recorders(config: Config, sessions: sessionmaker[Session]) -> list[Any
                 sweep_interval=m.sweep_interval,
                 batch_size=config.batch_size,
                 history_days=config.history_days,
+                heartbeat=config.heartbeat,
                 provisioned=cache,
                 name=f"machine {m.id}",
             )

@@ -1,0 +1,7 @@
+"""Operators' tools on the command line: check-config, calls, status."""
+
+from __future__ import annotations
+
+
+class OpsError(Exception):
+    """The tool cannot go on; the message (one line) is for the operator (exit status 2)."""

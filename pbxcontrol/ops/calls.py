@@ -1,0 +1,160 @@
+"""`pbxcontrol calls`: the active calls in a terminal, through calls/active/list in process."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console, RenderableType
+from rich.live import Live
+from rich.text import Text
+
+from pbxcontrol import runtime
+from pbxcontrol.config import Config
+from pbxcontrol.ops import OpsError, callers, table
+
+LIST = "calls/active/list"
+# API parameters given as options of the same name, and those given as on/off flags.
+VALUES: tuple[str, ...] = ("customer", "direction", "sort", "callid", "phone")
+VALUES += tuple(f"{p}{k}" for p in "scd" for k in ("number", "match", "type"))
+FLAGS = ("recursive", "descending", "names", "count")
+HEADERS = ("AGE", "DIR", "FROM", "TO", "STATUS", "MACHINE", "UNIQUEID", "CALLID")
+DIRECTION_STYLES = {"in": "green", "out": "cyan", "internal": "yellow"}
+
+
+class EnvelopeError(OpsError):
+    """The API answered with an error: one "key: message" per response entry."""
+
+    def __init__(self, envelope: Mapping[str, Any]):
+        self.lines = [
+            f"{r['key']}: {r['message']}" if r.get("key") else r["message"]
+            for r in envelope["responses"]
+        ]
+        super().__init__("; ".join(self.lines))
+
+
+def api_params(options: Mapping[str, Any]) -> dict[str, str]:
+    """The calls/active/list parameters of the command's options (unset ones left out)."""
+    params = {name: str(options[name]) for name in VALUES if options.get(name) not in (None, "")}
+    params.update({name: "1" for name in FLAGS if options.get(name)})
+    return params
+
+
+class ActiveCalls:
+    """calls/active/list run in this process as one caller: the system owner, or the person
+    named by `as_user`; the same validation, privilege check and handler as over HTTP."""
+
+    def __init__(self, config: Config, as_user: str | None = None):
+        self.engine, _sessions = runtime.open_database(config, create_if_empty=False)
+        try:
+            self.api = runtime.build_api(config, self.engine)
+            with self.engine.connect() as conn:
+                self.caller = (
+                    callers.person(conn, as_user) if as_user else callers.system_owner(conn)
+                )
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    def fetch(self, params: dict[str, str]) -> Any:
+        """The envelope's data; an error envelope raises EnvelopeError."""
+        envelope = self.api.call(LIST, dict(params), self.caller)
+        if envelope["responses"][0]["code"] != "200":
+            raise EnvelopeError(envelope)
+        return envelope["data"]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def rows(data: list[dict[str, Any]], now: float) -> list[list[table.Cell]]:
+    """One table row per leg: age, direction, source and destination (with their names when
+    asked for), status, machine, uniqueid, callid."""
+    return [
+        [
+            table.clock(now - leg["start"]) if leg["start"] else "",
+            leg["direction"],
+            (leg["snumber"], leg.get("snumber_name", "")),
+            (leg["dnumber"], leg.get("dnumber_name", "")),
+            leg["status"],
+            str(leg["machine"]),
+            leg["uniqueid"],
+            leg["callid"],
+        ]
+        for leg in data
+    ]
+
+
+def describe(params: Mapping[str, str], who: str) -> str:
+    scope = f"customer={params.get('customer', '(own)')}"
+    if params.get("recursive"):
+        scope += " recursive"
+    return f"{scope}, as {who}"
+
+
+def render(data: Any, params: Mapping[str, str], who: str, terminal: bool) -> RenderableType:
+    """The answer as a table (a count as one line); plain text when not on a terminal."""
+    now = time.time()
+    stamp = datetime.fromtimestamp(now).strftime("%H:%M:%S")
+    if isinstance(data, dict):  # count=1
+        count = data["count"]
+        return Text(f"{count} legs ({describe(params, who)}, {stamp})" if terminal else f"{count}")
+    body = rows(data, now)
+    if not terminal:
+        return Text(table.plain(HEADERS, body))
+    title = f"{len(data)} active legs ({describe(params, who)}, {stamp})"
+    styles = [DIRECTION_STYLES.get(leg["direction"], "") for leg in data]
+    return table.rich_table(title, HEADERS, body, styles)
+
+
+def show(
+    calls: ActiveCalls,
+    params: dict[str, str],
+    *,
+    watch: float | None = None,
+    as_json: bool = False,
+    console: Console | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Print the calls once, or every `watch` seconds until Ctrl-C (in place on a terminal,
+    one snapshot after another otherwise). Exit status 0; an error envelope prints
+    "error: key: message" lines and returns 2."""
+    console = console or Console()
+    terminal = console.is_terminal and not as_json
+    who = calls.caller.username if calls.caller.username != "(system)" else "the system owner"
+
+    def view() -> RenderableType:
+        return render(calls.fetch(params), params, who, terminal)
+
+    def once() -> None:  # not on a terminal: JSON, or the plain table (stamped when watching)
+        if as_json:
+            console.file.write(json.dumps(calls.fetch(params), ensure_ascii=False) + "\n")
+        else:
+            if watch is not None:
+                console.file.write(f"# {datetime.now():%Y-%m-%d %H:%M:%S}\n")
+            console.print(view(), soft_wrap=not terminal)
+        console.file.flush()
+
+    try:
+        if watch is None or not terminal:
+            while True:
+                once()
+                if watch is None:
+                    break
+                sleep(watch)
+        else:
+            with Live(view(), console=console, auto_refresh=False) as live:
+                while True:
+                    sleep(watch)
+                    live.update(view(), refresh=True)
+    except EnvelopeError as err:
+        for line in err.lines:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
