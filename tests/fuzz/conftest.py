@@ -10,6 +10,7 @@ from sqlalchemy import insert
 from pbxcontrol.http.server import listen, make_server
 from pbxcontrol.plugin import legs
 from tests.conftest import build_provisioned, write_config
+from tests.fakeari_http import FakeAriHttp
 
 LEGS = [
     # (uniqueid, callid, scustomer, dcustomer, stype, snumber, dtype, dnumber, direction)
@@ -28,7 +29,14 @@ def service(tmp_path_factory):
     # Fuzzing sends thousands of wrong passwords from one address: lift the throttle here
     # (tests/core/test_login_throttle.py covers it).
     body = "login_failures_per_user = 1000000\nlogin_failures_per_address = 1000000\n"
-    path = write_config(tmp)
+    # calls/hangup reaches machine 1 through a local ARI (legs stay listed: no recorder, so
+    # the same legs are hung up again and again), without a rate limit.
+    ari = FakeAriHttp({u for u, *_ in LEGS})
+    path = write_config(
+        tmp,
+        f"[asterisk:1]\nari_url = {ari.url}\nusername = fuzz\npassword = fuzz\n"
+        "[plugin:active_calls]\nhangups_per_minute = 0\n",
+    )
     path.write_text(path.read_text().replace("port = 0\n", "port = 0\n" + body))
     rt = build_provisioned(path)
     with rt.engine.begin() as conn:
@@ -59,3 +67,4 @@ def service(tmp_path_factory):
     yield rt, f"http://127.0.0.1:{server.effective_port}"
     server.close()
     rt.close()
+    ari.close()
