@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/run.py [--only PART,...] [--quick] [--output FILE]
 
-Parts: views, ingest (no Asterisk); ari, lag, memory (the sandbox Asterisk; they wait while
-e2e tests run; lag includes the wrk figures). Prints a table and writes bench/results.json
-(every figure by name).
+Parts: views, ingest, provision (no Asterisk); ari, lag, memory (the sandbox Asterisk; they
+wait while e2e tests run; lag includes the wrk figures). Prints a table and writes
+bench/results.json (every figure by name).
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
 
-PARTS = ("views", "ingest", "ari", "lag", "memory")
+PARTS = ("views", "ingest", "provision", "ari", "lag", "memory")
 PREFIXES = {
     "views": ("views.",),
     "ingest": ("ingest.",),
     "ari": ("ari.",),
     "lag": ("lag.", "http."),
     "memory": ("memory.",),
+    "provision": ("provision.",),
 }
 
 
@@ -63,6 +64,10 @@ def run_part(name: str, results: common.Results, quick: bool) -> None:
         from bench import ingest
 
         ingest.bench(results, quick)
+    elif name == "provision":
+        from bench import provision
+
+        provision.run(results, quick)
     elif name == "lag":
         from bench import load
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
@@ -64,13 +64,24 @@ def _stored(
     lookup = rows.key[-1]
     position = rows.columns.index(lookup)
     values = {row[position] for row in batch}
+    column = rows.table.c[lookup]
     query = rows.table.select().with_only_columns(*(rows.table.c[c] for c in rows.columns))
-    found = conn.execute(query.where(rows.table.c[lookup].in_(values)))
+    if conn.dialect.name == "postgresql":  # one array parameter, not 5,000 (2-3x faster)
+        found = conn.execute(
+            query.where(column == any_(bindparam("keys", type_=postgresql.ARRAY(column.type)))),
+            {"keys": list(values)},
+        )
+    else:
+        found = conn.execute(query.where(column.in_(values)))
     return {key(row): tuple(row) for row in found}
 
 
 def _write(conn: Connection, rows: Rows, changed: Sequence[tuple[Any, ...]]) -> None:
-    """executemany of one upsert statement per conflict target."""
+    """One upsert per conflict target: executemany on SQLite; on PostgreSQL one statement over
+    arrays. The data-version trigger (migration 0002) is FOR EACH STATEMENT there and fires
+    per row of an executemany, and PostgreSQL slows quadratically when one transaction updates
+    the same counter row again and again (15.0: 100k rows took 300 s; 40k updates of one row
+    cost 4x 20k). One statement per batch fires it twice (INSERT and UPDATE) per batch."""
     if rows.nullable is None:
         groups = {False: changed}
     else:
@@ -79,22 +90,37 @@ def _write(conn: Connection, rows: Rows, changed: Sequence[tuple[Any, ...]]) -> 
             False: [r for r in changed if r[position] is not None],
             True: [r for r in changed if r[position] is None],
         }
+    dialect = conn.dialect.name
     for is_null, group in groups.items():
-        if group:
-            statement = _upsert_statement(conn.dialect.name, rows, is_null)
+        if not group:
+            continue
+        statement = _upsert_statement(dialect, rows, is_null)
+        if dialect == "postgresql":
+            columns = zip(*group, strict=True)
+            conn.execute(statement, dict(zip(rows.columns, map(list, columns), strict=True)))
+        else:
             conn.execute(statement, [dict(zip(rows.columns, row, strict=True)) for row in group])
+
+
+def _insert(dialect: str, rows: Rows) -> Any:
+    if dialect == "sqlite":
+        return sqlite.insert(rows.table)
+    if dialect == "postgresql":
+        # INSERT … SELECT unnest(:a), unnest(:b), …: a whole batch in one statement whose
+        # text, unlike a VALUES list, is the same for every batch (compiled once).
+        arrays = [
+            func.unnest(bindparam(c, type_=postgresql.ARRAY(rows.table.c[c].type)))
+            for c in rows.columns
+        ]
+        return postgresql.insert(rows.table).from_select(list(rows.columns), select(*arrays))
+    raise ProvisioningError(f"provisioning needs SQLite or PostgreSQL, not {dialect}")
 
 
 def _upsert_statement(dialect: str, rows: Rows, null_key: bool) -> Insert:
     """INSERT … ON CONFLICT (natural key) DO UPDATE SET every other column. A NULL in a key
     column never conflicts with a unique constraint (NULL ≠ NULL), so those rows target the
     partial unique index over the other key columns WHERE that column IS NULL."""
-    if dialect == "sqlite":
-        statement: Any = sqlite.insert(rows.table)
-    elif dialect == "postgresql":
-        statement = postgresql.insert(rows.table)
-    else:
-        raise ProvisioningError(f"provisioning needs SQLite or PostgreSQL, not {dialect}")
+    statement = _insert(dialect, rows)
     key = [k for k in rows.key if not (null_key and k == rows.nullable)]
     where = rows.table.c[rows.nullable].is_(None) if null_key and rows.nullable else None
     values = {c: statement.excluded[c] for c in rows.columns if c not in rows.key}

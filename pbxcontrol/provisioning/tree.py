@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, delete, insert, select
+from collections.abc import Iterator
+from typing import TypeVar
+
+from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from pbxcontrol.db.models import Customer, CustomerTree
+
+T = TypeVar("T")
 
 
 def closure(parents: dict[int, int | None]) -> set[tuple[int, int, int]]:
@@ -35,16 +40,18 @@ def rebuild_customer_tree(session: Session) -> None:
             select(CustomerTree.ancestor_id, CustomerTree.descendant_id, CustomerTree.depth)
         ).tuples()
     }
-    conn = session.connection()  # Core executemany: the ORM has no bulk DELETE by key
-    stale = [{"a": a, "d": d} for a, d, _ in stored - wanted]
-    if stale:
-        conn.execute(
-            delete(CustomerTree).where(
-                CustomerTree.ancestor_id == bindparam("a"),
-                CustomerTree.descendant_id == bindparam("d"),
-            ),
-            stale,
-        )
-    new = [{"ancestor_id": a, "descendant_id": d, "depth": n} for a, d, n in wanted - stored]
-    if new:
-        conn.execute(insert(CustomerTree), new)
+    conn = session.connection()
+    # Chunks of whole statements, not executemany: on PostgreSQL the data-version trigger fires
+    # per statement (see bulk._write).
+    stale = sorted((a, d) for a, d, _ in stored - wanted)
+    pair = tuple_(CustomerTree.ancestor_id, CustomerTree.descendant_id)
+    for pairs in _chunks(stale):
+        conn.execute(delete(CustomerTree).where(pair.in_(pairs)))
+    for triples in _chunks(sorted(wanted - stored)):
+        rows = [{"ancestor_id": a, "descendant_id": d, "depth": n} for a, d, n in triples]
+        conn.execute(insert(CustomerTree).values(rows))
+
+
+def _chunks(items: list[T], size: int = 1000) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
