@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -78,6 +79,7 @@ class PluginContext:
     _engine: Engine
     _add: Callable[[str, Handler, Iterable[str]], None]
     _channels: Channels | None = None
+    _add_static: Callable[[str, Path], None] | None = None
 
     @property
     def channels(self) -> Channels:
@@ -90,6 +92,15 @@ class PluginContext:
         """Serve `handler` at /api/json/<path>/ behind auth, the privilege check (the caller
         needs one of `privileges`) and the envelope."""
         self._add(path, handler, privileges)
+
+    def add_static(self, prefix: str, directory: Path) -> None:
+        """Serve the files in `directory` (a folder of the plugin's package) at /<prefix>/,
+        `index.html` at /<prefix>/ itself, without auth: pages whose scripts then call the
+        API with a token. Only the files there at start-up are served, with their content
+        type, `Cache-Control: no-cache` and a `default-src 'self'` Content-Security-Policy."""
+        if self._add_static is None:
+            raise PluginError(f"plugin {self.name!r}: this process serves no pages")
+        self._add_static(prefix, directory)
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:

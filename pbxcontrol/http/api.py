@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -15,7 +16,7 @@ import bottle
 import orjson
 from sqlalchemy import Connection, Engine
 
-from pbxcontrol.http import envelope, params
+from pbxcontrol.http import envelope, params, static
 from pbxcontrol.http.auth import Authenticator, Caller
 from pbxcontrol.http.envelope import ApiError
 
@@ -77,6 +78,12 @@ class JsonApi:
     engine: Engine
     authenticator: Authenticator
     functions: dict[str, ApiFunction] = field(default_factory=dict)
+    statics: dict[str, Path] = field(default_factory=dict)  # /<prefix>/ -> directory
+
+    def add_static(self, prefix: str, directory: Path) -> None:
+        if prefix in self.statics:
+            raise ValueError(f"static pages at /{prefix}/ are registered twice")
+        self.statics[prefix] = Path(directory)
 
     def add(self, path: str, handler: Handler, privileges: Iterable[str]) -> None:
         key = path.strip("/")
@@ -181,4 +188,6 @@ def build_app(api: JsonApi) -> bottle.Bottle:
         )
 
     app.default_error_handler = json_error
+    for prefix, directory in api.statics.items():
+        static.mount(app, prefix, directory)
     return app

@@ -1,7 +1,9 @@
-"""calls/active/list: the live call legs a person may see, filtered, sorted and named; and
-calls/hangup: end the calls among them, audited and rate-limited."""
+"""calls/active/list: the live call legs a person may see, filtered, sorted and named;
+calls/hangup: end the calls among them, audited and rate-limited; calls/active/scopes and the
+wallboard page (/wallboard/) that shows them live."""
 
 import functools
+from pathlib import Path
 
 from pbxcontrol.plugin import PluginContext
 
@@ -10,6 +12,9 @@ from .cache import ResponseCache
 from .hangup import PRIVILEGES as HANGUP_PRIVILEGES
 from .hangup import Hangups
 from .listing import PRIVILEGES, list_active_calls
+from .scopes import scopes
+
+WALLBOARD = Path(__file__).resolve().parent / "wallboard"
 
 
 def setup(ctx: PluginContext) -> None:
@@ -22,6 +27,8 @@ def setup(ctx: PluginContext) -> None:
     )
     hangups = Hangups(ctx.channels, _whole_number(ctx, "hangups_per_minute", "30"), ctx.log)
     ctx.add_api_function("calls/hangup", hangups, HANGUP_PRIVILEGES)
+    ctx.add_api_function("calls/active/scopes", scopes, PRIVILEGES)
+    ctx.add_static("wallboard", WALLBOARD)
 
 
 def _whole_number(ctx: PluginContext, key: str, default: str) -> int:

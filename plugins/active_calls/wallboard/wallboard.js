@@ -1,0 +1,613 @@
+// pbxcontrol wallboard: logs in for a token, follows /api/stream/calls/active/list/ (SPEC §8)
+// and keeps a live table of the legs. No framework, no build step, nothing from another host.
+"use strict";
+
+(function () {
+  const API = "/api/json/";
+  const STREAM = "/api/stream/calls/active/list/";
+  const STORE = "pbxcontrol.wallboard";
+  const $ = (id) => document.getElementById(id);
+
+  const state = {
+    token: "",
+    expires: 0, // Unix seconds, 0 = unknown
+    me: null, // the calls/active/scopes answer
+    names: new Map(), // customer id -> name
+    scope: "",
+    rows: new Map(), // "machine/uniqueid" -> row
+    source: null,
+    lastId: "",
+    live: false,
+    lastLive: 0, // Date.now() when last live, 0 = never
+    retry: 0,
+    renderQueued: false,
+    skew: 0, // server clock - our clock, seconds
+    pending: null, // the call whose hang-up is being confirmed
+  };
+
+  // -- the API -------------------------------------------------------------------------------
+
+  async function call(path, params) {
+    const body = new URLSearchParams(params);
+    const resp = await fetch(API + path + "/", {
+      method: "POST",
+      body,
+      cache: "no-store",
+      credentials: "omit",
+    });
+    learnSkew(resp);
+    const answer = await resp.json();
+    const first = (answer.responses && answer.responses[0]) || {};
+    return { code: String(first.code || resp.status), answer, message: messages(answer) };
+  }
+
+  function messages(answer) {
+    return (answer.responses || [])
+      .map((r) => (r.key ? r.key + ": " : "") + r.message)
+      .join(" ");
+  }
+
+  function learnSkew(resp) {
+    const date = Date.parse(resp.headers.get("Date") || "");
+    if (!Number.isNaN(date)) {
+      const skew = (date - Date.now()) / 1000;
+      state.skew = Math.abs(skew) > 2 ? skew : 0;
+    }
+  }
+
+  const now = () => Date.now() / 1000 + state.skew;
+
+  // -- signing in ----------------------------------------------------------------------------
+
+  function saveSession() {
+    sessionStorage.setItem(
+      STORE,
+      JSON.stringify({ token: state.token, expires: state.expires, scope: state.scope })
+    );
+  }
+
+  function loadSession() {
+    try {
+      return JSON.parse(sessionStorage.getItem(STORE) || "{}");
+    } catch (_) {
+      return {};
+    }
+  }
+
+  function tokenExpiry(token) {
+    try {
+      const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      return Number(JSON.parse(atob(part)).exp) || 0;
+    } catch (_) {
+      return 0;
+    }
+  }
+
+  function tokenFromFragment() {
+    const fragment = new URLSearchParams(location.hash.replace(/^#/, ""));
+    const token = fragment.get("auth_token");
+    if (token) {
+      // Out of the address bar (and so out of bookmarks, history and screenshots).
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+    return token || "";
+  }
+
+  function showLogin(message) {
+    stopStream();
+    state.token = "";
+    state.me = null;
+    state.rows.clear();
+    sessionStorage.removeItem(STORE);
+    document.body.className = "signed-out";
+    $("board").hidden = true;
+    $("banner").hidden = true;
+    $("logout").hidden = true;
+    $("who").textContent = "";
+    $("scope").disabled = true;
+    $("scope").replaceChildren();
+    setLive("signed-out");
+    $("login").hidden = false;
+    $("login-error").textContent = message || "";
+    $("login-form").elements.auth_password.value = "";
+    $("login-form").elements.auth_username.focus();
+  }
+
+  async function submitLogin(event) {
+    event.preventDefault();
+    const form = event.target;
+    const button = $("login-button");
+    $("login-error").textContent = "";
+    button.disabled = true;
+    try {
+      const { code, answer, message } = await call("user/login", {
+        auth_username: form.elements.auth_username.value,
+        auth_password: form.elements.auth_password.value,
+        token: "1",
+      });
+      if (code !== "200") {
+        $("login-error").textContent = loginError(code, message);
+        return;
+      }
+      form.elements.auth_password.value = "";
+      await start(answer.data.auth_token, answer.data.auth_token_expires);
+    } catch (err) {
+      $("login-error").textContent = "The server did not answer (" + err.message + ").";
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function loginError(code, message) {
+    if (code === "401") return "Wrong username or password, or the account is disabled.";
+    if (code === "402") return "This person may not list calls. " + message;
+    if (code === "429") return "Too many failed logins: wait a few minutes. " + message;
+    return "Login failed (" + code + "): " + message;
+  }
+
+  async function start(token, expires) {
+    state.token = token;
+    state.expires = expires || tokenExpiry(token);
+    const { code, answer, message } = await call("calls/active/scopes", { auth_token: token });
+    if (code === "401") return showLogin("Your session has ended: log in again.");
+    if (code !== "200") return showLogin(loginError(code, message));
+    state.me = answer.data;
+    state.names = new Map(state.me.customers.map((c) => [c.id, c.name]));
+    const saved = loadSession();
+    buildScopes(saved.token === token ? saved.scope : undefined);
+    saveSession();
+    $("login").hidden = true;
+    $("board").hidden = false;
+    $("logout").hidden = false;
+    $("who").textContent = state.me.username + " · " + customerName(state.me.customer);
+    document.body.className = "";
+    if (!canHangUp()) document.body.classList.add("no-actions");
+    openStream(false);
+  }
+
+  const canHangUp = () => state.me && state.me.privileges.includes("actions");
+
+  // -- scope ---------------------------------------------------------------------------------
+
+  function scopeChoices() {
+    const me = state.me;
+    const own = customerName(me.customer);
+    const choices = [];
+    const below = me.customers.filter((c) => c.depth > 0);
+    const parents = new Set(below.map((c) => c.parent));
+    if (me.system) choices.push(["customer=system", "Whole system (every leg)"]);
+    if (below.length) {
+      choices.push(["recursive=1", own + " and all below"]);
+      choices.push(["customer=recursive", "All customers below " + own]);
+    }
+    choices.push(["", own + " only"]);
+    for (const c of below) {
+      const indent = "\u2003".repeat(c.depth - 1);
+      choices.push(["customer=" + c.id, indent + "\u25B8 " + c.name]);
+      if (parents.has(c.id)) {
+        choices.push(["customer=" + c.id + "&recursive=1", indent + "\u25B8 " + c.name + " and below"]);
+      }
+    }
+    return choices;
+  }
+
+  function buildScopes(wanted) {
+    const select = $("scope");
+    const choices = scopeChoices();
+    select.replaceChildren(
+      ...choices.map(([value, label]) => {
+        const option = document.createElement("option");
+        option.value = value;
+        option.textContent = label;
+        return option;
+      })
+    );
+    const values = choices.map((c) => c[0]);
+    state.scope = values.includes(wanted) ? wanted : values[0];
+    select.value = state.scope;
+    select.disabled = choices.length < 2;
+  }
+
+  function changeScope() {
+    state.scope = $("scope").value;
+    saveSession();
+    state.rows.clear();
+    render();
+    openStream(false);
+  }
+
+  // -- the stream ----------------------------------------------------------------------------
+
+  function streamUrl(resume) {
+    const params = new URLSearchParams(state.scope);
+    params.set("auth_token", state.token);
+    params.set("names", "1");
+    if (resume && state.lastId) params.set("last_event_id", state.lastId);
+    return STREAM + "?" + params.toString();
+  }
+
+  function stopStream() {
+    if (state.source) state.source.close();
+    state.source = null;
+    clearTimeout(state.retry);
+  }
+
+  function openStream(resume) {
+    stopStream();
+    if (!resume) state.lastId = "";
+    setLive(false);
+    const source = new EventSource(streamUrl(resume));
+    state.source = source;
+    source.onopen = () => setLive(true);
+    source.onerror = () => {
+      if (state.source !== source) return;
+      setLive(false);
+      // CONNECTING: EventSource retries by itself, with Last-Event-ID. CLOSED: the server
+      // answered something else than a stream (the JSON envelope): find out what.
+      if (source.readyState === EventSource.CLOSED) diagnose();
+    };
+    source.addEventListener("snapshot", (e) => {
+      const rows = JSON.parse(e.data).data;
+      state.rows = new Map(rows.map((r) => [key(r), r]));
+      seen(e);
+    });
+    source.addEventListener("upsert", (e) => {
+      const row = JSON.parse(e.data);
+      state.rows.set(key(row), row);
+      seen(e);
+    });
+    source.addEventListener("remove", (e) => {
+      state.rows.delete(key(JSON.parse(e.data)));
+      seen(e);
+    });
+  }
+
+  function seen(event) {
+    if (event.lastEventId) state.lastId = event.lastEventId;
+    if (!state.live) setLive(true);
+    queueRender();
+  }
+
+  async function diagnose() {
+    const url = streamUrl(true);
+    const abort = new AbortController();
+    let resp;
+    try {
+      resp = await fetch(url, { signal: abort.signal, cache: "no-store", credentials: "omit" });
+    } catch (_) {
+      return retryIn(2000, "The server does not answer.");
+    }
+    const type = resp.headers.get("Content-Type") || "";
+    if (type.includes("text/event-stream")) {
+      abort.abort();
+      return retryIn(0, "");
+    }
+    if (!type.includes("json")) {
+      abort.abort();
+      return retryIn(5000, "The server answered HTTP " + resp.status + ".");
+    }
+    const answer = await resp.json().catch(() => ({}));
+    const first = (answer.responses && answer.responses[0]) || {};
+    const code = String(first.code || "");
+    const text = messages(answer);
+    if (code === "401") return showLogin("Your session has ended: log in again.");
+    if (code === "402") return fatal("This person may not list these calls. " + text);
+    if (code === "400") return fatal("The server refused this scope: " + text);
+    if (code === "429") return retryIn(30000, "Too many open streams for this person. " + text);
+    return retryIn(5000, "The server answered " + (code || resp.status) + ". " + text);
+  }
+
+  function retryIn(ms, why) {
+    stopStream();
+    setLive(false, why);
+    state.retry = setTimeout(() => state.token && openStream(true), ms);
+  }
+
+  function fatal(why) {
+    stopStream();
+    setLive(false, why + " Choose another scope, or log in as someone else.");
+  }
+
+  function setLive(live, why) {
+    const indicator = $("live");
+    const signedOut = live === "signed-out";
+    state.live = live === true;
+    if (state.live) state.lastLive = Date.now();
+    indicator.className = "live " + (state.live ? "on" : state.lastLive ? "off" : "connecting");
+    $("live-text").textContent = state.live ? "Live" : signedOut ? "Signed out" : "Not live";
+    document.body.classList.toggle("stale", !state.live && !signedOut);
+    $("banner").hidden = state.live || signedOut;
+    state.why = why || "";
+    tickBanner();
+  }
+
+  function tickBanner() {
+    if ($("banner").hidden) return;
+    const since = state.lastLive
+      ? "last live " + clockDuration((Date.now() - state.lastLive) / 1000) + " ago"
+      : "not connected yet";
+    const why = state.why || "Reconnecting to the server…";
+    $("banner-text").textContent = why + " — " + since + ".";
+  }
+
+  // -- the table -----------------------------------------------------------------------------
+
+  const key = (row) => row.machine + "/" + row.uniqueid;
+
+  function queueRender() {
+    if (state.renderQueued) return;
+    state.renderQueued = true;
+    setTimeout(render, 0);
+  }
+
+  function ordered() {
+    // Legs of a call stay together, calls by their first leg's start: a row never jumps.
+    const calls = new Map();
+    for (const row of state.rows.values()) {
+      const id = row.machine + "/" + row.callid;
+      const first = calls.get(id);
+      if (first === undefined || row.start < first) calls.set(id, row.start);
+    }
+    const cmp = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
+    return [...state.rows.values()].sort((a, b) => {
+      const ca = a.machine + "/" + a.callid;
+      const cb = b.machine + "/" + b.callid;
+      return (
+        calls.get(ca) - calls.get(cb) ||
+        cmp(ca, cb) ||
+        a.start - b.start ||
+        cmp(a.uniqueid, b.uniqueid)
+      );
+    });
+  }
+
+  function render() {
+    state.renderQueued = false;
+    const tbody = $("rows");
+    const existing = new Map([...tbody.children].map((tr) => [tr.dataset.key, tr]));
+    const rows = ordered();
+    let previousCall = null;
+    rows.forEach((row, index) => {
+      const callKey = row.machine + "/" + row.callid;
+      const first = callKey !== previousCall;
+      previousCall = callKey;
+      let tr = existing.get(key(row));
+      if (tr === undefined) {
+        tr = document.createElement("tr");
+        tr.dataset.key = key(row);
+        tr.classList.add("fresh");
+        setTimeout(() => tr.classList.remove("fresh"), 1600);
+      }
+      existing.delete(key(row));
+      fillRow(tr, row, first);
+      if (tbody.children[index] !== tr) tbody.insertBefore(tr, tbody.children[index] || null);
+    });
+    for (const tr of existing.values()) tr.remove();
+    $("empty").hidden = rows.length > 0;
+    totals(rows);
+    perCustomer(rows);
+  }
+
+  function fillRow(tr, row, first) {
+    const signature = JSON.stringify(row) + first + canHangUp();
+    if (tr.dataset.signature === signature) return;
+    tr.dataset.signature = signature;
+    tr.dataset.uniqueid = row.uniqueid;
+    tr.dataset.machine = row.machine;
+    tr.dataset.callid = row.callid;
+    const ringing = !row.answered && /^ring/i.test(row.status);
+    tr.className = [
+      "dir-" + (row.direction || "none"),
+      first ? "call-first" : "leg-more",
+      ringing ? "is-ringing" : "",
+      tr.classList.contains("fresh") ? "fresh" : "",
+    ].join(" ");
+    const cells = [
+      cell("c-duration", span("duration", "")),
+      cell("c-dir", pill(row.direction)),
+      cell("", number(row.snumber, row.snumber_name)),
+      cell("", number(row.cnumber, row.cnumber_name)),
+      cell("", number(row.dnumber, row.dnumber_name)),
+      cell("", status(row.status, ringing)),
+      cell("customer", customers(row)),
+      cell("c-machine", document.createTextNode(String(row.machine))),
+      cell("c-action", first && canHangUp() ? hangupButton(row) : document.createTextNode("")),
+    ];
+    tr.replaceChildren(...cells);
+    tickRow(tr, row);
+  }
+
+  function cell(cls, child) {
+    const td = document.createElement("td");
+    if (cls) td.className = cls;
+    td.append(child);
+    return td;
+  }
+
+  function span(cls, text) {
+    const s = document.createElement("span");
+    s.className = cls;
+    s.textContent = text;
+    return s;
+  }
+
+  function pill(direction) {
+    const label = { in: "IN", out: "OUT", internal: "INT" }[direction] || "—";
+    return span("pill dir-" + (direction || "none"), label);
+  }
+
+  function number(num, name) {
+    const box = document.createDocumentFragment();
+    box.append(num ? span("num", num) : span("num none", "—"));
+    if (name) box.append(span("name", name));
+    return box;
+  }
+
+  function status(text, ringing) {
+    const cls = ringing ? "status-ringing" : text === "Up" ? "status-up" : "status-other";
+    return span("status " + cls, text || "—");
+  }
+
+  function customerName(id) {
+    if (!id) return "—";
+    return state.names.get(id) || "#" + id;
+  }
+
+  function customers(row) {
+    const box = document.createDocumentFragment();
+    const ids = [row.scustomer, row.dcustomer].filter((id, i, all) => id && all.indexOf(id) === i);
+    if (!ids.length) return span("none", "—");
+    ids.forEach((id, i) => {
+      if (i) box.append(span("arrow", "→"));
+      box.append(document.createTextNode(customerName(id)));
+    });
+    return box;
+  }
+
+  function hangupButton(row) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "hangup";
+    button.textContent = "Hang up";
+    button.addEventListener("click", () => confirmHangup(row));
+    return button;
+  }
+
+  function tickRow(tr, row) {
+    const since = row.answered || row.start;
+    tr.querySelector(".duration").textContent = clockDuration(now() - since);
+  }
+
+  function clockDuration(seconds) {
+    const s = Math.max(0, Math.floor(seconds));
+    const h = Math.floor(s / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    const pad = (n) => String(n).padStart(2, "0");
+    return (h ? h + ":" + pad(m) : String(m)) + ":" + pad(s % 60);
+  }
+
+  function totals(rows) {
+    const calls = new Set(rows.map((r) => r.machine + "/" + r.callid));
+    const count = (pred) => rows.filter(pred).length;
+    $("t-calls").textContent = calls.size;
+    $("t-legs").textContent = rows.length;
+    $("t-in").textContent = count((r) => r.direction === "in");
+    $("t-out").textContent = count((r) => r.direction === "out");
+    $("t-internal").textContent = count((r) => r.direction === "internal");
+    $("t-ringing").textContent = count((r) => !r.answered && /^ring/i.test(r.status));
+  }
+
+  function perCustomer(rows) {
+    const by = new Map();
+    for (const row of rows) {
+      const ids = new Set([row.scustomer, row.dcustomer].filter(Boolean));
+      if (!ids.size) ids.add(0);
+      for (const id of ids) {
+        const entry = by.get(id) || { calls: new Set(), legs: 0 };
+        entry.calls.add(row.machine + "/" + row.callid);
+        entry.legs += 1;
+        by.set(id, entry);
+      }
+    }
+    const entries = [...by.entries()].sort(
+      (a, b) => b[1].calls.size - a[1].calls.size || (customerName(a[0]) < customerName(b[0]) ? -1 : 1)
+    );
+    const most = Math.max(1, ...entries.map(([, e]) => e.legs));
+    $("customers").replaceChildren(
+      ...entries.map(([id, entry]) => {
+        const tr = document.createElement("tr");
+        tr.dataset.customer = id;
+        const name = span("cname", id ? customerName(id) : "No customer");
+        const bar = span("bar", "");
+        bar.style.width = Math.round((100 * entry.legs) / most) + "%";
+        const first = document.createElement("td");
+        first.append(name, bar);
+        tr.append(first, cell("count", document.createTextNode(entry.calls.size)));
+        tr.append(cell("count", document.createTextNode(entry.legs)));
+        return tr;
+      })
+    );
+    $("customers-empty").hidden = entries.length > 0;
+  }
+
+  // -- hang-up -------------------------------------------------------------------------------
+
+  function confirmHangup(row) {
+    const legs = [...state.rows.values()].filter(
+      (r) => r.callid === row.callid && r.machine === row.machine
+    );
+    const from = row.snumber + (row.snumber_name ? " (" + row.snumber_name + ")" : "");
+    const to = (row.dnumber || row.cnumber) + (row.dnumber_name ? " (" + row.dnumber_name + ")" : "");
+    state.pending = row;
+    $("confirm-text").textContent =
+      "From " + (from || "unknown") + " to " + (to || "unknown") + ", " + legs.length +
+      (legs.length === 1 ? " leg" : " legs") + ", " + clockDuration(now() - (row.answered || row.start)) + ".";
+    $("confirm").showModal();
+  }
+
+  async function closeConfirm() {
+    const row = state.pending;
+    state.pending = null;
+    if ($("confirm").returnValue !== "hangup" || !row) return;
+    try {
+      const { code, message } = await call("calls/hangup", {
+        auth_token: state.token,
+        callid: row.callid,
+      });
+      if (code === "204" || code === "200") toast("Call hung up.", false);
+      else if (code === "404") toast("That call has already ended.", true);
+      else if (code === "401") showLogin("Your session has ended: log in again.");
+      else if (code === "402") toast("You may not hang up calls. " + message, true);
+      else if (code === "429") toast("Too many hang-ups: wait a minute. " + message, true);
+      else toast("Hang-up failed (" + code + "): " + message, true);
+    } catch (err) {
+      toast("The server did not answer (" + err.message + ").", true);
+    }
+  }
+
+  function toast(text, bad) {
+    const box = $("toast");
+    box.textContent = text;
+    box.classList.toggle("bad", bad);
+    box.hidden = false;
+    clearTimeout(state.toastTimer);
+    state.toastTimer = setTimeout(() => (box.hidden = true), 5000);
+  }
+
+  // -- every second --------------------------------------------------------------------------
+
+  function tick() {
+    const date = new Date(Date.now() + state.skew * 1000);
+    $("clock").textContent = date.toLocaleTimeString([], { hour12: false });
+    for (const tr of $("rows").children) {
+      const row = state.rows.get(tr.dataset.key);
+      if (row) tickRow(tr, row);
+    }
+    tickBanner();
+    if (state.token && state.expires && now() > state.expires) {
+      showLogin("Your session has expired: log in again.");
+    }
+    setTimeout(tick, 1000 - (Date.now() % 1000) + 5);
+  }
+
+  // -- start ---------------------------------------------------------------------------------
+
+  function boot() {
+    $("login-form").addEventListener("submit", submitLogin);
+    $("scope").addEventListener("change", changeScope);
+    $("logout").addEventListener("click", () => showLogin(""));
+    $("confirm").addEventListener("close", closeConfirm);
+    tick();
+    const fromFragment = tokenFromFragment();
+    const saved = loadSession();
+    const token = fromFragment || saved.token;
+    const expires = fromFragment ? tokenExpiry(fromFragment) : saved.expires;
+    if (token && (!expires || expires > Date.now() / 1000)) {
+      start(token, expires).catch((err) => showLogin("The server did not answer (" + err.message + ")."));
+    } else {
+      showLogin("");
+    }
+  }
+
+  boot();
+})();

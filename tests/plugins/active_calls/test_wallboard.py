@@ -1,0 +1,188 @@
+"""The wallboard page (/wallboard/) and calls/active/scopes, the scope chooser's function."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import bottle
+import pytest
+import webtest
+
+from pbxcontrol.http import static
+
+SCOPES = "/api/json/calls/active/scopes/"
+WALLBOARD = Path(__file__).resolve().parents[3] / "plugins" / "active_calls" / "wallboard"
+
+
+class Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
+    parser = Tags()
+    parser.feed(html)
+    return parser.tags
+
+
+# -- the page -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path,content_type",
+    [
+        ("/wallboard/", "text/html; charset=utf-8"),
+        ("/wallboard/index.html", "text/html; charset=utf-8"),
+        ("/wallboard/wallboard.js", "text/javascript; charset=utf-8"),
+        ("/wallboard/wallboard.css", "text/css; charset=utf-8"),
+        ("/wallboard/favicon.svg", "image/svg+xml"),
+    ],
+)
+def test_each_file_has_its_content_type_csp_and_cache_control(calls, path, content_type):
+    resp = calls.get(path)
+    assert resp.status_int == 200
+    assert resp.headers["Content-Type"] == content_type
+    assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
+    assert resp.headers["Cache-Control"] == "no-cache"
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert (
+        resp.body == (WALLBOARD / (path.removeprefix("/wallboard/") or "index.html")).read_bytes()
+    )
+
+
+def test_wallboard_without_slash_redirects_to_the_page(calls):
+    resp = calls.get("/wallboard")
+    assert resp.status_int == 301
+    assert resp.headers["Location"].endswith("/wallboard/")
+
+
+def test_unchanged_file_is_a_304_by_etag(calls):
+    etag = calls.get("/wallboard/wallboard.js").headers["ETag"]
+    resp = calls.get("/wallboard/wallboard.js", headers={"If-None-Match": etag})
+    assert resp.status_int == 304 and resp.body == b""
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/wallboard/nothing.js",
+        "/wallboard/../setup.cfg",
+        "/wallboard/%2e%2e/%2e%2e/setup.cfg",
+        "/wallboard/..%2f..%2f__init__.py",
+        "/wallboard//etc/passwd",
+        "/wallboard/%2Fetc%2Fpasswd",
+        "/wallboard/./index.html",
+        "/wallboard/.hidden",
+    ],
+)
+def test_only_the_pages_files_are_served_never_a_path_outside(calls, path):
+    resp = calls.get(path, expect_errors=True)
+    assert resp.status_int in (301, 404), resp
+    assert b"[options]" not in resp.body and b"root:" not in resp.body and b"def " not in resp.body
+
+
+def test_other_methods_are_refused(calls):
+    assert calls.post("/wallboard/", expect_errors=True).status_int == 405
+
+
+def test_page_has_the_login_form_inputs_and_loads_nothing_from_another_host():
+    html = (WALLBOARD / "index.html").read_text()
+    found = tags(html)
+    inputs = {attrs.get("name"): attrs for tag, attrs in found if tag == "input"}
+    assert {"auth_username", "auth_password"} <= set(inputs)
+    assert inputs["auth_password"]["type"] == "password"
+    assert any(tag == "button" and attrs.get("type") == "submit" for tag, attrs in found)
+    for tag, attrs in found:
+        for attr in ("src", "href", "action"):
+            value = attrs.get(attr) or ""
+            assert "//" not in value and not value.startswith("/"), (tag, attrs)
+        assert "style" not in attrs and not any(a.startswith("on") for a in attrs), (tag, attrs)
+    assert "<script>" not in html  # no inline script: the CSP would refuse it
+    for text in (WALLBOARD / "wallboard.js").read_text(), (WALLBOARD / "wallboard.css").read_text():
+        assert not re.search(r"https?://", text)
+        assert "@import" not in text and "@font-face" not in text
+
+
+def test_static_files_are_a_fixed_set_without_dot_files_or_symlinks(tmp_path):
+    (tmp_path / "index.html").write_text("<p>hi</p>")
+    (tmp_path / ".secret.txt").write_text("no")
+    (tmp_path / "notes.md").write_text("unknown type")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "index.html")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.css").write_text("p{}")
+    assert sorted(static.files_of(tmp_path)) == ["index.html", "sub/a.css"]
+    app = bottle.Bottle()
+    static.mount(app, "board", tmp_path)
+    test = webtest.TestApp(app)
+    assert test.get("/board/sub/a.css").content_type == "text/css"
+    for path in ("/board/.secret.txt", "/board/notes.md", "/board/link.txt"):
+        assert test.get(path, expect_errors=True).status_int == 404
+
+
+def test_a_static_prefix_must_be_one_segment_and_have_an_index(tmp_path):
+    with pytest.raises(ValueError, match="one lowercase path segment"):
+        static.mount(bottle.Bottle(), "api/json", tmp_path)
+    with pytest.raises(ValueError, match="no index.html"):
+        static.mount(bottle.Bottle(), "board", tmp_path)
+
+
+def test_the_wheel_carries_the_page():
+    config = (Path(__file__).resolve().parents[3] / "setup.cfg").read_text()
+    assert re.search(r"^pbxcontrol\.plugins\.active_calls = wallboard/\*", config, re.M)
+
+
+# -- calls/active/scopes ------------------------------------------------------------------
+
+
+def scopes(app, who: str, **params: str) -> dict:
+    return app.get(
+        SCOPES, params={"auth_username": who, "auth_password": f"{who}-pass", **params}
+    ).json
+
+
+def test_reseller_gets_its_subtree_with_depths_and_no_system(calls):
+    body = scopes(calls, "reseller")
+    assert body["responses"][0]["code"] == "200"
+    data = body["data"]
+    assert (data["username"], data["customer"], data["system"]) == ("reseller", 2, False)
+    assert "actions" in data["privileges"]
+    assert data["customers"] == [
+        {"id": 2, "name": "Reseller A", "parent": 0, "depth": 0},
+        {"id": 3, "name": "Acme Ltd", "parent": 2, "depth": 1},
+        {"id": 4, "name": "Beta GmbH", "parent": 2, "depth": 1},
+        {"id": 5, "name": "Acme Branch", "parent": 3, "depth": 2},
+    ]
+
+
+def test_system_owner_may_choose_the_whole_system(calls):
+    data = scopes(calls, "admin")["data"]
+    assert data["system"] is True
+    assert {c["id"] for c in data["customers"]} == {1, 2, 3, 4, 5, 6, 7}
+
+
+def test_plain_user_sees_only_its_own_customer_and_no_actions(calls):
+    data = scopes(calls, "beta")["data"]
+    assert data["customers"] == [{"id": 4, "name": "Beta GmbH", "parent": 0, "depth": 0}]
+    assert data["privileges"] == ["user"] and data["system"] is False
+
+
+def test_scopes_needs_the_lists_privileges_and_valid_credentials(calls):
+    assert scopes(calls, "panel")["responses"][0]["code"] == "402"
+    bad = calls.get(SCOPES, params={"auth_username": "acme", "auth_password": "nope"}).json
+    assert bad["responses"][0]["code"] == "401" and "data" not in bad
+
+
+def test_scopes_accepts_a_token(calls):
+    login = calls.post(
+        "/api/json/user/login/",
+        {"auth_username": "acme", "auth_password": "acme-pass", "token": "1"},
+    ).json
+    token = login["data"]["auth_token"]
+    data = calls.get(SCOPES, params={"auth_token": token}).json["data"]
+    assert [c["id"] for c in data["customers"]] == [3, 5]
