@@ -162,6 +162,7 @@ def build_api(config: Config, engine: Engine) -> JsonApi:
             _engine=engine,
             _add=api.add,
             _channels=channels,
+            _add_static=api.add_static,
         )
         try:
             module.setup(ctx)
