@@ -1,5 +1,5 @@
-"""Shared fixtures and helpers: real SQLite files, the provisioned sandbox tree, the WSGI app,
-the command line as a subprocess and a served process."""
+"""Shared fixtures and helpers: a fresh database on each engine (SQLite, PostgreSQL), the
+provisioned sandbox tree, the WSGI app, the command line as a subprocess and a served process."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import webtest
 
 from pbxcontrol import config as config_mod
 from pbxcontrol import provisioning, runtime
+from tests.databases import ENGINES, Databases
 
 LIST = "/api/json/calls/active/list/"
 
@@ -97,9 +99,47 @@ def write_config(tmp_path: Path, body: str = "", *, db: str | None = None) -> Pa
     return path
 
 
+@pytest.fixture(scope="session")
+def databases(tmp_path_factory) -> Iterator[Databases]:
+    """New databases on demand; the PostgreSQL sandbox is started on first use (and stopped at
+    the end if this session started it). It is never skipped: if it cannot start, the tests on
+    PostgreSQL fail with the script's message."""
+    dbs = Databases(tmp_path_factory.mktemp("databases"))
+    yield dbs
+    dbs.close()
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def database(request) -> str:
+    """The SQL engine under test. Every test that uses a database through `db_url` (and so
+    `config_path`, `rt`, `app`) or a tier's own database fixture runs on both engines."""
+    return request.param
+
+
+def sqlite_only(reason: str):
+    """For a test about SQLite itself (`reason` says why): it runs on SQLite alone."""
+    assert reason
+    return pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+
+
 @pytest.fixture
-def config_path(tmp_path) -> Path:
-    return write_config(tmp_path)
+def db_url(database, databases, tmp_path) -> Iterator[str]:
+    """A new database of the engine under test with the schema at head (pbx.db in tmp_path on
+    SQLite), dropped after the test."""
+    with databases.fresh(database, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_db_url(database, databases, tmp_path) -> Iterator[str]:
+    """A new empty database of the engine under test, for tests of the migrations."""
+    with databases.fresh(database, tmp_path, empty=True) as url:
+        yield url
+
+
+@pytest.fixture
+def config_path(tmp_path, db_url) -> Path:
+    return write_config(tmp_path, db=db_url)
 
 
 def build_provisioned(config_path: Path) -> runtime.Runtime:
@@ -112,7 +152,7 @@ def build_provisioned(config_path: Path) -> runtime.Runtime:
 
 @pytest.fixture
 def rt(config_path):
-    """The runtime as `pbxcontrol api` builds it, on a fresh SQLite file, provisioned."""
+    """The runtime as `pbxcontrol api` builds it, on a fresh database, provisioned."""
     built = build_provisioned(config_path)
     yield built
     built.close()

@@ -1,4 +1,5 @@
-"""Fixtures for the recorder tier: a provisioned SQLite file and replay helpers."""
+"""Fixtures for the recorder tier: a provisioned database (SQLite and PostgreSQL) and replay
+helpers."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from tests.fakeari import FakeAri, load_recording
 
 
 @pytest.fixture
-def sessions(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'rec.db'}")
+def sessions(db_url):
+    """A session factory on a new provisioned database, on each engine (tests/conftest.py)."""
+    engine = make_engine(db_url)
     migrate.upgrade(engine)
     factory = make_sessionmaker(engine)
     with factory.begin() as session:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 import webtest
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import insert
 
-from pbxcontrol.db import models
 from pbxcontrol.db.models import LEG_INT_FIELDS, LEG_STRING_FIELDS
 from pbxcontrol.plugin import legs
 from tests.conftest import LIST, build_provisioned, write_config
@@ -279,21 +277,15 @@ BY_ID = {row["uniqueid"]: row for row in CALLS}
 
 
 @pytest.fixture(scope="module")
-def calls(tmp_path_factory):
+def calls(database, databases, tmp_path_factory):
     """The TREE with CALLS live, shared by a module's read-only tests (provisioning hashes
-    eight passwords with scrypt: once per module, not once per test)."""
+    eight passwords: once per module and engine, not once per test)."""
     tmp_path = tmp_path_factory.mktemp("calls")
-    url = os.environ.get("ACTIVE_CALLS_TEST_DB")  # e.g. postgresql+psycopg://…: emptied first
-    if url:
-        engine = create_engine(url)
-        with engine.begin() as conn:
-            models.Base.metadata.drop_all(conn)
-            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-        engine.dispose()
-    built = build_provisioned(write_config(tmp_path, db=url))
-    insert_legs(built, CALLS)
-    yield webtest.TestApp(built.app)
-    built.close()
+    with databases.fresh(database, tmp_path) as url:
+        built = build_provisioned(write_config(tmp_path, db=url))
+        insert_legs(built, CALLS)
+        yield webtest.TestApp(built.app)
+        built.close()
 
 
 def get(app, **params: str):

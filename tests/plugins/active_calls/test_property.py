@@ -102,14 +102,14 @@ parameters = st.dictionaries(
 
 
 @pytest.fixture(scope="module")
-def world_app(tmp_path_factory):
-    built = runtime.build(
-        config_mod.load(str(write_config(tmp_path_factory.mktemp("prop")))), record=False
-    )
-    # One hash for every person: the authenticator verifies it once per username, then caches.
-    built.password_hash = hash_password(PASSWORD)
-    yield built, webtest.TestApp(built.app)
-    built.close()
+def world_app(database, databases, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("prop")
+    with databases.fresh(database, tmp_path) as url:
+        built = runtime.build(config_mod.load(str(write_config(tmp_path, db=url))), record=False)
+        # One hash for every person: the authenticator verifies it once per username, then caches.
+        built.password_hash = hash_password(PASSWORD)
+        yield built, webtest.TestApp(built.app)
+        built.close()
 
 
 def load_world(rt, parents, roles, lines, legs) -> None:
