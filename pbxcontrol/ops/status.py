@@ -67,7 +67,7 @@ def machines(conn: Connection, config: Config, now: float) -> list[dict[str, Any
 
 def _cells(m: dict[str, Any]) -> list[table.Cell]:
     live = m["state"] in ("recording", "disconnected")
-    beat = f"heartbeat {table.ago(m['heartbeat_age'])} ago" if m["state"] == "stale" else ""
+    beat = f"(heartbeat {table.ago(m['heartbeat_age'])} ago)" if m["state"] == "stale" else ""
     return [
         str(m["machine"]) + ("" if m["configured"] else " (not configured)"),
         (m["state"], beat),
