@@ -61,6 +61,8 @@ class Config:
     login_failures_per_address: int = 50
     login_window: float = 300.0
     token_lifetime: int = 3600  # seconds a user/login token is valid
+    streams_per_person: int = 20  # concurrent live streams of one person (429 beyond)
+    journal_seconds: float = 600.0  # how long the change journal keeps entries (stream resume)
     plugin_sections: dict[str, dict[str, str]] = field(default_factory=dict)
     log_format: str = "text"
 
@@ -281,6 +283,8 @@ def _build(r: _Reader, known_plugins: frozenset[str] | None) -> Config:
         batch_size=r.integer("recorder", "batch_size", 200, lo=1, hi=100000),
         history_days=r.integer("recorder", "history_days", 30, lo=0),
         heartbeat=r.number("recorder", "heartbeat", 2.0),
+        journal_seconds=r.number("recorder", "journal_seconds", 600.0),
+        streams_per_person=r.integer("http", "streams_per_person", 20, lo=1, hi=100000),
         login_failures_per_user=r.integer("http", "login_failures_per_user", 10, lo=1),
         login_failures_per_address=r.integer("http", "login_failures_per_address", 50, lo=1),
         login_window=r.number("http", "login_window", 300.0),

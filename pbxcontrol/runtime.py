@@ -55,7 +55,7 @@ def configure(path: str | None, log_level: str | None = None) -> Config:
         raise StartupError(
             f"--log-level: {log_level!r} is not one of {', '.join(config_mod.LOG_LEVELS)}"
         )
-    logs.setup(log_level.upper() if log_level else config.log_level)
+    logs.setup(log_level.upper() if log_level else config.log_level, config.log_format)
     if config_mod.world_readable(config.path):
         log.warning("%s is readable by every user but holds passwords: chmod 0600 it", config.path)
     return config
@@ -132,6 +132,7 @@ def build_recorders(config: Config, sessions: sessionmaker[Session]) -> list[Any
                 batch_size=config.batch_size,
                 history_days=config.history_days,
                 heartbeat=config.heartbeat,
+                journal_seconds=config.journal_seconds,
                 provisioned=cache,
                 name=f"machine {m.id}",
             )
@@ -200,7 +201,7 @@ def initdb(config: Config) -> str:
     return f"database schema upgraded from {before or 'empty'} to revision {after}"
 
 
-def provision(config: Config, document: str) -> str:
+def provision(config: Config, document: str, *, dry_run: bool = False) -> str:
     """Apply a provisioning document, all or nothing; what was done, for the operator."""
     from pbxcontrol import provisioning
 
@@ -215,12 +216,12 @@ def provision(config: Config, document: str) -> str:
     engine, sessions = open_database(config)
     try:
         with sessions.begin() as session:
-            summary = provisioning.apply(session, doc)
+            summary = provisioning.apply(session, doc, dry_run=dry_run)
     except provisioning.ProvisioningError as exc:
         raise StartupError(f"{document}: {exc}") from None
     finally:
         engine.dispose()
-    return f"provisioned {summary}"
+    return summary.report(dry_run=dry_run)
 
 
 def serve(config: Config, *, http: bool = True, record: bool = True) -> None:

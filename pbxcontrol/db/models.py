@@ -75,6 +75,23 @@ class Counter(Base):
     value: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 
+class LegChange(Base):
+    """The change journal (pbxcontrol.db.journal): one row per leg change, or a `reset` row for
+    a write that may change every answer; ids are handed out in commit order."""
+
+    __tablename__ = "leg_changes"
+    __table_args__ = (Index("ix_leg_changes_at", "at"),)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    machine: Mapped[int] = mapped_column(Integer, nullable=False)
+    uniqueid: Mapped[str] = mapped_column(String(150), nullable=False)
+    op: Mapped[str] = mapped_column(String(8), nullable=False)  # upsert, remove, reset
+    old_scustomer: Mapped[int | None] = mapped_column(Integer)  # None: not a live leg before
+    old_dcustomer: Mapped[int | None] = mapped_column(Integer)
+    new_scustomer: Mapped[int | None] = mapped_column(Integer)  # None: not a live leg after
+    new_dcustomer: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[float] = mapped_column(Float, nullable=False)  # Unix time of the write
+
+
 class Customer(Base):
     __tablename__ = "customers"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)

@@ -10,6 +10,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from pbxcontrol.db import journal
+from pbxcontrol.db.dataversion import data_version
 from pbxcontrol.provisioning import accounts
 from pbxcontrol.provisioning.bulk import Change, upsert
 from pbxcontrol.provisioning.document import PRIVILEGES, Plan, validate
@@ -69,6 +71,7 @@ def apply(
 
 def _apply_plan(session: Session, plan: Plan, dry_run: bool, bar: ProgressBar) -> dict[str, Change]:
     conn = session.connection()
+    version = data_version(conn)
     changes = {"customers": upsert(conn, plan.customers, dry_run, _advance(bar, "customers"))}
     if plan.customers.rows and not dry_run:
         rebuild_customer_tree(session)
@@ -78,6 +81,8 @@ def _apply_plan(session: Session, plan: Plan, dry_run: bool, bar: ProgressBar) -
     changes["people"] = upsert(conn, people, dry_run, _advance(bar, "people"))
     for rows in plan.tables:
         changes[rows.section] = upsert(conn, rows, dry_run, _advance(bar, rows.section))
+    if data_version(conn) != version:  # the tree, directory or lines changed: streams start anew
+        journal.record_reset(conn)
     return changes
 
 

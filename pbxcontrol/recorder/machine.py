@@ -45,6 +45,7 @@ class MachineRecorder:
         provisioned: ProvisionedCache | None = None,
         name: str = "",
         heartbeat: float = 2.0,
+        journal_seconds: float = 600.0,
     ):
         self.machine = machine
         self.ari = ari
@@ -52,6 +53,7 @@ class MachineRecorder:
         self.sweep_interval = sweep_interval
         self.batch_size = batch_size
         self.history_days = history_days  # 0 = keep the history of ended legs forever
+        self.journal_seconds = journal_seconds  # how long the change journal keeps entries
         self.name = name or f"machine {machine}"
         self.cache = provisioned or ProvisionedCache(sessions)
         self.live = LiveLegs(machine, self.cache.get, self._linkedid)
@@ -278,15 +280,17 @@ class MachineRecorder:
 
     def prune_history(self, now: float | None = None) -> int:
         """Delete this machine's history rows that ended more than `history_days` ago, in
-        short transactions (store.prune_old). Returns how many went."""
+        short transactions (store.prune_old), and the change journal's old entries. Returns
+        how many history rows went."""
+        now = now or time.time()
+        store.prune_journal(self._with_db, now - self.journal_seconds, PRUNE_CHUNK)
         if not self.history_days:
             return 0
-        cutoff = (now or time.time()) - self.history_days * 86400
+        cutoff = now - self.history_days * 86400
         total = store.prune_old(self._with_db, self.machine, cutoff, PRUNE_CHUNK, PRUNE_CHUNKS)
-        if total:
-            log.debug(
-                "%s: pruned %d history rows older than %d days", self.name, total, self.history_days
-            )
+        log.debug(
+            "%s: pruned %d history rows older than %d days", self.name, total, self.history_days
+        )
         return total
 
     def _linkedid(self, channel_id: str) -> str | None:

@@ -9,6 +9,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, and_, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from pbxcontrol.db import journal
 from pbxcontrol.db.models import LEG_HISTORY_TABLE, LEGS_TABLE, Base, Machine
 from pbxcontrol.recorder.leg import LiveLeg
 from pbxcontrol.recorder.live import Changes, LiveLegs
@@ -28,7 +29,12 @@ def load(live: LiveLegs, session: Session) -> int:
 
 
 def write(changes: Changes, machine: int, session: Session) -> None:
-    """Insert new legs, update changed ones, move ended ones to the history, in `session`."""
+    """Insert new legs, update changed ones, move ended ones to the history, in `session`;
+    and the change journal's entries for them, in the same transaction (pbxcontrol.db.journal:
+    their scope keys before, read first, and after)."""
+    conn = session.connection()
+    changed = [r["uniqueid"] for r in changes.updates] + changes.gone
+    before = journal.scope_keys(conn, machine, changed)
     if changes.inserts:
         session.execute(insert(LEGS), changes.inserts)
     if changes.updates:
@@ -53,6 +59,7 @@ def write(changes: Changes, machine: int, session: Session) -> None:
             ),
             [{"b_uniqueid": uid} for uid in changes.gone],
         )
+    journal.record_legs(conn, machine, changes.inserts + changes.updates, changes.gone, before)
 
 
 def flush(live: LiveLegs, session: Session) -> Callable[[], None]:
@@ -97,6 +104,17 @@ def prune_old(
         if gone < chunk:
             break
     return total
+
+
+def prune_journal(
+    with_db: Callable[[Callable[[Session], int], str], int | None], cutoff: float, chunk: int
+) -> None:
+    """Delete the change journal's entries written before `cutoff`, `chunk` per transaction
+    (any recorder may: every one prunes the same shared journal)."""
+    while (
+        gone := with_db(lambda s: journal.prune(s.connection(), cutoff, chunk), "pruning")
+    ) and gone >= chunk:
+        pass
 
 
 def prune_history(session: Session, machine: int, cutoff: float, limit: int) -> int:

@@ -1,0 +1,168 @@
+"""The change journal: what changed in the active list, in commit order, for live streams.
+
+Writers append in the transaction that makes the change: the recorder one entry per leg it
+inserts, updates or removes (with the leg's scope keys before and after, so a reader can tell
+a leg that left a customer's scope), provisioning one `reset` entry when what the API lists
+may have changed wholesale (customer tree, directory, lines).
+
+**Ids are in commit order, on PostgreSQL too.** A sequence is not: two transactions can take
+ids 10 and 11 and commit 11 first, and a reader that saw 11 would skip 10 for ever. Here ids
+come from the counter row `journal` (`UPDATE counters SET value = value + n ... RETURNING`):
+the UPDATE takes that row's lock, which its transaction holds until it commits or rolls back.
+A second writer blocks on the lock and, once the first has committed, reads the value that
+commit left (READ COMMITTED re-reads the updated row). So ids are handed out, and committed,
+one transaction after the other: when a reader sees id N, every id below N has committed or
+was never handed out (a rollback returns its ids with the counter, so ids are dense). SQLite
+has one writer at a time anyway. Entries are allocated last in a transaction, after the data
+writes whose triggers lock `api_data` (pbxcontrol.db.dataversion): every writer takes the two
+row locks in the same order, so they cannot deadlock.
+
+Retention: entries older than `[recorder] journal_seconds` are pruned in short transactions;
+the counter row `journal_pruned` says up to which id they are gone, so a reader knows whether
+every change since an id is still here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, text, update
+
+from pbxcontrol.db.models import LEGS_TABLE, Counter, LegChange
+
+JOURNAL = LegChange.__table__
+COUNTERS = Counter.__table__
+#: The PostgreSQL NOTIFY channel a commit with journal entries wakes.
+CHANNEL = "pbxcontrol_journal"
+UPSERT, REMOVE, RESET = "upsert", "remove", "reset"
+
+Keys = tuple[int, int]  # (scustomer, dcustomer)
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    machine: int
+    uniqueid: str
+    op: str
+    old: Keys | None
+    new: Keys | None
+
+
+def scope_keys(conn: Connection, machine: int, uniqueids: Sequence[str]) -> dict[str, Keys]:
+    """(scustomer, dcustomer) of these live legs as stored now: read before changing them."""
+    if not uniqueids:
+        return {}
+    legs = LEGS_TABLE
+    rows = conn.execute(
+        select(legs.c.uniqueid, legs.c.scustomer, legs.c.dcustomer).where(
+            legs.c.machine == machine, legs.c.uniqueid.in_(set(uniqueids))
+        )
+    )
+    return {uid: (s, d) for uid, s, d in rows}
+
+
+def record_legs(
+    conn: Connection,
+    machine: int,
+    rows: Iterable[Mapping[str, Any]],
+    gone: Iterable[str],
+    before: Mapping[str, Keys],
+) -> None:
+    """Entries for legs written (`rows`, inserted or updated) and deleted (`gone`) in this
+    transaction; `before` holds their keys as they were (scope_keys)."""
+    changes: list[tuple[str, str, Keys | None, Keys | None]] = [
+        (row["uniqueid"], UPSERT, before.get(row["uniqueid"]), (row["scustomer"], row["dcustomer"]))
+        for row in rows
+    ]
+    changes += [(uid, REMOVE, before.get(uid), None) for uid in gone]
+    _append(conn, [(machine, uid, op, old, new) for uid, op, old, new in changes])
+
+
+def record_reset(conn: Connection) -> None:
+    """Everything may have changed (visibility or names): streams start afresh."""
+    _append(conn, [(0, "", RESET, None, None)])
+
+
+def _append(conn: Connection, changes: list[tuple[int, str, str, Keys | None, Keys | None]]):
+    if not changes:
+        return
+    last = conn.execute(
+        update(COUNTERS)
+        .where(COUNTERS.c.name == "journal")
+        .values(value=COUNTERS.c.value + len(changes))
+        .returning(COUNTERS.c.value)
+    ).scalar_one()
+    now = time.time()
+    first = last - len(changes) + 1
+    conn.execute(
+        insert(JOURNAL),
+        [
+            {
+                "id": first + i,
+                "machine": machine,
+                "uniqueid": uid,
+                "op": op,
+                "old_scustomer": old[0] if old else None,
+                "old_dcustomer": old[1] if old else None,
+                "new_scustomer": new[0] if new else None,
+                "new_dcustomer": new[1] if new else None,
+                "at": now,
+            }
+            for i, (machine, uid, op, old, new) in enumerate(changes)
+        ],
+    )
+    if conn.dialect.name == "postgresql":  # delivered at commit, to every LISTENing process
+        conn.execute(
+            text("SELECT pg_notify(:channel, :last)"), {"channel": CHANNEL, "last": str(last)}
+        )
+
+
+_HEAD = select(COUNTERS.c.name, COUNTERS.c.value).where(
+    COUNTERS.c.name.in_(("journal", "journal_pruned"))
+)
+
+
+def head(conn: Connection) -> tuple[int, int]:
+    """(the last id committed, the last id pruned): entries pruned < id <= last are kept."""
+    values = {name: value for name, value in conn.execute(_HEAD)}
+    return values.get("journal", 0), values.get("journal_pruned", 0)
+
+
+def since(conn: Connection, after: int, upto: int) -> list[Entry]:
+    """The entries after `after` up to `upto`, in order."""
+    rows = conn.execute(
+        select(JOURNAL).where(JOURNAL.c.id > after, JOURNAL.c.id <= upto).order_by(JOURNAL.c.id)
+    )
+    return [
+        Entry(
+            r.id,
+            r.machine,
+            r.uniqueid,
+            r.op,
+            None if r.old_scustomer is None else (r.old_scustomer, r.old_dcustomer),
+            None if r.new_scustomer is None else (r.new_scustomer, r.new_dcustomer),
+        )
+        for r in rows
+    ]
+
+
+def prune(conn: Connection, cutoff: float, limit: int) -> int:
+    """Delete up to `limit` of the oldest entries written before `cutoff`; returns how many."""
+    ids = conn.execute(
+        select(JOURNAL.c.id).where(JOURNAL.c.at < cutoff).order_by(JOURNAL.c.id).limit(limit)
+    ).scalars()
+    top = max(ids, default=None)
+    if top is None:
+        return 0
+    # The watermark first: its row lock orders concurrent prunes of several recorders.
+    conn.execute(
+        update(COUNTERS)
+        .where(COUNTERS.c.name == "journal_pruned", COUNTERS.c.value < top)
+        .values(value=top)
+    )
+    gone = conn.execute(delete(JOURNAL).where(JOURNAL.c.id <= top))
+    return int(gone.rowcount or 0)
