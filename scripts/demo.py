@@ -9,7 +9,8 @@ Starts the sandbox Asterisk (scripts/asterisk-sandbox up) unless it already runs
 demo config and SQLite database under var/demo/ (git-ignored), provisions
 sandbox/provision.json (a reseller with two customers, phones, a trunk, directory names),
 places three long calls with sipp (each restarted when it ends), runs `pbxcontrol serve` in
-the foreground and prints curl commands. Ctrl-C stops everything it started, by pid.
+the foreground and prints the wallboard's address with a fresh token for each demo person,
+and curl commands. Ctrl-C stops everything it started, by pid.
 """
 
 from __future__ import annotations
@@ -169,6 +170,35 @@ def curl_commands(port: int) -> str:
         """)
 
 
+DEMO_PEOPLE = {
+    "admin": ("admin-pass", "the system owner: every leg"),
+    "reseller": ("reseller-pass", "Reseller A: Acme and Beta"),
+    "acme": ("acme-pass", "Acme Ltd"),
+    "beta": ("beta-pass", "Beta GmbH"),
+}
+
+
+def wallboard_urls(port: int) -> str:
+    """The wallboard, already logged in, for each demo person: a token from user/login in
+    the URL's fragment (never sent to the server; the page takes it out of the address bar)."""
+    base = f"http://127.0.0.1:{port}"
+    lines = ["The wallboard, live in a browser (each link logs in as that person for an hour):", ""]
+    for user, (password, what) in DEMO_PEOPLE.items():
+        answer = requests.post(
+            f"{base}/api/json/user/login/",
+            data={"auth_username": user, "auth_password": password, "token": "1"},
+            timeout=10,
+        ).json()
+        if answer["responses"][0]["code"] != "200":
+            raise SystemExit(f"demo: user/login as {user} failed: {answer['responses']}")
+        lines += [
+            f"  # {user}: {what}",
+            f"  {base}/wallboard/#auth_token={answer['data']['auth_token']}",
+        ]
+    lines += ["", f"  # or log in with a username and password: {base}/wallboard/", ""]
+    return "\n".join(lines)
+
+
 def wait_api(port: int, serve: subprocess.Popen, timeout: float = 30.0) -> None:
     url = (
         f"http://127.0.0.1:{port}/api/json/calls/active/list/"
@@ -250,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             start_new_session=True,
         )
         wait_api(args.port, serve)
-        print("\n" + curl_commands(args.port), flush=True)
+        print("\n" + wallboard_urls(args.port), flush=True)
+        print(curl_commands(args.port), flush=True)
         status = serve.wait()
         say(f"pbxcontrol serve exited with {status}")
     except KeyboardInterrupt:

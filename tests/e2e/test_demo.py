@@ -27,6 +27,25 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def check_wallboard_urls(text: str) -> None:
+    """One wallboard URL per demo person: the page loads and the token in its fragment is
+    accepted by the list, each person seeing their own scope."""
+    found = re.findall(
+        r"# (\w+): .*\n\s+(http://127\.0\.0\.1:\d+/wallboard/)#auth_token=(\S+)", text
+    )
+    assert [user for user, _url, _token in found] == ["admin", "reseller", "acme", "beta"], text
+    for user, url, token in found:
+        page = requests.get(url, timeout=5)
+        assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+        assert 'name="auth_username"' in page.text
+        api = url.replace("/wallboard/", "/api/json/calls/active/list/")
+        body = requests.get(api, params={"auth_token": token}, timeout=5).json()
+        assert body["responses"][0]["code"] == "200", (user, body)
+        scopes = url.replace("/wallboard/", "/api/json/calls/active/scopes/")
+        data = requests.get(scopes, params={"auth_token": token}, timeout=5).json()["data"]
+        assert data["username"] == user
+
+
 def test_demo_shows_live_calls_and_stops_everything_on_ctrl_c(idle, tmp_path):
     ari = idle
     out = tmp_path / "demo.out"
@@ -70,6 +89,7 @@ def test_demo_shows_live_calls_and_stops_everything_on_ctrl_c(idle, tmp_path):
             assert body["responses"][0]["code"] == "200", (url, body)
         system = next(u for u in urls if "customer=system" in u)
         assert len(requests.get(system, timeout=5).json()["data"]) >= 6
+        check_wallboard_urls(text)
     finally:
         demo.send_signal(signal.SIGINT)
         code = demo.wait(60)

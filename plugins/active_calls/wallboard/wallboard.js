@@ -592,18 +592,27 @@
 
   // -- start ---------------------------------------------------------------------------------
 
+  function offline(err) {
+    showLogin("The server did not answer (" + err.message + ").");
+  }
+
   function boot() {
     $("login-form").addEventListener("submit", submitLogin);
     $("scope").addEventListener("change", changeScope);
     $("logout").addEventListener("click", () => showLogin(""));
     $("confirm").addEventListener("close", closeConfirm);
+    // A wallboard URL pasted into a tab that shows this page only changes the fragment.
+    window.addEventListener("hashchange", () => {
+      const token = tokenFromFragment();
+      if (token) start(token, tokenExpiry(token)).catch(offline);
+    });
     tick();
     const fromFragment = tokenFromFragment();
     const saved = loadSession();
     const token = fromFragment || saved.token;
     const expires = fromFragment ? tokenExpiry(fromFragment) : saved.expires;
     if (token && (!expires || expires > Date.now() / 1000)) {
-      start(token, expires).catch((err) => showLogin("The server did not answer (" + err.message + ")."));
+      start(token, expires).catch(offline);
     } else {
       showLogin("");
     }
