@@ -87,9 +87,9 @@ def test_failures_are_stored_as_digests_and_pruned(rt):
         assert conn.execute(select(LoginFailure.at)).scalars().all() == [clock.now] * 2
 
 
-def test_one_count_for_every_api_process(tmp_path):
+def test_one_count_for_every_api_process(config_path):
     """With `[http] processes = 3`, failures seen by any process lock the name out in all."""
-    config = write_config(tmp_path, "")
+    config = config_path
     config.write_text(
         config.read_text().replace(
             "port = 0\n", "port = 0\nprocesses = 3\nlogin_failures_per_user = 4\n"

@@ -12,12 +12,12 @@ def initdb(config):
     return cli(config, "initdb")
 
 
-def test_initdb_creates_every_table_then_is_idempotent(tmp_path):
-    config = write_config(tmp_path)
+def test_initdb_creates_every_table_then_is_idempotent(tmp_path, empty_db_url):
+    config = write_config(tmp_path, db=empty_db_url)
     first = initdb(config)
     assert first.returncode == 0, first.stderr
     assert "upgraded from empty" in first.stdout
-    engine = make_engine(f"sqlite:///{tmp_path / 'pbx.db'}")
+    engine = make_engine(empty_db_url)
     tables = set(inspect(engine).get_table_names())
     assert set(Base.metadata.tables) <= tables
     with engine.begin() as conn:
@@ -30,17 +30,19 @@ def test_initdb_creates_every_table_then_is_idempotent(tmp_path):
         roles = conn.execute(text("SELECT count(*) FROM roles")).scalar()
     assert roles == 6  # seeded once, not again
     assert migrate.is_current(engine)
+    engine.dispose()
 
 
-def test_schema_matches_models(tmp_path):
+def test_schema_matches_models(empty_db_url):
     """The migrations produce exactly what the models describe (no forgotten migration)."""
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    engine = make_engine(empty_db_url)
     migrate.upgrade(engine)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
     assert diff == []
 
 
@@ -51,12 +53,13 @@ def test_sqlite_runs_in_wal_mode_with_busy_timeout(tmp_path):
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 1000
 
 
-def test_serve_refuses_an_outdated_schema(tmp_path):
-    config = write_config(tmp_path)
-    engine = make_engine(f"sqlite:///{tmp_path / 'pbx.db'}")
+def test_serve_refuses_an_outdated_schema(tmp_path, empty_db_url):
+    config = write_config(tmp_path, db=empty_db_url)
+    engine = make_engine(empty_db_url)
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
         conn.execute(text("INSERT INTO alembic_version VALUES ('0000')"))
+    engine.dispose()
     proc = cli(config, "api")
     assert proc.returncode == 2
     assert "run `pbxcontrol initdb`" in proc.stderr
