@@ -26,10 +26,16 @@ from sqlalchemy import Connection, Engine, Table
 
 from pbxcontrol.ari.control import Channels, ChannelsUnavailable
 from pbxcontrol.db.dataversion import data_version
+from pbxcontrol.db.journal import REMOVE, RESET, UPSERT
+from pbxcontrol.db.journal import Entry as JournalEntry
 from pbxcontrol.db.models import LEG_FIELDS, Base
 from pbxcontrol.http.api import ApiRequest, Handler
 from pbxcontrol.http.auth import Caller
 from pbxcontrol.http.envelope import ApiError, Outcome
+from pbxcontrol.http.stream import Event, StreamView
+
+#: A stream function's opener: (ApiRequest) -> StreamView.
+StreamOpener = Callable[[ApiRequest], StreamView]
 
 __all__ = [
     "LEG_FIELDS",
@@ -38,10 +44,17 @@ __all__ = [
     "Caller",
     "Channels",
     "ChannelsUnavailable",
+    "Event",
     "Handler",
+    "JournalEntry",
     "Outcome",
     "PluginContext",
     "PluginError",
+    "REMOVE",
+    "RESET",
+    "StreamOpener",
+    "StreamView",
+    "UPSERT",
     "call_actions",
     "customer_tree",
     "customers",
@@ -79,6 +92,7 @@ class PluginContext:
     _engine: Engine
     _add: Callable[[str, Handler, Iterable[str]], None]
     _channels: Channels | None = None
+    _add_stream: Callable[[str, StreamOpener, Iterable[str]], None] | None = None
     _add_static: Callable[[str, Path], None] | None = None
 
     @property
@@ -101,6 +115,15 @@ class PluginContext:
         if self._add_static is None:
             raise PluginError(f"plugin {self.name!r}: this process serves no pages")
         self._add_static(prefix, directory)
+
+    def add_stream_function(
+        self, path: str, opener: StreamOpener, privileges: Iterable[str]
+    ) -> None:
+        """Serve a live stream at /api/stream/<path>/ (Server-Sent Events) behind the same auth
+        and privilege check: `opener(request)` validates like a handler (raising ApiError) and
+        returns the StreamView that computes the stream's events from the change journal."""
+        if self._add_stream is not None:  # None: this process serves no HTTP (the CLI tools)
+            self._add_stream(path, opener, privileges)
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:

@@ -21,6 +21,8 @@ from pbxcontrol.http import login as user_login
 from pbxcontrol.http import server as http_server
 from pbxcontrol.http.api import JsonApi, build_app
 from pbxcontrol.http.auth import Authenticator
+from pbxcontrol.http.slots import PersonSlots
+from pbxcontrol.http.stream import StreamApi
 from pbxcontrol.http.throttle import LoginThrottle
 from pbxcontrol.http.tokens import TokenSigner, ensure_key, load_key
 
@@ -40,6 +42,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     api: JsonApi | None = None
     app: bottle.Bottle | None = None
+    streams: StreamApi | None = None  # live streams under /api/stream/
     recorders: list[Any] = field(default_factory=list)
 
     def close(self) -> None:
@@ -93,7 +96,8 @@ def build(config: Config, *, http: bool = True, record: bool = True) -> Runtime:
     rt = Runtime(config, engine, sessions)
     try:
         if http:
-            rt.api = build_api(config, engine)
+            rt.streams = StreamApi(PersonSlots(config.streams_per_person))
+            rt.api = build_api(config, engine, rt.streams)
             rt.app = build_app(rt.api)
         if record:
             rt.recorders = build_recorders(config, sessions)
@@ -140,8 +144,9 @@ def build_recorders(config: Config, sessions: sessionmaker[Session]) -> list[Any
     return recorders
 
 
-def build_api(config: Config, engine: Engine) -> JsonApi:
-    """The JSON API: auth with its login throttle, and the enabled plugins' functions."""
+def build_api(config: Config, engine: Engine, streams: StreamApi | None = None) -> JsonApi:
+    """The JSON API: auth with its login throttle, and the enabled plugins' functions (and,
+    given `streams`, their live streams, opened with this API's auth)."""
     throttle = LoginThrottle(
         engine,
         config.login_failures_per_user,
@@ -150,6 +155,8 @@ def build_api(config: Config, engine: Engine) -> JsonApi:
     )
     signer = token_signer(config, engine)
     api = JsonApi(engine, Authenticator(throttle, tokens=signer))
+    if streams is not None:
+        streams.api = api
     user_login.register(api, signer)
     # REST-only ARI clients for call control: each HTTP process reaches every machine its
     # config names, directly (pbxcontrol.ari.control).
@@ -162,6 +169,7 @@ def build_api(config: Config, engine: Engine) -> JsonApi:
             log=logging.getLogger(f"pbxcontrol.plugins.{name}"),
             _engine=engine,
             _add=api.add,
+            _add_stream=streams.add if streams is not None else None,
             _channels=channels,
             _add_static=api.add_static,
         )
@@ -238,9 +246,9 @@ def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
             # Fork before any thread starts (the recorders below): forking a threaded
             # process is unsafe.
             workers = http_server.fork_workers(
-                rt.app, sock, config.http_threads, config.http_processes - 1, rt.engine
+                rt.app, sock, config.http_threads, config.http_processes - 1, rt.engine, rt.streams
             )
-            server = http_server.make_server(rt.app, sock, config.http_threads)
+            server = http_server.make_server(rt.app, sock, config.http_threads, rt.streams)
         for recorder in rt.recorders:
             recorder.start()
         lifecycle.run_until_stopped(stop, server)

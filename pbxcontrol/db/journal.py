@@ -31,10 +31,10 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, text, update
 
-from pbxcontrol.db.models import LEGS_TABLE, Counter, LegChange
+from pbxcontrol.db.models import LEGS_TABLE, Base, LegChange
 
-JOURNAL = LegChange.__table__
-COUNTERS = Counter.__table__
+JOURNAL = Base.metadata.tables[LegChange.__tablename__]
+COUNTERS = Base.metadata.tables["counters"]
 #: The PostgreSQL NOTIFY channel a commit with journal entries wakes.
 CHANNEL = "pbxcontrol_journal"
 UPSERT, REMOVE, RESET = "upsert", "remove", "reset"

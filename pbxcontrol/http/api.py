@@ -137,10 +137,14 @@ class JsonApi:
         with self.engine.begin() as conn:
             if caller is None:
                 caller = self.authenticator.from_params(conn, values, address)
-            wanted = function.privileges
-            if not (caller.privileges if ANY_PRIVILEGE in wanted else wanted & caller.privileges):
-                raise ApiError(402)
+            check_privileges(function.privileges, caller)
             return function.handler(ApiRequest(values, caller, conn, address))
+
+
+def check_privileges(wanted: frozenset[str], caller: Caller) -> None:
+    """402 unless the caller has one of the `wanted` privileges (ANY_PRIVILEGE: any)."""
+    if not (caller.privileges if ANY_PRIVILEGE in wanted else wanted & caller.privileges):
+        raise ApiError(402)
 
 
 def build_app(api: JsonApi) -> bottle.Bottle:

@@ -7,12 +7,16 @@ import logging
 import os
 import signal
 import socket
+import time
 
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
 
+from pbxcontrol.http import stream
 from pbxcontrol.http.envelope import ApiError, error
+from pbxcontrol.http.hub import Hub
+from pbxcontrol.http.stream import PREFIX, StreamApi
 
 log = logging.getLogger("pbxcontrol.http")
 
@@ -39,6 +43,64 @@ class EnvelopeChannel(HTTPChannel):
     error_task_class = EnvelopeErrorTask
 
 
+class ApiChannel(EnvelopeChannel):
+    """A connection that can become a live stream (pbxcontrol.http.stream): a request under
+    /api/stream/ is opened on a worker thread like any request, but once its headers are
+    written the channel is handed to the hub and the worker returns without finishing the
+    response. The socket loop keeps the open connection (reading only to see it close);
+    the hub writes its events with write_soon, which is thread-safe and wakes the loop."""
+
+    streams: StreamApi | None = None
+    hub: Hub | None = None
+    streaming = False
+
+    def service(self):
+        request = self.requests[0]  # type: ignore[has-type]
+        if self.hub is None or request.error or not request.path.startswith(PREFIX):
+            return super().service()
+        assert self.streams is not None
+        version = "1.1" if request.version == "1.1" else "1.0"
+        opened = self.streams.open(
+            request.command,
+            request.path,
+            request.query,
+            request.headers.get("LAST_EVENT_ID", ""),
+            self.addr[0] if self.addr else "",
+        )
+        with self.requests_lock:
+            for queued in self.requests:  # type: ignore[has-type]
+                queued.close()
+            self.requests = []
+        if isinstance(opened, bytes):
+            self.write_soon(stream.whole(version, opened))
+            self.close_when_flushed = True
+        else:
+            self.streaming = True
+            self.write_soon(stream.head(version))
+            self.hub.join(self, opened)
+        self.last_activity = time.time()
+        self.server.pull_trigger()
+
+    def readable(self):
+        # A stream's client has nothing more to send, but reading shows when it goes away.
+        return (self.streaming and not self.will_close) or super().readable()
+
+    def received(self, data):
+        if self.streaming:
+            return len(data)
+        return super().received(data)
+
+    def handle_read(self):
+        super().handle_read()
+        if self.streaming and not self.connected:
+            self.will_close = True  # the client went away: close at once, nothing to flush
+
+    def handle_close(self):
+        if self.streaming and self.hub is not None:
+            self.hub.leave(self)
+        super().handle_close()
+
+
 def listen(host: str, port: int) -> socket.socket:
     """Bind now, so a busy port fails at start-up, and so worker processes can share it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -53,8 +115,9 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def make_server(app, sock: socket.socket, threads: int):
-    """Serve with `.run()`, stop with `.close()`."""
+def make_server(app, sock: socket.socket, threads: int, streams: StreamApi | None = None):
+    """Serve with `.run()`, stop with `.close()`; with `streams`, also the live streams (their
+    hub starts here, in the serving process)."""
     sockets: dict = {}
     server = create_server(
         app,
@@ -65,19 +128,31 @@ def make_server(app, sock: socket.socket, threads: int):
         # Limits the service enforces before any of our code runs.
         max_request_header_size=32 * 1024,
         max_request_body_size=1024 * 1024,
-        channel_timeout=30,
-        connection_limit=512,
+        channel_timeout=30,  # idle keep-alive connections; a stream writes every 10 s
+        # Live streams hold a connection each: poll(), not select() (FD_SETSIZE is 1024).
+        connection_limit=512 if streams is None else 4096,
+        asyncore_use_poll=True,
         clear_untrusted_proxy_headers=True,
     )
-    for dispatcher in sockets.values():
-        if isinstance(dispatcher, BaseWSGIServer):
-            dispatcher.channel_class = EnvelopeChannel
+    listeners = [d for d in sockets.values() if isinstance(d, BaseWSGIServer)]
+    channel_class: type[EnvelopeChannel] = EnvelopeChannel
+    server.hub = None
+    if streams is not None:
+        server.hub = Hub(streams.api.engine, streams)
+        channel_class = type(
+            "StreamingChannel", (ApiChannel,), {"streams": streams, "hub": server.hub}
+        )
+        server.hub.start(listeners[0].pull_trigger)
+    for dispatcher in listeners:
+        dispatcher.channel_class = channel_class
     host, port = sock.getsockname()[:2]
     log.info("HTTP API listening on http://%s:%s/api/json/", host, port)
     return server
 
 
-def fork_workers(app, sock: socket.socket, threads: int, count: int, engine) -> list[int]:
+def fork_workers(
+    app, sock: socket.socket, threads: int, count: int, engine, streams: StreamApi | None = None
+) -> list[int]:
     """`count` more processes serving the same socket: Python runs one thread at a time per
     process, so on a multi-core host the API scales with processes, not threads. Call before
     any thread is started; returns the children's pids."""
@@ -88,7 +163,7 @@ def fork_workers(app, sock: socket.socket, threads: int, count: int, engine) -> 
             status = 1
             try:
                 engine.dispose(close=False)  # never share the parent's database connections
-                server = make_server(app, sock, threads)
+                server = make_server(app, sock, threads, streams)
 
                 def stop(_signum, _frame):
                     raise KeyboardInterrupt

@@ -13,6 +13,7 @@ from .hangup import PRIVILEGES as HANGUP_PRIVILEGES
 from .hangup import Hangups
 from .listing import PRIVILEGES, list_active_calls
 from .scopes import scopes
+from .stream import open_stream
 
 WALLBOARD = Path(__file__).resolve().parent / "wallboard"
 
@@ -25,6 +26,7 @@ def setup(ctx: PluginContext) -> None:
     ctx.add_api_function(
         "calls/active/list", functools.partial(list_active_calls, cache=cache), PRIVILEGES
     )
+    ctx.add_stream_function("calls/active/list", open_stream, PRIVILEGES)
     hangups = Hangups(ctx.channels, _whole_number(ctx, "hangups_per_minute", "30"), ctx.log)
     ctx.add_api_function("calls/hangup", hangups, HANGUP_PRIVILEGES)
     ctx.add_api_function("calls/active/scopes", scopes, PRIVILEGES)

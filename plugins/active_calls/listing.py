@@ -18,11 +18,8 @@ PRIVILEGES = frozenset({"callshop", "telephone line reports", "user"})
 
 
 def list_active_calls(request: ApiRequest, cache: ResponseCache | None = None) -> Any:
-    wanted, errors = params.parse(request.params)
+    wanted, errors = parse(request)
     caller = request.caller
-    if wanted.customer == "system" and not caller.is_system_owner:
-        # Permission outranks validation: a 402 is the one answer, whatever else is wrong.
-        raise ApiError(402, [("customer", "Only the system owner may list the whole system.")])
     conn = request.conn
     if cache is None or errors:
         return _answer(conn, caller, wanted, errors)
@@ -37,14 +34,32 @@ def list_active_calls(request: ApiRequest, cache: ResponseCache | None = None) -
     return orjson.Fragment(raw)
 
 
-def _answer(
+def parse(request: ApiRequest) -> tuple[ListRequest, list[tuple[str, str]]]:
+    """The parameters, and what is wrong with them; 402 for the system view unless allowed."""
+    wanted, errors = params.parse(request.params)
+    if wanted.customer == "system" and not request.caller.is_system_owner:
+        # Permission outranks validation: a 402 is the one answer, whatever else is wrong.
+        raise ApiError(402, [("customer", "Only the system owner may list the whole system.")])
+    return wanted, errors
+
+
+def resolve(
     conn: Connection, caller: Caller, wanted: ListRequest, errors: list[tuple[str, str]]
-) -> Any:
+) -> query.Scope | None:
+    """Who may be seen, for the list and its stream alike: the scope, checked against the
+    tree now; 400 with every invalid parameter."""
     scope = _scope(conn, caller, wanted, errors)
     if wanted.phone and not query.phone_is_visible(conn, caller, wanted.phone):
         errors.append(("phone", "is not a telephone line you can see"))
     if errors:
         raise ApiError(400, errors)
+    return scope
+
+
+def _answer(
+    conn: Connection, caller: Caller, wanted: ListRequest, errors: list[tuple[str, str]]
+) -> Any:
+    scope = resolve(conn, caller, wanted, errors)
     statements, values = query.statement(wanted, scope, caller)
     if wanted.count:
         return {"count": conn.execute(statements.listing, values).scalar_one()}
@@ -54,11 +69,11 @@ def _answer(
         objects = [row[0] for row in rows]
     else:
         book = NameBook(conn, statements.names, values)
-        objects = [_named(book, *row) for row in rows]
+        objects = [named(book, *row) for row in rows]
     return orjson.Fragment(f"[{','.join(objects)}]".encode())
 
 
-def _named(
+def named(
     book: NameBook,
     obj: str,
     scustomer: int,

@@ -23,6 +23,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    tuple_,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
@@ -81,9 +82,16 @@ class Statements:
 
 
 def statement(
-    request: ListRequest, scope: Scope | None, caller: Caller
+    request: ListRequest,
+    scope: Scope | None,
+    caller: Caller,
+    *,
+    keyed: bool = False,
+    changed: bool = False,
 ) -> tuple[Statements, dict[str, Any]]:
-    """The statements for this request and the values of their parameters."""
+    """The statements for this request and the values of their parameters. For the stream:
+    `keyed` starts each row with its (machine, uniqueid); `changed` lists only the legs whose
+    (machine, uniqueid) is in the parameter `changed` (bound by the caller)."""
     values: dict[str, Any] = {"me": caller.customer_id}
     scope_shape = None
     if scope is not None:
@@ -109,6 +117,8 @@ def statement(
         names=request.names,
         sort=request.sort,
         descending=request.descending,
+        keyed=keyed,
+        changed=changed,
     )
     return _build(shape), values
 
@@ -125,6 +135,8 @@ class _Shape:
     names: bool
     sort: str
     descending: bool
+    keyed: bool = False
+    changed: bool = False
 
 
 class row_json(FunctionElement):  # noqa: N801 (an SQL function)
@@ -200,9 +212,14 @@ def _build(shape: _Shape) -> Statements:
     conditions = _conditions(shape)
     if shape.count:
         return Statements(select(func.count()).select_from(leg).where(*conditions))
+    if shape.changed:  # the same conditions, on the legs that changed (the unique index)
+        key = tuple_(leg.c.machine, leg.c.uniqueid)
+        conditions.append(key.in_(bindparam("changed", expanding=True)))
     columns: list[ColumnElement[Any]] = [_row_json_of_leg()]
     if shape.names:
         columns += [leg.c[name] for name in NAME_INPUTS]
+    if shape.keyed:
+        columns = [leg.c.machine, leg.c.uniqueid, *columns]
     # Ties by start then uniqueid (as documented), then the row id: uniqueids are only unique
     # per machine, and the order must be total to be deterministic.
     order: list[ColumnElement[Any]] = [leg.c.start, leg.c.uniqueid, leg.c.id]

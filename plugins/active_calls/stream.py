@@ -1,0 +1,149 @@
+"""The live stream of calls/active/list (/api/stream/calls/active/list/): the list's own
+parameters, scope and query, run on the legs the change journal names.
+
+Who sees what is decided by one code path for both: the stream opens through the list's
+`parse` and `resolve` (400/402), and every event comes from the list's statement restricted
+to the changed legs — a leg the statement returns is an `upsert` (the list's row, names
+included), a changed leg that the view's clients held and the statement no longer returns is
+a `remove`. A remove is only ever sent for a leg this view showed (or, resuming, one whose
+journal entries put it in the view's customers), so no client learns of a foreign leg.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import replace
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, select
+
+from pbxcontrol.plugin import (
+    RESET,
+    ApiRequest,
+    Caller,
+    Event,
+    JournalEntry,
+)
+from pbxcontrol.plugin import customer_tree as tree
+
+from . import query
+from .listing import named, parse, resolve
+from .names import NameBook
+from .params import ListRequest
+
+Key = tuple[int, str]  # (machine, uniqueid)
+
+
+def open_stream(request: ApiRequest) -> ListView:
+    """The list's validation and scope (ApiError 400/402 as for the list), as a view."""
+    wanted, errors = parse(request)
+    scope = resolve(request.conn, request.caller, wanted, errors)
+    return ListView(request.caller, wanted, scope)
+
+
+class ListView:
+    """calls/active/list for one (caller scope, parameters); shared by every stream of it."""
+
+    def __init__(self, caller: Caller, wanted: ListRequest, scope: query.Scope | None):
+        self.caller, self.wanted, self.scope = caller, wanted, scope
+        # The same key the list's answers are cached under: who asks (scope) and what.
+        self.key: Hashable = (caller.customer_id, caller.is_system_owner, repr(wanted))
+        rows = replace(wanted, count=False)
+        self._all, self._values = query.statement(rows, scope, caller, keyed=True)
+        self._changed, _ = query.statement(rows, scope, caller, keyed=True, changed=True)
+        self._count = query.statement(wanted, scope, caller)[0] if wanted.count else None
+        self.held: set[Key] = set()  # what a client of this view may hold now
+
+    # -- StreamView ------------------------------------------------------------------------
+    def snapshot(self, conn: Connection, replace: bool) -> bytes:
+        rows = self._rows(conn, self._all, {})
+        keys = {key for key, _ in rows}
+        self.held = keys if replace else self.held | keys
+        if self._count is not None:
+            return self._count_data(conn)
+        return b'{"data":[' + ",".join(obj for _, obj in rows).encode() + b"]}"
+
+    def changes(self, conn: Connection, entries: list[JournalEntry]) -> list[Event]:
+        return self._events(conn, _last_ids(entries), self.held, update=True)
+
+    def catch_up(self, conn: Connection, entries: list[JournalEntry]) -> list[Event]:
+        """A resuming client may hold any leg its journal entries put in the view's customers
+        (before or after a change): those that are gone now get a remove."""
+        mine = self._customers(conn)
+        maybe_held = {
+            (e.machine, e.uniqueid)
+            for e in entries
+            if mine is None or any(k and (k[0] in mine or k[1] in mine) for k in (e.old, e.new))
+        }
+        return self._events(conn, _last_ids(entries), maybe_held | self.held, update=False)
+
+    def still_valid(self, conn: Connection) -> bool:
+        try:
+            resolve(conn, self.caller, self.wanted, [])
+        except Exception:
+            return False
+        return True
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _events(
+        self, conn: Connection, last: dict[Key, int], held: set[Key], update: bool
+    ) -> list[Event]:
+        if not last:
+            return []
+        visible = dict(self._rows(conn, self._changed, {"changed": list(last)}))
+        events: list[tuple[int, str, Key]] = []
+        for key, ident in sorted(last.items(), key=lambda item: item[1]):
+            if key in visible:
+                events.append((ident, "upsert", key))
+            elif key in held:
+                events.append((ident, "remove", key))
+        if update:
+            self.held |= {key for _, kind, key in events if kind == "upsert"}
+            self.held -= {key for _, kind, key in events if kind == "remove"}
+        else:
+            self.held |= {key for _, kind, key in events if kind == "upsert"}
+        if not events:
+            return []
+        if self._count is not None:  # one event, the count after all of them
+            kind = "upsert" if any(k == "upsert" for _, k, _ in events) else "remove"
+            return [(events[-1][0], kind, self._count_data(conn))]
+        return [
+            (ident, kind, visible[key].encode() if kind == "upsert" else _removed(key))
+            for ident, kind, key in events
+        ]
+
+    def _rows(self, conn: Connection, statements: Any, extra: dict) -> list[tuple[Key, str]]:
+        values = {**self._values, **extra}
+        rows = conn.execute(statements.listing, values).all()
+        if statements.names is None:
+            return [((row[0], row[1]), row[2]) for row in rows]
+        book = NameBook(conn, statements.names, values)
+        return [((row[0], row[1]), named(book, *row[2:])) for row in rows]
+
+    def _count_data(self, conn: Connection) -> bytes:
+        assert self._count is not None
+        return orjson.dumps({"count": conn.execute(self._count.listing, self._values).scalar_one()})
+
+    def _customers(self, conn: Connection) -> set[int] | None:
+        """The customers whose legs the view's scope covers (None: the system view)."""
+        scope = self.scope
+        if scope is None:
+            return None
+        if not scope.subtree:
+            return {scope.customer}
+        members = select(tree.c.descendant_id).where(
+            tree.c.ancestor_id == scope.customer, tree.c.depth >= scope.min_depth
+        )
+        if scope.max_depth is not None:
+            members = members.where(tree.c.depth <= scope.max_depth)
+        return set(conn.execute(members).scalars())
+
+
+def _last_ids(entries: list[JournalEntry]) -> dict[Key, int]:
+    """Each changed leg and the id of its last change (a reset names no leg)."""
+    return {(e.machine, e.uniqueid): e.id for e in entries if e.op != RESET}
+
+
+def _removed(key: Key) -> bytes:
+    return orjson.dumps({"uniqueid": key[1], "machine": key[0]})
