@@ -65,6 +65,12 @@ class Machine(Base):
     events_per_second: Mapped[float] = _f()  # over the last heartbeat interval
 
 
+#: 64 bits for what grows without bound (counters, ids of every leg ever recorded): BIGINT on
+#: PostgreSQL, whose INTEGER holds 32 (migration 0010); INTEGER on SQLite, where it already holds
+#: 64 and where only an INTEGER PRIMARY KEY is the rowid.
+BIG_INT = BigInteger().with_variant(Integer(), "sqlite")
+
+
 class Counter(Base):
     """Change counters. `api_data` grows with every change to what the API lists (legs,
     the customer tree, directory, lines); database triggers maintain it, so a cached answer
@@ -72,7 +78,7 @@ class Counter(Base):
 
     __tablename__ = "counters"
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
-    value: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    value: Mapped[int] = mapped_column(BIG_INT, nullable=False, default=0)
 
 
 class LegChange(Base):
@@ -264,7 +270,7 @@ def _leg_columns() -> list[Column]:
 LEGS_TABLE = Table(
     "legs",
     Base.metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", BIG_INT, primary_key=True),
     *_leg_columns(),
     UniqueConstraint("machine", "uniqueid"),
     Index("ix_legs_scustomer_start", "scustomer", "start"),
@@ -275,7 +281,7 @@ LEGS_TABLE = Table(
 LEG_HISTORY_TABLE = Table(
     "leg_history",
     Base.metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", BIG_INT, primary_key=True),
     *_leg_columns(),
     Column("ended", Float, nullable=False, default=0.0),
     Column("cause", Integer, nullable=False, default=0, server_default="0"),

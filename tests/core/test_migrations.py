@@ -63,3 +63,31 @@ def test_serve_refuses_an_outdated_schema(tmp_path, empty_db_url):
     proc = cli(config, "api")
     assert proc.returncode == 2
     assert "run `pbxcontrol initdb`" in proc.stderr
+
+
+def test_counters_and_leg_ids_go_past_32_bits(db_url):
+    """The data version, the journal and the ids of legs grow forever: past 2**31 (the end of
+    PostgreSQL's INTEGER) a leg is still written, counted and given an id."""
+    from pbxcontrol.db.dataversion import data_version
+    from pbxcontrol.db.models import LEG_HISTORY_TABLE, LEGS_TABLE
+
+    last = 2**31 - 1
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE counters SET value = :last"), {"last": last})
+        for table in (LEGS_TABLE, LEG_HISTORY_TABLE):
+            conn.execute(table.insert().values(id=last, machine=1, uniqueid="old"))
+            if engine.dialect.name == "postgresql":  # an explicit id leaves the sequence alone
+                conn.execute(
+                    text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {last})")
+                )
+    with engine.begin() as conn:
+        for table in (LEGS_TABLE, LEG_HISTORY_TABLE):
+            new = conn.execute(
+                table.insert().values(machine=1, uniqueid="new")
+            ).inserted_primary_key
+            assert new[0] == last + 1
+        assert data_version(conn) > last
+        bump = "UPDATE counters SET value = value + 1 WHERE name = 'journal' RETURNING value"
+        assert conn.execute(text(bump)).scalar() == last + 1  # as the journal hands out ids
+    engine.dispose()
