@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.e2e import pollstream
 from tests.e2e.support import USERS, of, wait_ari
 
 pytestmark = pytest.mark.e2e
@@ -111,42 +110,27 @@ def browser(playwright, tmp_path) -> Iterator[Page]:
 
 
 class Site:
-    """`pbxcontrol serve` on a fixed port (so it can be stopped and started again at the same
-    URL). Until the server has its stream, a polling stand-in (tests/e2e/pollstream.py) in
-    front of it answers the stream and passes everything else through."""
+    """`pbxcontrol serve` on a fixed port, so it can be stopped and started again at the same
+    URL (the page's stream reconnects to it)."""
 
     def __init__(self, pbx) -> None:
         self.pbx = pbx
         pbx.config.write_text(pbx.config.read_text().replace("port = 0", f"port = {free_port()}"))
         pbx.start()
         self.port = pbx.port
-        self.proxy = None
         body = requests.get(f"http://127.0.0.1:{pbx.port}{STREAM}", timeout=5).json()
-        if body["responses"][0]["code"] == "404":  # no stream yet
-            self.port = free_port()
-            self.proxy = pollstream.serve(pbx.port, self.port)
+        assert body["responses"][0]["code"] == "401", body  # the stream is there, wants auth
 
     def stop(self) -> None:
-        if self.proxy is not None:
-            self.proxy.shutdown()
-            self.proxy.server_close()
         self.pbx.stop()
 
     def start(self) -> None:
         self.pbx.start()
-        if self.proxy is not None:
-            self.proxy = pollstream.serve(self.pbx.port, self.port)
 
 
 @pytest.fixture
-def server(new_pbx) -> Iterator[Site]:
-    site = Site(new_pbx(name="wallboard"))
-    try:
-        yield site
-    finally:
-        if site.proxy is not None:
-            site.proxy.shutdown()
-            site.proxy.server_close()
+def server(new_pbx) -> Site:
+    return Site(new_pbx(name="wallboard"))
 
 
 def base(site: Site) -> str:
