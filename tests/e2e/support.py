@@ -31,16 +31,17 @@ OURS = PARTY_CHANNEL
 
 
 class PbxServer:
-    """`python -m pbxcontrol --config FILE serve` on a SQLite file, HTTP on a free port."""
+    """`python -m pbxcontrol --config FILE serve` on `db_url` (default: a SQLite file in
+    `workdir`), HTTP on a free port."""
 
-    def __init__(self, workdir: Path, ari_url: str, app: str) -> None:
+    def __init__(self, workdir: Path, ari_url: str, app: str, db_url: str | None = None) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "pbxcontrol.ini"
         self.config.write_text(
             textwrap.dedent(f"""\
             [database]
-            url = sqlite:///{workdir / "pbx.db"}
+            url = {db_url or f"sqlite:///{workdir / 'pbx.db'}"}
             [http]
             host = 127.0.0.1
             port = 0
