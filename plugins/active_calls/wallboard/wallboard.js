@@ -21,6 +21,7 @@
     lastLive: 0, // Date.now() when last live, 0 = never
     retry: 0,
     renderQueued: false,
+    quiet: true, // the next render shows a snapshot
     skew: 0, // server clock - our clock, seconds
     pending: null, // the call whose hang-up is being confirmed
   };
@@ -249,6 +250,7 @@
     source.addEventListener("snapshot", (e) => {
       const rows = JSON.parse(e.data).data;
       state.rows = new Map(rows.map((r) => [key(r), r]));
+      state.quiet = true; // a snapshot's rows are not news: no flash
       seen(e);
     });
     source.addEventListener("upsert", (e) => {
@@ -375,14 +377,17 @@
       if (tr === undefined) {
         tr = document.createElement("tr");
         tr.dataset.key = key(row);
-        tr.classList.add("fresh");
-        setTimeout(() => tr.classList.remove("fresh"), 1600);
+        if (!state.quiet) {
+          tr.classList.add("fresh");
+          setTimeout(() => tr.classList.remove("fresh"), 1600);
+        }
       }
       existing.delete(key(row));
       fillRow(tr, row, first);
       if (tbody.children[index] !== tr) tbody.insertBefore(tr, tbody.children[index] || null);
     });
     for (const tr of existing.values()) tr.remove();
+    state.quiet = false;
     $("empty").hidden = rows.length > 0;
     totals(rows);
     perCustomer(rows);
