@@ -12,6 +12,7 @@ re-check of each stream's person (disabled, token revoked or expired: the stream
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -85,6 +86,7 @@ class Hub:
     def leave(self, channel: Any) -> None:
         """The channel closed (the socket loop's thread)."""
         self._leaving.put(channel)
+        self._wake.set()  # free the person's slot now, not at the next poll
 
     @property
     def count(self) -> int:
@@ -121,7 +123,8 @@ class Hub:
         if time.monotonic() >= self._next_keepalive:
             self._next_keepalive = time.monotonic() + KEEPALIVE
             self._keepalive()
-        self._trigger()
+        with contextlib.suppress(OSError):  # the server closed meanwhile (stopping)
+            self._trigger()
 
     def _advance(self, conn: Connection, entries: list[journal.Entry], upto: int) -> None:
         reset = any(e.op == journal.RESET for e in entries)
@@ -160,6 +163,8 @@ class Hub:
             group.snapshot = (self.position, group.view.snapshot(conn, replace=True))
         group.streams.add(stream)
         self.by_channel[stream.channel] = stream
+        if opened.caller.token_expires:  # end it on time, not at the next periodic check
+            self._next_recheck = min(self._next_recheck, self._next_expiry())
         resume = opened.last_event_id
         if resume is not None and self.pruned <= resume <= self.position:
             missed = journal.since(conn, resume, self.position)

@@ -67,10 +67,8 @@ class ApiChannel(EnvelopeChannel):
             request.headers.get("LAST_EVENT_ID", ""),
             self.addr[0] if self.addr else "",
         )
-        with self.requests_lock:
-            for queued in self.requests:  # type: ignore[has-type]
-                queued.close()
-            self.requests = []
+        # Written before the request is dropped: with no request in flight, the socket loop
+        # flushes without the buffer lock (see handle_write).
         if isinstance(opened, bytes):
             self.write_soon(stream.whole(version, opened))
             self.close_when_flushed = True
@@ -78,8 +76,24 @@ class ApiChannel(EnvelopeChannel):
             self.streaming = True
             self.write_soon(stream.head(version))
             self.hub.join(self, opened)
+        with self.requests_lock:
+            for queued in self.requests:  # type: ignore[has-type]
+                queued.close()
+            self.requests = []
         self.last_activity = time.time()
         self.server.pull_trigger()
+
+    def handle_write(self):
+        if not self.streaming:
+            return super().handle_write()
+        # waitress flushes an idle channel without the buffer lock, as no task writes to it;
+        # the hub does (write_soon, from its thread): flush under the lock, or next time.
+        self._flush_exception(self._flush_some_if_lockable)
+        if self.close_when_flushed and not self.total_outbufs_len:
+            self.close_when_flushed = False
+            self.will_close = True
+        if self.will_close:
+            self.handle_close()
 
     def readable(self):
         # A stream's client has nothing more to send, but reading shows when it goes away.
