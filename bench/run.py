@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
 
-PARTS = ("views", "ingest", "provision", "ari", "lag", "memory")
+PARTS = ("views", "ingest", "provision", "ari", "lag", "memory", "stream")
 PREFIXES = {
     "views": ("views.",),
     "ingest": ("ingest.",),
@@ -32,6 +32,7 @@ PREFIXES = {
     "lag": ("lag.", "http."),
     "memory": ("memory.",),
     "provision": ("provision.",),
+    "stream": ("stream.",),
 }
 
 
@@ -68,6 +69,10 @@ def run_part(name: str, results: common.Results, quick: bool) -> None:
         from bench import provision
 
         provision.run(results, quick)
+    elif name == "stream":
+        from bench import stream
+
+        stream.run(results, quick)
     elif name == "lag":
         from bench import load
 

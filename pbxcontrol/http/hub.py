@@ -50,7 +50,7 @@ class Group:
 
 
 class Hub:
-    def __init__(self, engine: Engine, streams: StreamApi, poll: float = 0.15) -> None:
+    def __init__(self, engine: Engine, streams: StreamApi, poll: float = 0.1) -> None:
         self.engine = engine
         self.api = streams
         self.poll = poll if engine.dialect.name != "postgresql" else 1.0
