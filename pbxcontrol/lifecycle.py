@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import logging
+import os
+import shutil
 import signal
+import tempfile
 import threading
+
+from pbxcontrol import notify
 
 log = logging.getLogger("pbxcontrol")
 
@@ -48,3 +54,35 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     m_arena_max = -8
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").mallopt(m_arena_max, arenas)
+
+
+def metrics_directory(processes: int) -> str | None:
+    """With several HTTP processes, a private directory for prometheus-client's multiprocess
+    mode, named in PROMETHEUS_MULTIPROC_DIR: set before prometheus_client is imported (it
+    chooses its value class then) and before any fork. Removed when this process exits
+    (the forked workers leave with os._exit, which does not run atexit)."""
+    if processes < 2:
+        return None
+    path = tempfile.mkdtemp(prefix="pbxcontrol-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def ready(server, supervisor) -> notify.Watchdog | None:
+    """Tell systemd the service is up (READY=1) and, under WatchdogSec=, ping it while the
+    HTTP loop turns (a function run through waitress's trigger comes back) and the API
+    workers' supervisor lives."""
+    notify.notify("READY=1")
+    interval = notify.watchdog_interval()
+    if interval is None:
+        return None
+    checks = []
+    if server is not None:
+        listener = next(d for d in server.map.values() if hasattr(d, "trigger"))
+        checks.append(notify.monotonic_probe(listener.trigger.pull_trigger, 2 * interval))
+    if supervisor is not None:
+        checks.append(supervisor.alive)
+    watchdog = notify.Watchdog(lambda: all(check() for check in checks), interval)
+    watchdog.start()
+    return watchdog

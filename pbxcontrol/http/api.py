@@ -79,6 +79,8 @@ class JsonApi:
     authenticator: Authenticator
     functions: dict[str, ApiFunction] = field(default_factory=dict)
     statics: dict[str, Path] = field(default_factory=dict)  # /<prefix>/ -> directory
+    #: Called after each request with (function or "unknown", envelope code, seconds): metrics.
+    observe: Callable[[str, int, float], None] = lambda function, code, seconds: None
 
     def add_static(self, prefix: str, directory: Path) -> None:
         if prefix in self.statics:
@@ -177,10 +179,12 @@ def build_app(api: JsonApi) -> bottle.Bottle:
             code, payload = api.dispatch(path, method, query, b"", address)
         bottle.response.content_type = JSON
         bottle.response.set_header("Cache-Control", "no-store")
-        # The query string holds credentials: only the path is ever logged.
-        access_log.info(
-            "%s /api/json/%s %s %.1fms", method, path, code, (time.perf_counter() - started) * 1000
-        )
+        elapsed = time.perf_counter() - started
+        # The query string holds credentials: only the path is ever logged. The address is
+        # the client's, resolved through trusted proxies (pbxcontrol.http.proxy).
+        access_log.info("%s %s /api/json/%s %s %.1fms", address, method, path, code, elapsed * 1000)
+        name = path.strip("/")
+        api.observe(name if name in api.functions else "unknown", code, elapsed)
         return payload
 
     def json_error(err: bottle.HTTPError) -> bytes:

@@ -64,6 +64,8 @@ class Hub:
         self._stop = threading.Event()
         self._trigger: Callable[[], None] = lambda: None
         self._next_keepalive = self._next_recheck = 0.0
+        #: Told the number of open streams after each round (the metrics' gauge).
+        self.counted: Callable[[int], None] = lambda count: None
 
     # -- called from other threads -----------------------------------------------------------
     def start(self, trigger: Callable[[], None]) -> None:
@@ -101,6 +103,7 @@ class Hub:
                 return
             try:
                 self._round()
+                self.counted(self.count)
             except Exception:
                 log.exception("stream hub: round failed; retrying")
                 self._stop.wait(1.0)

@@ -1,0 +1,122 @@
+"""GET /health (SPEC §10): does the database answer, is every configured machine recorded.
+
+No credentials and no tenant data: per machine id only its recording state, holder (host:pid),
+connection, last event age and number of live legs. A load balancer or monitor polls it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import bottle
+import orjson
+from sqlalchemy import Connection, Engine, func, literal, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from pbxcontrol.db.models import LEGS_TABLE, Base
+
+MACHINES = Base.metadata.tables["machines"]
+JSON = "application/json; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class MachineHealth:
+    machine: int
+    recording: bool
+    holder: str
+    connected: bool
+    renewed_age: float | None  # seconds since the holder last renewed its lease (heartbeat)
+    last_event_age: float | None  # seconds since the last message from Asterisk
+    live_legs: int
+    row: Any  # the machine's row (None: never recorded), for the metrics
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "recording": self.recording,
+            "holder": self.holder,
+            "connected": self.connected,
+            "last_event_age": self.last_event_age,
+            "live_legs": self.live_legs,
+            "renewed_age": self.renewed_age,
+        }
+
+
+def _renewal(conn: Connection) -> tuple[Any, float]:
+    """(the column the holder renews, the clock it is written in). With the lease (migration
+    0011) `renewed_at` is in the database's clock; before it, `heartbeat_at` in the holder's."""
+    if "renewed_at" in MACHINES.c:
+        from pbxcontrol.recorder.lease import db_now
+
+        now = conn.execute(select(db_now(conn.dialect.name))).scalar_one()
+        return MACHINES.c.renewed_at, float(now)
+    return MACHINES.c.heartbeat_at, time.time()
+
+
+def machines(conn: Connection, ids: list[int], takeover: float) -> list[MachineHealth]:
+    """One entry per machine in `ids` (the configured ones) and any other the database has. A
+    machine is recorded when it has a holder that renewed its lease and heard from Asterisk
+    (its websocket is up: a websocket whose pings go unanswered is closed, and the holder
+    writes `connected` false at once) within 2 × `takeover` seconds. A quiet Asterisk, with
+    no calls, stays recorded: the holder renews whether or not events come."""
+    renewed, db_now = _renewal(conn)
+    rows = {r.id: r for r in conn.execute(select(MACHINES, renewed.label("renewed")))}
+    counted = select(LEGS_TABLE.c.machine, func.count()).group_by(LEGS_TABLE.c.machine)
+    legs = {machine: n for machine, n in conn.execute(counted)}
+    now = time.time()
+    found = []
+    for mid in sorted(set(ids) | set(rows)):
+        row = rows.get(mid)
+        renewed_age = db_now - row.renewed if row is not None and row.renewed else None
+        fresh = renewed_age is not None and renewed_age <= 2 * takeover
+        holder = row.holder if row is not None and fresh else ""
+        connected = bool(holder and row is not None and row.connected)
+        last = row.last_event_at if row is not None else 0.0
+        found.append(
+            MachineHealth(
+                mid,
+                recording=connected,
+                holder=holder,
+                connected=connected,
+                renewed_age=_round(renewed_age),
+                last_event_age=_round(now - last if last else None),
+                live_legs=legs.get(mid, 0),
+                row=row,
+            )
+        )
+    return found
+
+
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None else round(max(seconds, 0.0), 1)
+
+
+def check(engine: Engine, ids: list[int], takeover: float) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body): 200 when the database answers and every machine in `ids` is
+    recorded, else 503."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(select(literal(1)))
+            found = machines(conn, ids, takeover)
+    except SQLAlchemyError:
+        return 503, {"status": "fail", "database": "error", "machines": {}}
+    entries = {str(m.machine): m.public() for m in found}
+    ok = all(m.recording for m in found if m.machine in ids)
+    return (200 if ok else 503), {
+        "status": "ok" if ok else "fail",
+        "database": "ok",
+        "machines": entries,
+    }
+
+
+def route(app: bottle.Bottle, engine: Engine, ids: list[int], takeover: float) -> None:
+    """GET /health on `app`."""
+
+    @app.get("/health")
+    def health() -> bytes:
+        status, body = check(engine, ids, takeover)
+        bottle.response.status = status
+        bottle.response.content_type = JSON
+        bottle.response.set_header("Cache-Control", "no-store")
+        return orjson.dumps(body)
