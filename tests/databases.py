@@ -39,6 +39,12 @@ def password_url(url) -> str:
     return make_url(url).render_as_string(hide_password=False)
 
 
+def _migrations() -> tuple[int, ...]:
+    """Changes when a migration file is added, removed or edited."""
+    versions = migrate.MIGRATIONS / "versions"
+    return tuple(sorted(p.stat().st_mtime_ns for p in versions.glob("*.py")))
+
+
 class Databases:
     """Hands out one new database per caller, already at the head revision: a copy of a
     template migrated once per session (migrating each database would cost 0.2 s on
@@ -51,7 +57,7 @@ class Databases:
         self.started = False
         self._admin: Engine | None = None
         self._failure: str | None = None
-        self._templates: dict[str, str] = {}
+        self._templates: dict[str, tuple[str, tuple[int, ...]]] = {}
 
     # -- PostgreSQL --
     def admin(self) -> Engine:
@@ -91,13 +97,20 @@ class Databases:
 
     # -- both engines --
     def _template(self, engine: str) -> str:
-        """The name (PostgreSQL) or file (SQLite) of this session's migrated template."""
-        if engine not in self._templates:
+        """The name (PostgreSQL) or file (SQLite) of this session's migrated template, made
+        again when a migration was added or changed since (while a long run goes on)."""
+        migrations = _migrations()
+        if engine in self._templates and self._templates[engine][1] != migrations:
+            old = self._templates.pop(engine)[0]
             if engine == "postgresql":
-                name = f"tpl_{self.session}"
+                self._pg_drop(old)
+        if engine not in self._templates:
+            serial = f"{self.session}_{len(migrations)}_{uuid.uuid4().hex[:6]}"
+            if engine == "postgresql":
+                name = f"tpl_{serial}"
                 url = self._pg_create(name, None)
             else:
-                name = str(self.workdir / "template.db")
+                name = str(self.workdir / f"template_{serial}.db")
                 url = f"sqlite:///{name}"
             migrated = make_engine(url, poolclass=NullPool)
             try:
@@ -105,10 +118,14 @@ class Databases:
                 if engine == "sqlite":  # everything into the file that is copied
                     with migrated.connect() as conn:
                         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
+            except BaseException:
                 migrated.dispose()
-            self._templates[engine] = name
-        return self._templates[engine]
+                if engine == "postgresql":
+                    self._pg_drop(name)
+                raise
+            migrated.dispose()
+            self._templates[engine] = (name, migrations)
+        return self._templates[engine][0]
 
     @contextmanager
     def fresh(self, engine: str, directory: Path, *, empty: bool = False) -> Iterator[str]:
@@ -133,7 +150,7 @@ class Databases:
         if self._admin is None:
             return
         if "postgresql" in self._templates:
-            self._pg_drop(self._templates["postgresql"])
+            self._pg_drop(self._templates["postgresql"][0])
         others = self._others()
         self._admin.dispose()
         if self.started and not others:
