@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pbxcontrol.http.proxy import Network, parse_networks
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
 _MACHINE_SECTION = re.compile(r"^asterisk:(\d+)$")
@@ -63,6 +65,8 @@ class Config:
     token_lifetime: int = 3600  # seconds a user/login token is valid
     streams_per_person: int = 20  # concurrent live streams of one person (429 beyond)
     journal_seconds: float = 600.0  # how long the change journal keeps entries (stream resume)
+    takeover_seconds: float = 5.0  # a standby recorder records within this after a fault
+    trusted_proxies: tuple[Network, ...] = ()  # peers whose X-Forwarded-For is honoured
     plugin_sections: dict[str, dict[str, str]] = field(default_factory=dict)
     log_format: str = "text"
 
@@ -284,11 +288,13 @@ def _build(r: _Reader, known_plugins: frozenset[str] | None) -> Config:
         history_days=r.integer("recorder", "history_days", 30, lo=0),
         heartbeat=r.number("recorder", "heartbeat", 2.0),
         journal_seconds=r.number("recorder", "journal_seconds", 600.0),
+        takeover_seconds=_takeover(r),
         streams_per_person=r.integer("http", "streams_per_person", 20, lo=1, hi=100000),
         login_failures_per_user=r.integer("http", "login_failures_per_user", 10, lo=1),
         login_failures_per_address=r.integer("http", "login_failures_per_address", 50, lo=1),
         login_window=r.number("http", "login_window", 300.0),
         token_lifetime=r.integer("http", "token_lifetime", 3600, lo=1, hi=30 * 86400),
+        trusted_proxies=_networks(r, "http", "trusted_proxies"),
         plugin_sections={
             s.split(":", 1)[1]: dict(r.parser.items(s))
             for s in r.parser.sections()
@@ -296,6 +302,24 @@ def _build(r: _Reader, known_plugins: frozenset[str] | None) -> Config:
         },
         log_format=log_format,
     )
+
+
+def _networks(r: _Reader, section: str, key: str) -> tuple[Network, ...]:
+    try:
+        return parse_networks(r.get(section, key, ""))
+    except ValueError as exc:
+        r.problem(section, key, str(exc))
+        return ()
+
+
+def _takeover(r: _Reader) -> float:
+    """Seconds from a holder's fault to a standby recording (SPEC §10). Below 1 s a busy
+    writer or a slow database round trip would pass for a dead holder."""
+    value = r.number("recorder", "takeover_seconds", 5.0)
+    if not 1.0 <= value <= 3600.0:
+        r.problem("recorder", "takeover_seconds", f"{value:g} is not between 1 and 3600")
+        return 5.0
+    return value
 
 
 def _machine(r: _Reader, section: str) -> MachineConfig | None:

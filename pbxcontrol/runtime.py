@@ -12,15 +12,17 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from pbxcontrol import config as config_mod
-from pbxcontrol import lifecycle, logs, plugin
+from pbxcontrol import lifecycle, logs, notify, plugin
 from pbxcontrol.ari.control import AriChannels
 from pbxcontrol.config import Config
 from pbxcontrol.db import migrate
 from pbxcontrol.db.engine import make_engine, make_sessionmaker
 from pbxcontrol.http import login as user_login
 from pbxcontrol.http import server as http_server
+from pbxcontrol.http import supervisor
 from pbxcontrol.http.api import JsonApi, build_app
 from pbxcontrol.http.auth import Authenticator
+from pbxcontrol.http.proxy import ClientAddress
 from pbxcontrol.http.slots import PersonSlots
 from pbxcontrol.http.stream import StreamApi
 from pbxcontrol.http.throttle import LoginThrottle
@@ -43,6 +45,7 @@ class Runtime:
     api: JsonApi | None = None
     app: bottle.Bottle | None = None
     streams: StreamApi | None = None  # live streams under /api/stream/
+    metrics: Any = None  # pbxcontrol.http.metrics.Metrics, with /health and /metrics
     recorders: list[Any] = field(default_factory=list)
 
     def close(self) -> None:
@@ -99,6 +102,11 @@ def build(config: Config, *, http: bool = True, record: bool = True) -> Runtime:
             rt.streams = StreamApi(PersonSlots(config.streams_per_person))
             rt.api = build_api(config, engine, rt.streams)
             rt.app = build_app(rt.api)
+            # Imported here: after `serve` has set the metrics' multiprocess directory.
+            from pbxcontrol.http import metrics
+
+            ids, takeover = [m.id for m in config.machines], config.takeover_seconds
+            rt.metrics = metrics.mount(rt.app, rt.api, engine, ids, takeover)
         if record:
             rt.recorders = build_recorders(config, sessions)
     except BaseException:
@@ -137,6 +145,7 @@ def build_recorders(config: Config, sessions: sessionmaker[Session]) -> list[Any
                 history_days=config.history_days,
                 heartbeat=config.heartbeat,
                 journal_seconds=config.journal_seconds,
+                takeover=config.takeover_seconds,
                 provisioned=cache,
                 name=f"machine {m.id}",
             )
@@ -195,9 +204,10 @@ def initdb(config: Config) -> str:
     """Create or upgrade the schema; what was done, for the operator."""
     engine = make_engine(config.database_url)
     try:
-        before = migrate.current_revision(engine)
-        migrate.upgrade(engine)
-        after = migrate.current_revision(engine)
+        with notify.extending_start():  # a long migration, under systemd's ExecStartPre
+            before = migrate.current_revision(engine)
+            migrate.upgrade(engine)
+            after = migrate.current_revision(engine)
         new_key = ensure_key(engine)  # made by the migration; again here if deleted (rotation)
     except Exception as exc:
         raise StartupError(f"initdb failed: {_first_line(exc)}") from None
@@ -234,27 +244,43 @@ def provision(config: Config, document: str, *, dry_run: bool = False) -> str:
 
 def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
     """Run the recorders and/or the HTTP API (in `[http] processes` processes) until
-    SIGTERM or SIGINT."""
+    SIGTERM or SIGINT; tell systemd (pbxcontrol.notify) when it is ready and stopping."""
     lifecycle.limit_malloc_arenas()
     stop = lifecycle.Stop()
+    lifecycle.metrics_directory(config.http_processes if http else 1)
     rt = build(config, http=http, record=record)
-    workers: list[int] = []
+    workers = None
     try:
         server = None
         if http:
             sock = _listen(config)
-            # Fork before any thread starts (the recorders below): forking a threaded
-            # process is unsafe.
-            workers = http_server.fork_workers(
-                rt.app, sock, config.http_threads, config.http_processes - 1, rt.engine, rt.streams
-            )
-            server = http_server.make_server(rt.app, sock, config.http_threads, rt.streams)
+            proxies = ClientAddress(config.trusted_proxies) if config.trusted_proxies else None
+
+            def make_server():
+                made = http_server.make_server(
+                    rt.app, sock, config.http_threads, rt.streams, proxies
+                )
+                if made.hub is not None:
+                    made.hub.counted = rt.metrics.stream_count
+                return made
+
+            if config.http_processes > 1:
+                # Fork before any thread starts (the recorders below): forking a threaded
+                # process is unsafe. The supervisor replaces workers that die.
+                serve_one = supervisor.waitress_worker(rt.engine, make_server)
+                count = config.http_processes - 1
+                workers = supervisor.start(
+                    supervisor.Supervisor(serve_one, count, rt.metrics.mark_dead)
+                )
+            server = make_server()
         for recorder in rt.recorders:
             recorder.start()
+        lifecycle.ready(server, workers)
         lifecycle.run_until_stopped(stop, server)
     finally:
-        if workers:
-            http_server.stop_workers(workers)
+        notify.notify("STOPPING=1")
+        if workers is not None:
+            workers.stop()
         rt.close()
     log.info("stopped")
 

@@ -47,6 +47,21 @@ def _f() -> Mapped[float]:
 
 
 class Machine(Base):
+    """One Asterisk machine: what its legs belong to, and its lease (SPEC §10).
+
+    The lease (pbxcontrol.recorder.lease), for readers such as /health:
+    - `holder`: host:pid of the process allowed to record the machine; "" = released (a clean
+      stop) or never held. A holder whose `renewed_at` is older than `takeover_seconds` is
+      dead, hung or cut off: a standby is about to take over.
+    - `epoch`: the fencing token, +1 at each takeover; every write of the holder checks it in
+      its own transaction, so only the current epoch writes.
+    - `renewed_at`: the DATABASE's clock (Unix seconds) at the holder's last write; compare
+      it with the database's now (`lease.db_now`), not a process's clock.
+    - `connected`: the holder's ARI websocket is up (written at once when it comes or goes).
+    - `last_event_at`: the holder's clock (Unix seconds) at the last websocket message.
+    - `heartbeat_at`: the holder's clock at its last status write (`pbxcontrol status`).
+    """
+
     __tablename__ = "machines"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     name: Mapped[str] = _s()
@@ -63,6 +78,9 @@ class Machine(Base):
         BigInteger, nullable=False, default=0, server_default="0"
     )
     events_per_second: Mapped[float] = _f()  # over the last heartbeat interval
+    # The lease (migration 0011; see the docstring).
+    epoch: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+    renewed_at: Mapped[float] = _f()
 
 
 #: 64 bits for what grows without bound (counters, ids of every leg ever recorded): BIGINT on

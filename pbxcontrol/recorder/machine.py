@@ -1,37 +1,37 @@
-"""One machine's connection: a reader thread on the ARI websocket, a writer thread on SQL."""
+"""One machine's recorder: stand by until it holds the machine's lease, then record it (a reader
+thread on the ARI websocket, a writer thread on SQL) until it stops or loses the lease."""
 
 from __future__ import annotations
 
 import logging
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pbxcontrol.ari.channel import LINKEDID_VAR, MalformedEvent
-from pbxcontrol.ari.client import Ari, AriError, EventStream
+from pbxcontrol.ari.client import Ari, AriError
 from pbxcontrol.ari.events import parse_event
 from pbxcontrol.recorder import store
+from pbxcontrol.recorder.lease import Lease
 from pbxcontrol.recorder.live import LiveLegs
 from pbxcontrol.recorder.provisioned import ProvisionedCache
-from pbxcontrol.recorder.status import Heartbeat
+from pbxcontrol.recorder.reader import CONNECTED, DISCONNECTED, REPLACED, EventReader
+from pbxcontrol.recorder.standby import Standby
+from pbxcontrol.recorder.status import Heartbeat, holder_name
+from pbxcontrol.recorder.transactions import Transactions
 
 log = logging.getLogger("pbxcontrol.recorder")
 
-CONNECTED = object()
-DISCONNECTED = object()
-BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
 PRUNE_CHUNK, PRUNE_CHUNKS = 5000, 10  # history rows deleted per transaction, per sweep
-T = TypeVar("T")
 
 
-class MachineRecorder:
-    """Keeps the legs of one machine equal to its channels, across reconnects and restarts."""
+class MachineRecorder(Standby):
+    """Keeps the legs of one machine equal to its channels, across reconnects, restarts and
+    takeovers; only while it holds the machine's lease (pbxcontrol.recorder.lease)."""
 
     def __init__(
         self,
@@ -46,33 +46,52 @@ class MachineRecorder:
         name: str = "",
         heartbeat: float = 2.0,
         journal_seconds: float = 600.0,
+        takeover: float = 5.0,
+        holder: str = "",
     ):
         self.machine = machine
         self.ari = ari
-        self.sessions = sessions
         self.sweep_interval = sweep_interval
         self.batch_size = batch_size
         self.history_days = history_days  # 0 = keep the history of ended legs forever
         self.journal_seconds = journal_seconds  # how long the change journal keeps entries
         self.name = name or f"machine {machine}"
         self.cache = provisioned or ProvisionedCache(sessions)
-        self.live = LiveLegs(machine, self.cache.get, self._linkedid)
-        self.status = Heartbeat(machine, self.name, heartbeat)
+        self.live = self._new_live()
+        holder = holder or holder_name()
+        self.lease = Lease(machine, holder, takeover, self.name)
+        # The heartbeat renews the lease too: at least every third of the takeover time.
+        self.status = Heartbeat(machine, self.name, min(heartbeat, takeover / 3), holder)
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.received = 0  # messages read from the websocket, a sequence number
         self.stopping = threading.Event()
+        self.holding = threading.Event()  # set while this process records the machine
         self.synced = threading.Event()  # set after each successful reconcile
         self.malformed = 0
-        self._stream: EventStream | None = None
+        self.tx = Transactions(sessions, self.lease, self.name, self.stopping)
+        self.reader = EventReader(
+            ari,
+            self.queue,
+            self.status,
+            self._may_connect,
+            self._replaced,
+            self.stopping,
+            self.name,
+        )
         self._threads: list[threading.Thread] = []
         self._needs_reconcile = False
-        self._db_failing_since: float | None = None
         self._reader_done = threading.Event()
         self._next_sweep = float("inf")
+        self._replaced_until = 0.0  # monotonic: no reconnect before (ApplicationReplaced)
+        self._replacements = 0
+
+    @property
+    def received(self) -> int:
+        """Messages read from the websocket since the recorder started."""
+        return self.reader.received
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
-        for target, role in ((self._read_loop, "reader"), (self._write_loop, "writer")):
+        for target, role in ((self.reader.run, "reader"), (self._write_loop, "writer")):
             thread = threading.Thread(
                 target=self._supervised,
                 args=(target, role),
@@ -83,11 +102,9 @@ class MachineRecorder:
             self._threads.append(thread)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop reading, then write everything already read before returning."""
+        """Stop reading, then write everything already read and release the lease."""
         self.stopping.set()
-        stream = self._stream
-        if stream is not None:
-            stream.close()
+        self.reader.close()
         for thread in self._threads:
             thread.join(timeout)
 
@@ -107,51 +124,26 @@ class MachineRecorder:
             if role == "reader":
                 self._reader_done.set()  # the writer then drains what was read, and ends
 
-    # -- reader --------------------------------------------------------------------------
-    def _read_loop(self) -> None:
-        delay, down_since = BACKOFF_START, None
-        while not self.stopping.is_set():
-            try:
-                stream = self.ari.open_events()
-            except AriError as exc:
-                if down_since is None:
-                    down_since = time.monotonic()
-                    log.warning("%s: ARI unreachable (%s); retrying with backoff", self.name, exc)
-                self.stopping.wait(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, BACKOFF_MAX)
-                continue
-            self._stream = stream
-            outage = f" after {time.monotonic() - down_since:.1f} s" if down_since else ""
-            log.info("%s: events websocket connected%s", self.name, outage)
-            delay, down_since = BACKOFF_START, None
-            self.queue.put(CONNECTED)  # the writer reconciles; events meanwhile queue up
-            try:
-                while not self.stopping.is_set():
-                    message = stream.recv(1.0)
-                    if message is not None:
-                        self.received += 1
-                        self.status.last_event_at = time.time()
-                        self.queue.put((self.received, message))
-            except AriError as exc:
-                if not self.stopping.is_set():
-                    log.warning("%s: events connection lost (%s); reconnecting", self.name, exc)
-                    down_since = time.monotonic()
-            finally:
-                self._stream = None
-                stream.close()
-                self.queue.put(DISCONNECTED)
+    def _may_connect(self) -> bool:
+        return (
+            self.holding.is_set()
+            and self.lease.valid()
+            and time.monotonic() >= self._replaced_until
+        )
 
-    # -- writer --------------------------------------------------------------------------
-    def _write_loop(self) -> None:
-        while (
-            not self.stopping.is_set()
-            and self._with_db(lambda session: store.load(self.live, session), "loading") is None
-        ):
-            pass
-        self._next_sweep = float("inf")
-        # On stop, the reader ends first; what it queued is still applied and written.
-        while not (self._reader_done.is_set() and self.queue.empty()):
-            timeout = max(0.0, min(self._next_sweep - time.monotonic(), 1.0))
+    def _replaced(self) -> None:
+        """Reader thread, on ApplicationReplaced: trust the lease again only once the writer
+        has renewed it, and then reconnect after a growing pause (a client outside the lease
+        uses our application name: flapping with it must stay slow)."""
+        self.lease.suspect()
+        self._replacements += 1
+        self._replaced_until = time.monotonic() + min(30.0, 2.0 ** (self._replacements - 1))
+
+    # -- writer: recording while holding -----------------------------------------------------
+    def _record(self) -> None:
+        """Record until stopped (drain what was read) or the lease is lost."""
+        while not self.tx.lost and not (self._reader_done.is_set() and self.queue.empty()):
+            timeout = max(0.0, min(self._next_sweep - time.monotonic(), self.status.interval, 0.5))
             batch: list[Any] = []
             try:
                 batch.append(self.queue.get(timeout=timeout))
@@ -161,6 +153,10 @@ class MachineRecorder:
                 pass
             for item in batch:
                 self._handle(item)
+            if self.tx.refused:
+                self._resync()
+            elif self.tx.back:
+                self.tx.back, self._needs_reconcile = False, True
             if not self.stopping.is_set() and (
                 self._needs_reconcile or time.monotonic() >= self._next_sweep
             ):
@@ -169,12 +165,7 @@ class MachineRecorder:
                     self.prune_history()
                 self._sync()
             self._flush()
-            self.status.beat(self._with_db, self.received)  # for `pbxcontrol status`
-        for _ in range(3):  # a last chance for a database that is failing right now
-            if self._flush():
-                break
-            time.sleep(0.5)
-        self.status.beat(self._with_db, self.received, connected=False, release=True)
+            self.status.beat(self.tx, self.received)  # renews the lease when nothing else did
 
     def _handle(self, item: Any) -> None:
         if item is CONNECTED:
@@ -182,10 +173,12 @@ class MachineRecorder:
             # socket opened (the rest of the queue) are applied after the snapshot.
             self._needs_reconcile = True
             self._sync()
-            self.status.beat(self._with_db, self.received, connected=True)
+            self.status.beat(self.tx, self.received, connected=True)
         elif item is DISCONNECTED:
             self._next_sweep = float("inf")
-            self.status.beat(self._with_db, self.received, connected=False)
+            self.status.beat(self.tx, self.received, connected=False)
+        elif item is REPLACED:
+            self.status.beat(self.tx, self.received, connected=False)  # is the lease ours?
         else:
             self._apply(*item)
 
@@ -198,7 +191,7 @@ class MachineRecorder:
             self._handle(item)
 
     def _sync(self) -> None:
-        if self.stopping.is_set():
+        if self.stopping.is_set() or self.tx.lost:
             return
         self._flush()  # what was applied before the snapshot is older than it
         if self._reconcile():
@@ -234,6 +227,7 @@ class MachineRecorder:
         self._needs_reconcile = False
         if self._flush(machine_row=True):
             log.debug("%s: reconciled: %d live legs, %d ended", self.name, live, ended)
+            self._reconciled(live)
             self.synced.set()
             return True
         return False
@@ -245,53 +239,29 @@ class MachineRecorder:
                 store.mark_synced(session, self.machine, self.name, self.live.startup_time or "")
             return done
 
-        done = self._with_db(write, "writing legs")
+        done = self.tx.run(write, "writing legs")
         if done is None:
             return False
         done()
         return True
-
-    def _with_db(self, work: Callable[[Session], T], what: str) -> T | None:
-        """Run `work(session)` in one transaction; on failure keep everything in memory and
-        let the next round retry (and resync from Asterisk once the database is back)."""
-        try:
-            with self.sessions.begin() as session:
-                result = work(session)
-        except SQLAlchemyError as exc:
-            if self._db_failing_since is None:
-                self._db_failing_since = time.monotonic()
-                log.error(
-                    "%s: database error while %s (%s); retrying",
-                    self.name,
-                    what,
-                    str(exc).splitlines()[0],
-                )
-            self.stopping.wait(min(5.0, 0.2 + time.monotonic() - self._db_failing_since))
-            return None
-        if self._db_failing_since is not None:
-            log.info(
-                "%s: database back after %.1f s; resyncing",
-                self.name,
-                time.monotonic() - self._db_failing_since,
-            )
-            self._db_failing_since = None
-            self._needs_reconcile = True
-        return result
 
     def prune_history(self, now: float | None = None) -> int:
         """Delete this machine's history rows that ended more than `history_days` ago, in
         short transactions (store.prune_old), and the change journal's old entries. Returns
         how many history rows went."""
         now = now or time.time()
-        store.prune_journal(self._with_db, now - self.journal_seconds, PRUNE_CHUNK)
+        store.prune_journal(self.tx, now - self.journal_seconds, PRUNE_CHUNK)
         if not self.history_days:
             return 0
         cutoff = now - self.history_days * 86400
-        total = store.prune_old(self._with_db, self.machine, cutoff, PRUNE_CHUNK, PRUNE_CHUNKS)
+        total = store.prune_old(self.tx, self.machine, cutoff, PRUNE_CHUNK, PRUNE_CHUNKS)
         log.debug(
             "%s: pruned %d history rows older than %d days", self.name, total, self.history_days
         )
         return total
+
+    def _new_live(self) -> LiveLegs:
+        return LiveLegs(self.machine, self.cache.get, self._linkedid)
 
     def _linkedid(self, channel_id: str) -> str | None:
         """Without `channelvars = CHANNEL(linkedid)` in ari.conf: one REST read per channel."""

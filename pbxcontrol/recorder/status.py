@@ -22,10 +22,9 @@ class Heartbeat:
     `interval` seconds and at once when the ARI websocket comes or goes. Written by the writer,
     not a thread of its own: a writer that hangs stops beating, and shows as stale.
 
-    A lease (SPEC §10) grows from this row: add an epoch, make this UPDATE conditional on
-    `holder` and epoch (no row updated = the lease is lost: stop writing, close the websocket),
-    and let a standby take a row whose heartbeat is older than the takeover time by bumping
-    the epoch."""
+    The row is also the machine's lease (pbxcontrol.recorder.lease): the beat runs in a
+    fenced transaction, so it renews the lease, and only the holder of the current epoch
+    writes it. A standby writes nothing here; it logs "standby, holder host:pid (epoch N)"."""
 
     def __init__(self, machine: int, name: str, interval: float = 2.0, holder: str = ""):
         self.machine = machine
@@ -36,7 +35,6 @@ class Heartbeat:
         self.last_event_at = 0.0  # set by the reader: Unix time of the last websocket message
         self._next = 0.0  # monotonic time of the next beat
         self._since: tuple[float, int] | None = None  # (monotonic, events) at the last beat
-        self._release = False
 
     def beat(
         self,
@@ -53,10 +51,9 @@ class Heartbeat:
             self.connected = connected
         elif time.monotonic() < self._next:
             return
-        self._release = release
-        with_db(lambda session: self.write(session, events), "heartbeat")
+        with_db(lambda session: self.write(session, events, release), "heartbeat")
 
-    def write(self, session: Session, events: int) -> None:
+    def write(self, session: Session, events: int, release: bool = False) -> None:
         """The UPDATE, in `session`."""
         now = time.monotonic()
         rate = 0.0
@@ -65,8 +62,8 @@ class Heartbeat:
         self._since = (now, events)
         self._next = now + self.interval
         values = {
-            "holder": "" if self._release else self.holder,
-            "connected": self.connected and not self._release,
+            "holder": "" if release else self.holder,
+            "connected": self.connected and not release,
             "heartbeat_at": time.time(),
             "last_event_at": self.last_event_at,
             "events_total": events,

@@ -37,7 +37,12 @@ def remaining(sessions) -> list[str]:
 
 
 def recorder(sessions, days: int) -> MachineRecorder:
-    return MachineRecorder(1, FakeAri("2026-11-27T06:00:00.000+0000"), sessions, history_days=days)
+    """A recorder holding machine 1's lease (its writes, pruning included, are fenced)."""
+    rec = MachineRecorder(1, FakeAri("2026-11-27T06:00:00.000+0000"), sessions, history_days=days)
+    with sessions.begin() as session:
+        rec.lease.ensure_row(session, rec.name)
+        assert rec.lease.try_acquire(session)
+    return rec
 
 
 def test_old_history_of_this_machine_goes_and_the_rest_stays(sessions):

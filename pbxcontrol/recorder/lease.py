@@ -1,0 +1,204 @@
+"""The lease on a machine (SPEC §10): who may record it, for how long, under which epoch.
+
+The lease is the machine's row in `machines` (columns `holder`, `epoch`, `renewed_at`, migration
+0011). Every time is the database's clock, so hosts need not agree on theirs: a holder renews
+by writing `renewed_at = now`, a standby takes the row once `now - renewed_at` exceeds
+the expiry (0.6 x `takeover_seconds`, so that the takeover, counted from the fault, fits in
+`takeover_seconds`), by a compare-and-set on the epoch it read (two standbys: one UPDATE
+matches, the other finds the epoch already moved). Every write of the holder starts with
+`fence`: an UPDATE conditional on its epoch, in the same transaction as the write, so a
+holder that lost the lease (hung, cut off, or started twice by mistake) commits nothing. On
+PostgreSQL that UPDATE's row lock serialises the holder's batch with a taker's CAS.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Float, and_, func, insert, literal, or_, select, text, update
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from pbxcontrol.db.models import Base
+
+log = logging.getLogger("pbxcontrol.recorder")
+MACHINES = Base.metadata.tables["machines"]
+#: A lease not renewed for this share of `takeover_seconds` is expired: with a standby polling
+#: every tenth of it, a takeover (counted from the fault, not from the last renewal) then fits
+#: in `takeover_seconds` with room for connecting to ARI and reconciling.
+EXPIRY_SHARE = 0.6
+#: The holder renews at least this often (3 renewals per lease: one lost write is no takeover).
+RENEW_SHARE = 0.2
+POLL_SHARE = 0.1
+#: The holder trusts its lease for this share of the expiry after the start of its last
+#: successful renewal (its own clock may run a little faster than the database's).
+LOCAL_SHARE = 0.9
+
+
+class LeaseLost(Exception):
+    """The machine's lease now belongs to another epoch: this transaction must not commit."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a machine's lease as a standby last saw it."""
+
+    holder: str
+    epoch: int
+    age: float  # seconds since its last renewal, by the database's clock
+
+
+def db_now(dialect: str) -> ColumnElement[Any]:
+    """The database's current time as Unix seconds (with fractions)."""
+    if dialect == "postgresql":
+        # clock_timestamp(), not now(): now() is the start of a transaction that may have
+        # waited for the row lock.
+        return func.extract("epoch", func.clock_timestamp()).cast(Float)
+    return (func.julianday("now") - 2440587.5) * 86400.0
+
+
+class Lease:
+    """This process's claim on one machine. `epoch` is None while it does not hold it."""
+
+    def __init__(self, machine: int, holder: str, takeover: float, name: str = ""):
+        self.machine = machine
+        self.holder = holder
+        self.takeover = takeover
+        self.name = name or f"machine {machine}"
+        self.epoch: int | None = None
+        self._valid_until = 0.0  # monotonic: surely ours until then (see `valid`)
+        self._suspected_at = 0.0  # monotonic: renewals begun before it do not count
+        self.seen: Holder | None = None  # the other holder, while standing by
+
+    @property
+    def expiry(self) -> float:
+        """Seconds without renewal after which a standby takes the lease."""
+        return self.takeover * EXPIRY_SHARE
+
+    @property
+    def renew_interval(self) -> float:
+        return self.takeover * RENEW_SHARE
+
+    @property
+    def poll_interval(self) -> float:
+        """How often a standby looks at the lease."""
+        return self.takeover * POLL_SHARE
+
+    def valid(self) -> bool:
+        """Held, and renewed recently enough that no standby can have taken it yet: the
+        reader connects to ARI only then (a hung or cut-off holder closes its websocket)."""
+        return self.epoch is not None and time.monotonic() < self._valid_until
+
+    def confirmed(self, started: float) -> None:
+        """A fenced transaction begun at `started` (monotonic) has committed."""
+        if self.epoch is not None and started > self._suspected_at:
+            self._valid_until = max(self._valid_until, started + self.expiry * LOCAL_SHARE)
+
+    def suspect(self) -> None:
+        """Trust the lease again only after a renewal begun from now on (any thread)."""
+        self._suspected_at = time.monotonic()
+        self._valid_until = 0.0
+
+    def forget(self) -> None:
+        self.epoch = None
+        self._valid_until = 0.0
+
+    # -- SQL, each in the caller's transaction --------------------------------------------
+    def try_acquire(self, session: Session) -> bool:
+        """Take the lease if it is free, released or expired (compare-and-set on the epoch
+        read). True when this process now holds it, at a new epoch."""
+        started = time.monotonic()
+        dialect = session.get_bind().dialect.name
+        self._limit_waits(session)
+        now = db_now(dialect)
+        row = session.execute(
+            select(
+                MACHINES.c.holder, MACHINES.c.epoch, (now - MACHINES.c.renewed_at).label("age")
+            ).where(MACHINES.c.id == self.machine)
+        ).first()
+        if row is None:
+            return False  # `ensure_row` first
+        if row.holder and row.age <= self.expiry:
+            self.seen = Holder(row.holder, row.epoch, float(row.age))
+            return False
+        done = session.execute(
+            update(MACHINES)
+            .where(
+                MACHINES.c.id == self.machine,
+                MACHINES.c.epoch == row.epoch,
+                or_(MACHINES.c.holder == "", MACHINES.c.renewed_at < now - self.expiry),
+            )
+            .values(epoch=MACHINES.c.epoch + 1, holder=self.holder, renewed_at=now, connected=False)
+        )
+        if cast(CursorResult[Any], done).rowcount != 1:
+            return False  # another standby won the same epoch
+        previous = self.seen.holder if self.seen else row.holder
+        self.epoch, self.seen = row.epoch + 1, None
+        self._valid_until = started + self.expiry * LOCAL_SHARE
+        log.info(
+            "%s: took the lease (epoch %d)%s",
+            self.name,
+            self.epoch,
+            f" from {previous}, silent for {row.age:.1f} s" if previous else "",
+        )
+        return True
+
+    def ensure_row(self, session: Session, name: str) -> None:
+        """Insert the machine's row if no process ever recorded it (two at once: one does)."""
+        if session.get_bind().dialect.name == "sqlite":
+            ignore = insert(MACHINES).prefix_with("OR IGNORE")
+        else:
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            ignore = pg_insert(MACHINES).on_conflict_do_nothing()
+        session.execute(ignore.values(id=self.machine, name=name))
+
+    def fence(self, session: Session) -> None:
+        """Renew the lease as the first statement of a write transaction; LeaseLost when
+        it belongs to another epoch (the caller's transaction must roll back)."""
+        if self.epoch is None:
+            raise LeaseLost(f"{self.name}: not holding the lease")
+        self._limit_waits(session)
+        dialect = session.get_bind().dialect.name
+        done = session.execute(
+            update(MACHINES)
+            .where(and_(MACHINES.c.id == self.machine, MACHINES.c.epoch == self.epoch))
+            .values(renewed_at=db_now(dialect))
+        )
+        if cast(CursorResult[Any], done).rowcount != 1:
+            row = session.execute(
+                select(MACHINES.c.holder, MACHINES.c.epoch).where(MACHINES.c.id == self.machine)
+            ).first()
+            lost = self.epoch
+            self.forget()
+            raise LeaseLost(
+                f"{self.name}: lost the lease (epoch {lost}) to "
+                + (f"{row.holder or 'nobody'} (epoch {row.epoch})" if row else "nobody")
+            )
+
+    def release(self, session: Session) -> None:
+        """Give the lease up at a clean stop: a standby takes it at once."""
+        if self.epoch is not None:
+            session.execute(
+                update(MACHINES)
+                .where(MACHINES.c.id == self.machine, MACHINES.c.epoch == self.epoch)
+                .values(holder="", renewed_at=literal(0.0), connected=False)
+            )
+        self.forget()
+
+    def _limit_waits(self, session: Session) -> None:
+        """PostgreSQL: a holder stopped inside a transaction keeps the row locked, and a
+        standby's CAS would wait for it: the server ends such a transaction after half the
+        expiry idle, and nobody waits on the row lock longer than the expiry."""
+        if session.get_bind().dialect.name == "postgresql":
+            idle, wait = max(1000, int(self.expiry * 500)), int(self.expiry * 1000)
+            session.execute(
+                text(
+                    "SELECT set_config('idle_in_transaction_session_timeout', :idle, true),"
+                    " set_config('lock_timeout', :wait, true)"
+                ),
+                {"idle": str(idle), "wait": str(wait)},
+            )

@@ -1,0 +1,121 @@
+"""The recorder's transactions: fenced by the lease, outages retried, refusals surfaced."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from pbxcontrol.recorder.lease import Lease, LeaseLost
+
+log = logging.getLogger("pbxcontrol.recorder")
+T = TypeVar("T")
+REFUSED_BACKOFF_MAX = 30.0
+
+
+#: PostgreSQL SQLSTATE classes of a database that cannot write right now, not of a wrong
+#: write: connection (08), read-only transaction (25), serialization/deadlock (40), disk full
+#: (53), lock not available (55), shutdown/cancel (57), I/O (58).
+OUTAGE_CLASSES = frozenset({"08", "25", "40", "53", "55", "57", "58"})
+
+
+def is_outage(exc: SQLAlchemyError) -> bool:
+    """A failure of the database, not of the write (server down, network cut, connection
+    killed, read-only, disk full): retry. Anything else (a constraint violated, bad SQL, a
+    value out of range) is a bug."""
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    state = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if isinstance(state, str) and state[:2] in OUTAGE_CLASSES:
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def describe(exc: SQLAlchemyError) -> str:
+    """The driver's message and detail, without the statement and its parameters."""
+    orig = getattr(exc, "orig", None)
+    lines = str(orig if orig is not None else exc).strip().splitlines()
+    return " ".join(line.strip() for line in lines[:2]) or type(exc).__name__
+
+
+class Transactions:
+    """Runs one unit of work per transaction for one machine's writer thread. Fenced work
+    starts with the lease's fence. The outcome of the last run is in the flags: `lost` (the
+    lease is gone: stop recording), `refused` (the database refused the write as a bug:
+    resync from the database and Asterisk instead of retrying it), `back` (the database
+    answers again after an outage: resync)."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], lease: Lease, name: str, stopping: threading.Event
+    ):
+        self.sessions = sessions
+        self.lease = lease
+        self.name = name
+        self.stopping = stopping
+        self.lost = False
+        self.refused = False
+        self.back = False
+        self.refusals = 0  # in a row: the wait before the next resync grows with them
+        self.failing_since: float | None = None
+
+    def run(self, work: Callable[[Session], T], what: str, fenced: bool = True) -> T | None:
+        """`work(session)` in one transaction; its result, or None when it did not commit."""
+        if fenced and self.lost:
+            return None
+        started = time.monotonic()
+        try:
+            with self.sessions.begin() as session:
+                if fenced:
+                    self.lease.fence(session)
+                result = work(session)
+        except LeaseLost as exc:
+            self.lost = True
+            log.warning("%s; standing by (nothing more is written for it)", exc)
+            return None
+        except SQLAlchemyError as exc:
+            self._failed(exc, what)
+            return None
+        if fenced:
+            self.lease.confirmed(started)
+        self.refusals = 0
+        if self.failing_since is not None:
+            log.info(
+                "%s: database back after %.1f s; resyncing",
+                self.name,
+                time.monotonic() - self.failing_since,
+            )
+            self.failing_since = None
+            self.back = True
+        return result
+
+    def __call__(self, work: Callable[[Session], T], what: str) -> T | None:
+        return self.run(work, what)
+
+    def _failed(self, exc: SQLAlchemyError, what: str) -> None:
+        if not is_outage(exc):
+            # Retrying the same batch would fail the same way forever (a UniqueViolation
+            # retried 46 times as if the database were down, found with two recorders on one
+            # machine): say it once, and rebuild the machine's state instead.
+            self.refused = True
+            self.refusals += 1
+            log.error(
+                "%s: the database refused %s (%s: %s): a bug, not an outage; resyncing the "
+                "machine from the database and Asterisk instead of retrying",
+                *(self.name, what, type(exc).__name__, describe(exc)),
+            )
+            self.stopping.wait(min(REFUSED_BACKOFF_MAX, 0.5 * 2 ** (self.refusals - 1)))
+            return
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            log.error(
+                "%s: database error while %s (%s); retrying",
+                self.name,
+                what,
+                str(exc).splitlines()[0],
+            )
+        self.stopping.wait(min(5.0, 0.2 + time.monotonic() - self.failing_since))
