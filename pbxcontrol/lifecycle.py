@@ -79,7 +79,9 @@ def ready(server, supervisor) -> notify.Watchdog | None:
         return None
     checks = []
     if server is not None:
-        listener = next(d for d in server.map.values() if hasattr(d, "trigger"))
+        listener = server  # waitress: the server of one socket, or the first of several
+        if not hasattr(server, "trigger"):
+            listener = next(d for d in server.map.values() if hasattr(d, "trigger"))
         checks.append(notify.monotonic_probe(listener.trigger.pull_trigger, 2 * interval))
     if supervisor is not None:
         checks.append(supervisor.alive)

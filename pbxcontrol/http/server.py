@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
 import socket
 import time
 
@@ -16,6 +13,7 @@ from waitress.task import ErrorTask
 from pbxcontrol.http import stream
 from pbxcontrol.http.envelope import ApiError, error
 from pbxcontrol.http.hub import Hub
+from pbxcontrol.http.proxy import ClientAddress
 from pbxcontrol.http.stream import PREFIX, StreamApi
 
 log = logging.getLogger("pbxcontrol.http")
@@ -52,6 +50,7 @@ class ApiChannel(EnvelopeChannel):
 
     streams: StreamApi | None = None
     hub: Hub | None = None
+    proxies: ClientAddress | None = None
     streaming = False
 
     def service(self):
@@ -65,7 +64,7 @@ class ApiChannel(EnvelopeChannel):
             request.path,
             request.query,
             request.headers.get("LAST_EVENT_ID", ""),
-            self.addr[0] if self.addr else "",
+            self._client_address(request),
         )
         # Written before the request is dropped: with no request in flight, the socket loop
         # flushes without the buffer lock (see handle_write).
@@ -82,6 +81,12 @@ class ApiChannel(EnvelopeChannel):
             self.requests = []
         self.last_activity = time.time()
         self.server.pull_trigger()
+
+    def _client_address(self, request) -> str:
+        peer = self.addr[0] if self.addr else ""
+        if self.proxies is None:
+            return peer
+        return self.proxies.resolve(peer, request.headers.get("X_FORWARDED_FOR", ""))
 
     def handle_write(self):
         if not self.streaming:
@@ -129,12 +134,19 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def make_server(app, sock: socket.socket, threads: int, streams: StreamApi | None = None):
+def make_server(
+    app,
+    sock: socket.socket,
+    threads: int,
+    streams: StreamApi | None = None,
+    proxies: ClientAddress | None = None,
+):
     """Serve with `.run()`, stop with `.close()`; with `streams`, also the live streams (their
-    hub starts here, in the serving process)."""
+    hub starts here, in the serving process). With `proxies`, the client address is resolved
+    from X-Forwarded-For when the peer is a trusted proxy (pbxcontrol.http.proxy)."""
     sockets: dict = {}
     server = create_server(
-        app,
+        proxies.middleware(app) if proxies is not None else app,
         map=sockets,
         sockets=[sock],
         threads=threads,
@@ -146,7 +158,8 @@ def make_server(app, sock: socket.socket, threads: int, streams: StreamApi | Non
         # Live streams hold a connection each: poll(), not select() (FD_SETSIZE is 1024).
         connection_limit=512 if streams is None else 4096,
         asyncore_use_poll=True,
-        clear_untrusted_proxy_headers=True,
+        # With trusted proxies, their middleware clears the proxy headers (after reading them).
+        clear_untrusted_proxy_headers=proxies is None,
     )
     listeners = [d for d in sockets.values() if isinstance(d, BaseWSGIServer)]
     channel_class: type[EnvelopeChannel] = EnvelopeChannel
@@ -154,7 +167,9 @@ def make_server(app, sock: socket.socket, threads: int, streams: StreamApi | Non
     if streams is not None:
         server.hub = Hub(streams.api.engine, streams)
         channel_class = type(
-            "StreamingChannel", (ApiChannel,), {"streams": streams, "hub": server.hub}
+            "StreamingChannel",
+            (ApiChannel,),
+            {"streams": streams, "hub": server.hub, "proxies": proxies},
         )
         server.hub.start(listeners[0].pull_trigger)
     for dispatcher in listeners:
@@ -162,53 +177,3 @@ def make_server(app, sock: socket.socket, threads: int, streams: StreamApi | Non
     host, port = sock.getsockname()[:2]
     log.info("HTTP API listening on http://%s:%s/api/json/", host, port)
     return server
-
-
-def fork_workers(
-    app, sock: socket.socket, threads: int, count: int, engine, streams: StreamApi | None = None
-) -> list[int]:
-    """`count` more processes serving the same socket: Python runs one thread at a time per
-    process, so on a multi-core host the API scales with processes, not threads. Call before
-    any thread is started; returns the children's pids."""
-    pids = []
-    for _ in range(count):
-        pid = os.fork()
-        if pid == 0:  # the worker: serve until SIGTERM/SIGINT, then leave without cleanup
-            status = 1
-            try:
-                engine.dispose(close=False)  # never share the parent's database connections
-                server = make_server(app, sock, threads, streams)
-
-                def stop(_signum, _frame):
-                    raise KeyboardInterrupt
-
-                signal.signal(signal.SIGTERM, stop)
-                signal.signal(signal.SIGINT, stop)
-                with contextlib.suppress(KeyboardInterrupt):
-                    server.run()
-                server.close()
-                status = 0
-            finally:
-                os._exit(status)
-        pids.append(pid)
-    return pids
-
-
-def stop_workers(pids: list[int], timeout: float = 15.0) -> None:
-    import time
-
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for pid in pids:
-        while True:
-            with contextlib.suppress(ChildProcessError):
-                done, _ = os.waitpid(pid, os.WNOHANG)
-                if done == 0 and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                    continue
-                if done == 0:
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-            break

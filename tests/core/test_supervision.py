@@ -1,0 +1,108 @@
+"""API workers are supervised: a dead worker is logged and replaced, a tight loop backs off,
+and the fleet's metrics are summed over the workers (prometheus-client's multiprocess mode)."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+
+from tests.conftest import LIST, alive, children_of, provision_tree, start_server, write_config
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=10) as resp:  # a new connection each time
+        return resp.read().decode()
+
+
+def api_with_workers(tmp_path, processes=2):
+    config = write_config(tmp_path)
+    config.write_text(
+        config.read_text().replace("port = 0\n", f"port = 0\nprocesses = {processes}\n")
+    )
+    provision_tree(config)
+    return config
+
+
+def read_until(proc, lines, pattern, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        lines.append(line)
+        match = re.search(pattern, line)
+        if match:
+            return match
+    raise AssertionError(f"no line matching {pattern!r} in:\n" + "".join(lines))
+
+
+def test_a_killed_worker_is_logged_and_replaced_and_the_service_keeps_answering(tmp_path):
+    config = api_with_workers(tmp_path)
+    proc, base, lines = start_server(config, "--log-level", "INFO")
+    try:
+        (supervisor,) = children_of(proc.pid)
+        started = read_until(proc, lines, r"API worker 1 started \(pid (\d+)\)")
+        worker = int(started.group(1))
+        assert children_of(supervisor) == [worker]
+        os.kill(worker, signal.SIGKILL)
+        read_until(
+            proc,
+            lines,
+            rf"API worker 1 \(pid {worker}\) was killed by signal 9 \(SIGKILL\); "
+            "forking a replacement",
+        )
+        replacement = int(read_until(proc, lines, r"API worker 1 started \(pid (\d+)\)").group(1))
+        assert replacement != worker and children_of(supervisor) == [replacement]
+        for _ in range(20):
+            body = json.loads(get(f"{base}{LIST}?auth_username=acme;auth_password=acme-pass"))
+            assert body["responses"][0]["code"] == "200"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert not alive(replacement) and not alive(supervisor)
+        assert "Traceback" not in "".join(lines) + err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_metrics_of_every_worker_are_summed_in_any_scrape(tmp_path):
+    config = api_with_workers(tmp_path, processes=3)
+    proc, base, _ = start_server(config)
+    try:
+        for _ in range(30):
+            get(f"{base}{LIST}?auth_username=acme;auth_password=acme-pass")
+        counted = 'pbxcontrol_http_requests_total{code="200",function="calls/active/list"} 30.0'
+        for _ in range(6):  # whichever process answers the scrape
+            assert counted in get(base + "/metrics")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+
+
+WORKERS_THAT_DIE = textwrap.dedent("""
+    import logging, os, sys
+    from pbxcontrol.http import supervisor
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    sup = supervisor.Supervisor(lambda: os._exit(3), 1)
+    sys.exit(sup.run())
+""")
+
+
+def test_workers_dying_in_a_tight_loop_back_off_with_an_error():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WORKERS_THAT_DIE], stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(3.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "API worker 1 (pid " in err and ") exited with status 3; forking a replacement" in err
+    assert "API workers are dying in a loop (6 in 30 s): next fork in 1 s" in err
+    # Without the back-off this loop forks hundreds of workers in 3 s.
+    assert err.count("started (pid") <= 9, err
