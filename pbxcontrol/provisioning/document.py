@@ -65,7 +65,7 @@ class Customers:
 
     def __init__(self, session: Session):
         self.parents: dict[int, int | None] = dict(
-            session.execute(select(Customer.id, Customer.parent_id)).tuples().all()
+            session.execute(select(Customer.id, Customer.parent_id)).all()
         )
         self.stored_roots = [c for c, p in self.parents.items() if p is None]
 
@@ -111,7 +111,7 @@ def validate(session: Session, doc: dict[str, Any]) -> Plan:
     customers = _customers(doc, tree)
     roles = _roles(session, doc)
     people = _people(session, doc, tree, set(roles) | set(session.scalars(select(Role.name))))
-    peer_endpoints = dict(session.execute(select(Peer.endpoint, Peer.id)).tuples().all())
+    peer_endpoints = dict(session.execute(select(Peer.endpoint, Peer.id)).all())
     line_endpoints = set(session.scalars(select(Line.endpoint)))
     lines = _lines(doc, tree, peer_endpoints, line_endpoints)
     peers = _peers(doc, peer_endpoints, line_endpoints)

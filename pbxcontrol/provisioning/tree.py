@@ -32,13 +32,13 @@ def rebuild_customer_tree(session: Session) -> None:
     pairs that changed are written, so an unchanged tree writes nothing (and the data-version
     counter, which invalidates every cached answer, does not move)."""
     session.flush()
-    parents = dict(session.execute(select(Customer.id, Customer.parent_id)).tuples().all())
+    parents = dict(session.execute(select(Customer.id, Customer.parent_id)).all())
     wanted = closure(parents)
     stored = {
         (a, d, depth)
         for a, d, depth in session.execute(
             select(CustomerTree.ancestor_id, CustomerTree.descendant_id, CustomerTree.depth)
-        ).tuples()
+        )
     }
     conn = session.connection()
     # Chunks of whole statements, not executemany: on PostgreSQL the data-version trigger fires
