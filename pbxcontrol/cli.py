@@ -53,6 +53,7 @@ def parser() -> argparse.ArgumentParser:
     prov.add_argument(
         "document", metavar="FILE.json", help="the document: customers, people, lines, ..."
     ).complete = shtab.FILE  # type: ignore[attr-defined]
+    prov.add_argument("--dry-run", action="store_true", help="report changes, write nothing")
     check = sub.add_parser("check-config", help="report every problem of a config file")
     check.add_argument(
         "file", metavar="FILE", nargs="?", help="the file (default: --config, $PBXCONTROL_CONFIG)"
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     if command == "initdb":
         print(runtime.initdb(config))
     elif command == "provision":
-        print(runtime.provision(config, args.document))
+        print(runtime.provision(config, args.document, dry_run=args.dry_run))
     else:
         runtime.serve(
             config, http=command in ("serve", "api"), record=command in ("serve", "record")
