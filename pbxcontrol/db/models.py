@@ -81,6 +81,17 @@ class Machine(Base):
     # The lease (migration 0011; see the docstring).
     epoch: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
     renewed_at: Mapped[float] = _f()
+    # The holder's counters for GET /metrics (migration 0012; pbxcontrol.recorder.status).
+    reconnects: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=0, server_default="0"
+    )
+    reconciles: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=0, server_default="0"
+    )
+    corrections: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=0, server_default="0"
+    )
+    lag_seconds: Mapped[float] = _f()  # longest read-to-commit time, last heartbeat interval
 
 
 #: 64 bits for what grows without bound (counters, ids of every leg ever recorded): BIGINT on

@@ -198,6 +198,7 @@ class MachineRecorder(Standby):
             self._next_sweep = time.monotonic() + self.sweep_interval
 
     def _apply(self, seq: int, message: str) -> None:
+        self.status.applied = seq
         try:
             event = parse_event(message)
         except MalformedEvent as exc:
@@ -214,7 +215,7 @@ class MachineRecorder(Standby):
                 )
 
     def _reconcile(self) -> bool:
-        sent = self.received
+        sent, before = self.received, set(self.live.legs)
         try:
             info = self.ari.info()
             channels = self.ari.channels()
@@ -227,6 +228,7 @@ class MachineRecorder(Standby):
         self._needs_reconcile = False
         if self._flush(machine_row=True):
             log.debug("%s: reconciled: %d live legs, %d ended", self.name, live, ended)
+            self.status.reconciled(ended + len(self.live.legs.keys() - before))
             self._reconciled(live)
             self.synced.set()
             return True
@@ -243,6 +245,7 @@ class MachineRecorder(Standby):
         if done is None:
             return False
         done()
+        self.status.committed()
         return True
 
     def prune_history(self, now: float | None = None) -> int:

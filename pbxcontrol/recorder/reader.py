@@ -109,7 +109,7 @@ class EventReader:
                     self.out.put(REPLACED)
                     return True
                 self.received += 1
-                self.status.last_event_at = time.time()
+                self.status.heard(self.received)
                 self.out.put((self.received, message))
         except AriError as exc:
             if not self.stopping.is_set() and self.may_connect():  # not closed by a drop

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 
 from sqlalchemy.orm import Session
@@ -35,6 +36,12 @@ class Heartbeat:
         self.last_event_at = 0.0  # set by the reader: Unix time of the last websocket message
         self._next = 0.0  # monotonic time of the next beat
         self._since: tuple[float, int] | None = None  # (monotonic, events) at the last beat
+        # For GET /metrics: websocket connections, reconciles and the legs they corrected,
+        # and the read-to-commit lag (`heard` by the reader, `committed` by the writer).
+        self.connections = self.reconciles = self.corrections = 0
+        self.applied = 0  # the last event sequence number the writer applied
+        self._read: deque[tuple[int, float]] = deque()  # (seq, monotonic) not yet committed
+        self._lag = 0.0  # the longest read-to-commit time since the last beat
 
     def beat(
         self,
@@ -48,10 +55,27 @@ class Heartbeat:
         read since the recorder started. After a `release` the row names no holder: the
         recorder stopped cleanly."""
         if connected is not None:
+            if connected and not self.connected:
+                self.connections += 1
             self.connected = connected
         elif time.monotonic() < self._next:
             return
         with_db(lambda session: self.write(session, events, release), "heartbeat")
+
+    def heard(self, seq: int) -> None:
+        """The reader read event `seq` from the websocket (its thread)."""
+        self.last_event_at = time.time()
+        self._read.append((seq, time.monotonic()))
+
+    def committed(self) -> None:
+        """The writer committed every event up to `applied` (its thread)."""
+        now = time.monotonic()
+        while self._read and self._read[0][0] <= self.applied:
+            self._lag = max(self._lag, now - self._read.popleft()[1])
+
+    def reconciled(self, corrections: int) -> None:
+        self.reconciles += 1
+        self.corrections += corrections
 
     def write(self, session: Session, events: int, release: bool = False) -> None:
         """The UPDATE, in `session`."""
@@ -68,5 +92,10 @@ class Heartbeat:
             "last_event_at": self.last_event_at,
             "events_total": events,
             "events_per_second": round(rate, 2),
+            "reconnects": max(0, self.connections - 1),
+            "reconciles": self.reconciles,
+            "corrections": self.corrections,
+            "lag_seconds": round(self._lag, 6),
         }
+        self._lag = 0.0
         store.heartbeat(session, self.machine, self.name, values)
