@@ -37,8 +37,21 @@ PHONES = {
 }
 TRUNK_IP = "127.0.0.3"
 UAC_PORT, UAS_PORT, TRUNK_UAS_PORT = 5070, 5080, 5090
+# Machine 2: the sandbox's second Asterisk (`scripts/asterisk-sandbox --instance 2`,
+# sandbox/asterisk2/), its own ports and parties on other loopback addresses
+ARI2_URL = "http://127.0.0.1:8188/ari"
+ASTERISK2_SIP = "127.0.0.1:5160"
+PHONES2 = {
+    "erin": ("127.0.0.15", "1011", "Erin Brook", 3),
+    "frank": ("127.0.0.16", "1012", "Frank Hill", 3),
+    "grace": ("127.0.0.17", "2011", "Grace Lund", 4),
+}
+TRUNK2_IP = "127.0.0.13"
 # Channels of the sandbox's SIP parties and ring-group plumbing (never bench/ Local channels)
-PARTY_CHANNEL = re.compile(r"^(PJSIP/(alice|bob|carol|dave|trunk1)-|Local/\d+@(ringgroup|phones)-)")
+PARTY_CHANNEL = re.compile(
+    r"^(PJSIP/(alice|bob|carol|dave|trunk1|erin|frank|grace|trunk2)-"
+    r"|Local/\d+@(ringgroup|phones)-)"
+)
 _CALL_ID = re.compile(r"^Call-ID:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
 
 
@@ -121,9 +134,10 @@ class Party:
 
 
 class SippPool:
-    """The sipp processes of a test or of the demo; `stop()` ends each one by its pid."""
+    """The sipp processes of a test or of the demo; `stop()` ends each one by its pid.
+    `machine=2`: the parties of the second sandbox Asterisk (PHONES2, TRUNK2_IP)."""
 
-    def __init__(self, workdir: Path, tag: str = "e2e") -> None:
+    def __init__(self, workdir: Path, tag: str = "e2e", machine: int = 1) -> None:
         if shutil.which("sipp") is None:
             raise RuntimeError(
                 "sipp not found: apt-get install sip-tester "
@@ -134,6 +148,9 @@ class SippPool:
         self.tag = re.sub(r"[^A-Za-z0-9.-]", "-", tag)
         self.parties: list[Party] = []
         self._n = 0
+        self.asterisk_sip = ASTERISK_SIP if machine == 1 else ASTERISK2_SIP
+        self.phones = PHONES if machine == 1 else PHONES2
+        self.trunk_ip = TRUNK_IP if machine == 1 else TRUNK2_IP
 
     def _start(
         self, label: str, ip: str, args: list[str], *, calls: int = 1, timeout_s: int | None = 120
@@ -242,25 +259,25 @@ class SippPool:
             "-l",
             str(limit),
         ]
-        party = self._start(label, ip, [*args, ASTERISK_SIP], calls=calls, timeout_s=timeout_s)
+        party = self._start(label, ip, [*args, self.asterisk_sip], calls=calls, timeout_s=timeout_s)
         party.role, party.call_id = "uac", f"{cid}-1@{ip}"
         return party
 
     # -- the sandbox parties --
     def phone_answers(self, name: str, **kw: Any) -> Party:
-        return self.uas(f"{name}-uas", PHONES[name][0], **kw)
+        return self.uas(f"{name}-uas", self.phones[name][0], **kw)
 
     def phone_calls(self, name: str, number: str, **kw: Any) -> Party:
-        ip, own, display, _ = PHONES[name]
+        ip, own, display, _ = self.phones[name]
         return self.uac(f"{name}-uac", ip, number, own, display, **kw)
 
     def carrier_answers(self, **kw: Any) -> Party:
         kw.setdefault("media_port", 6200)
-        return self.uas("carrier-uas", TRUNK_IP, port=TRUNK_UAS_PORT, **kw)
+        return self.uas("carrier-uas", self.trunk_ip, port=TRUNK_UAS_PORT, **kw)
 
     def carrier_calls(self, did: str, cnum: str, cname: str, **kw: Any) -> Party:
         kw.setdefault("media_port", 6300)
-        return self.uac("carrier-uac", TRUNK_IP, did, cnum, cname, **kw)
+        return self.uac("carrier-uac", self.trunk_ip, did, cnum, cname, **kw)
 
     def stop(self, role: str | None = None) -> None:
         """Stop the parties (of one role: "uac" or "uas"), each by its pid.
@@ -332,5 +349,5 @@ def sandbox(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str
     )
 
 
-def sandbox_running() -> bool:
-    return sandbox("status").returncode == 0
+def sandbox_running(instance: int = 1) -> bool:
+    return sandbox("--instance", str(instance), "status").returncode == 0
