@@ -1,20 +1,24 @@
-"""The stream hub: one thread per API process that follows the change journal and writes
-every live stream's events, so an open stream costs a socket and a few objects, not a thread.
+"""The stream hub: one thread per API process that owns every live stream's socket, follows
+the change journal and writes the events, so an open stream costs a socket and a few objects
+— not a thread, nor a waitress channel in its socket loop.
 
-Each round: read the journal's head (SQLite: every `poll` seconds; PostgreSQL: woken by
-NOTIFY, and every second anyway), read the new entries once, and hand them to each *group*
-— the streams with the same view key (caller scope + parameters) share one view, so one
-query serves them all — then write the group's events to each of its streams with the
-server's thread-safe `write_soon`. New streams join between rounds, at the hub's position:
-a snapshot, or (resuming) the events they missed. Every few seconds: keepalives, and a
-re-check of each stream's person (disabled, token revoked or expired: the stream ends).
+The thread sleeps in one epoll set (pbxcontrol.http.outlet) of the streams' sockets and a
+wake-up pipe. Each round: read the journal's head (SQLite: every `poll` seconds; PostgreSQL:
+woken by NOTIFY, and every second anyway), read the new entries once, and hand them to each
+*group* — the streams with the same view key (caller scope + parameters) share one view, so
+one query serves them all — then queue the group's events, encoded once, on each of its
+streams (the same bytes object, not a copy per stream) and send them at once without
+blocking; what a socket does not take goes out when it is writable. New streams join between
+rounds, at the hub's position: a snapshot (encoded once per group and position), or
+(resuming) the events they missed. Every few seconds: keepalives, and a re-check of each
+stream's person (disabled, token revoked or expired: the stream ends).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -24,32 +28,24 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from pbxcontrol.db import journal
-from pbxcontrol.http.stream import Event, Opened, StreamApi, StreamView, event
+from pbxcontrol.http.outlet import Fanout, Outlet, Stream
+from pbxcontrol.http.stream import Opened, StreamApi, StreamView, event
 
 log = logging.getLogger("pbxcontrol.http")
 
 KEEPALIVE = 10.0  # seconds between comment lines (the contract: at most 15)
 RECHECK = 30.0  # seconds between re-checks of each stream's person (the contract: 60)
-BACKLOG = 4 * 1024 * 1024  # bytes a client may leave unread before its stream is ended
 BATCH = 5000  # journal entries read per round at most
-
-
-@dataclass(eq=False)
-class Stream:
-    channel: Any  # the server's channel: write_soon(), close_when_flushed, connected
-    opened: Opened
-    last_id: int = -1
-    written: float = field(default_factory=time.monotonic)
 
 
 @dataclass(eq=False)
 class Group:
     view: StreamView
     streams: set[Stream] = field(default_factory=set)
-    snapshot: tuple[int, bytes] | None = None  # (id, data) computed at that id
+    snapshot: tuple[int, bytes] | None = None  # (id, the encoded `snapshot` event at that id)
 
 
-class Hub:
+class Hub(Fanout):
     def __init__(self, engine: Engine, streams: StreamApi, poll: float = 0.1) -> None:
         self.engine = engine
         self.api = streams
@@ -57,59 +53,67 @@ class Hub:
         self.position = 0  # the last journal id every group has been brought to
         self.pruned = 0
         self.groups: dict[Any, Group] = {}
-        self.by_channel: dict[Any, Stream] = {}
-        self._joining: queue.SimpleQueue[Stream] = queue.SimpleQueue()
-        self._leaving: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._wake = threading.Event()
+        Fanout.__init__(self)
+        self._joining: queue.SimpleQueue[tuple[socket.socket, Opened, bytes]]
+        self._joining = queue.SimpleQueue()
         self._stop = threading.Event()
-        self._trigger: Callable[[], None] = lambda: None
-        self._next_keepalive = self._next_recheck = 0.0
+        self._thread: threading.Thread | None = None
+        # The intervals are read each round (a test may shorten them on a running hub).
+        self._last_keepalive = self._last_recheck = -RECHECK - KEEPALIVE
+        self._next_recheck = float("inf")  # sooner: a token that expires
         #: Told the number of open streams after each round (the metrics' gauge).
         self.counted: Callable[[int], None] = lambda count: None
 
     # -- called from other threads -----------------------------------------------------------
-    def start(self, trigger: Callable[[], None]) -> None:
-        """Run in this process (after any fork): `trigger` wakes the server's socket loop."""
-        self._trigger = trigger
+    def start(self) -> None:
+        """Run in this process (after any fork)."""
         with self.engine.connect() as conn:
             self.position, self.pruned = journal.head(conn)
-        threading.Thread(target=self._run, name="stream hub", daemon=True).start()
+        self._thread = threading.Thread(target=self._run, name="stream hub", daemon=True)
+        self._thread.start()
         if self.engine.dialect.name == "postgresql":
             threading.Thread(target=self._listen, name="stream listen", daemon=True).start()
 
     def stop(self) -> None:
+        """End the hub's thread; it closes every stream's socket."""
         self._stop.set()
-        self._wake.set()
+        self.poller.wake()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
 
-    def join(self, channel: Any, opened: Opened) -> None:
-        self._joining.put(Stream(channel, opened))
-        self._wake.set()
-
-    def leave(self, channel: Any) -> None:
-        """The channel closed (the socket loop's thread)."""
-        self._leaving.put(channel)
-        self._wake.set()  # free the person's slot now, not at the next poll
+    def join(self, sock: socket.socket, opened: Opened, head: bytes) -> None:
+        """Take over an opened stream's socket: `head` (headers, `retry:`) goes out first."""
+        self._joining.put((sock, opened, head))
+        self.poller.wake()
 
     @property
     def count(self) -> int:
-        return len(self.by_channel)
+        return len(self.streams)
 
     # -- the hub's thread ------------------------------------------------------------------
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.poll)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self._round()
-                self.counted(self.count)
-            except Exception:
-                log.exception("stream hub: round failed; retrying")
-                self._stop.wait(1.0)
+        due = 0.0
+        try:
+            while not self._stop.is_set():
+                woken, ready = self.poller.wait(due - time.monotonic())
+                if self._stop.is_set():
+                    return
+                for stream, events in ready:
+                    self._ready(stream, events)
+                if woken or time.monotonic() >= due:
+                    due = time.monotonic() + self.poll
+                    try:
+                        self._round()
+                        self.counted(self.count)
+                    except Exception:
+                        log.exception("stream hub: round failed; retrying")
+                        self._stop.wait(1.0)
+        finally:
+            for stream in [*self.streams.values(), *self.closing.values()]:
+                self._close(stream)
+            self.poller.close()
 
     def _round(self) -> None:
-        self._drop_left()
         with self.engine.connect() as conn:
             last, self.pruned = journal.head(conn)
             if last > self.position:
@@ -117,17 +121,15 @@ class Hub:
                 self._advance(conn, journal.since(conn, self.position, upto), upto)
                 self.position = upto
                 if upto < last:
-                    self._wake.set()
+                    self.poller.wake()
             self._join_waiting(conn)
             now = time.monotonic()
-            if now >= self._next_recheck:
-                self._next_recheck = now + RECHECK
+            if now >= min(self._next_recheck, self._last_recheck + RECHECK):
+                self._last_recheck, self._next_recheck = now, float("inf")
                 self._recheck(conn)
-        if time.monotonic() >= self._next_keepalive:
-            self._next_keepalive = time.monotonic() + KEEPALIVE
-            self._keepalive()
-        with contextlib.suppress(OSError):  # the server closed meanwhile (stopping)
-            self._trigger()
+        if time.monotonic() >= self._last_keepalive + KEEPALIVE:
+            self._last_keepalive = time.monotonic()
+            self._keepalive(KEEPALIVE)
 
     def _advance(self, conn: Connection, entries: list[journal.Entry], upto: int) -> None:
         reset = any(e.op == journal.RESET for e in entries)
@@ -136,36 +138,40 @@ class Hub:
                 if not group.view.still_valid(conn):
                     self._end_group(key, group)
                     continue
-                data = group.view.snapshot(conn, replace=True)
+                data = event(upto, "snapshot", group.view.snapshot(conn, replace=True))
                 group.snapshot = (upto, data)
-                self._send(group.streams, [(upto, "snapshot", data)])
+                self._fan(group.streams, [(upto, "snapshot", b"")], data)
             else:
                 group.snapshot = None
                 self._send(group.streams, group.view.changes(conn, entries))
 
     def _join_waiting(self, conn: Connection) -> None:
-        waiting: list[Stream] = []
+        waiting: list[tuple[socket.socket, Opened, bytes]] = []
         while True:
             try:
-                stream = self._joining.get_nowait()
+                joining = self._joining.get_nowait()
             except queue.Empty:
                 break
-            resume = stream.opened.last_event_id
+            resume = joining[1].last_event_id
             if resume is not None and self.position < resume <= journal.head(conn)[0]:
-                waiting.append(stream)  # this hub has not read that far yet: next round
+                waiting.append(joining)  # this hub has not read that far yet: next round
                 continue
-            self._join(conn, stream)
-        for stream in waiting:
-            self._joining.put(stream)
+            self._join(conn, *joining)
+        for joining in waiting:
+            self._joining.put(joining)
 
-    def _join(self, conn: Connection, stream: Stream) -> None:
-        opened = stream.opened
-        group = self.groups.get((opened.path, opened.view.key))
+    def _join(self, conn: Connection, sock: socket.socket, opened: Opened, head: bytes) -> None:
+        stream = Stream(Outlet(sock), opened)
+        self.poller.add(stream.outlet, stream)
+        stream.outlet.push(head)
+        key = (opened.path, opened.view.key)
+        group = self.groups.get(key)
         if group is None:
-            group = self.groups[(opened.path, opened.view.key)] = Group(opened.view)
-            group.snapshot = (self.position, group.view.snapshot(conn, replace=True))
+            group = self.groups[key] = Group(opened.view)
+            data = group.view.snapshot(conn, replace=True)
+            group.snapshot = (self.position, event(self.position, "snapshot", data))
         group.streams.add(stream)
-        self.by_channel[stream.channel] = stream
+        self.streams[stream.outlet.fd] = stream
         if opened.caller.token_expires:  # end it on time, not at the next periodic check
             self._next_recheck = min(self._next_recheck, self._next_expiry())
         resume = opened.last_event_id
@@ -174,48 +180,18 @@ class Hub:
             if not any(e.op == journal.RESET for e in missed):
                 stream.last_id = resume
                 self._send([stream], group.view.catch_up(conn, missed))
+                self._flush(stream)  # the head, when nothing was missed
                 return
         if group.snapshot is None or group.snapshot[0] != self.position:
-            group.snapshot = (self.position, group.view.snapshot(conn, replace=False))
-        self._send([stream], [(self.position, "snapshot", group.snapshot[1])])
-
-    def _send(self, streams: Any, events: list[Event]) -> None:
-        if not events:
-            return
-        whole = b"".join(event(i, name, d) for i, name, d in events)
-        for stream in list(streams):
-            data = (
-                whole
-                if stream.last_id < events[0][0]
-                else b"".join(event(i, name, d) for i, name, d in events if i > stream.last_id)
-            )
-            if data and self._write(stream, data):
-                stream.last_id = max(i for i, _, _ in events)
-
-    def _write(self, stream: Stream, data: bytes) -> bool:
-        channel = stream.channel
-        if channel.total_outbufs_len > BACKLOG:  # it does not read: end it, do not buffer more
-            log.info("stream of %s ended: the client does not read", stream.opened.caller.username)
-            self._end(stream)
-            return False
-        try:
-            channel.write_soon(data)
-        except Exception:  # ClientDisconnected: the socket loop tells us through leave()
-            return False
-        stream.written = time.monotonic()
-        return True
-
-    def _keepalive(self) -> None:
-        idle = time.monotonic() - KEEPALIVE + 1.0
-        for stream in list(self.by_channel.values()):
-            if stream.written <= idle:
-                self._write(stream, b": keepalive\n\n")
+            data = group.view.snapshot(conn, replace=False)
+            group.snapshot = (self.position, event(self.position, "snapshot", data))
+        self._fan([stream], [(self.position, "snapshot", b"")], group.snapshot[1])
 
     def _recheck(self, conn: Connection) -> None:
         """End the streams whose person was disabled, whose token expired or was revoked, or
         whose view they may no longer see. One check per distinct credentials."""
         verdicts: dict[tuple, bool] = {}
-        for stream in list(self.by_channel.values()):
+        for stream in list(self.streams.values()):
             opened = stream.opened
             who = (opened.path, tuple(sorted(opened.credentials.items())))
             if who not in verdicts:
@@ -233,7 +209,7 @@ class Hub:
         """When the first token of a stream expires (monotonic), so its stream ends on time."""
         expiries = [
             s.opened.caller.token_expires
-            for s in self.by_channel.values()
+            for s in self.streams.values()
             if s.opened.caller.token_expires
         ]
         if not expiries:
@@ -245,25 +221,14 @@ class Hub:
             self._end(stream)
         self.groups.pop(key, None)
 
-    def _end(self, stream: Stream) -> None:
-        """Close the stream once what was written has gone out; leave() then forgets it."""
-        stream.channel.close_when_flushed = True
-        self._forget(stream.channel)
-
-    def _drop_left(self) -> None:
-        while True:
-            try:
-                channel = self._leaving.get_nowait()
-            except queue.Empty:
-                return
-            self._forget(channel)
-
-    def _forget(self, channel: Any) -> None:
-        stream = self.by_channel.pop(channel, None)
-        if stream is None:
+    def _forget(self, stream: Stream) -> None:
+        """No more events for it: out of its group, its person's slot freed."""
+        fd = stream.outlet.fd
+        if self.streams.get(fd) is not stream:
             return
-        self.api.slots.release(stream.opened.caller.username)
+        del self.streams[fd]
         opened = stream.opened
+        self.api.slots.release(opened.caller.username)
         key = (opened.path, opened.view.key)
         group = self.groups.get(key)
         if group is not None:
@@ -282,7 +247,7 @@ class Hub:
                     pg.execute(f"LISTEN {journal.CHANNEL}")
                     while not self._stop.is_set():
                         for _ in pg.notifies(timeout=1.0, stop_after=1):
-                            self._wake.set()
+                            self.poller.wake()
                 finally:
                     raw.invalidate()
             except Exception as exc:

@@ -43,18 +43,17 @@ class EnvelopeChannel(HTTPChannel):
 
 class ApiChannel(EnvelopeChannel):
     """A connection that can become a live stream (pbxcontrol.http.stream): a request under
-    /api/stream/ is opened on a worker thread like any request, but once its headers are
-    written the channel is handed to the hub and the worker returns without finishing the
-    response. The socket loop keeps the open connection (reading only to see it close);
-    the hub writes its events with write_soon, which is thread-safe and wakes the loop."""
+    /api/stream/ is opened on a worker thread like any request; once it opens, its socket
+    leaves waitress for the process's hub (pbxcontrol.http.hub), which owns it from then on
+    (its epoll set, its writes), so no thread waits on a stream and waitress's socket loop —
+    which rebuilds its poll set from every channel on each pass — never sees it again."""
 
     streams: StreamApi | None = None
     hub: Hub | None = None
     proxies: ClientAddress | None = None
-    streaming = False
 
     def service(self):
-        request = self.requests[0]  # type: ignore[has-type]
+        request = self.requests[0]
         if self.hub is None or request.error or not request.path.startswith(PREFIX):
             return super().service()
         assert self.streams is not None
@@ -66,58 +65,40 @@ class ApiChannel(EnvelopeChannel):
             request.headers.get("LAST_EVENT_ID", ""),
             self._client_address(request),
         )
-        # Written before the request is dropped: with no request in flight, the socket loop
-        # flushes without the buffer lock (see handle_write).
         if isinstance(opened, bytes):
+            # Written before the request is dropped: with no request in flight, the socket
+            # loop flushes without the buffer lock.
             self.write_soon(stream.whole(version, opened))
             self.close_when_flushed = True
+            self._finished()
+            self.server.pull_trigger()
         else:
-            self.streaming = True
-            self.write_soon(stream.head(version))
-            self.hub.join(self, opened)
+            # Handed over on the socket loop's thread; until then the request is in flight,
+            # so the loop neither reads nor writes this channel.
+            head = stream.head(version)
+            self.server.trigger.pull_trigger(lambda: self._hand_over(opened, head))
+
+    def _finished(self) -> None:
         with self.requests_lock:
-            for queued in self.requests:  # type: ignore[has-type]
+            for queued in self.requests:
                 queued.close()
-            self.requests = []
+            self.requests.clear()
         self.last_activity = time.time()
-        self.server.pull_trigger()
+
+    def _hand_over(self, opened: stream.Opened, head: bytes) -> None:
+        """(The socket loop's thread.) Out of waitress's map, the socket to the hub."""
+        assert self.hub is not None
+        self._finished()
+        sock = self.socket
+        self.del_channel()
+        self.connected = False
+        self.hub.join(sock, opened, head)
 
     def _client_address(self, request) -> str:
         peer = self.addr[0] if self.addr else ""
         if self.proxies is None:
             return peer
         return self.proxies.resolve(peer, request.headers.get("X_FORWARDED_FOR", ""))
-
-    def handle_write(self):
-        if not self.streaming:
-            return super().handle_write()
-        # waitress flushes an idle channel without the buffer lock, as no task writes to it;
-        # the hub does (write_soon, from its thread): flush under the lock, or next time.
-        self._flush_exception(self._flush_some_if_lockable)
-        if self.close_when_flushed and not self.total_outbufs_len:
-            self.close_when_flushed = False
-            self.will_close = True
-        if self.will_close:
-            self.handle_close()
-
-    def readable(self):
-        # A stream's client has nothing more to send, but reading shows when it goes away.
-        return (self.streaming and not self.will_close) or super().readable()
-
-    def received(self, data):
-        if self.streaming:
-            return len(data)
-        return super().received(data)
-
-    def handle_read(self):
-        super().handle_read()
-        if self.streaming and not self.connected:
-            self.will_close = True  # the client went away: close at once, nothing to flush
-
-    def handle_close(self):
-        if self.streaming and self.hub is not None:
-            self.hub.leave(self)
-        super().handle_close()
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -155,7 +136,7 @@ def make_server(
         max_request_header_size=32 * 1024,
         max_request_body_size=1024 * 1024,
         channel_timeout=30,  # idle keep-alive connections; a stream writes every 10 s
-        # Live streams hold a connection each: poll(), not select() (FD_SETSIZE is 1024).
+        # Open streams leave waitress (the hub holds them); poll(), not select(), anyway.
         connection_limit=512 if streams is None else 4096,
         asyncore_use_poll=True,
         # With trusted proxies, their middleware clears the proxy headers (after reading them).
@@ -171,7 +152,7 @@ def make_server(
             (ApiChannel,),
             {"streams": streams, "hub": server.hub, "proxies": proxies},
         )
-        server.hub.start(listeners[0].pull_trigger)
+        server.hub.start()
     for dispatcher in listeners:
         dispatcher.channel_class = channel_class
     host, port = sock.getsockname()[:2]
