@@ -140,7 +140,8 @@ class StreamApi:
 
 def _event_id(raw: str) -> int | None:
     raw = raw.strip()
-    return int(raw) if raw.isdigit() and len(raw) <= 18 else None
+    # isascii: str.isdigit() is also true of '²' or '٣', which int() refuses (a 500).
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
 
 
 def event(ident: int, name: str, data: bytes) -> bytes:
