@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from urllib.parse import quote
 
 import pytest
 import webtest
@@ -230,3 +231,24 @@ def test_a_disabled_persons_stream_ends(site, monkeypatch):
         provisioning.apply(session, doc)
     with pytest.raises(EOFError):
         client.read_until(lambda c: False, timeout=5)
+
+
+@pytest.mark.parametrize("resume", ["\u00b2", "-1", "abc", "9" * 30, "1e3"])
+def test_a_last_event_id_that_is_not_an_id_starts_with_a_snapshot(site, resume):
+    _, address, app = site
+    q = query("acme")
+    by_header = started(address, q, headers={"Last-Event-ID": resume})
+    assert by_header.events[0][1] == "snapshot"
+    by_param = started(address, q + ";last_event_id=" + quote(resume))
+    assert by_param.events[0][1] == "snapshot"
+
+
+@pytest.mark.parametrize("site", ["streams_per_person = 2"], indirect=True)
+def test_clients_that_leave_at_once_free_their_slots(site):
+    _, address, _ = site
+    for _ in range(10):
+        Client(address, query("acme")).close()  # headers read, then gone
+    time.sleep(0.5)
+    first, second = started(address, query("acme")), started(address, query("acme"))
+    first.close()
+    second.close()
