@@ -61,10 +61,11 @@ def service(tmp_path_factory):
                 for i, (u, c, s, d, st, sn, dt, dn, di) in enumerate(LEGS)
             ],
         )
-    server = make_server(rt.app, listen("127.0.0.1", 0), 4)
+    server = make_server(rt.app, listen("127.0.0.1", 0), 4, rt.streams)  # with the live stream
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     yield rt, f"http://127.0.0.1:{server.effective_port}"
+    server.hub.stop()
     server.close()
     rt.close()
     ari.close()

@@ -28,7 +28,8 @@ def check_envelope(response) -> None:
     assert ("data" in body) == (codes == ["200"]), body
 
 
-@schema.parametrize()
+# The stream's answer never ends: tests/fuzz/test_stream_fuzz.py reads it bounded.
+@schema.exclude(path="/api/stream/calls/active/list/").parametrize()
 @settings(
     max_examples=60,
     deadline=None,
