@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from pbxcontrol.db import journal
+from pbxcontrol.http.api import _release_memory
 from pbxcontrol.http.outlet import Fanout, Outlet, Stream
 from pbxcontrol.http.stream import Opened, StreamApi, StreamView, event
 
@@ -36,6 +37,7 @@ log = logging.getLogger("pbxcontrol.http")
 KEEPALIVE = 10.0  # seconds between comment lines (the contract: at most 15)
 RECHECK = 30.0  # seconds between re-checks of each stream's person (the contract: 60)
 BATCH = 5000  # journal entries read per round at most
+TRIM_EVERY = 1.0  # seconds between malloc_trim calls while streams open
 
 
 @dataclass(eq=False)
@@ -61,6 +63,7 @@ class Hub(Fanout):
         # The intervals are read each round (a test may shorten them on a running hub).
         self._last_keepalive = self._last_recheck = -RECHECK - KEEPALIVE
         self._next_recheck = float("inf")  # sooner: a token that expires
+        self._trim_due, self._next_trim = False, 0.0
         #: Told the number of open streams after each round (the metrics' gauge).
         self.counted: Callable[[int], None] = lambda count: None
 
@@ -124,6 +127,11 @@ class Hub(Fanout):
                     self.poller.wake()
             self._join_waiting(conn)
             now = time.monotonic()
+            if self._trim_due and now >= self._next_trim:
+                # Opening streams checks passwords (argon2: 19 MiB each, on several worker
+                # threads at once) and builds snapshots: give the freed heap back.
+                self._trim_due, self._next_trim = False, now + TRIM_EVERY
+                _release_memory()
             if now >= min(self._next_recheck, self._last_recheck + RECHECK):
                 self._last_recheck, self._next_recheck = now, float("inf")
                 self._recheck(conn)
@@ -157,6 +165,7 @@ class Hub(Fanout):
                 waiting.append(joining)  # this hub has not read that far yet: next round
                 continue
             self._join(conn, *joining)
+            self._trim_due = True
         for joining in waiting:
             self._joining.put(joining)
 
@@ -170,6 +179,7 @@ class Hub(Fanout):
             group = self.groups[key] = Group(opened.view)
             data = group.view.snapshot(conn, replace=True)
             group.snapshot = (self.position, event(self.position, "snapshot", data))
+        opened.view = group.view  # the stream's own (its statements) is not kept
         group.streams.add(stream)
         self.streams[stream.outlet.fd] = stream
         if opened.caller.token_expires:  # end it on time, not at the next periodic check
