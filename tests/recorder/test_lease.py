@@ -8,7 +8,7 @@ import logging
 import threading
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 
 from pbxcontrol.ari.events import parse_event
 from pbxcontrol.db.models import Machine
@@ -130,6 +130,45 @@ def test_standbys_racing_for_an_expired_lease_never_both_win(sessions, rounds):
             thread.join(30)
         assert len(won) == 1, [lease.holder for lease in won]
         assert lease_row(sessions).holder == won[0].holder
+
+
+class PausedAfterRead:
+    """A session that stops after its first SELECT until `go` is set: the standby read the
+    lease, and a rival takes it before this standby's UPDATE runs."""
+
+    def __init__(self, session, read: threading.Event, go: threading.Event):
+        self.session, self.read, self.go, self.paused = session, read, go, False
+
+    def get_bind(self):
+        return self.session.get_bind()
+
+    def execute(self, statement, *args, **kwargs):
+        result = self.session.execute(statement, *args, **kwargs)
+        if not self.paused and isinstance(statement, Select):
+            self.paused = True
+            self.read.set()
+            self.go.wait(10)
+        return result
+
+
+def test_a_standby_that_read_the_lease_before_a_rival_took_it_does_not_win(sessions):
+    take(sessions, Lease(1, "dead:0", TAKEOVER))
+    expire(sessions)
+    slow, fast = Lease(1, "slow:1", TAKEOVER), Lease(1, "fast:2", TAKEOVER)
+    read, go, won = threading.Event(), threading.Event(), []
+
+    def slow_standby() -> None:
+        with sessions.begin() as session:
+            won.append(slow.try_acquire(PausedAfterRead(session, read, go)))
+
+    thread = threading.Thread(target=slow_standby)
+    thread.start()
+    assert read.wait(10)
+    assert take(sessions, fast) and fast.epoch == 2
+    go.set()
+    thread.join(30)
+    assert won == [False] and slow.epoch is None
+    assert (lease_row(sessions).holder, lease_row(sessions).epoch) == ("fast:2", 2)
 
 
 def test_a_standby_does_not_connect_to_ari_before_it_holds_the_lease(sessions, recorders):
