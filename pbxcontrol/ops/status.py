@@ -54,6 +54,7 @@ def machines(conn: Connection, config: Config, now: float) -> list[dict[str, Any
                 "recording": current == "recording",
                 "connected": current == "recording",  # a live holder hears from ARI
                 "holder": row.holder if row is not None else "",
+                "epoch": row.epoch if row is not None else 0,  # the lease's (SPEC §10)
                 "heartbeat_age": _age(now, row.heartbeat_at) if row is not None else None,
                 "last_sync_age": _age(now, row.last_sync) if row is not None else None,
                 "live_legs": legs.get(mid, 0),
@@ -72,7 +73,7 @@ def _cells(m: dict[str, Any]) -> list[table.Cell]:
         str(m["machine"]) + ("" if m["configured"] else " (not configured)"),
         (m["state"], beat),
         "yes" if m["connected"] else "no",
-        m["holder"] or "-",
+        f"{m['holder']} (epoch {m['epoch']})" if m["holder"] else "-",
         _ago(m["last_sync_age"]),
         str(m["live_legs"]),
         f"{m['events_per_second']:.1f}" if live else "-",
