@@ -15,7 +15,7 @@ from pbxcontrol import provisioning
 from pbxcontrol.db import journal
 from pbxcontrol.http import hub
 from tests.conftest import LIST, build_provisioned, write_config
-from tests.plugins.active_calls.conftest import ALICE, CALLS, leg
+from tests.plugins.active_calls.conftest import ALICE, BY_ID, CALLS, leg
 from tests.plugins.active_calls.stream_support import Client, query, serving, write_legs
 
 
@@ -153,6 +153,22 @@ def test_resume_sends_only_the_missed_changes(site):
     by_param = Client(address, q + f";last_event_id={last}")
     by_param.read_until(lambda c: len(c.events) >= 2)
     assert "snapshot" not in [e[1] for e in by_param.events]
+
+
+def test_resume_says_nothing_of_legs_outside_the_scope(site):
+    rt, address, _ = site
+    q = query("beta")
+    client = started(address, q)
+    last = client.events[-1][0]
+    client.close()
+    foreign = leg("905.1", "905.1", 905, scustomer=7, dcustomer=7)
+    write_legs(rt, upsert=[foreign])
+    write_legs(rt, gone=[foreign])  # came and went while beta was away
+    write_legs(rt, gone=[BY_ID["150.1"]])  # Gamma's call ends
+    write_legs(rt, upsert=[leg("906.1", "906.1", 906, scustomer=4, dcustomer=4)])
+    again = Client(address, q, headers={"Last-Event-ID": str(last)})
+    again.read_until(lambda c: (1, "906.1") in c.rows)
+    assert [(kind, data["uniqueid"]) for _, kind, data in again.events] == [("upsert", "906.1")]
 
 
 def test_resume_after_the_journal_was_pruned_is_a_fresh_snapshot(site):
