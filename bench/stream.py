@@ -172,7 +172,7 @@ def _subscribe(site: _Site, views) -> subprocess.Popen:
         for who, params in (views[i % len(views)] for i in range(SUBSCRIBERS))
     ]
     client = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("streamclient.py"))],
+        ["nice", "-n", "10", sys.executable, str(Path(__file__).with_name("streamclient.py"))],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert client.stdin is not None and client.stdout is not None

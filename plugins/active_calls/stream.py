@@ -54,9 +54,13 @@ class ListView:
         self._changed, _ = query.statement(rows, scope, caller, keyed=True, changed=True)
         self._count = query.statement(wanted, scope, caller)[0] if wanted.count else None
         self.held: set[Key] = set()  # what a client of this view may hold now
+        self._mine: set[int] | None = None  # the scope's customers (until a reset)
+        self._mine_known = False
 
     # -- StreamView ------------------------------------------------------------------------
     def snapshot(self, conn: Connection, replace: bool) -> bytes:
+        if replace:  # after a reset too: the tree may have changed
+            self._mine_known = False
         rows = self._rows(conn, self._all, {})
         keys = {key for key, _ in rows}
         self.held = keys if replace else self.held | keys
@@ -65,6 +69,19 @@ class ListView:
         return b'{"data":[' + ",".join(obj for _, obj in rows).encode() + b"]}"
 
     def changes(self, conn: Connection, entries: list[JournalEntry]) -> list[Event]:
+        """Only the legs the view may show now (their keys in its customers) or showed: a
+        change of other customers' legs costs no query."""
+        if not self._mine_known:
+            self._mine, self._mine_known = self._customers(conn), True
+        mine = self._mine
+        if mine is not None:
+            held = self.held
+            entries = [
+                e
+                for e in entries
+                if (e.machine, e.uniqueid) in held
+                or (e.new is not None and (e.new[0] in mine or e.new[1] in mine))
+            ]
         return self._events(conn, _last_ids(entries), self.held, update=True)
 
     def catch_up(self, conn: Connection, entries: list[JournalEntry]) -> list[Event]:
