@@ -1,8 +1,9 @@
 """The live stream's fan-out: 1,000 SSE subscribers on one real `pbxcontrol api` process.
 
 A real API process (processes = 1, SQLite); the subscribers are plain sockets on one epoll
-set in a process of their own (bench/streamclient.py: receipt time read once per wake-up,
-chunks only scanned for `id:`), spread over 7 realistic views (system with names, system
+set in a process of their own at nice 10 (bench/streamclient.py: receipt time read once per
+wake-up, chunks only scanned for `id:`; real subscribers are on other machines, and on these
+2 cores its bursts would otherwise be charged to the list's latency), spread over 7 realistic views (system with names, system
 sorted, reseller's subtree with names, a customer with names, the same filtered by direction,
 another customer, the reseller's count) and, in a second run, all on one view (a customer
 with names). Changes are written through the recorder's own write path (`store.write`,

@@ -18,6 +18,9 @@ from pbxcontrol.http.stream import PREFIX, StreamApi
 
 log = logging.getLogger("pbxcontrol.http")
 
+#: Open streams one process holds at most (they are not in waitress's connection_limit).
+STREAMS_PER_PROCESS = 4096
+
 
 class EnvelopeErrorTask(ErrorTask):
     """Requests waitress itself refuses (headers over the limit, a malformed request line or
@@ -153,6 +156,8 @@ def make_server(
             {"streams": streams, "hub": server.hub, "proxies": proxies},
         )
         server.hub.start()
+        hub = server.hub
+        streams.full = lambda: hub.count >= STREAMS_PER_PROCESS
     for dispatcher in listeners:
         dispatcher.channel_class = channel_class
     host, port = sock.getsockname()[:2]

@@ -82,6 +82,8 @@ class StreamApi:
     slots: PersonSlots
     api: JsonApi = field(default=None)  # type: ignore[assignment]  # set by runtime.build_api
     functions: dict[str, StreamFunction] = field(default_factory=dict)
+    #: Whether this process holds as many streams as it may (set by the server with its hub).
+    full: Callable[[], bool] = lambda: False
 
     def add(self, path: str, opener: Opener, privileges: Iterable[str]) -> None:
         key = path.strip("/")
@@ -122,6 +124,8 @@ class StreamApi:
             caller = self.api.authenticator.from_params(conn, values, address)
             check_privileges(function.privileges, caller)
             view = function.opener(ApiRequest(values, caller, conn, address))
+        if self.full():
+            raise ApiError(429, [("", "Too many live streams on this server.")])
         if not self.slots.acquire(caller.username):
             raise ApiError(429, [("", "Too many live streams for this person.")])
         return Opened(name, caller, view, credentials, _event_id(resume))
