@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,10 @@ log = logging.getLogger("pbxcontrol.http")
 KEEPALIVE = 10.0  # seconds between comment lines (the contract: at most 15)
 RECHECK = 30.0  # seconds between re-checks of each stream's person (the contract: 60)
 BATCH = 5000  # journal entries read per round at most
+#: The GIL's switch interval in a process with a hub (Python's default is 5 ms): a request
+#: thread waiting for the GIL while the hub fans a change out waits at most this long, at
+#: each of the several times a request takes the GIL back after I/O.
+SWITCH_INTERVAL = 0.001
 TRIM_EVERY = 1.0  # seconds between malloc_trim calls while streams open
 
 
@@ -70,6 +75,7 @@ class Hub(Fanout):
     # -- called from other threads -----------------------------------------------------------
     def start(self) -> None:
         """Run in this process (after any fork)."""
+        sys.setswitchinterval(SWITCH_INTERVAL)
         with self.engine.connect() as conn:
             self.position, self.pruned = journal.head(conn)
         self._thread = threading.Thread(target=self._run, name="stream hub", daemon=True)
