@@ -32,9 +32,21 @@ OURS = PARTY_CHANNEL
 
 class PbxServer:
     """`python -m pbxcontrol --config FILE serve` on `db_url` (default: a SQLite file in
-    `workdir`), HTTP on a free port."""
+    `workdir`), HTTP on a free port. `command` "record" or "api" runs one half; `machines`
+    ({id: (ari_url, app)}) replaces the one `[asterisk:1]` of `ari_url`/`app`; `extra` is
+    more INI text (e.g. a `[recorder]` section)."""
 
-    def __init__(self, workdir: Path, ari_url: str, app: str, db_url: str | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        ari_url: str,
+        app: str,
+        db_url: str | None = None,
+        *,
+        command: str = "serve",
+        machines: dict[int, tuple[str, str]] | None = None,
+        extra: str = "",
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "pbxcontrol.ini"
@@ -49,19 +61,26 @@ class PbxServer:
             level = DEBUG
             [plugins]
             enabled = active_calls
-            [asterisk:1]
-            ari_url = {ari_url}
-            username = pbxcontrol
-            password = pbxcontrol-secret
-            app = {app}
-            ping_interval = 2
-            ping_timeout = 4
             """)
+            + "".join(
+                textwrap.dedent(f"""\
+                [asterisk:{mid}]
+                ari_url = {url}
+                username = pbxcontrol
+                password = pbxcontrol-secret
+                app = {name}
+                ping_interval = 2
+                ping_timeout = 4
+                """)
+                for mid, (url, name) in (machines or {1: (ari_url, app)}).items()
+            )
+            + textwrap.dedent(extra)
         )
         self.config.chmod(0o600)
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
-        self.log = workdir / "serve.log"
+        self.command = command
+        self.log = workdir / f"{command}.log"
         self.http = requests.Session()
         self.starts = 0
         self.app = app
@@ -81,12 +100,14 @@ class PbxServer:
         self.cli("initdb")
         self.cli("provision", str(PROVISION))
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0, ready: str = "events websocket connected") -> None:
+        """Start and wait until the log shows `ready` (not for "api") and, unless it is a
+        "record", the API answers."""
         self.starts += 1
         offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pbxcontrol", "--config", str(self.config), "serve"],
+                [sys.executable, "-m", "pbxcontrol", "--config", str(self.config), self.command],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -96,16 +117,21 @@ class PbxServer:
         while True:
             text = self.log.read_text(errors="replace")[offset:]
             match = _LISTENING.search(text)
-            if match and "events websocket connected" in text:
-                self.port = int(match.group(1))
-                if self.list("admin", customer="system") is not None:
+            if self.command == "api" or ready in text:
+                if self.command == "record":
                     return
+                if match:
+                    self.port = int(match.group(1))
+                    if self.list("admin", customer="system") is not None:
+                        return
             if self.proc.poll() is not None:
                 raise AssertionError(
-                    f"pbxcontrol serve exited with {self.proc.returncode}:\n" + self.tail()
+                    f"pbxcontrol {self.command} exited with {self.proc.returncode}:\n" + self.tail()
                 )
             if time.monotonic() > deadline:
-                raise AssertionError(f"pbxcontrol serve not ready in {timeout} s:\n" + self.tail())
+                raise AssertionError(
+                    f"pbxcontrol {self.command} not ready in {timeout} s:\n" + self.tail()
+                )
             time.sleep(0.1)
 
     def tail(self, lines: int = 40) -> str:
