@@ -123,11 +123,18 @@ def check_held(client: Client, app, q: str, allowed) -> None:
         return
     want = sorted(listed, key=lambda r: (r["start"], r["uniqueid"], r["machine"]))
     client.read_until(lambda c: c.listed() == want, timeout=5)
+    shown: set[tuple[int, str]] = set()
     for _, kind, data in client.events:
         if kind == "upsert":
             assert allowed(data), f"a foreign leg was streamed: {data}"
         elif kind == "snapshot":
             assert all(allowed(row) for row in data["data"]), data
+        if "uniqueid" in data:  # a remove names only a leg this client was shown
+            key = (data["machine"], data["uniqueid"])
+            assert kind == "upsert" or key in shown, f"a remove of a leg never shown: {data}"
+            shown.add(key)
+        elif kind == "snapshot" and "data" in data:
+            shown |= {(r["machine"], r["uniqueid"]) for r in data["data"]}
 
 
 @settings(
