@@ -3,11 +3,13 @@ and the fleet's metrics are summed over the workers (prometheus-client's multipr
 
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.request
 
@@ -28,42 +30,64 @@ def api_with_workers(tmp_path, processes=2):
     return config
 
 
-def read_until(proc, lines, pattern, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        lines.append(line)
-        match = re.search(pattern, line)
-        if match:
-            return match
-    raise AssertionError(f"no line matching {pattern!r} in:\n" + "".join(lines))
+class LogLines:
+    """A server's stderr read by a thread, so a wait for a line can time out (a blocking
+    readline would hang the test if the line never came); `seen` holds lines already read
+    (start_server reads up to "listening on", which may come after the workers' lines)."""
+
+    def __init__(self, proc, seen):
+        self.lines = list(seen)
+        self._queue = queue.SimpleQueue()
+        threading.Thread(target=self._pump, args=(proc.stderr,), daemon=True).start()
+
+    def _pump(self, stream):
+        for line in stream:
+            self._queue.put(line)
+
+    def wait_for(self, pattern, timeout=20.0, start=0):
+        """The first match of `pattern` in the lines from index `start` on; (match, index)."""
+        deadline = time.monotonic() + timeout
+        index = start
+        while True:
+            while index < len(self.lines):
+                match = re.search(pattern, self.lines[index])
+                index += 1
+                if match:
+                    return match, index
+            try:
+                self.lines.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                raise AssertionError(
+                    f"no line matching {pattern!r} in:\n" + "".join(self.lines)
+                ) from None
 
 
 def test_a_killed_worker_is_logged_and_replaced_and_the_service_keeps_answering(tmp_path):
     config = api_with_workers(tmp_path)
-    proc, base, lines = start_server(config, "--log-level", "INFO")
+    proc, base, seen = start_server(config, "--log-level", "INFO")
+    log = LogLines(proc, seen)
     try:
         (supervisor,) = children_of(proc.pid)
-        started = read_until(proc, lines, r"API worker 1 started \(pid (\d+)\)")
+        started, at = log.wait_for(r"API worker 1 started \(pid (\d+)\)")
         worker = int(started.group(1))
         assert children_of(supervisor) == [worker]
         os.kill(worker, signal.SIGKILL)
-        read_until(
-            proc,
-            lines,
+        _, at = log.wait_for(
             rf"API worker 1 \(pid {worker}\) was killed by signal 9 \(SIGKILL\); "
             "forking a replacement",
+            start=at,
         )
-        replacement = int(read_until(proc, lines, r"API worker 1 started \(pid (\d+)\)").group(1))
+        again, _ = log.wait_for(r"API worker 1 started \(pid (\d+)\)", start=at)
+        replacement = int(again.group(1))
         assert replacement != worker and children_of(supervisor) == [replacement]
         for _ in range(20):
             body = json.loads(get(f"{base}{LIST}?auth_username=acme;auth_password=acme-pass"))
             assert body["responses"][0]["code"] == "200"
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err
+        assert proc.wait(timeout=30) == 0
+        log.wait_for(r"stopped$")
         assert not alive(replacement) and not alive(supervisor)
-        assert "Traceback" not in "".join(lines) + err
+        assert "Traceback" not in "".join(log.lines)
     finally:
         if proc.poll() is None:
             proc.kill()
