@@ -102,3 +102,22 @@ def test_the_header_from_an_untrusted_peer_is_ignored(tmp_path):
     finally:
         err = stop(proc)
     assert "198.51.100.8" not in "".join(lines) + err
+
+
+def test_the_app_sees_the_resolved_address_and_no_proxy_header():
+    seen = {}
+
+    def app(environ, start_response):
+        seen.update(environ)
+        start_response("200 OK", [])
+        return [b""]
+
+    environ = {
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_X_FORWARDED_FOR": "198.51.100.7",
+        "HTTP_FORWARDED": "for=203.0.113.1",
+        "HTTP_X_FORWARDED_PROTO": "https",
+    }
+    PROXIES.middleware(app)(environ, lambda *_: None)
+    assert seen["REMOTE_ADDR"] == "198.51.100.7" and seen["pbxcontrol.peer"] == "127.0.0.1"
+    assert not [key for key in seen if "FORWARDED" in key]
