@@ -5,45 +5,31 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    Column,
     Float,
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
-    Table,
     Text,
     UniqueConstraint,
     false,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-from pbxcontrol.recorder import fields
-
-NAMING = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
-
-
-def _s(length: int = 255) -> Mapped[str]:
-    return mapped_column(String(length), nullable=False, default="", server_default="")
-
-
-def _i() -> Mapped[int]:
-    return mapped_column(Integer, nullable=False, default=0, server_default="0")
-
-
-def _f() -> Mapped[float]:
-    return mapped_column(Float, nullable=False, default=0.0, server_default="0")
+# The shared base, and the leg tables (whose columns come from recorder/fields.py), are named
+# here too: this module is the one place that lists every table.
+from pbxcontrol.db.base import BIG_INT as BIG_INT
+from pbxcontrol.db.base import NAMING as NAMING
+from pbxcontrol.db.base import Base, _f, _i, _s
+from pbxcontrol.db.legs import LEG_FIELDS as LEG_FIELDS
+from pbxcontrol.db.legs import LEG_HISTORY_TABLE as LEG_HISTORY_TABLE
+from pbxcontrol.db.legs import LEG_INT_FIELDS as LEG_INT_FIELDS
+from pbxcontrol.db.legs import LEG_STRING_FIELDS as LEG_STRING_FIELDS
+from pbxcontrol.db.legs import LEGS_TABLE as LEGS_TABLE
+from pbxcontrol.db.legs import ActiveLeg as ActiveLeg
+from pbxcontrol.db.legs import Leg as Leg
+from pbxcontrol.db.legs import LegHistory as LegHistory
 
 
 class Machine(Base):
@@ -92,12 +78,6 @@ class Machine(Base):
         BigInteger, nullable=False, default=0, server_default="0"
     )
     lag_seconds: Mapped[float] = _f()  # longest read-to-commit time, last heartbeat interval
-
-
-#: 64 bits for what grows without bound (counters, ids of every leg ever recorded): BIGINT on
-#: PostgreSQL, whose INTEGER holds 32 (migration 0010); INTEGER on SQLite, where it already holds
-#: 64 and where only an INTEGER PRIMARY KEY is the rowid.
-BIG_INT = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Counter(Base):
@@ -271,66 +251,3 @@ class DirectoryEntry(Base):
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
     number: Mapped[str] = mapped_column(String(64), nullable=False)
     name: Mapped[str] = _s()
-
-
-# The leg's fields are declared once, in recorder/fields.py (with their ARI source and rule).
-LEG_STRING_FIELDS, LEG_INT_FIELDS, LEG_FIELDS = (
-    fields.LEG_STRING_FIELDS,
-    fields.LEG_INT_FIELDS,
-    fields.LEG_FIELDS,
-)
-
-
-def _leg_columns() -> list[Column]:
-    """Columns shared by live legs and their history, from recorder/fields.py LEG_TABLE."""
-    columns: list[Column] = []
-    for f in fields.LEG_TABLE:
-        if f.name in ("machine", "uniqueid"):  # a leg's key: never defaulted
-            kind = Integer() if f.type is int else String(f.width)
-            columns.append(Column(f.name, kind, nullable=False))
-        elif f.type is int:
-            columns.append(Column(f.name, Integer, nullable=False, default=0, server_default="0"))
-        else:
-            kind = Text() if f.width < 0 else String(f.width)
-            columns.append(Column(f.name, kind, nullable=False, default="", server_default=""))
-    return columns
-
-
-LEGS_TABLE = Table(
-    "legs",
-    Base.metadata,
-    Column("id", BIG_INT, primary_key=True),
-    *_leg_columns(),
-    UniqueConstraint("machine", "uniqueid"),
-    Index("ix_legs_scustomer_start", "scustomer", "start"),
-    Index("ix_legs_dcustomer_start", "dcustomer", "start"),
-    Index("ix_legs_callid", "callid"),
-    Index("ix_legs_start_uniqueid", "start", "uniqueid"),
-)
-LEG_HISTORY_TABLE = Table(
-    "leg_history",
-    Base.metadata,
-    Column("id", BIG_INT, primary_key=True),
-    *_leg_columns(),
-    Column("ended", Float, nullable=False, default=0.0),
-    Column("cause", Integer, nullable=False, default=0, server_default="0"),
-    Column("cause_txt", String(128), nullable=False, default="", server_default=""),
-    Index("ix_leg_history_machine_uniqueid", "machine", "uniqueid"),
-    Index("ix_leg_history_machine_ended", "machine", "ended"),
-)
-
-
-class ActiveLeg(Base):
-    """A row of the active list: a live call leg (an Asterisk channel). Ended legs move to
-    LegHistory."""
-
-    __table__ = LEGS_TABLE
-
-
-class LegHistory(Base):
-    """Ended legs, kept for reference; the active list never reads this table."""
-
-    __table__ = LEG_HISTORY_TABLE
-
-
-Leg = ActiveLeg  # the name plugins and their tests know the table by
