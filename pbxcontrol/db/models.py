@@ -37,8 +37,8 @@ class Machine(Base):
 
     The lease (pbxcontrol.recorder.lease), for readers such as /health:
     - `holder`: host:pid of the process allowed to record the machine; "" = released (a clean
-      stop) or never held. A holder whose `renewed_at` is older than `takeover_seconds` is
-      dead, hung or cut off: a standby is about to take over.
+      stop) or never held. A holder whose `renewed_at` is older than 0.6 x `takeover_seconds`
+      (`lease.EXPIRY_SHARE`) is dead, hung or cut off: its lease is expired, a standby takes it.
     - `epoch`: the fencing token, +1 at each takeover; every write of the holder checks it in
       its own transaction, so only the current epoch writes.
     - `renewed_at`: the DATABASE's clock (Unix seconds) at the holder's last write; compare
