@@ -2,15 +2,15 @@
 
 `LEG_TABLE` below is the list. The SQL columns of `legs` and `leg_history` (db/models.py),
 the in-memory leg (recorder/leg.py: `LiveLeg`, its row and `from_row`) and the API's field
-list are all derived from it. The rules are the functions of this module; the table names
-the one that makes each field. A field is made by one of:
+list are all derived from it. The rules are the functions of recorder/rules.py; the table
+names the one that makes each field. A field is made by one of:
 
 - LEG: the leg's own channel. `take_snapshot` (every channel event carries the snapshot),
   `take_dial` (Dial events), `take_varset` (ChannelVarset); machine and callid by
   recorder/live.py (the connection; CHANNEL(linkedid) may move a leg to another call).
 - SOURCE: the call's originating leg (the leg whose id is the callid), `source_of`.
 - DESTINATION: the leg this leg reached, Local channels followed, `destination_of`
-  (recorder/classify.py finds that leg and the originating one).
+  (`CallClassifier`, beside it in rules.py, finds that leg and the originating one).
 - CALL: this leg's place in its call, `direction_of`.
 - ONCE: overmax, decided when the leg's source customer is first known (recorder/live.py).
 Any API field can then be overridden per leg with Set(PBX_<FIELD>=value), `take_varset`.
@@ -19,13 +19,7 @@ Any API field can then be overridden per leg with Set(PBX_<FIELD>=value), `take_
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-from pbxcontrol.ari.channel import Channel
-
-if TYPE_CHECKING:
-    from pbxcontrol.recorder.leg import LiveLeg
-    from pbxcontrol.recorder.provisioned import LineInfo, PeerInfo, Provisioned
+from typing import Any
 
 LEG, SOURCE, DESTINATION, CALL, ONCE, BOOKKEEPING = (
     "leg",
@@ -44,7 +38,7 @@ class LegField:
     width: int  # String(width); 0 for int, -1 for Text
     made_by: str  # LEG, SOURCE, DESTINATION, CALL, ONCE or BOOKKEEPING (not in the API)
     ari: str  # where the value comes from in ARI
-    rule: str  # how it becomes the field (the function that applies it, in this module)
+    rule: str  # how it becomes the field (the function that applies it, in rules.py)
 
 
 _F = LegField
@@ -112,66 +106,10 @@ OWN_FIELDS = tuple(f.name for f in LEG_TABLE if f.made_by == LEG) + tuple(
 )
 SOURCE_FIELDS = tuple(f.name for f in LEG_TABLE if f.made_by == SOURCE)
 DESTINATION_FIELDS = tuple(f.name for f in LEG_TABLE if f.made_by == DESTINATION)
-#: What classification writes into a leg (recorder/classify.py).
+#: What classification writes into a leg (rules.py CallClassifier).
 DERIVED_FIELDS = SOURCE_FIELDS + DESTINATION_FIELDS + ("ingroup", "direction")
 #: Fields a dialplan may set with Set(PBX_<FIELD>=value).
 OVERRIDABLE = frozenset(LEG_FIELDS) - {"uniqueid", "machine"}
-
-
-# -- LEG: the leg's own channel -------------------------------------------------------------
-def take_snapshot(leg: LiveLeg, ch: Channel, ts: float) -> bool:
-    """Apply a channel snapshot to the leg's own fields (callid aside, see live.py). True
-    when something its call's classification reads has changed."""
-    changed = leg.status != ch.state
-    leg.status = ch.state
-    if ch.state == "Up" and not leg.answered:
-        leg.answered = int(ts)
-    if (ch.caller_number, ch.caller_name) != (leg.caller_number, leg.caller_name):
-        leg.caller_number, leg.caller_name, changed = ch.caller_number, ch.caller_name, True
-    if ch.dnid and leg.cnumber != ch.dnid:
-        leg.cnumber, changed = ch.dnid, True
-    elif not leg.cnumber and ch.exten and ch.exten != "s":
-        # Asterisk 22: a channel that enters the dialplan without a number (an originate, a
-        # Local channel's ;2 half before its Goto) sits at extension "s", which nobody dialled.
-        leg.cnumber, changed = ch.exten, True
-    if ch.protocol_id and leg.sip_callid != ch.protocol_id and leg.channel.startswith("PJSIP/"):
-        leg.sip_callid, changed = ch.protocol_id, True  # empty in ChannelCreated (Asterisk 22)
-    if ch.presentation is not None and ch.presentation != leg.spresent:
-        leg.spresent, changed = ch.presentation, True
-    return changed
-
-
-def take_dial(caller: LiveLeg, peer: LiveLeg, dialstring: str, dialstatus: str) -> None:
-    """Dial: the peer was dialled by the caller (the first Dial wins: a ring group's members
-    each keep their own), and the caller follows the peer that answered."""
-    if not dialstatus:  # the dial begins
-        if not peer.dialled_by:
-            peer.dialled_by, peer.dialstring = caller.uniqueid, dialstring
-        if not caller.dialled:
-            caller.dialled = peer.uniqueid
-    elif dialstatus == "ANSWER":
-        caller.dialled = peer.uniqueid
-
-
-def take_varset(leg: LiveLeg, variable: str, value: str) -> bool | None:
-    """MIXMONITOR_FILENAME is the recording; PBX_<FIELD> overrides that field of this leg.
-    None when the variable is none of these, False when the override is unusable."""
-    if variable == "MIXMONITOR_FILENAME":
-        leg.recording = value
-        return True
-    if not variable.startswith("PBX_"):
-        return None
-    name = variable[4:].lower()
-    if name not in OVERRIDABLE:
-        return False
-    if FIELDS[name].type is int:
-        try:
-            leg.overrides[name] = int(value)
-        except ValueError:
-            return False
-    else:
-        leg.overrides[name] = value
-    return True
 
 
 def encode_overrides(overrides: dict[str, Any]) -> str:
@@ -185,77 +123,3 @@ def decode_overrides(text: str) -> dict[str, Any]:
         if name in OVERRIDABLE:
             result[name] = int(value) if FIELDS[name].type is int else value
     return result
-
-
-# -- SOURCE, DESTINATION, CALL: from the legs of the call --------------------------------------
-def source_of(origin: LiveLeg, prov: Provisioned) -> dict[str, Any]:
-    """The call's source, from its originating leg; also `ingroup` and `_inbound` (the call
-    arrived from a peer), which direction_of needs."""
-    line = prov.lines.get(origin.endpoint)
-    peer = prov.peers.get(origin.endpoint)
-    number, name = origin.caller_number, origin.caller_name
-    source: dict[str, Any]
-    if line is not None:
-        source = _from_line(line, number, name)
-    else:
-        source = {
-            "stype": "external" if peer else "",
-            "snumber": number,
-            # Inbound is billed to the owner of the number called.
-            "scustomer": prov.numbers.get(origin.cnumber, 0) if peer else 0,
-            "callerid_internal": number,
-            "callerid_external": number,
-            "callername_internal": name,
-            "callername_external": name,
-            "ingroup": peer.ingroup if peer else 0,
-            "_inbound": peer is not None,
-        }
-    source.update(spresent=origin.spresent, cnumber=origin.cnumber, ctype="")
-    return source
-
-
-def _from_line(line: LineInfo, number: str, name: str) -> dict[str, Any]:
-    return {
-        "stype": "phone",
-        "snumber": line.number,
-        "scustomer": line.customer,
-        "callerid_internal": line.callerid_internal or number,
-        "callerid_external": line.callerid_external or number,
-        "callername_internal": line.callername_internal or name,
-        "callername_external": line.callername_external or name,
-        "ingroup": 0,
-        "_inbound": False,
-    }
-
-
-def destination_of(target: LiveLeg | None, prov: Provisioned) -> dict[str, Any]:
-    """Where a leg was routed, from the real (non-Local) leg it reached: a phone or a peer."""
-    dest: dict[str, Any] = dict.fromkeys(DESTINATION_FIELDS, 0)
-    dest.update(dtype="", dnumber="")
-    if target is None:
-        return dest
-    line = prov.lines.get(target.endpoint)
-    if line is not None:
-        dest.update(dtype="phone", dnumber=line.number, dcustomer=line.customer)
-        return dest
-    peer: PeerInfo | None = prov.peers.get(target.endpoint)
-    if peer is not None:
-        # "PJSIP/0207946000@trunk1" -> 0207946000
-        dialled = target.dialstring.split("@", 1)[0].rsplit("/", 1)[-1]
-        dest.update(
-            dtype="external",
-            dnumber=dialled or target.cnumber,
-            peer=peer.id,
-            billing_peer=peer.billing_peer,
-            outgroup=peer.outgroup,
-        )
-    return dest
-
-
-def direction_of(on_peer: bool, dialled: bool, inbound: bool, outbound: bool) -> str:
-    """A leg on a peer is `in` when it originated the call, `out` when it was dialled (a
-    trunk-to-trunk forward thus shows one of each). Any other leg: `in` if the call came
-    from a peer, else `out` if any leg of the call goes to a peer, else `internal`."""
-    if on_peer:
-        return "out" if dialled else "in"
-    return "in" if inbound else "out" if outbound else "internal"

@@ -45,7 +45,7 @@ class LiveLeg:
     dialled: str = ""  # the leg this one dialled (the answered one, once known)
     dialstring: str = ""  # how this leg was dialled ("PJSIP/0207946000@trunk1")
     overrides: dict[str, Any] = field(default_factory=dict)  # PBX_<FIELD> of this leg
-    derived: dict[str, Any] = field(default_factory=dict)  # DERIVED_FIELDS, by classify.py
+    derived: dict[str, Any] = field(default_factory=dict)  # DERIVED_FIELDS, by rules.CallClassifier
     # The call's source as last derived (kept when the originating leg is gone).
     source: dict[str, Any] | None = None
     overmax: int | None = None  # decided once, when the source customer is known

@@ -25,8 +25,7 @@ from pbxcontrol.ari.events import (
     RecordingFinished,
     RecordingStarted,
 )
-from pbxcontrol.recorder.classify import CallClassifier, adopt_orphans
-from pbxcontrol.recorder.fields import take_dial, take_snapshot, take_varset
+from pbxcontrol.recorder import rules
 from pbxcontrol.recorder.leg import LiveLeg, endpoint_of
 from pbxcontrol.recorder.provisioned import Provisioned
 
@@ -116,7 +115,7 @@ class LiveLegs:
         return leg
 
     def _snapshot(self, leg: LiveLeg, ch: Channel, ts: float) -> None:
-        changed = take_snapshot(leg, ch, ts)
+        changed = rules.take_snapshot(leg, ch, ts)
         if ch.linkedid and ch.linkedid != leg.callid:
             self._set_callid(leg, ch.linkedid)
         elif changed:
@@ -140,13 +139,13 @@ class LiveLegs:
         caller = self._leg_for(ev.caller, ev.timestamp, seq) if ev.caller else None
         if peer is None or caller is None:
             return
-        take_dial(caller, peer, ev.dialstring, ev.dialstatus)
+        rules.take_dial(caller, peer, ev.dialstring, ev.dialstatus)
         if not ev.dialstatus and ev.peer.linkedid is None and peer.callid == peer.uniqueid:
             self._set_callid(peer, caller.callid)  # no linkedid known: it is the caller's
         self._dirty_calls.update((caller.callid, peer.callid))
 
     def _varset(self, leg: LiveLeg, variable: str, value: str) -> None:
-        taken = take_varset(leg, variable, value)
+        taken = rules.take_varset(leg, variable, value)
         if taken is None:
             return
         if not taken:
@@ -189,7 +188,7 @@ class LiveLegs:
         for leg in [leg for uid, leg in self.legs.items() if uid not in live]:
             self._end(leg, now, 0, "gone from Asterisk")
             ended += 1
-        self._dirty_calls.update(adopt_orphans(self.legs, self.calls))
+        self._dirty_calls.update(rules.adopt_orphans(self.legs, self.calls))
         return len(self.legs), ended
 
     # -- ending and writing --------------------------------------------------------------
@@ -230,8 +229,8 @@ class LiveLegs:
     def _call_legs(self, callid: str) -> list[LiveLeg]:
         return [self.legs[i] for i in self.calls.get(callid, ())]
 
-    def _classifier(self) -> CallClassifier:
-        return CallClassifier(self.legs, self.by_channel, self.provisioned())
+    def _classifier(self) -> rules.CallClassifier:
+        return rules.CallClassifier(self.legs, self.by_channel, self.provisioned())
 
     def _count_call(self, leg: LiveLeg, customer: int | None) -> None:
         """Keep, per source customer, how many legs each live call has (for overmax)."""
@@ -254,7 +253,7 @@ class LiveLegs:
         if not self._dirty_calls:
             return changed
         prov = self.provisioned()
-        classifier = CallClassifier(self.legs, self.by_channel, prov)
+        classifier = rules.CallClassifier(self.legs, self.by_channel, prov)
         for callid in self._dirty_calls:
             call = self._call_legs(callid)
             if call:
