@@ -6,7 +6,11 @@ connection, last event age and number of live legs. A load balancer or monitor p
 
 from __future__ import annotations
 
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as Late
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,12 +114,39 @@ def check(engine: Engine, ids: list[int], takeover: float) -> tuple[int, dict[st
     }
 
 
+class Deadline:
+    """Runs `check` on a small pool of this process's own (made after any fork) so that a
+    database that hangs answers 503 "timeout" after `seconds` instead of hanging /health: a
+    monitor or load balancer must get an answer. At most two checks wait on a hung database;
+    later ones queue behind them and time out too."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def __call__(
+        self, engine: Engine, ids: list[int], takeover: float
+    ) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="health")
+                self._pid = os.getpid()
+            future = self._pool.submit(check, engine, ids, takeover)
+        try:
+            return future.result(timeout=self.seconds)
+        except Late:
+            return 503, {"status": "fail", "database": "timeout", "machines": {}}
+
+
 def route(app: bottle.Bottle, engine: Engine, ids: list[int], takeover: float) -> None:
     """GET /health on `app`."""
+    answer = Deadline(max(2.0, takeover))
 
     @app.get("/health")
     def health() -> bytes:
-        status, body = check(engine, ids, takeover)
+        status, body = answer(engine, ids, takeover)
         bottle.response.status = status
         bottle.response.content_type = JSON
         bottle.response.set_header("Cache-Control", "no-store")

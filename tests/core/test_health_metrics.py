@@ -153,3 +153,32 @@ def test_health_and_metrics_need_no_credentials_and_name_no_tenant(served):
         body = app.get(path, status="*").text
         for tenant in ("acme", "Acme Ltd", "Reseller A", "1001", "alice"):
             assert tenant not in body
+
+
+class _HungEngine:
+    """An engine whose database never answers (a connection stuck in the network)."""
+
+    def __init__(self):
+        import threading
+
+        self.release = threading.Event()
+
+    def connect(self):
+        self.release.wait(30)
+        raise RuntimeError("released")
+
+
+def test_a_hung_database_is_a_503_timeout_not_a_hung_health_check():
+    import threading
+
+    engine = _HungEngine()
+    answer = health.Deadline(0.3)
+    got: list = []
+    asker = threading.Thread(target=lambda: got.append(answer(engine, [1], TAKEOVER)))
+    asker.start()
+    asker.join(5)
+    try:
+        assert not asker.is_alive(), "/health waited on the hung database"
+        assert got == [(503, {"status": "fail", "database": "timeout", "machines": {}})]
+    finally:
+        engine.release.set()
