@@ -1,4 +1,5 @@
-"""Ingest: a recorded real event stream replayed through the recorder into SQLite.
+"""Ingest: a recorded real event stream replayed through the recorder into SQLite (in process;
+bench/wsingest.py does it through a real websocket into `pbxcontrol serve`).
 
 The stream is the recordings of tests/recordings/ repeated with fresh channel ids until it has
 at least --events events; the baseline is json.loads over the same bytes, in the same run.
@@ -96,7 +97,10 @@ def run(events: int, batch: int) -> dict[str, float]:
 
 
 def bench(results, quick: bool) -> None:
-    """Target 3 for bench/run.py: >= 200,000 events (20,000 with --quick)."""
+    """Target 3 for bench/run.py: >= 200,000 events (20,000 with --quick), in process and
+    through a real websocket (bench/wsingest.py)."""
+    from bench import wsingest
+
     figures = run(20_000 if quick else 200_000, 200)
     rate, base_rate = figures["ingest_events_per_s"], figures["json_loads_events_per_s"]
     results.add(
@@ -110,6 +114,9 @@ def bench(results, quick: bool) -> None:
         note=f"{figures['ingest_events']} real events replayed, "
         f"{figures['ingest_megabytes']} MB, transactions of 200 events",
     )
+    ws = wsingest.run(20_000 if quick else 200_000, 3)
+    print(f"  websocket pairs (bare, recorder ev/s): {ws}", flush=True)
+    wsingest.add_figures(results, ws)
 
 
 def main() -> None:
