@@ -11,6 +11,7 @@ from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
 
 from pbxcontrol.http import stream
+from pbxcontrol.http.body import ZERO_COPY_FROM, BytesBody
 from pbxcontrol.http.envelope import ApiError, error
 from pbxcontrol.http.hub import Hub
 from pbxcontrol.http.proxy import ClientAddress
@@ -42,6 +43,11 @@ class EnvelopeErrorTask(ErrorTask):
 
 class EnvelopeChannel(HTTPChannel):
     error_task_class = EnvelopeErrorTask
+
+    def write_soon(self, data):
+        if isinstance(data, bytes) and len(data) >= ZERO_COPY_FROM:
+            data = BytesBody(data)
+        return super().write_soon(data)
 
 
 class ApiChannel(EnvelopeChannel):
