@@ -28,6 +28,9 @@ from pbxcontrol.ari.control import Channels, ChannelsUnavailable
 from pbxcontrol.db.dataversion import data_version
 from pbxcontrol.db.journal import REMOVE, RESET, UPSERT
 from pbxcontrol.db.journal import Entry as JournalEntry
+from pbxcontrol.db.journal import Position as JournalPosition
+from pbxcontrol.db.journal import position as journal_position
+from pbxcontrol.db.journal import since as journal_since
 from pbxcontrol.db.models import LEG_FIELDS, Base
 from pbxcontrol.http.api import ApiRequest, Handler
 from pbxcontrol.http.auth import Caller
@@ -47,6 +50,7 @@ __all__ = [
     "Event",
     "Handler",
     "JournalEntry",
+    "JournalPosition",
     "Outcome",
     "PluginContext",
     "PluginError",
@@ -60,6 +64,8 @@ __all__ = [
     "customers",
     "data_version",
     "directory",
+    "journal_position",
+    "journal_since",
     "legs",
     "lines",
 ]

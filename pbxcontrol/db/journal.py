@@ -31,6 +31,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, text, update
 
+from pbxcontrol.db.dataversion import API_DATA
 from pbxcontrol.db.models import LEGS_TABLE, Base, LegChange
 
 JOURNAL = Base.metadata.tables[LegChange.__tablename__]
@@ -124,6 +125,28 @@ def _append(conn: Connection, changes: list[tuple[int, str, str, Keys | None, Ke
 _HEAD = select(COUNTERS.c.name, COUNTERS.c.value).where(
     COUNTERS.c.name.in_(("journal", "journal_pruned"))
 )
+
+
+@dataclass(frozen=True)
+class Position:
+    """The journal's head and pruning watermark with the data version, read together (one
+    statement: one snapshot on either engine)."""
+
+    version: int
+    head: int
+    pruned: int
+
+
+_POSITION = select(COUNTERS.c.name, COUNTERS.c.value).where(
+    COUNTERS.c.name.in_(("journal", "journal_pruned", API_DATA))
+)
+
+
+def position(conn: Connection) -> Position:
+    values = {name: value for name, value in conn.execute(_POSITION)}
+    return Position(
+        values.get(API_DATA, 0), values.get("journal", 0), values.get("journal_pruned", 0)
+    )
 
 
 def head(conn: Connection) -> tuple[int, int]:

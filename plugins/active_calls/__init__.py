@@ -7,13 +7,14 @@ from pathlib import Path
 
 from pbxcontrol.plugin import PluginContext
 
-from . import query
+from . import sqlterms
 from .cache import ResponseCache
 from .hangup import PRIVILEGES as HANGUP_PRIVILEGES
 from .hangup import Hangups
 from .listing import PRIVILEGES, list_active_calls
 from .scopes import scopes
 from .stream import open_stream
+from .view import LegView
 
 WALLBOARD = Path(__file__).resolve().parent / "wallboard"
 
@@ -22,9 +23,12 @@ def setup(ctx: PluginContext) -> None:
     megabytes = _whole_number(ctx, "cache_megabytes", "16")
     cache = ResponseCache(megabytes * 1024 * 1024) if megabytes > 0 else None
     with ctx.connect() as conn:
-        query.check_json_support(conn)
+        sqlterms.check_json_support(conn)
+    view = LegView() if _yes(ctx, "memory_view", "yes") else None
     ctx.add_api_function(
-        "calls/active/list", functools.partial(list_active_calls, cache=cache), PRIVILEGES
+        "calls/active/list",
+        functools.partial(list_active_calls, cache=cache, view=view),
+        PRIVILEGES,
     )
     ctx.add_stream_function("calls/active/list", open_stream, PRIVILEGES)
     hangups = Hangups(ctx.channels, _whole_number(ctx, "hangups_per_minute", "30"), ctx.log)
@@ -38,3 +42,10 @@ def _whole_number(ctx: PluginContext, key: str, default: str) -> int:
     if not raw.strip().isdigit():
         raise ValueError(f"[plugin:active_calls] {key}: {raw!r} is not a whole number")
     return int(raw)
+
+
+def _yes(ctx: PluginContext, key: str, default: str) -> bool:
+    raw = ctx.config.get(key, default).strip().lower()
+    if raw not in ("yes", "no"):
+        raise ValueError(f"[plugin:active_calls] {key}: {raw!r} is not yes or no")
+    return raw == "yes"

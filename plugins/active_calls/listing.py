@@ -9,27 +9,30 @@ from sqlalchemy import Connection
 
 from pbxcontrol.plugin import ApiError, ApiRequest, Caller, data_version
 
-from . import params, query
+from . import params, query, view_answers
 from .cache import ResponseCache
-from .names import NameBook
+from .names import NameBook, named
 from .params import ListRequest
+from .view import LegView
 
 PRIVILEGES = frozenset({"callshop", "telephone line reports", "user"})
 
 
-def list_active_calls(request: ApiRequest, cache: ResponseCache | None = None) -> Any:
+def list_active_calls(
+    request: ApiRequest, cache: ResponseCache | None = None, view: LegView | None = None
+) -> Any:
     wanted, errors = parse(request)
     caller = request.caller
     conn = request.conn
     if cache is None or errors:
-        return _answer(conn, caller, wanted, errors)
+        return _answer(conn, caller, wanted, errors, view)
     # Read before the data: the answer is then at least as new as the version it is kept under.
     version = data_version(conn)
     # repr: ListRequest holds a dict (not hashable); it is built in a fixed order.
     key = (caller.customer_id, caller.is_system_owner, repr(wanted))
     raw = cache.get(version, key)
     if raw is None:
-        raw = orjson.dumps(_answer(conn, caller, wanted, errors))
+        raw = orjson.dumps(_answer(conn, caller, wanted, errors, view))
         cache.put(version, key, raw)
     return orjson.Fragment(raw)
 
@@ -57,38 +60,26 @@ def resolve(
 
 
 def _answer(
-    conn: Connection, caller: Caller, wanted: ListRequest, errors: list[tuple[str, str]]
+    conn: Connection,
+    caller: Caller,
+    wanted: ListRequest,
+    errors: list[tuple[str, str]],
+    view: LegView | None = None,
 ) -> Any:
     scope = resolve(conn, caller, wanted, errors)
+    if view is not None and view_answers.serves(wanted, conn.dialect.name):
+        return view_answers.answer(view, conn, caller, wanted, scope)
     statements, values = query.statement(wanted, scope, caller)
     if wanted.count:
         return {"count": conn.execute(statements.listing, values).scalar_one()}
     rows = conn.execute(statements.listing, values).all()
-    # Each row arrives as its JSON object text (query.row_json): joined, not re-serialised.
+    # Each row arrives as its JSON object text (sqlterms.row_json): joined, not re-serialised.
     if statements.names is None:
         objects = [row[0] for row in rows]
     else:
         book = NameBook(conn, statements.names, values)
         objects = [named(book, *row) for row in rows]
     return orjson.Fragment(f"[{','.join(objects)}]".encode())
-
-
-def named(
-    book: NameBook,
-    obj: str,
-    scustomer: int,
-    dcustomer: int,
-    snumber: str,
-    cnumber: str,
-    dnumber: str,
-) -> str:
-    """The row's JSON object with the three names added at its end."""
-    owner = scustomer or dcustomer
-    sname, cname, dname = (
-        orjson.dumps(book.name(owner, scustomer, dcustomer, number)).decode()
-        for number in (snumber, cnumber, dnumber)
-    )
-    return f'{obj[:-1]},"snumber_name":{sname},"cnumber_name":{cname},"dnumber_name":{dname}}}'
 
 
 def _scope(

@@ -20,15 +20,12 @@ from sqlalchemy import (
     bindparam,
     exists,
     func,
-    literal_column,
     or_,
     select,
     tuple_,
 )
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.functions import FunctionElement
 
-from pbxcontrol.plugin import LEG_FIELDS, Caller
+from pbxcontrol.plugin import Caller
 from pbxcontrol.plugin import customer_tree as tree
 from pbxcontrol.plugin import legs as leg
 from pbxcontrol.plugin import lines as line
@@ -36,6 +33,7 @@ from pbxcontrol.plugin import lines as line
 from .names import NameStatements
 from .names import statements as name_statements
 from .params import ListRequest, TextFilter
+from .sqlterms import ordered, row_json_of_leg
 
 ESCAPE = "/"
 
@@ -139,43 +137,6 @@ class _Shape:
     changed: bool = False
 
 
-class row_json(FunctionElement):  # noqa: N801 (an SQL function)
-    """A leg as one JSON object text, built by the database: serialising rows in Python
-    cost more than running the query. Arguments alternate key, value."""
-
-    type = String()
-    inherit_cache = True
-
-
-@compiles(row_json)
-def _row_json(element, compiler, **kw):  # SQLite's JSON1 (built in since 3.38)
-    return f"json_object({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(row_json, "postgresql")
-def _row_json_pg(element, compiler, **kw):  # text, so the driver does not parse it back
-    return f"CAST(json_build_object({compiler.process(element.clauses, **kw)}) AS TEXT)"
-
-
-def check_json_support(conn: Connection) -> None:
-    """At start-up, not at the first request: the rows need the database's JSON functions."""
-    try:
-        conn.execute(select(row_json(literal_column("'a'"), 1))).scalar_one()
-    except Exception as exc:
-        version = conn.dialect.server_version_info or ()
-        raise ValueError(
-            f"the database ({conn.dialect.name} {'.'.join(map(str, version))}) has no JSON "
-            "functions: SQLite needs 3.38+ or a build with JSON1"
-        ) from exc
-
-
-def _row_json_of_leg() -> row_json:
-    pairs = []
-    for name in LEG_FIELDS:  # the API's field order; names are trusted constants
-        pairs += [literal_column(f"'{name}'"), leg.c[name]]
-    return row_json(*pairs)
-
-
 #: With names=1, the listing's columns after the row's JSON: what naming a row needs.
 NAME_INPUTS = ("scustomer", "dcustomer", "snumber", "cnumber", "dnumber")
 
@@ -215,20 +176,39 @@ def _build(shape: _Shape) -> Statements:
     if shape.changed:  # the same conditions, on the legs that changed (the unique index)
         key = tuple_(leg.c.machine, leg.c.uniqueid)
         conditions.append(key.in_(bindparam("changed", expanding=True)))
-    columns: list[ColumnElement[Any]] = [_row_json_of_leg()]
+    columns: list[ColumnElement[Any]] = [row_json_of_leg()]
     if shape.names:
         columns += [leg.c[name] for name in NAME_INPUTS]
     if shape.keyed:
         columns = [leg.c.machine, leg.c.uniqueid, *columns]
     # Ties by start then uniqueid (as documented), then the row id: uniqueids are only unique
     # per machine, and the order must be total to be deterministic.
-    order: list[ColumnElement[Any]] = [leg.c.start, leg.c.uniqueid, leg.c.id]
+    order: list[ColumnElement[Any]] = [leg.c.start, ordered(leg.c.uniqueid), leg.c.id]
     if shape.sort != "start":
-        order.insert(0, leg.c[shape.sort])
+        order.insert(0, ordered(leg.c[shape.sort]))
     if shape.descending:
         order = [column.desc() for column in order]
     listing = select(*columns).where(*conditions).order_by(*order)
     return Statements(listing, name_statements(conditions) if shape.names else None)
+
+
+def scope_customers(conn: Connection, scope: Scope | None) -> set[int] | None:
+    """The customers whose legs `scope` covers (None: the system view)."""
+    if scope is None:
+        return None
+    if not scope.subtree:
+        return {scope.customer}
+    members = select(tree.c.descendant_id).where(
+        tree.c.ancestor_id == scope.customer, tree.c.depth >= scope.min_depth
+    )
+    if scope.max_depth is not None:
+        members = members.where(tree.c.depth <= scope.max_depth)
+    return set(conn.execute(members).scalars())
+
+
+def phone_lines(conn: Connection, caller: Caller, phone: str) -> set[tuple[str, int]]:
+    """(number, customer) of the lines `phone` names in the caller's subtree."""
+    return {(n, c) for n, c in conn.execute(_phone_lines(caller.customer_id, phone))}
 
 
 def _conditions(shape: _Shape) -> list[ColumnElement[bool]]:

@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from pbxcontrol.plugin import (
     RESET,
@@ -25,11 +25,10 @@ from pbxcontrol.plugin import (
     Event,
     JournalEntry,
 )
-from pbxcontrol.plugin import customer_tree as tree
 
 from . import query
-from .listing import named, parse, resolve
-from .names import NameBook
+from .listing import parse, resolve
+from .names import NameBook, named
 from .params import ListRequest
 
 Key = tuple[int, str]  # (machine, uniqueid)
@@ -144,17 +143,7 @@ class ListView:
 
     def _customers(self, conn: Connection) -> set[int] | None:
         """The customers whose legs the view's scope covers (None: the system view)."""
-        scope = self.scope
-        if scope is None:
-            return None
-        if not scope.subtree:
-            return {scope.customer}
-        members = select(tree.c.descendant_id).where(
-            tree.c.ancestor_id == scope.customer, tree.c.depth >= scope.min_depth
-        )
-        if scope.max_depth is not None:
-            members = members.where(tree.c.depth <= scope.max_depth)
-        return set(conn.execute(members).scalars())
+        return query.scope_customers(conn, self.scope)
 
 
 def _last_ids(entries: list[JournalEntry]) -> dict[Key, int]:

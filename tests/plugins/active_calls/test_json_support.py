@@ -4,7 +4,7 @@ start, with a clear line, instead of failing every request."""
 from __future__ import annotations
 
 import pytest
-from pbxcontrol.plugins.active_calls import query
+from pbxcontrol.plugins.active_calls import sqlterms
 from sqlalchemy import create_engine, event
 
 
@@ -21,11 +21,11 @@ def test_a_database_without_json_functions_is_refused_at_start_up():
         dbapi_conn.create_function("json_object", -1, missing)
 
     with engine.connect() as conn, pytest.raises(ValueError, match="has no JSON functions"):
-        query.check_json_support(conn)
+        sqlterms.check_json_support(conn)
 
 
 def test_the_database_here_has_them(db_url):
     engine = create_engine(db_url)
     with engine.connect() as conn:
-        query.check_json_support(conn)
+        sqlterms.check_json_support(conn)
     engine.dispose()

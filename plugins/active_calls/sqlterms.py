@@ -1,0 +1,72 @@
+"""The SQL terms calls/active/list is built from that SQLAlchemy has no name for: a leg's row
+as JSON text made by the database, and text ordered alike on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, String, literal_column, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+from pbxcontrol.plugin import LEG_FIELDS
+from pbxcontrol.plugin import legs as leg
+
+
+class row_json(FunctionElement):  # noqa: N801 (an SQL function)
+    """A leg as one JSON object text, built by the database: serialising rows in Python
+    cost more than running the query. Arguments alternate key, value."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(row_json)
+def _row_json(element, compiler, **kw):  # SQLite's JSON1 (built in since 3.38)
+    return f"json_object({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(row_json, "postgresql")
+def _row_json_pg(element, compiler, **kw):  # text, so the driver does not parse it back
+    return f"CAST(json_build_object({compiler.process(element.clauses, **kw)}) AS TEXT)"
+
+
+def check_json_support(conn: Connection) -> None:
+    """At start-up, not at the first request: the rows need the database's JSON functions."""
+    try:
+        conn.execute(select(row_json(literal_column("'a'"), 1))).scalar_one()
+    except Exception as exc:
+        version = conn.dialect.server_version_info or ()
+        raise ValueError(
+            f"the database ({conn.dialect.name} {'.'.join(map(str, version))}) has no JSON "
+            "functions: SQLite needs 3.38+ or a build with JSON1"
+        ) from exc
+
+
+def row_json_of_leg() -> row_json:
+    pairs = []
+    for name in LEG_FIELDS:  # the API's field order; names are trusted constants
+        pairs += [literal_column(f"'{name}'"), leg.c[name]]
+    return row_json(*pairs)
+
+
+class text_order(FunctionElement):  # noqa: N801 (an ORDER BY term)
+    """A text column ordered by code point on every engine: SQLite's BINARY collation does,
+    PostgreSQL's default follows the cluster's locale (COLLATE "C" there); the in-memory view
+    (view.py) sorts Python strings, which compare by code point too."""
+
+    inherit_cache = True
+
+
+@compiles(text_order)
+def _text_order(element, compiler, **kw):
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(text_order, "postgresql")
+def _text_order_pg(element, compiler, **kw):
+    return f'{compiler.process(element.clauses, **kw)} COLLATE "C"'
+
+
+def ordered(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    return text_order(column) if isinstance(column.type, String) else column

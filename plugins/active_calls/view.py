@@ -1,0 +1,203 @@
+"""The live legs held in each API process, kept current from the change journal, so that a
+computed calls/active/list is a few journal entries read and ready rows joined — not a query
+over every leg with its names, as the first design ran on every change.
+
+**What is held.** One `Row` per live leg: the list's JSON object for it with its names
+(names depend on the leg's owner, never on who asks, so one copy serves every viewer), where
+the names begin, and the few fields the list filters and sorts by. Indexes: the rows of each
+customer (as either end of the leg, the list's scope rule) and, per sort field asked for so
+far, every row in the list's order, kept in order as rows come and go.
+
+**How it stays right.** Every answer first reads three counters in one statement: the change
+journal's head and pruning watermark (pbxcontrol.db.journal) and the data version
+(pbxcontrol.db.dataversion). Then, under the view's lock:
+- head moved: the journal's entries since the view's position name the legs that changed;
+  those are read again (row JSON and names by the list's own SQL) and replace or remove what
+  was held. Re-reading a leg is idempotent, so a read that already sees a later change is
+  fine: the next catch-up applies that change's entry again.
+- a `reset` entry (provisioning changed the tree, directory or lines: names and scopes may
+  all change), entries pruned past the view's position, or very many changes: read all legs.
+- the data version rose but the head did not: something wrote legs, tree, directory or lines
+  without a journal entry (an operator's SQL, provisioning with nothing to list): read all.
+  (A write without a journal entry that commits between two journalled ones is only picked up
+  by the next reload: write legs through the recorder's store.)
+- a request whose transaction sees an older head than the view (another thread caught up
+  first) answers from the newer view: never older than the data its request read.
+The view then answers at least as new as the journal head its request read, from the same
+database every process and host shares: there is no notification to miss.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left, insort
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Select, bindparam, select, tuple_
+
+from pbxcontrol.plugin import RESET, JournalPosition, journal_position, journal_since
+from pbxcontrol.plugin import legs as leg
+
+from . import sqlterms
+from .names import NameBook, NameStatements, named
+from .names import statements as name_statements
+
+Key = tuple[int, str]  # (machine, uniqueid)
+#: The fields the list filters and sorts by, in a Row's `values`.
+VALUES = (
+    "machine",
+    "uniqueid",
+    "start",
+    "scustomer",
+    "dcustomer",
+    "direction",
+    "callid",
+    "stype",
+    "ctype",
+    "dtype",
+    "snumber",
+    "cnumber",
+    "dnumber",
+    "peer",
+    "callername_internal",
+    "callername_external",
+)
+AT = {name: i for i, name in enumerate(VALUES)}
+_START, _UID = AT["start"], AT["uniqueid"]
+#: More changed legs than this in one catch-up: reading every leg is cheaper.
+MAX_CHANGED = 2000
+_CHUNK = 500  # legs per IN list (SQLite's bound on parameters)
+
+
+@dataclass(slots=True, eq=False)
+class Row:
+    id: int
+    values: tuple[Any, ...]
+    named: bytes  # the list's JSON object with its three names
+    cut: int  # named[:cut] + b"}" is the object without names
+
+    def plain(self) -> bytes:
+        return self.named[: self.cut] + b"}"
+
+
+def sort_key(row: Row, sort: str) -> tuple[Any, ...]:
+    """The list's order (query._build): the sort field, then start, uniqueid and the row id."""
+    v = row.values
+    if sort == "start":
+        return (v[_START], v[_UID], row.id)
+    return (v[AT[sort]], v[_START], v[_UID], row.id)
+
+
+class LegView:
+    """Every live leg as the list shows it, current to the journal head of the last request."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rows: dict[Key, Row] = {}
+        self.by_customer: dict[int, set[Row]] = {}
+        self.orders: dict[str, list[tuple[Any, ...]]] = {}  # sort -> sorted (*key, row)
+        self.seen: JournalPosition | None = None  # what the view was made current to
+        self.reloads = 0  # full reads, for tests and the bench
+
+    def current(self, conn: Connection) -> None:
+        """Bring the view up to what this request's transaction sees. Call under `lock`."""
+        now = journal_position(conn)
+        seen = self.seen
+        if seen is None or now.pruned > seen.head:
+            self._reload(conn, now)
+        elif now.head > seen.head:
+            entries = journal_since(conn, seen.head, now.head)
+            changed = {(e.machine, e.uniqueid) for e in entries if e.op != RESET}
+            if len(changed) > MAX_CHANGED or any(e.op == RESET for e in entries):
+                self._reload(conn, now)
+            else:
+                self._apply(conn, changed)
+                self.seen = now
+        elif now.head == seen.head and now.version > seen.version:
+            self._reload(conn, now)  # written without a journal entry
+
+    def ordered(self, sort: str) -> list[tuple[Any, ...]]:
+        """Every row in the list's order for `sort`, kept in order from now on."""
+        order = self.orders.get(sort)
+        if order is None:
+            order = self.orders[sort] = sorted((*sort_key(r, sort), r) for r in self.rows.values())
+        return order
+
+    def of_customers(self, customers: Iterable[int]) -> set[Row]:
+        found: set[Row] = set()
+        for customer in customers:
+            found |= self.by_customer.get(customer, set())
+        return found
+
+    # -- keeping current -------------------------------------------------------------------
+    def _reload(self, conn: Connection, now: JournalPosition) -> None:
+        self.rows, self.by_customer, self.orders = {}, {}, {}
+        for key, row in _read(conn, None):
+            self._add(key, row)
+        self.seen = now
+        self.reloads += 1
+
+    def _apply(self, conn: Connection, changed: set[Key]) -> None:
+        keys = sorted(changed)
+        found: dict[Key, Row] = {}
+        for i in range(0, len(keys), _CHUNK):
+            found.update(_read(conn, keys[i : i + _CHUNK]))
+        for key in keys:
+            old = self.rows.pop(key, None)
+            if old is not None:
+                self._forget(old)
+            new = found.get(key)
+            if new is not None:
+                self._add(key, new)
+
+    def _add(self, key: Key, row: Row) -> None:
+        self.rows[key] = row
+        for customer in _customers_of(row):
+            self.by_customer.setdefault(customer, set()).add(row)
+        for sort, order in self.orders.items():
+            insort(order, (*sort_key(row, sort), row))
+
+    def _forget(self, row: Row) -> None:
+        for customer in _customers_of(row):
+            held = self.by_customer.get(customer)
+            if held is not None:
+                held.discard(row)
+                if not held:
+                    del self.by_customer[customer]
+        for sort, order in self.orders.items():
+            at = bisect_left(order, sort_key(row, sort))
+            if at < len(order) and order[at][-1] is row:
+                del order[at]
+
+
+def _customers_of(row: Row) -> set[int]:
+    return {c for c in (row.values[AT["scustomer"]], row.values[AT["dcustomer"]]) if c}
+
+
+_FETCH: dict[bool, tuple[Select, NameStatements]] = {}
+
+
+def _statements(changed: bool) -> tuple[Select, NameStatements]:
+    """Every leg (or the legs named in `changed`) with its row JSON, by the list's SQL."""
+    if changed not in _FETCH:
+        conditions = []
+        if changed:
+            key = tuple_(leg.c.machine, leg.c.uniqueid)
+            conditions.append(key.in_(bindparam("changed", expanding=True)))
+        columns = [leg.c.id, sqlterms.row_json_of_leg(), *(leg.c[name] for name in VALUES)]
+        _FETCH[changed] = (select(*columns).where(*conditions), name_statements(conditions))
+    return _FETCH[changed]
+
+
+def _read(conn: Connection, keys: list[Key] | None) -> Iterator[tuple[Key, Row]]:
+    listing, names = _statements(keys is not None)
+    values = {} if keys is None else {"changed": keys}
+    rows = conn.execute(listing, values).all()
+    book = NameBook(conn, names, values)
+    s, d = AT["scustomer"], AT["dcustomer"]
+    numbers = AT["snumber"], AT["cnumber"], AT["dnumber"]
+    for leg_id, obj, *fields in rows:
+        full = named(book, obj, fields[s], fields[d], *(fields[i] for i in numbers)).encode()
+        yield (fields[0], fields[1]), Row(leg_id, tuple(fields), full, len(obj.encode()) - 1)
