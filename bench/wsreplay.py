@@ -140,12 +140,12 @@ class ReplayServer:
 
     def _websocket(self, conn: socket.socket, reader, key: str) -> None:
         accept = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
+        with self.lock:  # before the client can know it is connected
+            self.pending = conn
         conn.sendall(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             + f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
         )
-        with self.lock:
-            self.pending = conn
         while (got := _read_frame(reader)) is not None:  # answer pings, end at a close
             opcode, payload = got
             if opcode == 0x9:

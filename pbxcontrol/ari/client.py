@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -17,6 +19,9 @@ from pbxcontrol.ari.channel import (
     parse_channels,
     parse_info,
 )
+from pbxcontrol.ari.frames import OPCODE_CLOSE, OPCODE_PING, OPCODE_TEXT, FrameBuffer, FrameError
+
+READ_SIZE = 256 * 1024
 
 
 class AriError(Exception):
@@ -127,7 +132,10 @@ class AriClient:
 
 
 class WebsocketStream:
-    """Reads text frames; pings when idle and declares the link dead when nothing comes back."""
+    """Reads text frames; pings when idle and declares the link dead when nothing comes back.
+
+    websocket-client opens the connection and sends; the frames are read here, straight off
+    its socket, many per read (pbxcontrol.ari.frames says why)."""
 
     def __init__(self, ws: websocket.WebSocket, ping_interval: float, ping_timeout: float):
         self._ws = ws
@@ -135,10 +143,15 @@ class WebsocketStream:
         self._ping_timeout = ping_timeout
         self._last_rx = time.monotonic()
         self._last_ping = 0.0
+        self._frames = FrameBuffer()
+        self._messages: deque[str] = deque()
+        self._closed = False  # Asterisk sent a close frame: the messages before it come first
 
     def recv(self, timeout: float) -> str | None:
+        if self._messages:
+            return self._messages.popleft()
         deadline = time.monotonic() + timeout
-        while True:
+        while not self._closed:
             now = time.monotonic()
             if now - self._last_rx > self._ping_timeout:
                 raise AriError(f"no answer to ping for {self._ping_timeout:.0f} s")
@@ -150,25 +163,49 @@ class WebsocketStream:
             wait = min(deadline - now, self._ping_interval / 2)
             if wait <= 0:
                 return None
-            self._ws.settimeout(wait)
-            try:
-                opcode, data = self._ws.recv_data(control_frame=True)
-            except websocket.WebSocketTimeoutException:
-                continue
-            except (OSError, websocket.WebSocketException) as exc:
-                raise AriError(f"events websocket: {_describe(exc)}") from None
-            self._last_rx = time.monotonic()
-            if opcode == websocket.ABNF.OPCODE_TEXT:
-                return data.decode("utf-8", "surrogateescape")
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                raise AriError("events websocket closed by Asterisk")
+            if self._read(wait):
+                return self._messages.popleft()
+        raise AriError("events websocket closed by Asterisk")
+
+    def _read(self, wait: float) -> bool:
+        """One read of the socket (at most `wait` seconds); True when it completed messages."""
+        sock = self._ws.sock
+        if sock is None:
+            raise AriError("events websocket: closed")
+        try:
+            sock.settimeout(wait)
+            chunk = sock.recv(READ_SIZE)
+        except TimeoutError:
+            return False
+        except OSError as exc:
+            raise AriError(f"events websocket: {_describe(exc)}") from None
+        if not chunk:
+            raise AriError("events websocket: connection closed by Asterisk")
+        self._last_rx = time.monotonic()
+        try:
+            frames = self._frames.feed(chunk)
+        except FrameError as exc:
+            raise AriError(f"events websocket: {exc}") from None
+        for opcode, payload in frames:
+            if opcode == OPCODE_TEXT:
+                self._messages.append(payload.decode("utf-8", "surrogateescape"))
+            elif opcode == OPCODE_PING:
+                self._answer(self._ws.pong, payload)
+            elif opcode == OPCODE_CLOSE:
+                self._answer(self._ws.send_close)
+                self._closed = True
+                break
+        return bool(self._messages)
+
+    def _answer(self, send: Callable[..., None], *args: bytes) -> None:
+        try:
+            send(*args)
+        except (OSError, websocket.WebSocketException) as exc:
+            raise AriError(f"events websocket: {_describe(exc)}") from None
 
     def _send_ping(self) -> None:
         self._last_ping = time.monotonic()
-        try:
-            self._ws.ping()
-        except (OSError, websocket.WebSocketException) as exc:
-            raise AriError(f"events websocket: {_describe(exc)}") from None
+        self._answer(self._ws.ping)
 
     def close(self) -> None:
         with contextlib.suppress(OSError, websocket.WebSocketException):
