@@ -97,12 +97,12 @@ def row(f: Figure) -> str:
     ratio = "" if f.ratio is None else f"{f.ratio:9.3f}"
     base = "" if f.baseline is None else f"{f.baseline:12.3f}"
     met = {True: "met", False: "MISSED", None: ""}[f.met]
-    return f"{f.name:44s} {f.value:12.3f} {f.unit:8s} {base:>12s} {ratio:>9s}  {f.target:16s} {met}"
+    return f"{f.name:48s} {f.value:12.3f} {f.unit:8s} {base:>12s} {ratio:>9s}  {f.target:16s} {met}"
 
 
 def table(results: Results) -> str:
     head = (
-        f"{'figure':44s} {'value':>12s} {'unit':8s} {'baseline':>12s} {'ratio':>9s}  "
+        f"{'figure':48s} {'value':>12s} {'unit':8s} {'baseline':>12s} {'ratio':>9s}  "
         f"{'target':16s} met"
     )
     lines = [head, "-" * len(head)]

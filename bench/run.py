@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/run.py [--only PART,...] [--quick] [--output FILE]
 
-Parts: views, ingest, provision (no Asterisk); ari, lag, memory (the sandbox Asterisk; they
-wait while e2e tests run; lag includes the wrk figures). Prints a table and writes
+Parts: views, ingest, provision, stream (no Asterisk); ari, lag, memory (the sandbox
+Asterisk: started if it is not running, and then stopped at the end of the run; they wait
+while e2e tests run; lag includes the wrk figures). Prints a table and writes
 bench/results.json (every figure by name).
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import common  # noqa: E402
+from bench import asterisk, common  # noqa: E402
 
 PARTS = ("views", "ingest", "provision", "ari", "lag", "memory", "stream")
 PREFIXES = {
@@ -83,6 +84,20 @@ def run_part(name: str, results: common.Results, quick: bool) -> None:
         getattr(live, f"run_{name}")(results, quick)
 
 
+def run_parts(parts: list[str], results: common.Results, quick: bool) -> list[str]:
+    failed = []
+    for part in parts:
+        print(f"== {part}", flush=True)
+        started = time.perf_counter()
+        try:
+            run_part(part, results, quick)
+        except Exception as exc:  # one broken part must not lose the others' figures
+            traceback.print_exc()
+            failed.append(f"{part}: {exc}")
+        print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
+    return failed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -107,16 +122,10 @@ def main() -> int:
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         commit=_commit(),
     )
-    failed = []
-    for part in parts:
-        print(f"== {part}", flush=True)
-        started = time.perf_counter()
-        try:
-            run_part(part, results, args.quick)
-        except Exception as exc:  # one broken part must not lose the others' figures
-            traceback.print_exc()
-            failed.append(f"{part}: {exc}")
-        print(f"   ({time.perf_counter() - started:.0f} s)", flush=True)
+    try:
+        failed = run_parts(parts, results, args.quick)
+    finally:
+        asterisk.release()
     results.info["failed"] = failed
     print()
     print(common.table(results))

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -19,55 +20,20 @@ from pathlib import Path
 
 import requests
 
+from bench.asterisk import preflight  # noqa: F401 - bench.load imports it from here
 from bench.common import ROOT
 
 ARI = "http://127.0.0.1:8088/ari"
 ARI_AUTH = ("pbxcontrol", "pbxcontrol-secret")
-SANDBOX = ROOT / "scripts" / "asterisk-sandbox"
 BENCH_CHANNEL = re.compile(r"^Local/\d+@bench-[0-9a-f]+;[12]$")
-
-
-class SandboxBusy(RuntimeError):
-    """Someone else (the e2e tests) is using the sandbox Asterisk."""
-
-
-def e2e_running() -> list[str]:
-    """pytest processes that may drive the sandbox: any but those deselecting e2e."""
-    out = subprocess.run(["pgrep", "-af", "pytest"], capture_output=True, text=True).stdout
-    return [
-        line
-        for line in out.splitlines()
-        if "e2e" in line and "not e2e" not in line and "pgrep" not in line
-    ]
-
-
-def preflight(wait_s: float = 600.0) -> None:
-    """Wait (polling) while e2e tests run, then make sure Asterisk and [bench] are there."""
-    deadline = time.monotonic() + wait_s
-    while busy := e2e_running():
-        if time.monotonic() > deadline:
-            raise SandboxBusy("e2e tests still running: " + "; ".join(busy))
-        print(f"  waiting: e2e tests are using the sandbox ({busy[0][:60]})", flush=True)
-        time.sleep(20)
-    status = subprocess.run([SANDBOX, "status"], capture_output=True, text=True)
-    if status.returncode != 0 or "running" not in status.stdout:
-        raise RuntimeError("the sandbox Asterisk is not running: scripts/asterisk-sandbox up")
-    dialplan = cli("dialplan show bench")
-    if "_X." not in dialplan:
-        subprocess.run([SANDBOX, "reload"], check=True, capture_output=True)
-        if "_X." not in cli("dialplan show bench"):
-            raise RuntimeError("context [bench] missing from the sandbox dialplan")
-
-
-def cli(command: str) -> str:
-    return subprocess.run([SANDBOX, "cli", command], capture_output=True, text=True).stdout
 
 
 class Ari:
     def __init__(self) -> None:
         self.http = requests.Session()
         self.http.auth = ARI_AUTH
-        self.originated: list[str] = []
+        self.originated: dict[str, int] = {}  # channel id -> its number, oldest first
+        self.next_number = 100_000  # each call its own number (its legs' snumber)
 
     def channels(self) -> list[dict]:
         resp = self.http.get(f"{ARI}/channels", timeout=30)
@@ -83,33 +49,18 @@ class Ari:
 
         def one(n: int) -> bool:
             for attempt in range(retries + 1):
-                try:
-                    resp = self.http.post(
-                        f"{ARI}/channels",
-                        timeout=30,
-                        params={
-                            "endpoint": f"Local/{n}@bench",
-                            "context": "bench",
-                            "extension": str(n),
-                            "priority": "1",
-                            "callerId": f"Bench <{n}>",
-                        },
-                    )
-                    if resp.ok:
-                        self.originated.append(resp.json()["id"])
-                        return True
-                except requests.RequestException:
-                    pass
+                if self._originate(n):
+                    return True
                 time.sleep(0.2 * (attempt + 1))
             return False
 
         started = time.perf_counter()
         done = failed = 0
-        first = 100_000
         with ThreadPoolExecutor(workers) as pool:
             while done < calls:
                 size = min(batch, calls - done)
-                numbers = range(first + done + failed, first + done + failed + size)
+                numbers = range(self.next_number, self.next_number + size)
+                self.next_number += size
                 ok = sum(pool.map(one, numbers))
                 done += ok
                 failed += size - ok
@@ -120,6 +71,39 @@ class Ari:
                     )
                     break
         return done, time.perf_counter() - started, failed
+
+    def _originate(self, n: int) -> bool:
+        try:
+            resp = self.http.post(
+                f"{ARI}/channels",
+                timeout=30,
+                params={
+                    "endpoint": f"Local/{n}@bench",
+                    "context": "bench",
+                    "extension": str(n),
+                    "priority": "1",
+                    "callerId": f"Bench <{n}>",
+                },
+            )
+        except requests.RequestException:
+            return False
+        if resp.ok:
+            self.originated[resp.json()["id"]] = n
+        return resp.ok
+
+    def replace_oldest_call(self) -> tuple[int, int]:
+        """One new Local call up, then the oldest one we originated hung up (its other half
+        follows): as many legs as before, and the data changed. Returns (new number, old)."""
+        n = self.next_number
+        self.next_number += 1
+        if not self._originate(n):
+            raise RuntimeError(f"originating Local/{n}@bench failed")
+        old_id, old = next(iter(self.originated.items()))
+        resp = self.http.delete(f"{ARI}/channels/{old_id}", timeout=30)
+        if resp.status_code not in (204, 404):
+            raise RuntimeError(f"hanging up {old_id}: HTTP {resp.status_code}")
+        del self.originated[old_id]
+        return n, old
 
     def hangup_bench_channels(self, timeout: float = 120.0) -> int:
         """DELETE every channel we originated and any [bench] Local leg left, then wait until
@@ -147,19 +131,6 @@ class Ari:
                     list(pool.map(delete, todo))
             ids = set()
             time.sleep(1.0)
-
-
-def asterisk_fd_budget(margin: int = 600) -> tuple[int, int]:
-    """(file descriptors the sandbox Asterisk may still open, its limit): each channel holds
-    two (alert pipe and timer), so 10,000 channels need more than 20,000."""
-    out = subprocess.run([SANDBOX, "root"], capture_output=True, text=True).stdout.strip()
-    pid = int((Path(out).parent / "asterisk.pid").read_text().split()[0])
-    limit = 0
-    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
-        if line.startswith("Max open files"):
-            limit = int(line.split()[3])
-    used = len(os.listdir(f"/proc/{pid}/fd"))
-    return max(0, limit - used - margin), limit
 
 
 def free_port() -> int:
@@ -238,6 +209,22 @@ class Service:
                 raise RuntimeError(f"API shows {n} legs, expected {wanted}")
             time.sleep(0.2)
         return time.monotonic() - started
+
+    def recorded(self, snumber: str | None = None) -> int:
+        """Live legs in the service's database (all, or those of one source number), read
+        from the file itself: a signal that the recorder has written a change which neither
+        runs the API nor touches its caches."""
+        where, args = ("WHERE snumber = ?", (snumber,)) if snumber is not None else ("", ())
+        uri = f"file:{self.dir / 'pbx.db'}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10)) as db:
+            return db.execute(f"SELECT count(*) FROM legs {where}", args).fetchone()[0]
+
+    def served_ms(self, function: str = "calls/active/list") -> list[float]:
+        """Server-side times of the requests for `function` so far, from the access log
+        (parameters, auth, the answer and its envelope: all but the HTTP transfer)."""
+        mark = f" /api/json/{function}/ 200 "
+        log = (self.dir / "serve.log").read_text(errors="replace").splitlines()
+        return [float(line.rsplit(" ", 1)[1][:-2]) for line in log if mark in line]
 
     def rss_mb(self) -> float:
         assert self.proc is not None
