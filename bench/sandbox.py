@@ -226,10 +226,11 @@ class Service:
         log = (self.dir / "serve.log").read_text(errors="replace").splitlines()
         return [float(line.rsplit(" ", 1)[1][:-2]) for line in log if mark in line]
 
-    def rss_mb(self) -> float:
+    def rss_mb(self, field: str = "VmRSS") -> float:
+        """Resident memory now (VmRSS) or at its peak so far (VmHWM)."""
         assert self.proc is not None
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
         raise RuntimeError("no VmRSS")
 
