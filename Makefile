@@ -39,8 +39,10 @@ format: $(STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
+## Every benchmark; `make bench BENCH_ARGS="--quick --only ari"` for a part. The parts that need
+# the sandbox Asterisk start it when it is not running and stop it again at the end.
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
