@@ -30,11 +30,14 @@ class Rounds:
         self.times: dict[str, list[float]] = {"ari": [], **{name: [] for name in services}}
         self.sizes: dict[str, int] = {}
         self._logged = {name: len(s.served_ms()) for name, s in services.items()}
+        self.rounds = self.kept = 0
 
     def one(self, keep: bool, new: int | None = None, old: int | None = None) -> None:
         """One request each, in turn; with `new`/`old` (source numbers), every answer must
         hold the new call's legs and none of the old one's: so the services' answers were
         computed after the change (a miss of the response cache)."""
+        self.rounds += 1
+        self.kept += keep
         self._timed("ari", keep, lambda: self.ari.http.get(f"{ARI}/channels", timeout=30))
         for name, service in self.services.items():
             fetch = functools.partial(service.get, "calls/active/list", "admin", "admin-pass")
@@ -61,7 +64,8 @@ class Rounds:
 
     def served(self, name: str) -> str:
         """The median server-side time of the kept rounds, from the service's access log."""
-        kept = self.services[name].served_ms()[self._logged[name] :][-len(self.times[name]) :]
+        start = self._logged[name] + self.rounds - self.kept  # the warm-up rounds come first
+        kept = self.services[name].served_ms()[start : self._logged[name] + self.rounds]
         return f"server side (access log) median {median(kept):.1f} ms" if kept else ""
 
 
