@@ -10,11 +10,11 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from sqlalchemy import insert
+from sqlalchemy import delete, insert
 
 from pbxcontrol import config as config_mod
 from pbxcontrol import provisioning, runtime
-from pbxcontrol.db import models
+from pbxcontrol.db import journal, models
 from pbxcontrol.db.models import LEG_INT_FIELDS, LEG_STRING_FIELDS
 from pbxcontrol.passwords import hash_password
 
@@ -34,8 +34,8 @@ def parent_of(c: int) -> int | None:
     return c - 1 if c % 10 == 5 else c % RESELLERS + 2
 
 
-def write_config(directory: Path) -> Path:
-    path = directory / "pbxcontrol.ini"
+def write_config(directory: Path, memory_view: bool = True) -> Path:
+    path = directory / ("pbxcontrol.ini" if memory_view else "pbxcontrol-sql.ini")
     path.write_text(
         f"[database]\nurl = sqlite:///{directory / 'bench.db'}\n"
         "[http]\nhost = 127.0.0.1\nport = 0\n"
@@ -43,6 +43,7 @@ def write_config(directory: Path) -> Path:
         # The response cache would answer repeated requests from memory; these
         # figures are the cost of computing an answer.
         "[plugin:active_calls]\ncache_megabytes = 0\n"
+        f"memory_view = {'yes' if memory_view else 'no'}\n"
     )
     path.chmod(0o600)
     return path
@@ -55,7 +56,9 @@ class SyntheticDb:
         self.rt = runtime.build(config_mod.load(str(write_config(directory))), record=False)
         self.rnd = random.Random(seed)
         self.numbers = [f"020{n:07d}" for n in range(200_000)]
-        self.legs = 0
+        self.directory = directory
+        self.legs = 0  # live now
+        self.next = 0  # the next leg's number (legs 0 .. next-1 were made; the oldest ended)
         self._fill(directory_rows)
 
     def _fill(self, directory_rows: int) -> None:
@@ -107,13 +110,34 @@ class SyntheticDb:
             for i in range(0, len(rows), 50_000):
                 s.execute(insert(models.DirectoryEntry.__table__), rows[i : i + 50_000])
 
+    def sql_runtime(self) -> runtime.Runtime:
+        """A second runtime on the same file answering by the list's SQL (memory_view = no)."""
+        config = config_mod.load(str(write_config(self.directory, memory_view=False)))
+        return runtime.build(config, record=False)
+
     def grow_to(self, legs: int) -> None:
-        """Add legs until the table holds `legs` of them."""
-        rows = [self._leg(i) for i in range(self.legs, legs)]
+        """Add legs until the table holds `legs` of them (a bulk write: a journal reset)."""
+        rows = [self._leg(i) for i in range(self.next, self.next + legs - self.legs)]
         with self.rt.engine.begin() as conn:
             for i in range(0, len(rows), 20_000):
                 conn.execute(insert(models.LEGS_TABLE), rows[i : i + 20_000])
+            journal.record_reset(conn)
+        self.next += len(rows)
         self.legs = max(self.legs, legs)
+
+    def churn(self) -> None:
+        """One call ends and a new one starts: the oldest leg (not OWN's) goes, a new leg
+        comes, with their journal entries, in one transaction, as the recorder's store does."""
+        gone = self.next - self.legs + OWN_LEGS  # the oldest leg still live after OWN's
+        uid = f"{1700000000 + gone}.{gone}"
+        row = self._leg(self.next)
+        legs = models.LEGS_TABLE
+        with self.rt.engine.begin() as conn:
+            before = journal.scope_keys(conn, 1, [uid])
+            conn.execute(delete(legs).where(legs.c.machine == 1, legs.c.uniqueid == uid))
+            conn.execute(insert(legs), [row])
+            journal.record_legs(conn, 1, [row], [uid], before)
+        self.next += 1
 
     def _leg(self, i: int) -> dict:
         if i < OWN_LEGS:

@@ -89,7 +89,7 @@ def statement(
 ) -> tuple[Statements, dict[str, Any]]:
     """The statements for this request and the values of their parameters. For the stream:
     `keyed` starts each row with its (machine, uniqueid); `changed` lists only the legs whose
-    (machine, uniqueid) is in the parameter `changed` (bound by the caller)."""
+    (machine, uniqueid) the caller binds with `changed_values`."""
     values: dict[str, Any] = {"me": caller.customer_id}
     scope_shape = None
     if scope is not None:
@@ -173,9 +173,8 @@ def _build(shape: _Shape) -> Statements:
     conditions = _conditions(shape)
     if shape.count:
         return Statements(select(func.count()).select_from(leg).where(*conditions))
-    if shape.changed:  # the same conditions, on the legs that changed (the unique index)
-        key = tuple_(leg.c.machine, leg.c.uniqueid)
-        conditions.append(key.in_(bindparam("changed", expanding=True)))
+    if shape.changed:  # the same conditions, on the legs that changed
+        conditions.append(changed_legs())
     columns: list[ColumnElement[Any]] = [row_json_of_leg()]
     if shape.names:
         columns += [leg.c[name] for name in NAME_INPUTS]
@@ -190,6 +189,26 @@ def _build(shape: _Shape) -> Statements:
         order = [column.desc() for column in order]
     listing = select(*columns).where(*conditions).order_by(*order)
     return Statements(listing, name_statements(conditions) if shape.names else None)
+
+
+def changed_legs() -> ColumnElement[bool]:
+    """The legs whose (machine, uniqueid) are bound by `changed_values`. A row-value IN alone
+    makes SQLite scan every leg; the machine and uniqueid lists first let both engines probe
+    the unique (machine, uniqueid) index, and the row values keep the answer exact."""
+    key = tuple_(leg.c.machine, leg.c.uniqueid)
+    return and_(
+        leg.c.machine.in_(bindparam("changed_machines", expanding=True)),
+        leg.c.uniqueid.in_(bindparam("changed_uids", expanding=True)),
+        key.in_(bindparam("changed", expanding=True)),
+    )
+
+
+def changed_values(keys: list[tuple[int, str]]) -> dict[str, Any]:
+    return {
+        "changed": keys,
+        "changed_machines": sorted({m for m, _ in keys}),
+        "changed_uids": sorted({u for _, u in keys}),
+    }
 
 
 def scope_customers(conn: Connection, scope: Scope | None) -> set[int] | None:

@@ -107,7 +107,7 @@ class ListView:
     ) -> list[Event]:
         if not last:
             return []
-        visible = dict(self._rows(conn, self._changed, {"changed": list(last)}))
+        visible = dict(self._rows(conn, self._changed, query.changed_values(list(last))))
         events: list[tuple[int, str, Key]] = []
         for key, ident in sorted(last.items(), key=lambda item: item[1]):
             if key in visible:

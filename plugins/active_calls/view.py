@@ -35,12 +35,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, select, tuple_
+from sqlalchemy import Connection, Select, select
 
 from pbxcontrol.plugin import RESET, JournalPosition, journal_position, journal_since
 from pbxcontrol.plugin import legs as leg
 
-from . import sqlterms
+from . import query, sqlterms
 from .names import NameBook, NameStatements, named
 from .names import statements as name_statements
 
@@ -65,7 +65,7 @@ VALUES = (
     "callername_external",
 )
 AT = {name: i for i, name in enumerate(VALUES)}
-_START, _UID = AT["start"], AT["uniqueid"]
+_START, _UID, _MACHINE = AT["start"], AT["uniqueid"], AT["machine"]
 #: More changed legs than this in one catch-up: reading every leg is cheaper.
 MAX_CHANGED = 2000
 _CHUNK = 500  # legs per IN list (SQLite's bound on parameters)
@@ -85,9 +85,11 @@ class Row:
 def sort_key(row: Row, sort: str) -> tuple[Any, ...]:
     """The list's order (query._build): the sort field, then start, uniqueid and the row id."""
     v = row.values
+    # The machine last: ids are unique at any one time, but SQLite reuses the id of a deleted
+    # last row, and a catch-up may briefly hold both; (uniqueid, machine) always differ.
     if sort == "start":
-        return (v[_START], v[_UID], row.id)
-    return (v[AT[sort]], v[_START], v[_UID], row.id)
+        return (v[_START], v[_UID], row.id, v[_MACHINE])
+    return (v[AT[sort]], v[_START], v[_UID], row.id, v[_MACHINE])
 
 
 class LegView:
@@ -144,10 +146,11 @@ class LegView:
         found: dict[Key, Row] = {}
         for i in range(0, len(keys), _CHUNK):
             found.update(_read(conn, keys[i : i + _CHUNK]))
-        for key in keys:
+        for key in keys:  # every old row out first: a new row may reuse a gone row's id
             old = self.rows.pop(key, None)
             if old is not None:
                 self._forget(old)
+        for key in keys:
             new = found.get(key)
             if new is not None:
                 self._add(key, new)
@@ -184,8 +187,7 @@ def _statements(changed: bool) -> tuple[Select, NameStatements]:
     if changed not in _FETCH:
         conditions = []
         if changed:
-            key = tuple_(leg.c.machine, leg.c.uniqueid)
-            conditions.append(key.in_(bindparam("changed", expanding=True)))
+            conditions.append(query.changed_legs())
         columns = [leg.c.id, sqlterms.row_json_of_leg(), *(leg.c[name] for name in VALUES)]
         _FETCH[changed] = (select(*columns).where(*conditions), name_statements(conditions))
     return _FETCH[changed]
@@ -193,7 +195,7 @@ def _statements(changed: bool) -> tuple[Select, NameStatements]:
 
 def _read(conn: Connection, keys: list[Key] | None) -> Iterator[tuple[Key, Row]]:
     listing, names = _statements(keys is not None)
-    values = {} if keys is None else {"changed": keys}
+    values = {} if keys is None else query.changed_values(keys)
     rows = conn.execute(listing, values).all()
     book = NameBook(conn, names, values)
     s, d = AT["scustomer"], AT["dcustomer"]

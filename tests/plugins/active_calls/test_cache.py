@@ -23,9 +23,13 @@ def statements_on(engine, table: str):
     seen: list[str] = []
 
     def record(_conn, _cursor, statement, *_args):
-        if f"FROM {table}" in statement or f"JOIN {table}" in statement:
-            seen.append(statement)
-        elif table == "journal" and "FROM counters" in statement and " IN (" in statement:
+        if (
+            f"FROM {table}" in statement
+            or f"JOIN {table}" in statement
+            or table == "journal"
+            and "FROM counters" in statement
+            and " IN (" in statement
+        ):
             seen.append(statement)
 
     event.listen(engine, "before_cursor_execute", record)

@@ -1,0 +1,213 @@
+"""The in-memory view of the live legs (view.py) answers exactly as the list's SQL, on both
+engines: over random legs written through the recorder's store, random requests and
+provisioning changes (names and the tree), with the journal pruned under it, and from two
+API processes on one database."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import webtest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import update
+
+from pbxcontrol import config as config_mod
+from pbxcontrol import provisioning, runtime
+from pbxcontrol.db import journal
+from pbxcontrol.plugin import legs
+from tests.conftest import LIST, build_provisioned, write_config
+from tests.plugins.active_calls.changes_support import (
+    NUMBERS,
+    PARAMS,
+    PEOPLE,
+    apply_step,
+    steps,
+)
+from tests.plugins.active_calls.conftest import leg
+from tests.plugins.active_calls.stream_support import query, write_legs
+
+NO_CACHE = "[plugin:active_calls]\ncache_megabytes = 0\n"
+
+
+def plugin_view(rt):
+    return rt.api.functions["calls/active/list"].handler.keywords["view"]
+
+
+def sql_twin(tmp_path, url) -> runtime.Runtime:
+    """A second API process on the same database answering by SQL (memory_view = no)."""
+    config = write_config(tmp_path, NO_CACHE + "memory_view = no\n", db=url)
+    return runtime.build(config_mod.load(str(config)), record=False)
+
+
+@pytest.fixture(scope="module")
+def pair(database, databases, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("view")
+    with databases.fresh(database, tmp) as url:
+        rt = build_provisioned(write_config(tmp, NO_CACHE, db=url))
+        twin = sql_twin(tmp_path_factory.mktemp("view-sql"), url)
+        yield rt, webtest.TestApp(rt.app), webtest.TestApp(twin.app), {}
+        twin.close()
+        rt.close()
+
+
+def answers(app, who: str, params: dict[str, str]):
+    response = app.get(LIST + "?" + query(who, **params), expect_errors=True)
+    return response.status_int, json.loads(response.body)
+
+
+requests = st.lists(
+    st.tuples(
+        st.sampled_from(sorted(PEOPLE)),
+        st.lists(st.sampled_from(sorted(PARAMS)), max_size=3, unique=True).flatmap(
+            lambda keys: st.fixed_dictionaries({k: st.sampled_from(PARAMS[k]) for k in keys})
+        ),
+    ),
+    min_size=1,
+    max_size=4,
+)
+#: Provisioning changes that change names or scopes: a directory entry (global or a
+#: customer's) for a number the legs carry, or Acme / Acme Branch moved in the tree.
+provisioning_changes = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "directory": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "customer": st.sampled_from([None, 2, 3, 4, 7]),
+                        "number": st.sampled_from(NUMBERS),
+                        "name": st.sampled_from(["Zed", "Åsa", "", "dentist"]),
+                    }
+                ),
+                min_size=1,
+                max_size=2,
+                unique_by=lambda e: (e["customer"], e["number"]),
+            )
+        }
+    ),
+    st.sampled_from([(3, "Acme Ltd", 2), (3, "Acme Ltd", 6), (5, "Acme Branch", 3)]).map(
+        lambda c: {"customers": [{"id": c[0], "name": c[1], "parent": c[2]}]}
+    ),
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    asked=requests,
+    initial=steps,
+    changes=st.lists(st.one_of(steps.map(lambda s: ("legs", s)), provisioning_changes), max_size=5),
+)
+def test_the_view_answers_exactly_as_the_sql(pair, asked, initial, changes):
+    rt, app, sql, live = pair
+    if live:
+        for machine in (1, 2):
+            write_legs(rt, machine, gone=[row for (m, _), row in live.items() if m == machine])
+        live.clear()
+    clock = [1000]
+    for ops in initial:
+        apply_step(rt, live, ops, clock)
+    for change in [None, *changes]:
+        if isinstance(change, tuple):
+            for ops in change[1]:
+                apply_step(rt, live, ops, clock)
+        elif change is not None:
+            with rt.sessions.begin() as session:
+                provisioning.apply(session, change)
+        for who, params in asked:
+            assert answers(app, who, params) == answers(sql, who, params), (who, params)
+
+
+def test_text_sorts_by_code_point_on_both_engines(rt, app, tmp_path, db_url):
+    numbers = ["b", "B", "a", "é", "Z", "10", "9", "ä", "_x"]
+    rows = [leg(f"{i}.1", f"{i}.1", 100, scustomer=3, snumber=n) for i, n in enumerate(numbers)]
+    write_legs(rt, 1, upsert=rows)
+    (tmp_path / "twin").mkdir()
+    twin = sql_twin(tmp_path / "twin", db_url)
+    try:
+        for descending in ("0", "1"):
+            got = answers(app, "acme", {"sort": "snumber", "descending": descending})[1]["data"]
+            listed = [r["snumber"] for r in got]
+            assert listed == sorted(numbers, reverse=descending == "1")
+            by_sql = answers(
+                webtest.TestApp(twin.app), "acme", {"sort": "snumber", "descending": descending}
+            )
+            assert by_sql[1]["data"] == got
+    finally:
+        twin.close()
+
+
+def test_a_change_reads_only_the_changed_legs_and_a_reset_reads_all(rt, app):
+    view = plugin_view(rt)
+    write_legs(rt, 1, upsert=[leg("1.1", "1.1", 100, scustomer=3, dnumber="0207946000")])
+    assert [r["dnumber_name"] for r in answers(app, "acme", {"names": "1"})[1]["data"]] == [
+        "Dentist"
+    ]
+    loads = view.reloads
+    write_legs(rt, 1, upsert=[leg("2.1", "2.1", 101, scustomer=3)])
+    assert len(answers(app, "acme", {})[1]["data"]) == 2
+    assert view.reloads == loads  # caught up from the journal
+    with rt.sessions.begin() as session:  # names change: a reset entry, everything read again
+        provisioning.apply(
+            session, {"directory": [{"customer": 3, "number": "0207946000", "name": "Dr No"}]}
+        )
+    named = answers(app, "acme", {"names": "1"})[1]["data"]
+    assert [r["dnumber_name"] for r in named] == ["Dr No", ""]
+    assert view.reloads == loads + 1
+
+
+def test_a_view_behind_the_pruned_journal_reads_everything_again(rt, app):
+    view = plugin_view(rt)
+    write_legs(rt, 1, upsert=[leg("1.1", "1.1", 100, scustomer=3)])
+    assert len(answers(app, "acme", {})[1]["data"]) == 1
+    loads = view.reloads
+    write_legs(rt, 1, upsert=[leg("2.1", "2.1", 101, scustomer=3)])
+    write_legs(rt, 1, gone=[leg("1.1", "1.1", 100, scustomer=3)])
+    with rt.engine.begin() as conn:  # what the recorders' sweep does after journal_seconds
+        journal.prune(conn, cutoff=1e12, limit=1000)
+    assert [r["uniqueid"] for r in answers(app, "acme", {})[1]["data"]] == ["2.1"]
+    assert view.reloads == loads + 1
+
+
+def test_two_api_processes_on_one_database_both_follow_every_change(rt, app, tmp_path, db_url):
+    (tmp_path / "other").mkdir()
+    config = write_config(tmp_path / "other", NO_CACHE, db=db_url)
+    other_rt = runtime.build(config_mod.load(str(config)), record=False)
+    other = webtest.TestApp(other_rt.app)
+    try:
+        for step, uid in enumerate(["1.1", "2.1", "3.1"]):
+            write_legs(rt, 1, upsert=[leg(uid, uid, 100 + step, scustomer=3)])
+            for api in (app, other):
+                assert len(answers(api, "acme", {})[1]["data"]) == step + 1
+        write_legs(rt, 1, gone=[leg("2.1", "2.1", 101, scustomer=3)])
+        for api in (app, other):
+            assert [r["uniqueid"] for r in answers(api, "acme", {})[1]["data"]] == ["1.1", "3.1"]
+    finally:
+        other_rt.close()
+
+
+def test_a_write_without_a_journal_entry_is_seen_when_it_is_the_only_one(rt, app):
+    write_legs(rt, 1, upsert=[leg("1.1", "1.1", 100, scustomer=3, status="Ring")])
+    assert answers(app, "acme", {})[1]["data"][0]["status"] == "Ring"
+    with rt.engine.begin() as conn:  # an operator's SQL: the data version moves, the journal not
+        conn.execute(update(legs).where(legs.c.uniqueid == "1.1").values(status="Up"))
+    assert answers(app, "acme", {})[1]["data"][0]["status"] == "Up"
+
+
+def test_case_insensitive_filters_fold_as_the_database_does(rt, app, tmp_path, db_url):
+    names = ["ÅSA Öberg", "åsa öberg", "ASA", "Kelvin \u212a"]
+    rows = [
+        leg(f"{i}.1", f"{i}.1", 100 + i, scustomer=3, callername_internal=n)
+        for i, n in enumerate(names)
+    ]
+    write_legs(rt, 1, upsert=rows)
+    (tmp_path / "twin").mkdir()
+    twin = webtest.TestApp(sql_twin(tmp_path / "twin", db_url).app)
+    for wanted in ("å", "Å", "asa", "öBERG", "k"):
+        for mode in ("contains", "starts", "ends", "exact"):
+            params = {"callername_number": wanted, "callername_match": mode}
+            assert answers(app, "acme", params) == answers(twin, "acme", params), params
