@@ -47,7 +47,10 @@ def answer(view: LegView, conn: Connection, caller: Caller, wanted: ListRequest,
     if wanted.descending:  # every ORDER BY term descending: exactly the reverse
         rows.reverse()
     parts = [row.named for row in rows] if wanted.names else [row.plain() for row in rows]
-    return orjson.Fragment(b"[" + b",".join(parts) + b"]")
+    if len(parts) < 2:
+        return orjson.Fragment(b"[" + b"".join(parts) + b"]")
+    parts[0], parts[-1] = b"[" + parts[0], parts[-1] + b"]"  # one copy of the whole, not three
+    return orjson.Fragment(b",".join(parts))
 
 
 def _chosen(
