@@ -13,12 +13,26 @@ PostgreSQL that UPDATE's row lock serialises the holder's batch with a taker's C
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Float, and_, func, insert, literal, or_, select, text, update
+from sqlalchemy import (
+    CursorResult,
+    Float,
+    Update,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -58,6 +72,19 @@ def db_now(dialect: str) -> ColumnElement[Any]:
         # waited for the row lock.
         return func.extract("epoch", func.clock_timestamp()).cast(Float)
     return (func.julianday("now") - 2440587.5) * 86400.0
+
+
+@functools.cache
+def _fence_statement(dialect: str) -> Update:
+    """The fence's UPDATE, built once: it starts every transaction of the holder, and
+    building it (and its cache key) each time cost as much as running it on SQLite."""
+    return (
+        update(MACHINES)
+        .where(
+            and_(MACHINES.c.id == bindparam("f_machine"), MACHINES.c.epoch == bindparam("f_epoch"))
+        )
+        .values(renewed_at=db_now(dialect))
+    )
 
 
 class Lease:
@@ -162,11 +189,9 @@ class Lease:
         if self.epoch is None:
             raise LeaseLost(f"{self.name}: not holding the lease")
         self._limit_waits(session)
-        dialect = session.get_bind().dialect.name
         done = session.execute(
-            update(MACHINES)
-            .where(and_(MACHINES.c.id == self.machine, MACHINES.c.epoch == self.epoch))
-            .values(renewed_at=db_now(dialect))
+            _fence_statement(session.get_bind().dialect.name),
+            {"f_machine": self.machine, "f_epoch": self.epoch},
         )
         if cast(CursorResult[Any], done).rowcount != 1:
             row = session.execute(

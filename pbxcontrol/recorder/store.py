@@ -28,6 +28,18 @@ def load(live: LiveLegs, session: Session) -> int:
     return len(legs)
 
 
+# Built once: the writer runs them in every transaction, and building a statement (and its
+# cache key) each time cost about as much as running it.
+INSERT_LEGS = insert(LEGS)
+UPDATE_LEGS = update(LEGS).where(
+    and_(LEGS.c.machine == bindparam("b_machine"), LEGS.c.uniqueid == bindparam("b_uniqueid"))
+)
+INSERT_HISTORY = insert(HISTORY)
+DELETE_LEGS = delete(LEGS).where(
+    and_(LEGS.c.machine == bindparam("b_machine"), LEGS.c.uniqueid == bindparam("b_uniqueid"))
+)
+
+
 def write(changes: Changes, machine: int, session: Session) -> None:
     """Insert new legs, update changed ones, move ended ones to the history, in `session`;
     and the change journal's entries for them, in the same transaction (pbxcontrol.db.journal:
@@ -36,28 +48,20 @@ def write(changes: Changes, machine: int, session: Session) -> None:
     changed = [r["uniqueid"] for r in changes.updates] + changes.gone
     before = journal.scope_keys(conn, machine, changed)
     if changes.inserts:
-        session.execute(insert(LEGS), changes.inserts)
+        conn.execute(INSERT_LEGS, changes.inserts)
     if changes.updates:
-        session.execute(
-            update(LEGS).where(
-                and_(
-                    LEGS.c.machine == bindparam("b_machine"),
-                    LEGS.c.uniqueid == bindparam("b_uniqueid"),
-                )
-            ),
+        conn.execute(
+            UPDATE_LEGS,
             [
                 {**r, "b_machine": r["machine"], "b_uniqueid": r["uniqueid"]}
                 for r in changes.updates
             ],
         )
     if changes.ended:
-        session.execute(insert(HISTORY), changes.ended)
+        conn.execute(INSERT_HISTORY, changes.ended)
     if changes.gone:
-        session.execute(
-            delete(LEGS).where(
-                and_(LEGS.c.machine == machine, LEGS.c.uniqueid == bindparam("b_uniqueid"))
-            ),
-            [{"b_uniqueid": uid} for uid in changes.gone],
+        conn.execute(
+            DELETE_LEGS, [{"b_machine": machine, "b_uniqueid": uid} for uid in changes.gone]
         )
     journal.record_legs(conn, machine, changes.inserts + changes.updates, changes.gone, before)
 
