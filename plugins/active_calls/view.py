@@ -29,6 +29,7 @@ database every process and host shares: there is no notification to miss.
 
 from __future__ import annotations
 
+import sys
 import threading
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Iterator
@@ -65,6 +66,12 @@ VALUES = (
     "callername_external",
 )
 AT = {name: i for i, name in enumerate(VALUES)}
+#: Text values many legs share (directions, types, numbers, caller names): one copy each.
+_SHARED = tuple(
+    AT[name]
+    for name in VALUES
+    if name not in ("machine", "uniqueid", "start", "scustomer", "dcustomer", "peer")
+)
 _START, _UID, _MACHINE = AT["start"], AT["uniqueid"], AT["machine"]
 #: More changed legs than this in one catch-up: reading every leg is cheaper.
 MAX_CHANGED = 2000
@@ -196,10 +203,14 @@ def _statements(changed: bool) -> tuple[Select, NameStatements]:
 def _read(conn: Connection, keys: list[Key] | None) -> Iterator[tuple[Key, Row]]:
     listing, names = _statements(keys is not None)
     values = {} if keys is None else query.changed_values(keys)
-    rows = conn.execute(listing, values).all()
+    # Names first, then the rows streamed from the cursor (no list of them all). Either order
+    # is safe: anything committed after the journal head this catch-up started from has an
+    # entry after it, and the next catch-up reads that leg again.
     book = NameBook(conn, names, values)
     s, d = AT["scustomer"], AT["dcustomer"]
     numbers = AT["snumber"], AT["cnumber"], AT["dnumber"]
-    for leg_id, obj, *fields in rows:
+    for leg_id, obj, *fields in conn.execute(listing, values):
+        for i in _SHARED:
+            fields[i] = sys.intern(fields[i])
         full = named(book, obj, fields[s], fields[d], *(fields[i] for i in numbers)).encode()
         yield (fields[0], fields[1]), Row(leg_id, tuple(fields), full, len(obj.encode()) - 1)
