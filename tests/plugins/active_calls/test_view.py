@@ -6,6 +6,7 @@ API processes on one database."""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 import webtest
@@ -211,3 +212,41 @@ def test_case_insensitive_filters_fold_as_the_database_does(rt, app, tmp_path, d
         for mode in ("contains", "starts", "ends", "exact"):
             params = {"callername_number": wanted, "callername_match": mode}
             assert answers(app, "acme", params) == answers(twin, "acme", params), params
+
+
+def test_answers_stay_whole_while_threads_read_and_a_writer_churns(rt, app, tmp_path, db_url):
+    """Four request threads on one view while legs come and go: every answer is a whole,
+    ordered list (no leg twice, none half-applied), and the last equals the SQL's."""
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    q = query("admin", customer="system", names="1", sort="snumber")
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                code, body = rt.api.dispatch("calls/active/list", "GET", q, b"")
+                data = json.loads(body)["data"]
+                keys = [(r["snumber"], r["start"], r["uniqueid"]) for r in data]
+                assert code == 200 and keys == sorted(keys) and len(set(keys)) == len(keys)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    live: list[dict] = []
+    for i in range(150):
+        row = leg(f"{i}.1", f"{i}.1", 100 + i % 7, scustomer=3, snumber=str(i % 11))
+        ended = live[:1] if len(live) > 20 else []
+        write_legs(rt, 1, upsert=[row], gone=ended)
+        live = [*live[len(ended) :], row]
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    (tmp_path / "twin").mkdir()
+    twin = webtest.TestApp(sql_twin(tmp_path / "twin", db_url).app)
+    params = {"customer": "system", "names": "1", "sort": "snumber"}
+    assert answers(app, "admin", params) == answers(twin, "admin", params)
+    assert len(answers(app, "admin", params)[1]["data"]) == len(live)
