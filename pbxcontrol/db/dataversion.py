@@ -2,8 +2,9 @@
 
 What bumps it: database triggers (migration 0002) add 1 to the row `api_data` of the table
 `counters` after every INSERT, UPDATE or DELETE on `legs`, `customer_tree`, `directory` and
-`lines` (once per statement on PostgreSQL, once per row on SQLite, which has no statement
-triggers), in the same transaction as the change. Triggers, not application
+`lines` (on PostgreSQL once per transaction, migration 0013: psycopg runs an executemany as
+one statement per row, so statement triggers alone bumped once per row; on SQLite once per
+row, it has no statement triggers), in the same transaction as the change. Triggers, not application
 code, so every writer counts: the recorder, provisioning, another API process or host on the
 same database, an operator's `psql`.
 
