@@ -1,5 +1,5 @@
-"""Targets 1 and 6 against the sandbox Asterisk: the API vs GET /ari/channels with 1,000 live
-legs, and the resident memory of `pbxcontrol serve` with 10,000.
+"""Target 1 against the sandbox Asterisk: the API vs GET /ari/channels with 1,000 live legs,
+with the data unchanged and changed before every round (bench/memory.py: the memory part).
 
 Live legs are Local/<n>@bench calls originated through ARI (both halves answer and wait in
 the [bench] context): two legs per call, no SIP traffic. They are originated in batches with
@@ -10,24 +10,66 @@ also on failure, and the part waits until GET /ari/channels is empty.
 
 from __future__ import annotations
 
-import functools
+import base64
+import http.client
+import json
 import time
+import urllib.parse
+from collections.abc import Callable
 
-from bench.asterisk import asterisk_fd_budget, preflight
+from bench.asterisk import preflight
 from bench.common import Results, check, median
-from bench.sandbox import ARI, Ari, Service
+from bench.sandbox import ARI, ARI_AUTH, Ari, Service
 
 VIEW = {"customer": "system", "names": "1", "sort": "snumber"}
+ADMIN = {"user": "admin", "password": "admin-pass"}
 BASELINE = "Asterisk GET /ari/channels, same legs, interleaved"
+LEAN = (
+    "through http.client (one keep-alive connection) instead of requests, whose reading of a "
+    "body costs about 1 ms per 500 KB here: what the server and the transfer cost"
+)
+
+
+class Lean:
+    """GET on one keep-alive http.client connection: a client with far less overhead per
+    byte than requests (which reads a body in 10 KB pieces through urllib3)."""
+
+    def __init__(self, url: str, auth: tuple[str, str] | None = None) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=60)
+        self.target = f"{parts.path}?{parts.query}" if parts.query else parts.path
+        token = base64.b64encode(":".join(auth).encode()).decode() if auth else ""
+        self.headers = {"Authorization": f"Basic {token}"} if auth else {}
+
+    def __call__(self) -> bytes:
+        self.conn.request("GET", self.target, headers=self.headers)
+        resp = self.conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"GET {self.target.split('?')[0]}: HTTP {resp.status}")
+        return body
 
 
 class Rounds:
     """Interleaved timings of GET /ari/channels and the services' system list, each answer
-    checked against the legs that should be live."""
+    checked against the legs that should be live. With `lean`, Asterisk and the first
+    service are also asked through http.client (names "ari.lean", "<service>.lean")."""
 
-    def __init__(self, ari: Ari, services: dict[str, Service], legs: int) -> None:
+    def __init__(
+        self, ari: Ari, services: dict[str, Service], legs: int, lean: bool = False
+    ) -> None:
         self.ari, self.services, self.legs = ari, services, legs
-        self.times: dict[str, list[float]] = {"ari": [], **{name: [] for name in services}}
+        self.fetch: dict[str, Callable[[], bytes]] = {
+            "ari": lambda: ari.http.get(f"{ARI}/channels", timeout=30).content
+        }
+        for name, service in services.items():
+            url = service.url("calls/active/list", "admin", "admin-pass", **VIEW)
+            self.fetch[name] = lambda url=url, s=service: s.http.get(url, timeout=60).content
+        if lean:
+            first, service = next(iter(services.items()))
+            self.fetch["ari.lean"] = Lean(f"{ARI}/channels", ARI_AUTH)
+            self.fetch[f"{first}.lean"] = Lean(service.url("calls/active/list", **ADMIN, **VIEW))
+        self.times: dict[str, list[float]] = {name: [] for name in self.fetch}
         self.sizes: dict[str, int] = {}
         self._logged = {name: len(s.served_ms()) for name, s in services.items()}
         self.rounds = self.kept = 0
@@ -38,24 +80,22 @@ class Rounds:
         computed after the change (a miss of the response cache)."""
         self.rounds += 1
         self.kept += keep
-        self._timed("ari", keep, lambda: self.ari.http.get(f"{ARI}/channels", timeout=30))
-        for name, service in self.services.items():
-            fetch = functools.partial(service.get, "calls/active/list", "admin", "admin-pass")
-            self._timed(name, keep, lambda fetch=fetch: fetch(**VIEW), new, old)
+        for name in self.fetch:
+            self._timed(name, keep, new, old)
 
-    def _timed(self, name, keep, fetch, new=None, old=None) -> None:
+    def _timed(self, name: str, keep: bool, new: int | None, old: int | None) -> None:
         started = time.perf_counter()
-        resp = fetch()
+        body = self.fetch[name]()
         if keep:
             self.times[name].append((time.perf_counter() - started) * 1000)
-        self.sizes[name] = len(resp.content)
-        data = resp.json() if name == "ari" else resp.json()["data"]
+        self.sizes[name] = len(body)
+        asterisk = name.startswith("ari")
+        data = json.loads(body) if asterisk else json.loads(body)["data"]
         if len(data) != self.legs:
             raise RuntimeError(f"{name}: {len(data)} legs, want {self.legs}")
         if new is None:
             return
-        key = (lambda c: c["caller"]["number"]) if name == "ari" else (lambda c: c["snumber"])
-        numbers = [key(c) for c in data]
+        numbers = [c["caller"]["number"] if asterisk else c["snumber"] for c in data]
         if numbers.count(str(old)) or not numbers.count(str(new)):
             raise RuntimeError(f"{name}: the answer predates the change (new {new}, old {old})")
 
@@ -64,8 +104,9 @@ class Rounds:
 
     def served(self, name: str) -> str:
         """The median server-side time of the kept rounds, from the service's access log."""
-        start = self._logged[name] + self.rounds - self.kept  # the warm-up rounds come first
-        kept = self.services[name].served_ms()[start : self._logged[name] + self.rounds]
+        per = 2 if f"{name}.lean" in self.fetch else 1  # its requests in a round
+        start = self._logged[name] + (self.rounds - self.kept) * per  # warm-up rounds first
+        kept = self.services[name].served_ms()[start : self._logged[name] + self.rounds * per]
         return f"server side (access log) median {median(kept):.1f} ms" if kept else ""
 
 
@@ -107,7 +148,7 @@ def run_ari(results: Results, quick: bool) -> None:
         steady = Rounds(ari, {"cached": service, "computed": computing}, legs)
         for i in range(rounds + 5):  # interleaved, so all see the same machine state
             steady.one(keep=i >= 5)
-        changing = Rounds(ari, {"cached": service, "computed": computing}, legs)
+        changing = Rounds(ari, {"cached": service, "computed": computing}, legs, lean=True)
         waited = []
         for i in range(rounds + 5):
             new, old = ari.replace_oldest_call()
@@ -186,103 +227,14 @@ def _report_ari(
         baseline_name=BASELINE + " (changing rounds)",
         note=f"the same changing rounds, cache_megabytes = 0; {changing.served('computed')}",
     )
-
-
-def full_lists(ari: Ari, service: Service, legs: int, lists: int = 3) -> None:
-    """Full system lists, each after one call was replaced (so each is computed, as while
-    calls come and go, not answered from the cache), each checked for every leg."""
-    for _ in range(lists):
-        new, old = ari.replace_oldest_call()
-        wait_recorded([service], legs, new, old, timeout=120)
-        data = service.get("calls/active/list", "admin", "admin-pass", **VIEW).json()["data"]
-        if len(data) != legs or not any(leg["snumber"] == str(new) for leg in data):
-            raise RuntimeError(f"full list: {len(data)} legs, want {legs} with call {new}")
-
-
-def run_memory(results: Results, quick: bool) -> None:
-    wanted = 500 if quick else 5000
-    preflight()
-    budget, limit = asterisk_fd_budget()
-    calls = min(wanted, budget // 4)  # 2 channels per call, 2 descriptors per channel
-    if calls < wanted:
-        print(
-            f"  Asterisk may open {limit} files: {calls} calls ({2 * calls} legs) instead of "
-            f"{wanted}",
-            flush=True,
-        )
-    ari, service = Ari(), Service()
-    try:
-        service.start()
-        service.wait_count(0, 30)
-        time.sleep(2)
-        idle = service.rss_mb()
-        results.add("memory.serve_idle_rss_mb", idle, "MB", note="0 legs, after start-up")
-        calls, took, failed = ari.originate_local(calls)
-        legs = 2 * calls
-        print(
-            f"  {calls} Local calls ({legs} legs) originated in {took:.1f} s, "
-            f"{failed} failed after retries",
-            flush=True,
-        )
-        waited = service.wait_count(legs, 300)
-        asterisk = len(ari.channels())
-        recorded = service.rss_mb()
-        base = "the same process idle, 0 legs (memory.serve_idle_rss_mb)"
-        fd_note = (
-            f"; Asterisk's open-files limit is {limit} (hard; 2 per channel), so "
-            f"{legs} legs, not {2 * wanted}"
-            if calls < wanted
-            else ""
-        )
-        results.add(
-            "memory.live_legs",
-            legs,
-            "legs",
-            note=f"Asterisk reports {asterisk} channels; {failed} originates failed" + fd_note,
-        )
-        results.add(
-            "memory.serve_rss_mb_recorded",
-            recorded,
-            "MB",
-            baseline=idle,
-            baseline_name=base,
-            note=f"{legs} legs recorded ({waited:.1f} s after the last originate)",
-        )
-        full_lists(ari, service, legs)
-        peak = service.rss_mb()
-        per_leg_kb = (peak - idle) * 1024 / legs if legs else 0.0
-        at_target = idle + per_leg_kb * 2 * wanted / 1024
-        results.add(
-            "memory.serve_rss_mb",
-            peak,
-            "MB",
-            baseline=idle,
-            baseline_name=base,
-            target="<= 150 MB",
-            met=check(peak, "<=", 150),
-            note=f"{legs} live legs, after 3 full system lists (names=1, sort=snumber, each "
-            f"computed: a call replaced before each); {per_leg_kb:.1f} KB per leg above idle; "
-            f"peak while serving (VmHWM) {service.rss_mb('VmHWM'):.0f} MB",
-        )
-        if legs < 2 * wanted:
-            results.add(
-                f"memory.serve_rss_mb.legs_{2 * wanted}_extrapolated",
-                at_target,
-                "MB",
-                baseline=idle,
-                baseline_name=base,
-                target="<= 150 MB",
-                met=check(at_target, "<=", 150),
-                note=f"linear from {legs} legs",
-            )
-        results.add(
-            "memory.originate_local_calls_per_s",
-            calls / took,
-            "calls/s",
-            note=f"{calls} calls, 4 concurrent POST /ari/channels, batches of 250",
-        )
-    finally:
-        left = ari.hangup_bench_channels(300)
-        service.stop()
-        if left:
-            print(f"  WARNING: {left} channels still up after hangup", flush=True)
+    base = changing.median("ari.lean")
+    results.add("ari.get_channels_changing_lean_median_ms", base, "ms", note=LEAN)
+    value = changing.median("cached.lean")
+    results.add(
+        "ari.api_system_list_changing_lean_median_ms",
+        value,
+        "ms",
+        baseline=base,
+        baseline_name=BASELINE + " (changing rounds, http.client)",
+        note="ari.api_system_list_changing_median_ms's requests, in the same rounds, " + LEAN,
+    )

@@ -78,10 +78,14 @@ def run_part(name: str, results: common.Results, quick: bool) -> None:
         from bench import load
 
         load.run_lag(results, quick)
+    elif name == "memory":
+        from bench import memory
+
+        memory.run_memory(results, quick)
     else:
         from bench import live
 
-        getattr(live, f"run_{name}")(results, quick)
+        live.run_ari(results, quick)
 
 
 def run_parts(parts: list[str], results: common.Results, quick: bool) -> list[str]:

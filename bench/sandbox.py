@@ -190,12 +190,15 @@ class Service:
                 time.sleep(0.2)
         raise RuntimeError(f"pbxcontrol serve did not start; see {self.dir / 'serve.log'}")
 
-    def get(self, path: str, user: str, password: str, **params: str) -> requests.Response:
+    def url(self, path: str, user: str, password: str, **params: str) -> str:
         query = ";".join(
             [f"auth_username={user}", f"auth_password={password}"]
             + [f"{k}={v}" for k, v in params.items()]
         )
-        return self.http.get(f"{self.base}{path}/?{query}", timeout=60)
+        return f"{self.base}{path}/?{query}"
+
+    def get(self, path: str, user: str, password: str, **params: str) -> requests.Response:
+        return self.http.get(self.url(path, user, password, **params), timeout=60)
 
     def count(self, user: str = "admin", password: str = "admin-pass") -> int:
         body = self.get("calls/active/list", user, password, customer="system", count="1")
