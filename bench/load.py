@@ -17,6 +17,7 @@ import base64
 import json
 import re
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -221,6 +222,7 @@ def run_lag(results: Results, quick: bool) -> None:
         time.sleep(lag_s + 3)
         poller.stop()
         _lag_figures(results, clock, poller, t0, t0 + lag_s)
+        _recorder_figures(results, clock, poller, service, (t0, t0 + lag_s))
         # A second `serve` with `[http] processes = 2`, recording the same calls; both wrk runs
         # happen while both recorders ingest, so they see the same machine load.
         service2 = Service(app="pbxcontrol-bench-p2", processes=2)
@@ -330,6 +332,75 @@ def _lag_figures(
         note=f"created in the window, never seen by the API; poll errors "
         f"{poller.errors}" + (f"; e.g. {missing[:3]}" if missing else ""),
     )
+
+
+def _recorder_figures(
+    results: Results,
+    clock: EventClock,
+    poller: Poller,
+    service: Service,
+    span: tuple[float, float],
+) -> None:
+    """Where the lag goes: event -> the recorder's write of the leg (the `at` of its first
+    journal entry, taken in the writer's transaction just before the commit), and that write
+    -> the first answer of the poller that shows it (the API's side: the next poll after the
+    commit and its round trip)."""
+    db = sqlite3.connect(f"file:{service.dir / 'pbx.db'}?mode=ro", uri=True)
+    try:
+        first = dict(
+            db.execute(
+                "SELECT uniqueid, min(at) FROM leg_changes WHERE op = 'upsert' GROUP BY uniqueid"
+            )
+        )
+        removed = dict(
+            db.execute(
+                "SELECT uniqueid, min(at) FROM leg_changes WHERE op = 'remove' GROUP BY uniqueid"
+            )
+        )
+    finally:
+        db.close()
+    window = {uid: ts for uid, ts in clock.created.items() if span[0] <= ts < span[1]}
+    shown = [
+        (poller.seen[uid] - first[uid]) * 1000
+        for uid in window
+        if uid in poller.seen and uid in first
+    ]
+    written = [(first[uid] - ts) * 1000 for uid, ts in window.items() if uid in first]
+    gone = [
+        (removed[uid] - clock.destroyed[uid]) * 1000
+        for uid in window
+        if uid in removed and uid in clock.destroyed
+    ]
+    if not written:
+        return
+    base = "the same events reaching a bare websocket client (delivery from Asterisk)"
+    base50, base99 = median(clock.delivery_ms), percentile(clock.delivery_ms, 99)
+    note = f"{len(written)} legs; the event's timestamp -> the journal entry of its write"
+    if shown:
+        results.add(
+            "lag.api_after_write_p50_ms",
+            median(shown),
+            "ms",
+            note="the leg's write -> the first poll answer showing it",
+        )
+        results.add("lag.api_after_write_p99_ms", percentile(shown, 99), "ms")
+    for name, values in (("recorded", written), ("recorded_gone", gone)):
+        if values:
+            results.add(
+                f"lag.{name}_p50_ms",
+                median(values),
+                "ms",
+                baseline=base50,
+                baseline_name=base,
+                note=note if name == "recorded" else "ChannelDestroyed -> the leg's delete written",
+            )
+            results.add(
+                f"lag.{name}_p99_ms",
+                percentile(values, 99),
+                "ms",
+                baseline=base99,
+                baseline_name=base,
+            )
 
 
 def _wrk_figures(
