@@ -73,17 +73,24 @@ def _apply_plan(session: Session, plan: Plan, dry_run: bool, bar: ProgressBar) -
     conn = session.connection()
     version = data_version(conn)
     changes = {"customers": upsert(conn, plan.customers, dry_run, _advance(bar, "customers"))}
-    if plan.customers.rows and not dry_run:
-        rebuild_customer_tree(session)
+    moved = bool(plan.customers.rows) and not dry_run and rebuild_customer_tree(session)
     changes["roles"] = accounts.apply_roles(conn, plan.roles, dry_run)
     bar.advance("roles", len(plan.roles))
     people = accounts.people_rows(conn, plan.people)
     changes["people"] = upsert(conn, people, dry_run, _advance(bar, "people"))
     for rows in plan.tables:
         changes[rows.section] = upsert(conn, rows, dry_run, _advance(bar, rows.section))
-    if data_version(conn) != version:  # the tree, directory or lines changed: streams start anew
+    # The tree, directory or lines changed: streams and in-memory views start anew. By what
+    # was written, not only by the data version: on PostgreSQL that moves once per transaction
+    # (migration 0013), so a second apply in one transaction would not move it again.
+    written = any(changes[s].inserted or changes[s].updated for s in LISTED if s in changes)
+    if not dry_run and (moved or written or data_version(conn) != version):
         journal.record_reset(conn)
     return changes
+
+
+#: Sections whose rows change what calls/active/list answers (scopes and names).
+LISTED = ("lines", "directory")
 
 
 def _advance(bar: ProgressBar, section: str):

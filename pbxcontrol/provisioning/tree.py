@@ -27,10 +27,10 @@ def closure(parents: dict[int, int | None]) -> set[tuple[int, int, int]]:
     return rows
 
 
-def rebuild_customer_tree(session: Session) -> None:
+def rebuild_customer_tree(session: Session) -> bool:
     """Recompute the closure table from customers.parent_id (validated to be a tree). Only the
     pairs that changed are written, so an unchanged tree writes nothing (and the data-version
-    counter, which invalidates every cached answer, does not move)."""
+    counter, which invalidates every cached answer, does not move). True if it wrote."""
     session.flush()
     parents = dict(session.execute(select(Customer.id, Customer.parent_id)).all())
     wanted = closure(parents)
@@ -50,6 +50,7 @@ def rebuild_customer_tree(session: Session) -> None:
     for triples in _chunks(sorted(wanted - stored)):
         rows = [{"ancestor_id": a, "descendant_id": d, "depth": n} for a, d, n in triples]
         conn.execute(insert(CustomerTree).values(rows))
+    return wanted != stored
 
 
 def _chunks(items: list[T], size: int = 1000) -> Iterator[list[T]]:

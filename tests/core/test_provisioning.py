@@ -8,6 +8,7 @@ import sys
 import pytest
 from sqlalchemy import func, select
 
+from pbxcontrol import provisioning
 from pbxcontrol.db import models
 from pbxcontrol.passwords import verify_password
 from tests.conftest import TREE, write_config
@@ -439,3 +440,28 @@ def test_progress_bar_is_drawn_on_a_terminal(tmp_path, rt):
     os.close(primary)
     assert proc.wait(timeout=120) == 0
     assert b"directory" in drawn and b"10000/10000" in drawn
+
+
+def _resets(rt) -> int:
+    table = models.Base.metadata.tables["leg_changes"]
+    with rt.engine.connect() as conn:
+        return conn.execute(select(func.count()).where(table.c.op == "reset")).scalar_one()
+
+
+def test_a_change_to_what_the_list_shows_writes_one_reset_even_late_in_a_transaction(rt):
+    """Streams and in-memory views start anew on a reset entry: written whenever the tree,
+    lines or directory changed — also by a second apply in one transaction, when the data
+    version (bumped once per transaction on PostgreSQL) does not move again."""
+    before = _resets(rt)
+    with rt.sessions.begin() as session:  # nothing the list shows: no reset
+        provisioning.apply(session, {"peers": [{"id": 9, "endpoint": "PJSIP/t9", "name": "T9"}]})
+    assert _resets(rt) == before
+    with rt.sessions.begin() as session:
+        entry = {"customer": 3, "number": "0207946000", "name": "Dr Who"}
+        provisioning.apply(session, {"directory": [entry]})
+        provisioning.apply(session, {"customers": [{"id": 5, "name": "Acme Branch", "parent": 6}]})
+        provisioning.apply(session, {"directory": [dict(entry, name="Dr No")]})
+    assert _resets(rt) == before + 3
+    with rt.sessions.begin() as session:  # the same again: nothing written, no reset
+        provisioning.apply(session, {"directory": [dict(entry, name="Dr No")]})
+    assert _resets(rt) == before + 3
