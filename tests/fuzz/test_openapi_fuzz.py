@@ -10,6 +10,7 @@ from pathlib import Path
 
 import schemathesis
 from hypothesis import HealthCheck, settings
+from pbxcontrol.plugins.active_calls import params
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -18,6 +19,34 @@ from schemathesis.specs.openapi.checks import (
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 schema = schemathesis.openapi.from_path(DOC)
+
+
+def test_every_served_function_is_described(service):
+    """A function missing from docs/openapi.json would go unfuzzed (calls/active/scopes once
+    did): the paths described are exactly the functions the service serves."""
+    rt, _ = service
+    served = {f"/api/json/{name}/" for name in rt.api.functions}
+    served |= {f"/api/stream/{name}/" for name in rt.streams.functions}
+    assert set(json.loads(DOC.read_text())["paths"]) == served
+
+
+def test_the_lists_described_choices_are_the_ones_it_accepts():
+    """Fuzzing sends the enums as valid values: they are calls/active/list's, no more, no less
+    (a value it accepts but the description lacks would only ever be sent as garbage)."""
+    accepted = {
+        "sort": params.SORT_FIELDS,
+        "direction": {"", *params.DIRECTIONS},
+        **{match: {"", *params.MATCH_MODES} for match, _ in params.TEXT_FILTERS.values()},
+    }
+    for path, item in json.loads(DOC.read_text())["paths"].items():
+        if not path.endswith("/calls/active/list/"):
+            continue
+        for method, operation in item.items():
+            described = {p["name"]: p["schema"] for p in operation.get("parameters", [])}
+            for content in operation.get("requestBody", {}).get("content", {}).values():
+                described.update(content["schema"]["properties"])
+            for name, values in accepted.items():
+                assert set(described[name]["enum"]) == values, (path, method, name)
 
 
 def check_envelope(response) -> None:
