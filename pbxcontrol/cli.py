@@ -14,6 +14,10 @@ from pbxcontrol.plugin import PluginError
 
 EXIT_USAGE = 2
 TOOLS = ("calls", "status")  # quiet by default: their output is the point
+# The choices of `calls` are calls/active/list's, copied from its plugin
+# (plugins/active_calls/params.py) for --help and shell completion: the core does not import
+# a plugin (found through entry points, maybe not enabled), and the API validates them anyway.
+# tests/core/test_cli_choices.py keeps the copies equal.
 SORTS = [
     "cnumber",
     "ctype",
