@@ -141,6 +141,8 @@ class LegView:
         return found
 
     # -- keeping current -------------------------------------------------------------------
+    # Neither _reload nor _apply moves `seen` before it has all it reads: a read cut short
+    # (the database went away) leaves the reason to read again in place for the next request.
     def _reload(self, conn: Connection, now: JournalPosition) -> None:
         self.rows, self.by_customer, self.orders = {}, {}, {}
         for key, row in _read(conn, None):

@@ -250,3 +250,24 @@ def test_answers_stay_whole_while_threads_read_and_a_writer_churns(rt, app, tmp_
     params = {"customer": "system", "names": "1", "sort": "snumber"}
     assert answers(app, "admin", params) == answers(twin, "admin", params)
     assert len(answers(app, "admin", params)[1]["data"]) == len(live)
+
+
+def test_a_catch_up_cut_short_by_the_database_reads_everything_next_time(rt, app, monkeypatch):
+    from pbxcontrol.plugins.active_calls import view as view_module
+
+    write_legs(rt, 1, upsert=[leg(f"{i}.1", f"{i}.1", 100 + i, scustomer=3) for i in range(3)])
+    assert len(answers(app, "acme", {})[1]["data"]) == 3
+    real = view_module._read
+
+    def failing(conn, keys):  # the database goes away half way through the rows
+        for i, item in enumerate(real(conn, keys)):
+            if i == 1:
+                raise ConnectionError("server closed the connection")
+            yield item
+
+    monkeypatch.setattr(view_module, "_read", failing)
+    with rt.sessions.begin() as session:  # a reset: the next answer reads every leg
+        provisioning.apply(session, {"directory": [{"customer": 3, "number": "9", "name": "N"}]})
+    assert answers(app, "acme", {})[1]["responses"][0]["code"] == "500"
+    monkeypatch.setattr(view_module, "_read", real)
+    assert len(answers(app, "acme", {})[1]["data"]) == 3
