@@ -16,6 +16,7 @@ from pbxcontrol.ari.channel import LINKEDID_VAR, MalformedEvent
 from pbxcontrol.ari.client import Ari, AriError
 from pbxcontrol.ari.events import parse_event
 from pbxcontrol.recorder import store
+from pbxcontrol.recorder.checkpoint import Checkpointer
 from pbxcontrol.recorder.lease import Lease
 from pbxcontrol.recorder.live import LiveLegs
 from pbxcontrol.recorder.provisioned import ProvisionedCache
@@ -91,7 +92,11 @@ class MachineRecorder(Standby):
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
-        for target, role in ((self.reader.run, "reader"), (self._write_loop, "writer")):
+        roles = [(self.reader.run, "reader"), (self._write_loop, "writer")]
+        checkpointer = Checkpointer(self.tx.sessions, self.stopping, self.name)
+        if checkpointer.needed():
+            roles.append((checkpointer.run, "checkpoints"))
+        for target, role in roles:
             thread = threading.Thread(
                 target=self._supervised,
                 args=(target, role),

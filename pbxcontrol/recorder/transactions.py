@@ -11,6 +11,7 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pbxcontrol.recorder.checkpoint import no_autocheckpoint
 from pbxcontrol.recorder.lease import Lease, LeaseLost
 
 log = logging.getLogger("pbxcontrol.recorder")
@@ -72,6 +73,7 @@ class Transactions:
             with self.sessions.begin() as session:
                 if fenced:
                     self.lease.fence(session)
+                no_autocheckpoint(session.connection())  # SQLite: checkpoint.py says why
                 result = work(session)
         except LeaseLost as exc:
             self.lost = True
