@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import select
 import subprocess
 import sys
 import time
@@ -53,6 +54,8 @@ class Replayer:
     def started(self) -> float:
         """The monotonic time the last replay started (blocks until it is reported)."""
         assert self.proc.stdout is not None
+        if not select.select([self.proc.stdout], [], [], 120)[0]:
+            raise RuntimeError("no replay within 120 s: did the client connect?")
         line = self.proc.stdout.readline().split()
         if not line or line[0] != "replay":
             raise RuntimeError(f"the replay server said {line!r}")
