@@ -109,7 +109,10 @@ def recorder_run(replayer: Replayer) -> float:
         started = replayer.started()
         while True:
             body = service.get("calls/active/list", "admin", "admin-pass", customer="system")
-            legs = {row["uniqueid"] for row in body.json()["data"]}
+            answer = body.json()
+            if "data" not in answer:
+                raise RuntimeError(f"calls/active/list answered {answer}")
+            legs = {row["uniqueid"] for row in answer["data"]}
             if SENTINEL in legs:
                 done = time.monotonic()
                 if len(legs) != replayer.live:
