@@ -31,6 +31,7 @@ from pbxcontrol.db.journal import Entry as JournalEntry
 from pbxcontrol.db.journal import Position as JournalPosition
 from pbxcontrol.db.journal import position as journal_position
 from pbxcontrol.db.journal import since as journal_since
+from pbxcontrol.db.journal import touched as journal_touched
 from pbxcontrol.db.models import LEG_FIELDS, Base
 from pbxcontrol.http.api import ApiRequest, Handler
 from pbxcontrol.http.auth import Caller
@@ -66,6 +67,7 @@ __all__ = [
     "directory",
     "journal_position",
     "journal_since",
+    "journal_touched",
     "legs",
     "lines",
 ]

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, text, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, text, update
 
 from pbxcontrol.db.dataversion import API_DATA
 from pbxcontrol.db.models import LEGS_TABLE, Base, LegChange
@@ -171,6 +171,19 @@ def since(conn: Connection, after: int, upto: int) -> list[Entry]:
         )
         for r in rows
     ]
+
+
+_TOUCHED = (
+    select(JOURNAL.c.machine, JOURNAL.c.uniqueid, JOURNAL.c.op)
+    .where(JOURNAL.c.id > bindparam("after"), JOURNAL.c.id <= bindparam("upto"))
+    .order_by(JOURNAL.c.id)
+)
+
+
+def touched(conn: Connection, after: int, upto: int) -> list[tuple[int, str, str]]:
+    """(machine, uniqueid, op) of the entries after `after` up to `upto`, in order: what a
+    reader that reads the legs again needs (`since` has the scope keys too)."""
+    return [(m, u, op) for m, u, op in conn.execute(_TOUCHED, {"after": after, "upto": upto})]
 
 
 def prune(conn: Connection, cutoff: float, limit: int) -> int:

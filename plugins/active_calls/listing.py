@@ -7,7 +7,14 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
-from pbxcontrol.plugin import ApiError, ApiRequest, Caller, data_version
+from pbxcontrol.plugin import (
+    ApiError,
+    ApiRequest,
+    Caller,
+    JournalPosition,
+    data_version,
+    journal_position,
+)
 
 from . import params, query, view_answers
 from .cache import ResponseCache
@@ -27,12 +34,15 @@ def list_active_calls(
     if cache is None or errors:
         return _answer(conn, caller, wanted, errors, view)
     # Read before the data: the answer is then at least as new as the version it is kept under.
-    version = data_version(conn)
+    # With the in-memory view, the version comes with the journal's position, which the view
+    # needs next anyway (one statement, not two).
+    position = journal_position(conn) if view is not None else None
+    version = data_version(conn) if position is None else position.version
     # repr: ListRequest holds a dict (not hashable); it is built in a fixed order.
     key = (caller.customer_id, caller.is_system_owner, repr(wanted))
     raw = cache.get(version, key)
     if raw is None:
-        raw = orjson.dumps(_answer(conn, caller, wanted, errors, view))
+        raw = orjson.dumps(_answer(conn, caller, wanted, errors, view, position))
         cache.put(version, key, raw)
     return orjson.Fragment(raw)
 
@@ -65,10 +75,11 @@ def _answer(
     wanted: ListRequest,
     errors: list[tuple[str, str]],
     view: LegView | None = None,
+    position: JournalPosition | None = None,
 ) -> Any:
     scope = resolve(conn, caller, wanted, errors)
     if view is not None and view_answers.serves(wanted, conn.dialect.name):
-        return view_answers.answer(view, conn, caller, wanted, scope)
+        return view_answers.answer(view, conn, caller, wanted, scope, position)
     statements, values = query.statement(wanted, scope, caller)
     if wanted.count:
         return {"count": conn.execute(statements.listing, values).scalar_one()}

@@ -7,7 +7,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Connection, Select, and_, case, or_, select, union_all
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Connection,
+    Integer,
+    String,
+    and_,
+    case,
+    cast,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+)
 
 from pbxcontrol.plugin import customer_tree as tree
 from pbxcontrol.plugin import directory
@@ -15,15 +29,16 @@ from pbxcontrol.plugin import legs as leg
 from pbxcontrol.plugin import lines as line
 
 NAMED_NUMBERS = ("snumber", "cnumber", "dnumber")
+DIRECTORY, LINE = 0, 1  # the kinds of candidate
 
 
 @dataclass(frozen=True)
 class NameStatements:
-    """Two statements over the same legs as the listing: the directory entries that can name
-    one of their numbers, and the telephone lines that can."""
+    """One statement over the same legs as the listing: the directory entries that can name
+    one of their numbers (kind 0) and the telephone lines that can (kind 1), as
+    (kind, owner or customer, number, depth, entry id, endpoint, name)."""
 
-    directory: Select
-    lines: Select
+    candidates: CompoundSelect
 
 
 def statements(conditions: Sequence[ColumnElement[bool]]) -> NameStatements:
@@ -55,17 +70,32 @@ def statements(conditions: Sequence[ColumnElement[bool]]) -> NameStatements:
         tree.c.ancestor_id == directory.c.customer_id, tree.c.descendant_id == wanted.c.owner
     )
     entries = (
-        select(wanted.c.owner, wanted.c.number, tree.c.depth, directory.c.id, directory.c.name)
+        select(
+            literal(DIRECTORY, Integer).label("kind"),
+            wanted.c.owner,
+            wanted.c.number,
+            tree.c.depth,
+            directory.c.id,
+            cast(null(), String).label("endpoint"),
+            directory.c.name,
+        )
         .select_from(
             wanted.join(directory, directory.c.number == wanted.c.number).outerjoin(tree, on_path)
         )
         .where(or_(directory.c.customer_id.is_(None), tree.c.depth.is_not(None)))
     )
     customers = union_all(select(page.c.scustomer.label("customer")), select(page.c.dcustomer))
-    lines = select(line.c.customer_id, line.c.number, line.c.endpoint, line.c.name).where(
-        line.c.number.in_(select(wanted.c.number)), line.c.customer_id.in_(customers)
-    )
-    return NameStatements(entries, lines)
+    lines = select(
+        literal(LINE, Integer),
+        line.c.customer_id,
+        line.c.number,
+        cast(null(), Integer),
+        cast(null(), Integer),
+        line.c.endpoint,
+        line.c.name,
+    ).where(line.c.number.in_(select(wanted.c.number)), line.c.customer_id.in_(customers))
+    # One statement, not two: on a catch-up of a few legs each statement's fixed cost counts.
+    return NameStatements(union_all(entries, lines))
 
 
 class NameBook:
@@ -74,16 +104,18 @@ class NameBook:
     def __init__(self, conn: Connection, found: NameStatements, values: dict[str, Any]):
         nearest: dict[tuple[int, str], tuple[int, str]] = {}  # (owner, number) -> depth, name
         everyone: dict[str, tuple[int, str]] = {}  # number -> (id, global entry's name)
-        for owner, number, depth, entry_id, name in conn.execute(found.directory, values):
-            if depth is None:  # a global entry: the lowest id wins
+        lines: dict[tuple[int, str], tuple[str, str]] = {}  # (customer, number) -> endpoint, name
+        for kind, who, number, depth, entry_id, endpoint, name in conn.execute(
+            found.candidates, values
+        ):
+            if kind == LINE:  # `who` is the line's customer
+                if (who, number) not in lines or endpoint < lines[(who, number)][0]:
+                    lines[(who, number)] = (endpoint, name)
+            elif depth is None:  # a global entry: the lowest id wins
                 if number not in everyone or entry_id < everyone[number][0]:
                     everyone[number] = (entry_id, name)
-            elif (owner, number) not in nearest or depth < nearest[(owner, number)][0]:
-                nearest[(owner, number)] = (depth, name)
-        lines: dict[tuple[int, str], tuple[str, str]] = {}  # (customer, number) -> endpoint, name
-        for customer, number, endpoint, name in conn.execute(found.lines, values):
-            if (customer, number) not in lines or endpoint < lines[(customer, number)][0]:
-                lines[(customer, number)] = (endpoint, name)
+            elif (who, number) not in nearest or depth < nearest[(who, number)][0]:
+                nearest[(who, number)] = (depth, name)  # `who` is the leg's owner
         self.nearest = {key: name for key, (_, name) in nearest.items()}
         self.everyone = {number: name for number, (_, name) in everyone.items()}
         self.lines = {key: name for key, (_, name) in lines.items()}

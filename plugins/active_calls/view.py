@@ -38,7 +38,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, select
 
-from pbxcontrol.plugin import RESET, JournalPosition, journal_position, journal_since
+from pbxcontrol.plugin import RESET, JournalPosition, journal_position, journal_touched
 from pbxcontrol.plugin import legs as leg
 
 from . import query, sqlterms
@@ -110,16 +110,18 @@ class LegView:
         self.seen: JournalPosition | None = None  # what the view was made current to
         self.reloads = 0  # full reads, for tests and the bench
 
-    def current(self, conn: Connection) -> None:
-        """Bring the view up to what this request's transaction sees. Call under `lock`."""
-        now = journal_position(conn)
+    def current(self, conn: Connection, now: JournalPosition | None = None) -> None:
+        """Bring the view up to what this request's transaction sees (`now`: the journal's
+        position it read, if it did already). Call under `lock`."""
+        if now is None:
+            now = journal_position(conn)
         seen = self.seen
         if seen is None or now.pruned > seen.head:
             self._reload(conn, now)
         elif now.head > seen.head:
-            entries = journal_since(conn, seen.head, now.head)
-            changed = {(e.machine, e.uniqueid) for e in entries if e.op != RESET}
-            if len(changed) > MAX_CHANGED or any(e.op == RESET for e in entries):
+            entries = journal_touched(conn, seen.head, now.head)
+            changed = {(machine, uid) for machine, uid, op in entries if op != RESET}
+            if len(changed) > MAX_CHANGED or any(op == RESET for _, _, op in entries):
                 self._reload(conn, now)
             else:
                 self._apply(conn, changed)

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
-from pbxcontrol.plugin import Caller
+from pbxcontrol.plugin import Caller, JournalPosition
 
 from . import query
 from .params import ListRequest, TextFilter
@@ -35,12 +35,20 @@ def serves(wanted: ListRequest, dialect: str) -> bool:
     return dialect == "sqlite" or all(t.mode == "exact" for t in wanted.texts)
 
 
-def answer(view: LegView, conn: Connection, caller: Caller, wanted: ListRequest, scope: Any) -> Any:
+def answer(
+    view: LegView,
+    conn: Connection,
+    caller: Caller,
+    wanted: ListRequest,
+    scope: Any,
+    position: JournalPosition | None = None,
+) -> Any:
+    """The list's answer; `position`, if given, the journal's as this request read it first."""
     customers = query.scope_customers(conn, scope)
     lines = query.phone_lines(conn, caller, wanted.phone) if wanted.phone else None
     keep = _filter(wanted, lines)
     with view.lock:
-        view.current(conn)
+        view.current(conn, position)
         rows = _chosen(view, customers, wanted.sort, keep)
     if wanted.count:
         return {"count": len(rows)}
