@@ -8,10 +8,12 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
+    CTE,
     ColumnElement,
     CompoundSelect,
     Connection,
     Integer,
+    Select,
     String,
     and_,
     case,
@@ -84,8 +86,14 @@ def statements(conditions: Sequence[ColumnElement[bool]]) -> NameStatements:
         )
         .where(or_(directory.c.customer_id.is_(None), tree.c.depth.is_not(None)))
     )
+    # One statement, not two: on a catch-up of a few legs each statement's fixed cost counts.
+    return NameStatements(union_all(entries, _lines(page, wanted)))
+
+
+def _lines(page: CTE, wanted: CTE) -> Select:
+    """The telephone lines of the legs' customers with one of the wanted numbers."""
     customers = union_all(select(page.c.scustomer.label("customer")), select(page.c.dcustomer))
-    lines = select(
+    return select(
         literal(LINE, Integer),
         line.c.customer_id,
         line.c.number,
@@ -94,8 +102,6 @@ def statements(conditions: Sequence[ColumnElement[bool]]) -> NameStatements:
         line.c.endpoint,
         line.c.name,
     ).where(line.c.number.in_(select(wanted.c.number)), line.c.customer_id.in_(customers))
-    # One statement, not two: on a catch-up of a few legs each statement's fixed cost counts.
-    return NameStatements(union_all(entries, lines))
 
 
 class NameBook:
