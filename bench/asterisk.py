@@ -23,13 +23,22 @@ class SandboxBusy(RuntimeError):
 
 
 def e2e_running() -> list[str]:
-    """pytest processes that may drive the sandbox: any but those deselecting e2e."""
+    """pytest processes that may drive the sandbox: any but those deselecting e2e (and not a
+    lock wrapper such as `flock LOCK pytest ...` still waiting: its pytest shows up itself
+    once it runs)."""
     out = subprocess.run(["pgrep", "-af", "pytest"], capture_output=True, text=True).stdout
     return [
         line
         for line in out.splitlines()
-        if "e2e" in line and "not e2e" not in line and "pgrep" not in line
+        if "e2e" in line
+        and "not e2e" not in line
+        and "pgrep" not in line
+        and not _wrapper(line.split(maxsplit=2)[1:2])
     ]
+
+
+def _wrapper(program: list[str]) -> bool:
+    return bool(program) and program[0].rsplit("/", 1)[-1] in ("flock", "timeout", "nohup")
 
 
 def preflight(wait_s: float = 600.0) -> None:
