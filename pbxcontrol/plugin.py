@@ -102,6 +102,7 @@ class PluginContext:
     _channels: Channels | None = None
     _add_stream: Callable[[str, StreamOpener, Iterable[str]], None] | None = None
     _add_static: Callable[[str, Path], None] | None = None
+    _follow: Callable[[Callable[[Connection], None]], None] | None = None
 
     @property
     def channels(self) -> Channels:
@@ -132,6 +133,15 @@ class PluginContext:
         returns the StreamView that computes the stream's events from the change journal."""
         if self._add_stream is not None:  # None: this process serves no HTTP (the CLI tools)
             self._add_stream(path, opener, privileges)
+
+    def follow_journal(self, follower: Callable[[Connection], None]) -> None:
+        """`follower(conn)` is called in the API process's stream hub thread, on the hub's
+        connection, each time the hub has read new change-journal entries: at once after a
+        commit of a recorder in the same process (`serve`), at each NOTIFY on PostgreSQL, and
+        within the hub's poll (0.1 s) on SQLite. For keeping in-memory state current off the
+        request path; it must be quick, and what it raises is logged, not propagated."""
+        if self._follow is not None:  # None: this process serves no HTTP (the CLI tools)
+            self._follow(follower)
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:

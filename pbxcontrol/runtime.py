@@ -167,8 +167,7 @@ def build_api(config: Config, engine: Engine, streams: StreamApi | None = None) 
     if streams is not None:
         streams.api = api
     user_login.register(api, signer)
-    # REST-only ARI clients for call control: each HTTP process reaches every machine its
-    # config names, directly (pbxcontrol.ari.control).
+    # REST-only ARI clients for call control (pbxcontrol.ari.control), to every machine.
     channels = AriChannels.from_config(config.machines)
     for name in config.plugins:
         module = plugin.load(name)
@@ -181,6 +180,7 @@ def build_api(config: Config, engine: Engine, streams: StreamApi | None = None) 
             _add_stream=streams.add if streams is not None else None,
             _channels=channels,
             _add_static=api.add_static,
+            _follow=streams.followers.append if streams is not None else None,
         )
         try:
             module.setup(ctx)
@@ -269,11 +269,12 @@ def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
                 # process is unsafe. The supervisor replaces workers that die.
                 serve_one = supervisor.waitress_worker(rt.engine, make_server)
                 count = config.http_processes - 1
-                workers = supervisor.start(
-                    supervisor.Supervisor(serve_one, count, rt.metrics.mark_dead)
-                )
+                supervised = supervisor.Supervisor(serve_one, count, rt.metrics.mark_dead)
+                workers = supervisor.start(supervised)
             server = make_server()
+        hub = server.hub if server is not None else None
         for recorder in rt.recorders:
+            recorder.on_commit = hub.changed if hub else recorder.on_commit  # streams at once
             recorder.start()
         lifecycle.ready(server, workers)
         lifecycle.run_until_stopped(stop, server)

@@ -83,6 +83,11 @@ class Hub(Fanout):
         if self.engine.dialect.name == "postgresql":
             threading.Thread(target=self._listen, name="stream listen", daemon=True).start()
 
+    def changed(self) -> None:
+        """A writer in this process committed journal entries: read them now, not at the next
+        poll (`serve`: the recorder's commits reach streams and followers at once)."""
+        self.poller.wake()
+
     def stop(self) -> None:
         """End the hub's thread; it closes every stream's socket."""
         self._stop.set()
@@ -131,6 +136,7 @@ class Hub(Fanout):
                 self.position = upto
                 if upto < last:
                     self.poller.wake()
+                self._follow(conn)
             self._join_waiting(conn)
             now = time.monotonic()
             if self._trim_due and now >= self._next_trim:
@@ -144,6 +150,13 @@ class Hub(Fanout):
         if time.monotonic() >= self._last_keepalive + KEEPALIVE:
             self._last_keepalive = time.monotonic()
             self._keepalive(KEEPALIVE)
+
+    def _follow(self, conn: Connection) -> None:
+        for follower in self.api.followers:
+            try:
+                follower(conn)
+            except Exception:  # a plugin's state; the streams go on
+                log.exception("stream hub: a journal follower failed")
 
     def _advance(self, conn: Connection, entries: list[journal.Entry], upto: int) -> None:
         reset = any(e.op == journal.RESET for e in entries)

@@ -50,8 +50,7 @@ class MachineRecorder(Standby):
         takeover: float = 5.0,
         holder: str = "",
     ):
-        self.machine = machine
-        self.ari = ari
+        self.machine, self.ari = machine, ari
         self.sweep_interval = sweep_interval
         self.batch_size = batch_size
         self.history_days = history_days  # 0 = keep the history of ended legs forever
@@ -68,6 +67,7 @@ class MachineRecorder(Standby):
         self.holding = threading.Event()  # set while this process records the machine
         self.synced = threading.Event()  # set after each successful reconcile
         self.malformed = 0
+        self.on_commit: Callable[[], None] = lambda: None  # after each commit (the hub's wake)
         self.tx = Transactions(sessions, self.lease, self.name, self.stopping)
         self.reader = EventReader(
             ari,
@@ -251,6 +251,7 @@ class MachineRecorder(Standby):
             return False
         done()
         self.status.committed()
+        self.on_commit()
         return True
 
     def prune_history(self, now: float | None = None) -> int:

@@ -25,6 +25,8 @@ def setup(ctx: PluginContext) -> None:
     with ctx.connect() as conn:
         sqlterms.check_json_support(conn)
     view = LegView() if _yes(ctx, "memory_view", "yes") else None
+    if view is not None:
+        ctx.follow_journal(view.follow)
     ctx.add_api_function(
         "calls/active/list",
         functools.partial(list_active_calls, cache=cache, view=view),

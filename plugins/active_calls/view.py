@@ -129,6 +129,13 @@ class LegView:
         elif now.head == seen.head and now.version > seen.version:
             self._reload(conn, now)  # written without a journal entry
 
+    def follow(self, conn: Connection) -> None:
+        """Catch up now, off the request path (the stream hub calls this when it has read new
+        journal entries); not before some request has wanted the view."""
+        with self.lock:
+            if self.seen is not None:
+                self.current(conn)
+
     def ordered(self, sort: str) -> list[tuple[Any, ...]]:
         """Every row in the list's order for `sort`, kept in order from now on."""
         order = self.orders.get(sort)

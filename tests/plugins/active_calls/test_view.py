@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 import webtest
@@ -17,6 +18,7 @@ from sqlalchemy import update
 from pbxcontrol import config as config_mod
 from pbxcontrol import provisioning, runtime
 from pbxcontrol.db import journal
+from pbxcontrol.http import server as http_server
 from pbxcontrol.plugin import legs
 from tests.conftest import LIST, build_provisioned, write_config
 from tests.plugins.active_calls.changes_support import (
@@ -271,3 +273,39 @@ def test_a_catch_up_cut_short_by_the_database_reads_everything_next_time(rt, app
     assert answers(app, "acme", {})[1]["responses"][0]["code"] == "500"
     monkeypatch.setattr(view_module, "_read", real)
     assert len(answers(app, "acme", {})[1]["data"]) == 3
+
+
+def _caught_up(rt, view, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with rt.engine.connect() as conn:
+            head = journal.position(conn).head
+        if view.seen is not None and view.seen.head == head:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_the_stream_hub_keeps_the_view_current_without_a_request(rt, app):
+    """Off the request path: once a request has loaded the view, the hub's rounds catch it up
+    (SQLite: within its poll); `changed()` (a recorder's commit in `serve`) at once."""
+    view = plugin_view(rt)
+    server = http_server.make_server(rt.app, http_server.listen("127.0.0.1", 0), 2, rt.streams)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    hub = server.hub
+    try:
+        write_legs(rt, 1, upsert=[leg("1.1", "1.1", 100, scustomer=3)])
+        assert len(answers(app, "acme", {})[1]["data"]) == 1  # loaded by a request
+        write_legs(rt, 1, upsert=[leg("2.1", "2.1", 101, scustomer=3)])
+        assert _caught_up(rt, view, timeout=2.0)  # no request in between
+        hub.poll = 60.0  # only a wake-up now
+        time.sleep(0.3)  # the round that was due has run
+        write_legs(rt, 1, upsert=[leg("3.1", "3.1", 102, scustomer=3)])
+        hub.changed()
+        assert _caught_up(rt, view, timeout=1.0)
+        assert len(view.rows) == 3
+    finally:
+        hub.stop()
+        server.close()
+        thread.join(5)
