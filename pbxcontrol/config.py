@@ -39,7 +39,7 @@ class Config:
     log_level: str
     plugins: tuple[str, ...]
     machines: tuple[MachineConfig, ...]
-    batch_size: int = 200
+    batch_size: int = 1000
     history_days: int = 30
     heartbeat: float = 2.0  # seconds between a recorder's status writes (`pbxcontrol status`)
     login_failures_per_user: int = 10
@@ -137,7 +137,7 @@ def _build(r: IniReader, known_plugins: frozenset[str] | None) -> Config:
         log_level=level,
         plugins=plugins,
         machines=machines,
-        batch_size=r.integer("recorder", "batch_size", 200, lo=1, hi=100000),
+        batch_size=r.integer("recorder", "batch_size", 1000, lo=1, hi=100000),
         history_days=r.integer("recorder", "history_days", 30, lo=0),
         heartbeat=r.number("recorder", "heartbeat", 2.0),
         journal_seconds=r.number("recorder", "journal_seconds", 600.0),
