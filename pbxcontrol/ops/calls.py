@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -118,11 +121,48 @@ def show(
     watch: float | None = None,
     as_json: bool = False,
     console: Console | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> int:
     """Print the calls once, or every `watch` seconds until Ctrl-C (in place on a terminal,
     one snapshot after another otherwise). Exit status 0; an error envelope prints
-    "error: key: message" lines and returns 2."""
+    "error: key: message" lines and returns 2.
+
+    Watching, Ctrl-C ends the wait between two refreshes, not whatever runs when it comes: a
+    KeyboardInterrupt inside a query can leave the connection pool's lock taken, and closing
+    the pool then waits for ever."""
+    with _ctrl_c_stops(watch is not None and sleep is None) as stopped:
+        return _show(calls, params, watch, as_json, console, sleep or _napper(stopped))
+
+
+@contextmanager
+def _ctrl_c_stops(wanted: bool) -> Iterator[threading.Event]:
+    stopped = threading.Event()
+    if not wanted or threading.current_thread() is not threading.main_thread():
+        yield stopped
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    try:
+        yield stopped
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _napper(stopped: threading.Event) -> Callable[[float], None]:
+    def nap(seconds: float) -> None:
+        if stopped.wait(seconds):
+            raise KeyboardInterrupt
+
+    return nap
+
+
+def _show(
+    calls: ActiveCalls,
+    params: dict[str, str],
+    watch: float | None,
+    as_json: bool,
+    console: Console | None,
+    sleep: Callable[[float], None],
+) -> int:
     console = console or Console()
     terminal = console.is_terminal and not as_json
     who = calls.caller.username if calls.caller.username != "(system)" else "the system owner"
