@@ -55,6 +55,15 @@ def pair(database, databases, tmp_path_factory):
         rt.close()
 
 
+@pytest.fixture
+def twin(tmp_path, db_url):
+    """The SQL twin of `app` (the `rt` fixture's database), closed after the test."""
+    (tmp_path / "twin").mkdir()
+    built = sql_twin(tmp_path / "twin", db_url)
+    yield webtest.TestApp(built.app)
+    built.close()
+
+
 def answers(app, who: str, params: dict[str, str]):
     response = app.get(LIST + "?" + query(who, **params), expect_errors=True)
     return response.status_int, json.loads(response.body)
@@ -201,22 +210,20 @@ def test_a_write_without_a_journal_entry_is_seen_when_it_is_the_only_one(rt, app
     assert answers(app, "acme", {})[1]["data"][0]["status"] == "Up"
 
 
-def test_case_insensitive_filters_fold_as_the_database_does(rt, app, tmp_path, db_url):
+def test_case_insensitive_filters_fold_as_the_database_does(rt, app, twin):
     names = ["ÅSA Öberg", "åsa öberg", "ASA", "Kelvin \u212a"]
     rows = [
         leg(f"{i}.1", f"{i}.1", 100 + i, scustomer=3, callername_internal=n)
         for i, n in enumerate(names)
     ]
     write_legs(rt, 1, upsert=rows)
-    (tmp_path / "twin").mkdir()
-    twin = webtest.TestApp(sql_twin(tmp_path / "twin", db_url).app)
     for wanted in ("å", "Å", "asa", "öBERG", "k"):
         for mode in ("contains", "starts", "ends", "exact"):
             params = {"callername_number": wanted, "callername_match": mode}
             assert answers(app, "acme", params) == answers(twin, "acme", params), params
 
 
-def test_answers_stay_whole_while_threads_read_and_a_writer_churns(rt, app, tmp_path, db_url):
+def test_answers_stay_whole_while_threads_read_and_a_writer_churns(rt, app, twin):
     """Four request threads on one view while legs come and go: every answer is a whole,
     ordered list (no leg twice, none half-applied), and the last equals the SQL's."""
     errors: list[BaseException] = []
@@ -247,8 +254,6 @@ def test_answers_stay_whole_while_threads_read_and_a_writer_churns(rt, app, tmp_
     for thread in threads:
         thread.join(10)
     assert errors == []
-    (tmp_path / "twin").mkdir()
-    twin = webtest.TestApp(sql_twin(tmp_path / "twin", db_url).app)
     params = {"customer": "system", "names": "1", "sort": "snumber"}
     assert answers(app, "admin", params) == answers(twin, "admin", params)
     assert len(answers(app, "admin", params)[1]["data"]) == len(live)
