@@ -122,11 +122,6 @@ def _append(conn: Connection, changes: list[tuple[int, str, str, Keys | None, Ke
         )
 
 
-_HEAD = select(COUNTERS.c.name, COUNTERS.c.value).where(
-    COUNTERS.c.name.in_(("journal", "journal_pruned"))
-)
-
-
 @dataclass(frozen=True)
 class Position:
     """The journal's head and pruning watermark with the data version, read together (one
@@ -151,8 +146,8 @@ def position(conn: Connection) -> Position:
 
 def head(conn: Connection) -> tuple[int, int]:
     """(the last id committed, the last id pruned): entries pruned < id <= last are kept."""
-    values = {name: value for name, value in conn.execute(_HEAD)}
-    return values.get("journal", 0), values.get("journal_pruned", 0)
+    now = position(conn)
+    return now.head, now.pruned
 
 
 def since(conn: Connection, after: int, upto: int) -> list[Entry]:

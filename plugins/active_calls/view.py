@@ -34,6 +34,7 @@ import threading
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Select, select
@@ -108,7 +109,7 @@ class LegView:
         self.by_customer: dict[int, set[Row]] = {}
         self.orders: dict[str, list[tuple[Any, ...]]] = {}  # sort -> sorted (*key, row)
         self.seen: JournalPosition | None = None  # what the view was made current to
-        self.reloads = 0  # full reads, for tests and the bench
+        self.reloads = 0  # full reads (tests look)
 
     def current(self, conn: Connection, now: JournalPosition | None = None) -> None:
         """Bring the view up to what this request's transaction sees (`now`: the journal's
@@ -197,18 +198,12 @@ def _customers_of(row: Row) -> set[int]:
     return {c for c in (row.values[AT["scustomer"]], row.values[AT["dcustomer"]]) if c}
 
 
-_FETCH: dict[bool, tuple[Select, NameStatements]] = {}
-
-
+@lru_cache(maxsize=2)
 def _statements(changed: bool) -> tuple[Select, NameStatements]:
     """Every leg (or the legs named in `changed`) with its row JSON, by the list's SQL."""
-    if changed not in _FETCH:
-        conditions = []
-        if changed:
-            conditions.append(query.changed_legs())
-        columns = [leg.c.id, sqlterms.row_json_of_leg(), *(leg.c[name] for name in VALUES)]
-        _FETCH[changed] = (select(*columns).where(*conditions), name_statements(conditions))
-    return _FETCH[changed]
+    conditions = [query.changed_legs()] if changed else []
+    columns = [leg.c.id, sqlterms.row_json_of_leg(), *(leg.c[name] for name in VALUES)]
+    return select(*columns).where(*conditions), name_statements(conditions)
 
 
 def _read(conn: Connection, keys: list[Key] | None) -> Iterator[tuple[Key, Row]]:

@@ -40,7 +40,7 @@ def answer(
     conn: Connection,
     caller: Caller,
     wanted: ListRequest,
-    scope: Any,
+    scope: query.Scope | None,
     position: JournalPosition | None = None,
 ) -> Any:
     """The list's answer; `position`, if given, the journal's as this request read it first."""
