@@ -147,11 +147,19 @@ def test_sample_config_parses():
     assert "secret" not in repr(config.machines[0])
 
 
-def test_bad_plugin_setting_stops_start_up_with_its_name(tmp_path):
-    path = write_config(tmp_path, "[plugin:active_calls]\ncache_megabytes = lots\n")
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("cache_megabytes = lots", "cache_megabytes: 'lots' is not a whole number"),
+        ("memory_view = maybe", "memory_view: 'maybe' is not yes or no"),
+        ("memory_view =", "memory_view: '' is not yes or no"),
+    ],
+)
+def test_bad_plugin_setting_stops_start_up_with_its_name(tmp_path, line, message):
+    path = write_config(tmp_path, f"[plugin:active_calls]\n{line}\n")
     proc = run_cli("--config", str(path), "api")
     assert proc.returncode == 2
-    assert "[plugin:active_calls] cache_megabytes: 'lots' is not a whole number" in proc.stderr
+    assert f"[plugin:active_calls] {message}" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
