@@ -14,9 +14,9 @@ from sqlalchemy import delete, insert
 
 from pbxcontrol import config as config_mod
 from pbxcontrol import provisioning, runtime
+from pbxcontrol.auth.passwords import hash_password
 from pbxcontrol.db import journal, models
 from pbxcontrol.db.models import LEG_INT_FIELDS, LEG_STRING_FIELDS
-from pbxcontrol.passwords import hash_password
 
 CUSTOMERS, RESELLERS = 1000, 20
 OWN, OWN_LEGS = 500, 10

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from pbxcontrol.http.proxy import Network, parse_networks
+from pbxcontrol.auth.proxy import Network, parse_networks
 from pbxcontrol.inifile import ConfigError, IniReader, parse_file, unread_names
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

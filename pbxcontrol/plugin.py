@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table
 
 from pbxcontrol.ari.control import Channels, ChannelsUnavailable
+from pbxcontrol.auth.authenticator import Caller
 from pbxcontrol.db.dataversion import data_version
 from pbxcontrol.db.journal import REMOVE, RESET, UPSERT
 from pbxcontrol.db.journal import Entry as JournalEntry
@@ -34,9 +35,8 @@ from pbxcontrol.db.journal import since as journal_since
 from pbxcontrol.db.journal import touched as journal_touched
 from pbxcontrol.db.models import LEG_FIELDS, Base
 from pbxcontrol.http.api import ApiRequest, Handler
-from pbxcontrol.http.auth import Caller
 from pbxcontrol.http.envelope import ApiError, Outcome
-from pbxcontrol.http.stream import Event, StreamView
+from pbxcontrol.streams.stream import Event, StreamView
 
 #: A stream function's opener: (ApiRequest) -> StreamView.
 StreamOpener = Callable[[ApiRequest], StreamView]

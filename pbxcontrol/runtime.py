@@ -12,21 +12,21 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from pbxcontrol import config as config_mod
-from pbxcontrol import lifecycle, logs, notify, plugin
+from pbxcontrol import logs, plugin
 from pbxcontrol.ari.control import AriChannels
+from pbxcontrol.auth import login as user_login
+from pbxcontrol.auth.authenticator import Authenticator
+from pbxcontrol.auth.proxy import ClientAddress
+from pbxcontrol.auth.throttle import LoginThrottle
+from pbxcontrol.auth.tokens import TokenSigner, ensure_key, load_key
 from pbxcontrol.config import Config
 from pbxcontrol.db import migrate
 from pbxcontrol.db.engine import make_engine, make_sessionmaker
-from pbxcontrol.http import login as user_login
-from pbxcontrol.http import server as http_server
-from pbxcontrol.http import supervisor
 from pbxcontrol.http.api import JsonApi, build_app
-from pbxcontrol.http.auth import Authenticator
-from pbxcontrol.http.proxy import ClientAddress
-from pbxcontrol.http.slots import PersonSlots
-from pbxcontrol.http.stream import StreamApi
-from pbxcontrol.http.throttle import LoginThrottle
-from pbxcontrol.http.tokens import TokenSigner, ensure_key, load_key
+from pbxcontrol.service import lifecycle, notify, supervisor
+from pbxcontrol.service import server as http_server
+from pbxcontrol.streams.slots import PersonSlots
+from pbxcontrol.streams.stream import StreamApi
 
 log = logging.getLogger("pbxcontrol")
 
@@ -244,7 +244,7 @@ def provision(config: Config, document: str, *, dry_run: bool = False) -> str:
 
 def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
     """Run the recorders and/or the HTTP API (in `[http] processes` processes) until
-    SIGTERM or SIGINT; tell systemd (pbxcontrol.notify) when it is ready and stopping."""
+    SIGTERM or SIGINT; tell systemd (pbxcontrol.service.notify) when it is ready and stopping."""
     lifecycle.limit_malloc_arenas()
     stop = lifecycle.Stop()
     lifecycle.metrics_directory(config.http_processes if http else 1)

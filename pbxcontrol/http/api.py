@@ -16,8 +16,8 @@ import bottle
 import orjson
 from sqlalchemy import Connection, Engine
 
+from pbxcontrol.auth.authenticator import Authenticator, Caller
 from pbxcontrol.http import envelope, params, static
-from pbxcontrol.http.auth import Authenticator, Caller
 from pbxcontrol.http.envelope import ApiError
 
 log = logging.getLogger("pbxcontrol.http")
@@ -181,7 +181,7 @@ def build_app(api: JsonApi) -> bottle.Bottle:
         bottle.response.set_header("Cache-Control", "no-store")
         elapsed = time.perf_counter() - started
         # The query string holds credentials: only the path is ever logged. The address is
-        # the client's, resolved through trusted proxies (pbxcontrol.http.proxy).
+        # the client's, resolved through trusted proxies (pbxcontrol.auth.proxy).
         access_log.info("%s %s /api/json/%s %s %.1fms", address, method, path, code, elapsed * 1000)
         name = path.strip("/")
         api.observe(name if name in api.functions else "unknown", code, elapsed)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, select
 
+from pbxcontrol.auth.authenticator import Caller
 from pbxcontrol.db.models import Customer, Person, RolePrivilege
-from pbxcontrol.http.auth import Caller
 from pbxcontrol.ops import OpsError
 
 # What the built-in "system owner" role may do (SPEC §5).

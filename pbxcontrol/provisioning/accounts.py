@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, delete, insert, select
 
+from pbxcontrol.auth.passwords import hash_password, verify_password
+from pbxcontrol.auth.tokens import new_epoch
 from pbxcontrol.db.models import Base, Person, Role, RolePrivilege
-from pbxcontrol.http.tokens import new_epoch
-from pbxcontrol.passwords import hash_password, verify_password
 from pbxcontrol.provisioning.bulk import Change
 from pbxcontrol.provisioning.document import PersonRow, Rows
 

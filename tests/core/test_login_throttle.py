@@ -5,8 +5,8 @@ import urllib.request
 
 from sqlalchemy import select
 
+from pbxcontrol.auth.throttle import LoginThrottle
 from pbxcontrol.db.models import LoginFailure
-from pbxcontrol.http.throttle import LoginThrottle
 from tests.conftest import LIST, cli, provision_tree, start_server, stop_server, write_config
 
 
@@ -131,7 +131,7 @@ def test_world_readable_config_is_warned_about(tmp_path):
 
 def test_unknown_user_costs_a_password_check_like_a_wrong_password(app, monkeypatch):
     """No shortcut for unknown usernames: both paths run argon2id once (timing-safe)."""
-    from pbxcontrol.http import auth
+    from pbxcontrol.auth import authenticator as auth
 
     calls = []
     real = auth.verify_password

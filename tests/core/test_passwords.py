@@ -8,9 +8,9 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select, update
 
-from pbxcontrol import passwords
+from pbxcontrol.auth import passwords
+from pbxcontrol.auth.passwords import dummy_hash, hash_password, needs_rehash, verify_password
 from pbxcontrol.db.models import Person
-from pbxcontrol.passwords import dummy_hash, hash_password, needs_rehash, verify_password
 
 LIST = "/api/json/calls/active/list/"
 CURRENT = "$argon2id$v=19$m=19456,t=2,p=1$"
@@ -96,7 +96,7 @@ def test_a_wrong_password_does_not_upgrade(rt, app):
 def test_an_unknown_user_is_verified_against_a_dummy_hash_of_todays_cost(app, monkeypatch):
     """No shortcut for unknown usernames: they run argon2id with the parameters every fresh
     hash has, as a known user's wrong password does (timing-safe)."""
-    from pbxcontrol.http import auth
+    from pbxcontrol.auth import authenticator as auth
 
     seen = []
 

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import func, select
 
 from pbxcontrol import provisioning
+from pbxcontrol.auth.passwords import verify_password
 from pbxcontrol.db import models
-from pbxcontrol.passwords import verify_password
 from tests.conftest import TREE, write_config
 
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from pbxcontrol.http.body import ZERO_COPY_FROM, BytesBody
-from pbxcontrol.http.server import listen, make_server
+from pbxcontrol.service.server import listen, make_server
 
 SIZES = (10, ZERO_COPY_FROM - 1, ZERO_COPY_FROM, 300_000, 3_000_000)
 

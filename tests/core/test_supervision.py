@@ -111,7 +111,7 @@ def test_metrics_of_every_worker_are_summed_in_any_scrape(tmp_path):
 
 WORKERS_THAT_DIE = textwrap.dedent("""
     import logging, os, sys
-    from pbxcontrol.http import supervisor
+    from pbxcontrol.service import supervisor
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     sup = supervisor.Supervisor(lambda: os._exit(3), 1)
     sys.exit(sup.run())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pbxcontrol import notify
+from pbxcontrol.service import notify
 from tests.conftest import LIST, provision_tree, write_config
 
 UNIT = Path(__file__).resolve().parents[2] / "etc" / "systemd" / "pbxcontrol.service"

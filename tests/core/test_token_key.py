@@ -13,11 +13,11 @@ from sqlalchemy import delete, select, text
 
 from pbxcontrol import config as config_mod
 from pbxcontrol import runtime
+from pbxcontrol.auth.tokens import load_key
 from pbxcontrol.config import ConfigError
 from pbxcontrol.db import migrate
 from pbxcontrol.db.engine import make_engine
 from pbxcontrol.db.models import Person, TokenKey
-from pbxcontrol.http.tokens import load_key
 from tests.conftest import LIST, cli, provision_tree, start_server, write_config
 
 LOGIN = "/api/json/user/login/"

@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy import delete, event, insert, select, update
 
 from pbxcontrol import provisioning
+from pbxcontrol.auth import authenticator as auth
+from pbxcontrol.auth import tokens
 from pbxcontrol.db.models import LoginFailure, Person
-from pbxcontrol.http import auth, tokens
 from pbxcontrol.plugin import legs
 from tests.conftest import LIST, responses
 from tests.core.test_passwords import scrypt_hash

@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from pbxcontrol import config as config_mod
-from pbxcontrol.http.proxy import ClientAddress, parse_networks
+from pbxcontrol.auth.proxy import ClientAddress, parse_networks
 from tests.conftest import LIST, provision_tree, start_server, write_config
 
 PROXIES = ClientAddress(parse_networks("127.0.0.1, 10.0.0.0/8, 2001:db8::/32"))

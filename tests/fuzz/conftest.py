@@ -7,8 +7,8 @@ import threading
 import pytest
 from sqlalchemy import insert
 
-from pbxcontrol.http.server import listen, make_server
 from pbxcontrol.plugin import legs
+from pbxcontrol.service.server import listen, make_server
 from tests.conftest import build_provisioned, write_config
 from tests.fakeari_http import FakeAriHttp
 

@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
-from pbxcontrol.http import server as http_server
 from pbxcontrol.recorder import store
 from pbxcontrol.recorder.live import Changes
+from pbxcontrol.service import server as http_server
 
 STREAM = "/api/stream/calls/active/list/"
 

@@ -13,8 +13,8 @@ from sqlalchemy import delete, insert
 
 from pbxcontrol import config as config_mod
 from pbxcontrol import provisioning, runtime
+from pbxcontrol.auth.passwords import hash_password
 from pbxcontrol.db import models
-from pbxcontrol.passwords import hash_password
 from tests.conftest import LIST, write_config
 from tests.plugins.active_calls.conftest import insert_legs, leg
 

@@ -13,7 +13,7 @@ import webtest
 
 from pbxcontrol import provisioning
 from pbxcontrol.db import journal
-from pbxcontrol.http import hub
+from pbxcontrol.streams import hub
 from tests.conftest import LIST, build_provisioned, write_config
 from tests.plugins.active_calls.conftest import ALICE, BY_ID, CALLS, leg
 from tests.plugins.active_calls.stream_support import Client, query, serving, write_legs

@@ -18,8 +18,8 @@ from sqlalchemy import update
 from pbxcontrol import config as config_mod
 from pbxcontrol import provisioning, runtime
 from pbxcontrol.db import journal
-from pbxcontrol.http import server as http_server
 from pbxcontrol.plugin import legs
+from pbxcontrol.service import server as http_server
 from tests.conftest import LIST, build_provisioned, write_config
 from tests.plugins.active_calls.changes_support import (
     NUMBERS,

@@ -10,12 +10,12 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
 
-from pbxcontrol.http import stream
+from pbxcontrol.auth.proxy import ClientAddress
 from pbxcontrol.http.body import ZERO_COPY_FROM, BytesBody
 from pbxcontrol.http.envelope import ApiError, error
-from pbxcontrol.http.hub import Hub
-from pbxcontrol.http.proxy import ClientAddress
-from pbxcontrol.http.stream import PREFIX, StreamApi
+from pbxcontrol.streams import stream
+from pbxcontrol.streams.hub import Hub
+from pbxcontrol.streams.stream import PREFIX, StreamApi
 
 log = logging.getLogger("pbxcontrol.http")
 
@@ -51,9 +51,9 @@ class EnvelopeChannel(HTTPChannel):
 
 
 class ApiChannel(EnvelopeChannel):
-    """A connection that can become a live stream (pbxcontrol.http.stream): a request under
+    """A connection that can become a live stream (pbxcontrol.streams.stream): a request under
     /api/stream/ is opened on a worker thread like any request; once it opens, its socket
-    leaves waitress for the process's hub (pbxcontrol.http.hub), which owns it from then on
+    leaves waitress for the process's hub (pbxcontrol.streams.hub), which owns it from then on
     (its epoll set, its writes), so no thread waits on a stream and waitress's socket loop —
     which rebuilds its poll set from every channel on each pass — never sees it again."""
 
@@ -133,7 +133,7 @@ def make_server(
 ):
     """Serve with `.run()`, stop with `.close()`; with `streams`, also the live streams (their
     hub starts here, in the serving process). With `proxies`, the client address is resolved
-    from X-Forwarded-For when the peer is a trusted proxy (pbxcontrol.http.proxy)."""
+    from X-Forwarded-For when the peer is a trusted proxy (pbxcontrol.auth.proxy)."""
     sockets: dict = {}
     server = create_server(
         proxies.middleware(app) if proxies is not None else app,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pbxcontrol.auth.tokens import TokenSigner
 from pbxcontrol.http.api import ANY_PRIVILEGE, ApiRequest, JsonApi
 from pbxcontrol.http.envelope import ApiError
-from pbxcontrol.http.tokens import TokenSigner
 
 PATH = "user/login"
 

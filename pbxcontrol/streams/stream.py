@@ -3,7 +3,7 @@
 Opening runs what a JSON request runs — parameters, authentication, the privilege check and
 the plugin's opener (its validation and scope), on one connection — and answers errors as
 the JSON envelope. A stream that opens gets its headers and `retry:` here; from then on the
-hub (pbxcontrol.http.hub) owns it, and no thread waits on it.
+hub (pbxcontrol.streams.hub) owns it, and no thread waits on it.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
+from pbxcontrol.auth.authenticator import Caller
 from pbxcontrol.db.journal import Entry
 from pbxcontrol.http import envelope, params
 from pbxcontrol.http.api import ApiRequest, JsonApi, check_privileges
-from pbxcontrol.http.auth import Caller
 from pbxcontrol.http.envelope import ApiError
-from pbxcontrol.http.slots import PersonSlots
+from pbxcontrol.streams.slots import PersonSlots
 
 log = logging.getLogger("pbxcontrol.http")
 access_log = logging.getLogger("pbxcontrol.access")

@@ -12,7 +12,7 @@ import signal
 import tempfile
 import threading
 
-from pbxcontrol import notify
+from pbxcontrol.service import notify
 
 log = logging.getLogger("pbxcontrol")
 

@@ -1,4 +1,4 @@
-"""Live streams' sockets, owned by the hub's thread (pbxcontrol.http.hub) once opened.
+"""Live streams' sockets, owned by the hub's thread (pbxcontrol.streams.hub) once opened.
 
 An `Outlet` queues references to the bytes it must send — the same object for every stream
 of a group, never a per-stream copy — and sends them without blocking (several queued events
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from pbxcontrol.http.stream import Event, Opened, event
+from pbxcontrol.streams.stream import Event, Opened, event
 
 log = logging.getLogger("pbxcontrol.http")
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from pbxcontrol.auth.passwords import dummy_hash, hash_password, needs_rehash, verify_password
+from pbxcontrol.auth.throttle import LoginThrottle
+from pbxcontrol.auth.tokens import TokenError, TokenSigner
 from pbxcontrol.db.models import Customer, Person, RolePrivilege
 from pbxcontrol.http.envelope import ApiError
-from pbxcontrol.http.throttle import LoginThrottle
-from pbxcontrol.http.tokens import TokenError, TokenSigner
-from pbxcontrol.passwords import dummy_hash, hash_password, needs_rehash, verify_password
 
 log = logging.getLogger(__name__)
 

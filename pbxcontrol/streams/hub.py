@@ -2,7 +2,7 @@
 the change journal and writes the events, so an open stream costs a socket and a few objects
 — not a thread, nor a waitress channel in its socket loop.
 
-The thread sleeps in one epoll set (pbxcontrol.http.outlet) of the streams' sockets and a
+The thread sleeps in one epoll set (pbxcontrol.streams.outlet) of the streams' sockets and a
 wake-up pipe. Each round: read the journal's head (SQLite: every `poll` seconds; PostgreSQL:
 woken by NOTIFY, and every second anyway), read the new entries once, and hand them to each
 *group* — the streams with the same view key (caller scope + parameters) share one view, so
@@ -30,8 +30,8 @@ from sqlalchemy import Connection, Engine
 
 from pbxcontrol.db import journal
 from pbxcontrol.http.api import _release_memory
-from pbxcontrol.http.outlet import Fanout, Outlet, Stream
-from pbxcontrol.http.stream import Opened, StreamApi, StreamView, event
+from pbxcontrol.streams.outlet import Fanout, Outlet, Stream
+from pbxcontrol.streams.stream import Opened, StreamApi, StreamView, event
 
 log = logging.getLogger("pbxcontrol.http")
 
