@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bottle
 from sqlalchemy import Engine
@@ -28,6 +28,9 @@ from pbxcontrol.service import server as http_server
 from pbxcontrol.streams.slots import PersonSlots
 from pbxcontrol.streams.stream import StreamApi
 
+if TYPE_CHECKING:  # the recorder is imported when recorders are built (build_recorders)
+    from pbxcontrol.recorder.machine import MachineRecorder
+
 log = logging.getLogger("pbxcontrol")
 
 
@@ -46,7 +49,7 @@ class Runtime:
     app: bottle.Bottle | None = None
     streams: StreamApi | None = None  # live streams under /api/stream/
     metrics: Any = None  # pbxcontrol.http.metrics.Metrics, with /health and /metrics
-    recorders: list[Any] = field(default_factory=list)
+    recorders: list[MachineRecorder] = field(default_factory=list)
 
     def close(self) -> None:
         for recorder in self.recorders:
