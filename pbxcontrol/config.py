@@ -45,6 +45,7 @@ class Config:
     login_failures_per_user: int = 10
     login_failures_per_address: int = 50
     login_window: float = 300.0
+    login_slow_down_after: int = 100  # failures of one username from everywhere (SPEC §13)
     token_lifetime: int = 3600  # seconds a user/login token is valid
     streams_per_person: int = 20  # concurrent live streams of one person (429 beyond)
     journal_seconds: float = 600.0  # how long the change journal keeps entries (stream resume)
@@ -146,6 +147,7 @@ def _build(r: IniReader, known_plugins: frozenset[str] | None) -> Config:
         login_failures_per_user=r.integer("http", "login_failures_per_user", 10, lo=1),
         login_failures_per_address=r.integer("http", "login_failures_per_address", 50, lo=1),
         login_window=r.number("http", "login_window", 300.0),
+        login_slow_down_after=r.integer("http", "login_slow_down_after", 100, lo=1),
         token_lifetime=r.integer("http", "token_lifetime", 3600, lo=1, hi=30 * 86400),
         trusted_proxies=_networks(r, "http", "trusted_proxies"),
         plugin_sections={

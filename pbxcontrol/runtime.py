@@ -188,6 +188,7 @@ def build_api(
         config.login_failures_per_user,
         config.login_failures_per_address,
         config.login_window,
+        slow_down_after=config.login_slow_down_after,
     )
     signer = token_signer(config, engine)
     authenticator = Authenticator(throttle, tokens=signer)

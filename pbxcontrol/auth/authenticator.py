@@ -61,11 +61,21 @@ def caller_of(username: str, rows: list[Any], token_expires: int | None = None) 
         row.parent_id is None,
         token_expires,
         row.token_epoch,
+        _state(row.password_hash, row.token_epoch),
     )
+
+
+def _state(password_hash: str, token_epoch: str) -> str:
+    """A digest of what the credentials were checked against: a stream compares it with the
+    person's row again (Authenticator.revalidate) instead of checking the password again."""
+    return hashlib.blake2b(
+        f"{password_hash}\0{token_epoch}".encode(), digest_size=16, person=b"pbx-auth-state"
+    ).hexdigest()
 
 
 RELOGIN = "The token is invalid, has expired or was revoked; log in again (user/login)."
 BOTH = "give a token or a username and password, not both"
+BUSY = "Too many password checks at once; try again in a moment."
 
 
 @dataclass(frozen=True)
@@ -80,18 +90,25 @@ class Caller:
     # Set when the request came with a token: its expiry (Unix time), e.g. to end a stream.
     token_expires: int | None = None
     token_epoch: str = field(default="", repr=False, compare=False)  # to issue a token
+    #: Digest of the password hash and token epoch the credentials were checked against.
+    state: str = field(default="", repr=False, compare=False)
 
 
 class Authenticator:
-    """Checks credentials. argon2id costs ~20 ms by design, so a successful check is remembered
-    for `cache_seconds` as an HMAC under a per-process key (never the password itself); a
-    changed password hash, role or enabled flag is seen on the next request."""
+    """Checks credentials. argon2id costs ~20 ms and 19 MiB by design, so at most `kdf_slots`
+    checks run at once in this process (the others wait up to `kdf_wait` seconds, then get a
+    503), and a successful check is remembered for `cache_seconds` as an HMAC under a
+    per-process key (never the password itself); a changed password hash, role or enabled flag
+    is seen on the next request."""
 
     def __init__(
         self,
         throttle: LoginThrottle,
         cache_seconds: float = 60.0,
         tokens: TokenSigner | None = None,
+        *,
+        kdf_slots: int = 2,
+        kdf_wait: float = 1.0,
     ):
         self.throttle = throttle
         self.tokens = tokens
@@ -99,6 +116,8 @@ class Authenticator:
         self._key = os.urandom(32)
         self._verified: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
+        self._kdf = threading.BoundedSemaphore(kdf_slots)
+        self._kdf_wait = kdf_wait
 
     def from_params(self, conn: Connection, values: dict[str, str], address: str = "") -> Caller:
         """The caller of a request whose parameters are `values`, from which the credentials
@@ -133,6 +152,26 @@ class Authenticator:
             raise ApiError(401, [("", RELOGIN)])
         return caller_of(claims.username, rows, claims.expires)
 
+    def revalidate(self, conn: Connection, caller: Caller, token: str | None) -> Caller | None:
+        """`caller` as they are now, or None if they may no longer act on what they opened
+        (a stream): disabled or gone, a new password hash or token epoch, another role or
+        customer; with `token`, the token as `check_token` sees it. No KDF and no throttle:
+        the person's row is compared with what the credentials were checked against."""
+        if token:
+            try:
+                now = self.check_token(conn, token)
+            except ApiError:
+                return None
+        else:
+            rows = person_rows(conn, caller.username)
+            if not rows or not rows[0].enabled:
+                return None
+            now = caller_of(caller.username, rows)
+        same = (now.role, now.customer_id) == (caller.role, caller.customer_id)
+        if not same or not hmac.compare_digest(now.state, caller.state):
+            return None
+        return now
+
     def authenticate(
         self, conn: Connection, username: str | None, password: str | None, address: str = ""
     ) -> Caller:
@@ -141,29 +180,53 @@ class Authenticator:
             raise ApiError(401)
         verdict = self.throttle.check(conn, username, address)
         if verdict.retry_after:
+            wait = verdict.retry_after
             raise ApiError(
-                401, [("", f"Too many failed logins; retry in {verdict.retry_after} seconds.")]
+                401,
+                [("", f"Too many failed logins; retry in {wait} seconds (retry_after={wait}).")],
             )
         rows = person_rows(conn, username)
+        row = rows[0] if rows else None
+        tag = self._tag(username, password, row.password_hash if row else "")
+        if row is None or not row.enabled or not self._remembered(username, tag):
+            if verdict.slow_down:
+                time.sleep(verdict.slow_down)  # before the KDF slot: a sleeper holds none
+            # An unknown username costs the same check as a wrong password (timing-safe).
+            right = self._verify(password, row.password_hash if row else dummy_hash())
+            if row is None or not right or not row.enabled:
+                self.throttle.failed(username, address, verdict)
+                raise ApiError(401)
+            self._remember(username, tag)
+        if verdict.pair_failures:
+            self.throttle.succeeded(username, address)
+        if needs_rehash(row.password_hash):
+            self._upgrade_hash(conn, username, password, row.password_hash)
+        return caller_of(username, rows)
+
+    def _verify(self, password: str, stored: str) -> bool:
+        """verify_password in one of the process's KDF slots; 503 if none frees in time."""
+        if not self._kdf.acquire(timeout=self._kdf_wait):
+            raise ApiError(503, [("", BUSY)])
         try:
-            caller = self._authenticate(username, password, rows)
-        except ApiError:
-            self.throttle.failed(username, address)
-            raise
-        if verdict.user_failures:
-            self.throttle.succeeded(username)
-        if needs_rehash(rows[0].password_hash):
-            self._upgrade_hash(conn, username, password, rows[0].password_hash)
-        return caller
+            return verify_password(password, stored)
+        finally:
+            self._kdf.release()
 
     def _upgrade_hash(self, conn: Connection, username: str, password: str, stored: str) -> None:
         """The password just verified against an old hash (scrypt, or argon2 with older
         parameters): store today's hash. In a transaction of its own (the request's may still
-        roll back), and only if nobody changed the hash meanwhile."""
+        roll back), and only if nobody changed the hash meanwhile. In a KDF slot, when one is
+        free at once: else at a later login."""
+        if not self._kdf.acquire(blocking=False):
+            return
+        try:
+            new_hash = hash_password(password)
+        finally:
+            self._kdf.release()
         upgrade = (
             update(Person)
             .where(Person.username == username, Person.password_hash == stored)
-            .values(password_hash=hash_password(password))
+            .values(password_hash=new_hash)
         )
         try:
             with conn.engine.begin() as own:
@@ -171,32 +234,23 @@ class Authenticator:
         except SQLAlchemyError as exc:  # not the message: it would quote both hashes
             log.warning("password hash of %r not upgraded: %s", username, type(exc).__name__)
 
-    def _authenticate(self, username: str, password: str, rows) -> Caller:
-        if not rows:
-            verify_password(password, dummy_hash())
-            raise ApiError(401)
-        row = rows[0]
-        if not self._check(username, password, row.password_hash) or not row.enabled:
-            raise ApiError(401)
-        return caller_of(username, rows)
-
-    def _check(self, username: str, password: str, stored: str) -> bool:
-        tag = hmac.new(
+    def _tag(self, username: str, password: str, stored: str) -> bytes:
+        return hmac.new(
             self._key,
             b"\0".join(
                 (username.encode(), password.encode("utf-8", "surrogatepass"), stored.encode())
             ),
             hashlib.sha256,
         ).digest()
-        now = time.monotonic()
+
+    def _remembered(self, username: str, tag: bytes) -> bool:
+        """Whether this password verified against this hash within `cache_seconds`."""
         with self._lock:
             cached = self._verified.get(username)
-        if cached and cached[1] > now and hmac.compare_digest(cached[0], tag):
-            return True
-        if not verify_password(password, stored):
-            return False
+        return bool(cached and cached[1] > time.monotonic() and hmac.compare_digest(cached[0], tag))
+
+    def _remember(self, username: str, tag: bytes) -> None:
         with self._lock:
             if len(self._verified) > 10_000:
                 self._verified.clear()
-            self._verified[username] = (tag, now + self._cache_seconds)
-        return True
+            self._verified[username] = (tag, time.monotonic() + self._cache_seconds)

@@ -237,11 +237,14 @@ class Hub:
 
     def _recheck(self, conn: Connection) -> None:
         """End the streams whose person was disabled, whose token expired or was revoked, or
-        whose view they may no longer see. One check per distinct credentials."""
+        whose view they may no longer see. One check per distinct person and credentials."""
         verdicts: dict[tuple, bool] = {}
         for stream in list(self.fanout.streams.values()):
             opened = stream.opened
-            who = (opened.path, tuple(sorted(opened.credentials.items())))
+            caller, token = opened.caller, opened.credentials.get("auth_token", "")
+            # What revalidate compares, and the token.
+            who: tuple = (opened.path, caller.username, caller.role, caller.customer_id)
+            who += (caller.state, token)
             if who not in verdicts:
                 verdicts[who] = self.api.recheck(conn, opened)
             if not verdicts[who] or (

@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 from pbxcontrol.auth.authenticator import Caller
 from pbxcontrol.db.journal import Entry
 from pbxcontrol.http import envelope, params
-from pbxcontrol.http.api import JsonApi
+from pbxcontrol.http.api import JsonApi, check_privileges
 from pbxcontrol.http.envelope import ApiError
 from pbxcontrol.streams.slots import PersonSlots
 
@@ -27,8 +27,9 @@ log = logging.getLogger("pbxcontrol.http")
 access_log = logging.getLogger("pbxcontrol.access")
 
 PREFIX = "/api/stream/"
-#: Parameters that are the caller's credentials: kept (in memory) to re-check them.
-CREDENTIALS = ("auth_username", "auth_password", "auth_token")
+#: The credential kept (in memory) to re-check it: a token (its revocation, its expiry). A
+#: password is not kept: re-checks compare the person's row with what it was checked against.
+KEPT = ("auth_token",)
 
 Event = tuple[int, str, bytes]  # (id, event name, data)
 
@@ -63,7 +64,7 @@ class Opened:
     path: str
     caller: Caller
     view: StreamView
-    credentials: dict[str, str]
+    credentials: dict[str, str]  # KEPT: the token, if the stream was opened with one
     last_event_id: int | None
     started: float = field(default_factory=time.monotonic)
 
@@ -116,7 +117,7 @@ class StreamApi:
         function = self.api.find(name, stream=True)
         values = params.parse(query)
         resume = last_event_id or values.pop("last_event_id", "")
-        credentials = {k: values[k] for k in CREDENTIALS if k in values}  # auth removes them
+        credentials = {k: values[k] for k in KEPT if values.get(k)}  # auth removes them
         caller, view = self.api.run(function, values, address, None)
         if full:
             raise ApiError(429, [("", "Too many live streams on this server.")])
@@ -125,15 +126,22 @@ class StreamApi:
         return Opened(name, caller, view, credentials, _event_id(resume))
 
     def recheck(self, conn: Connection, opened: Opened) -> bool:
-        """Whether the stream's person may still use it: credentials, privileges, token."""
+        """Whether the stream's person may still use it: enabled, the same password hash,
+        token epoch, role and customer, the token valid, the privileges. Runs on the hub's
+        thread, which delivers every stream's events: no KDF, and not a login (the throttle
+        neither counts nor refuses it)."""
         if opened.caller.token_expires is not None and time.time() >= opened.caller.token_expires:
             return False
+        caller = self.api.authenticator.revalidate(
+            conn, opened.caller, opened.credentials.get("auth_token")
+        )
+        if caller is None:
+            return False
         try:
-            function = self.api.find(opened.path, stream=True)
-            caller = self.api.authorize(conn, function, dict(opened.credentials), "")
+            check_privileges(self.api.find(opened.path, stream=True).privileges, caller)
         except ApiError:
             return False
-        return caller.customer_id == opened.caller.customer_id
+        return True
 
 
 def _event_id(raw: str) -> int | None:
