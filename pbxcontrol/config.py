@@ -13,6 +13,7 @@ from pbxcontrol.inifile import ConfigError, IniReader, parse_file, unread_names
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
 _MACHINE_SECTION = re.compile(r"^asterisk:(\d+)$")
+OPS_ALLOW = "127.0.0.1, ::1"
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class Config:
     journal_seconds: float = 600.0  # how long the change journal keeps entries (stream resume)
     takeover_seconds: float = 5.0  # a standby recorder records within this after a fault
     trusted_proxies: tuple[Network, ...] = ()  # peers whose X-Forwarded-For is honoured
+    #: Clients of /health and /metrics (SPEC §13).
+    ops_allow: tuple[Network, ...] = parse_networks(OPS_ALLOW)
     plugin_sections: dict[str, dict[str, str]] = field(default_factory=dict)
     log_format: str = "text"
 
@@ -150,6 +153,7 @@ def _build(r: IniReader, known_plugins: frozenset[str] | None) -> Config:
         login_slow_down_after=r.integer("http", "login_slow_down_after", 100, lo=1),
         token_lifetime=r.integer("http", "token_lifetime", 3600, lo=1, hi=30 * 86400),
         trusted_proxies=_networks(r, "http", "trusted_proxies"),
+        ops_allow=_networks(r, "http", "ops_allow", OPS_ALLOW),
         plugin_sections={
             s.split(":", 1)[1]: dict(r.parser.items(s))
             for s in r.parser.sections()
@@ -159,12 +163,12 @@ def _build(r: IniReader, known_plugins: frozenset[str] | None) -> Config:
     )
 
 
-def _networks(r: IniReader, section: str, key: str) -> tuple[Network, ...]:
+def _networks(r: IniReader, section: str, key: str, default: str = "") -> tuple[Network, ...]:
     try:
-        return parse_networks(r.get(section, key, ""))
+        return parse_networks(r.get(section, key, default))
     except ValueError as exc:
         r.problem(section, key, str(exc))
-        return ()
+        return parse_networks(default)
 
 
 def _takeover(r: IniReader) -> float:

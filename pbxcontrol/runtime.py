@@ -127,7 +127,7 @@ def _build_http(config: Config, engine: Engine) -> dict[str, Any]:
     api = build_api(config, engine, observe=metrics.observe, followers=followers)
     streams = StreamApi(api, PersonSlots(config.streams_per_person), followers)
     app = build_app(api)
-    metrics_mod.mount(app, metrics, engine, ids, takeover)
+    metrics_mod.mount(app, metrics, engine, ids, takeover, config.ops_allow)
     return {"api": api, "app": app, "streams": streams, "metrics": metrics}
 
 

@@ -23,6 +23,10 @@ from pbxcontrol.http.envelope import ApiError
 log = logging.getLogger("pbxcontrol.http")
 access_log = logging.getLogger("pbxcontrol.access")
 
+#: The only methods served (SPEC §13); any other gets HTTP 405 with `Allow` and runs nothing
+#: (HEAD would run a GET's function, the hang-up included, and just drop the answer).
+METHODS = ("GET", "POST")
+ALLOW = ", ".join(METHODS)
 MAX_BODY = 64 * 1024
 MAX_QUERY = 8 * 1024  # below the server's header limit, so it still gets an envelope
 JSON = "application/json; charset=utf-8"
@@ -138,7 +142,7 @@ class JsonApi:
         """Answer one request: (envelope code, JSON body). Never raises. `caller`, when given,
         is trusted instead of the request's credentials (see `call`)."""
         try:
-            if method not in ("GET", "POST", "HEAD"):
+            if method not in METHODS:
                 raise ApiError(405)
             function = self.find(path)
             values = params.parse(query, body) if method == "POST" else params.parse(query)
@@ -179,9 +183,25 @@ def check_privileges(wanted: frozenset[str], caller: Caller) -> None:
         raise ApiError(402)
 
 
+def refuse_method() -> None:
+    """(A hook before every route: the API, streams without a hub, static pages, /health,
+    /metrics.) HTTP 405 with `Allow` and the envelope for a method other than GET and POST,
+    before any route is matched: bottle would answer HEAD with a GET route."""
+    req = bottle.request
+    if req.method in METHODS:
+        return
+    access_log.info("%s %s %s 405", req.environ.get("REMOTE_ADDR", ""), req.method, req.path)
+    raise bottle.HTTPResponse(
+        envelope.error(ApiError(405)),
+        405,
+        {"Allow": ALLOW, "Content-Type": JSON, "Cache-Control": "no-store"},
+    )
+
+
 def build_app(api: JsonApi) -> bottle.Bottle:
     app = bottle.Bottle()
     app.config["json.enable"] = False  # we serialise the envelope ourselves
+    app.add_hook("before_request", refuse_method)
 
     @app.route("/api/json", method="ANY")
     @app.route("/api/json/", method="ANY")

@@ -1,14 +1,17 @@
 """GET /health (SPEC §10): does the database answer, is every configured machine recorded.
 
-No credentials and no tenant data: per machine id only its recording state, holder (host:pid),
-connection, last event age and number of live legs. A load balancer or monitor polls it.
+For the clients of `[http] ops_allow` only (SPEC §13). No credentials and no tenant data: per
+machine id only its recording state, holder (host:pid), connection, last event age and number
+of live legs. A load balancer or monitor polls it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as Late
 from dataclasses import dataclass
@@ -19,10 +22,14 @@ import orjson
 from sqlalchemy import Connection, Engine, func, literal, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from pbxcontrol.auth.proxy import Network, within
 from pbxcontrol.db.models import LEGS_TABLE, Base
+from pbxcontrol.http import envelope
+from pbxcontrol.http.envelope import ApiError
 
 MACHINES = Base.metadata.tables["machines"]
 JSON = "application/json; charset=utf-8"
+access_log = logging.getLogger("pbxcontrol.access")
 
 
 @dataclass(frozen=True)
@@ -140,12 +147,34 @@ class Deadline:
             return 503, {"status": "fail", "database": "timeout", "machines": {}}
 
 
-def route(app: bottle.Bottle, engine: Engine, ids: list[int], takeover: float) -> None:
-    """GET /health on `app`."""
+def ops_only(allow: tuple[Network, ...]) -> Callable[[], None]:
+    """A check for the operations endpoints (SPEC §13): a client outside `allow` (`[http]
+    ops_allow`; the address resolved through trusted proxies) gets HTTP 403 with the envelope:
+    /health and /metrics name hosts, pids and traffic."""
+
+    def check() -> None:
+        address = bottle.request.environ.get("REMOTE_ADDR", "")
+        if not within(address, allow):
+            access_log.info("%s %s %s 403", address, bottle.request.method, bottle.request.path)
+            raise bottle.HTTPResponse(
+                envelope.error(ApiError(403)),
+                403,
+                {"Content-Type": JSON, "Cache-Control": "no-store"},
+            )
+
+    return check
+
+
+def route(
+    app: bottle.Bottle, engine: Engine, ids: list[int], takeover: float, allow: tuple[Network, ...]
+) -> None:
+    """GET /health on `app`, for clients in `allow`."""
     answer = Deadline(max(2.0, takeover))
+    allowed = ops_only(allow)
 
     @app.get("/health")
     def health() -> bytes:
+        allowed()
         status, body = answer(engine, ids, takeover)
         bottle.response.status = status
         bottle.response.content_type = JSON

@@ -15,6 +15,7 @@ from waitress.task import ErrorTask
 
 from pbxcontrol.auth.proxy import ClientAddress
 from pbxcontrol.db.commits import CommitSignal
+from pbxcontrol.http.api import METHODS
 from pbxcontrol.http.body import ZERO_COPY_FROM, BytesBody
 from pbxcontrol.http.envelope import ApiError, error
 from pbxcontrol.streams import stream
@@ -22,6 +23,7 @@ from pbxcontrol.streams.hub import Hub
 from pbxcontrol.streams.stream import PREFIX, StreamApi
 
 log = logging.getLogger("pbxcontrol.http")
+access_log = logging.getLogger("pbxcontrol.access")
 
 
 class EnvelopeErrorTask(ErrorTask):
@@ -68,6 +70,10 @@ class ApiChannel(EnvelopeChannel):
             return super().service()
         assert self.streams is not None
         version = "1.1" if request.version == "1.1" else "1.0"
+        if request.command not in METHODS:
+            address = self._client_address(request)
+            access_log.info("%s %s %s 405", address, request.command, request.path)
+            return self._answer(stream.method_not_allowed(version))
         opened = self.streams.open(
             request.command,
             request.path,
@@ -77,17 +83,20 @@ class ApiChannel(EnvelopeChannel):
             full=self.hub.full,
         )
         if isinstance(opened, bytes):
-            # Written before the request is dropped: with no request in flight, the socket
-            # loop flushes without the buffer lock.
-            self.write_soon(stream.whole(version, opened))
-            self.close_when_flushed = True
-            self._finished()
-            self.server.pull_trigger()
+            self._answer(stream.whole(version, opened))
         else:
             # Handed over on the socket loop's thread; until then the request is in flight,
             # so the loop neither reads nor writes this channel.
             head = stream.head(version)
             self.server.trigger.pull_trigger(lambda: self._hand_over(opened, head))
+
+    def _answer(self, data: bytes) -> None:
+        """A whole answer, then the connection closes. Written before the request is dropped:
+        with no request in flight, the socket loop flushes without the buffer lock."""
+        self.write_soon(data)
+        self.close_when_flushed = True
+        self._finished()
+        self.server.pull_trigger()
 
     def _finished(self) -> None:
         with self.requests_lock:

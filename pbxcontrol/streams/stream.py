@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 from pbxcontrol.auth.authenticator import Caller
 from pbxcontrol.db.journal import Entry
 from pbxcontrol.http import envelope, params
-from pbxcontrol.http.api import JsonApi, check_privileges
+from pbxcontrol.http.api import ALLOW, JsonApi, check_privileges
 from pbxcontrol.http.envelope import ApiError
 from pbxcontrol.streams.slots import PersonSlots
 
@@ -163,9 +163,17 @@ def head(version: str) -> bytes:
     ).encode()
 
 
-def whole(version: str, body: bytes) -> bytes:
-    """An answer that is not a stream (the envelope), complete, then the connection closes."""
+def whole(version: str, body: bytes, status: str = "200 OK", headers: str = "") -> bytes:
+    """An answer that is not a stream (the envelope), complete, then the connection closes.
+    `headers`: more header lines, each ending in CRLF."""
     return (
-        f"HTTP/{version} 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
-        f"Cache-Control: no-store\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        f"HTTP/{version} {status}\r\nContent-Type: application/json; charset=utf-8\r\n"
+        f"Cache-Control: no-store\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
+        f"{headers}\r\n"
     ).encode() + body
+
+
+def method_not_allowed(version: str) -> bytes:
+    """HTTP 405 with `Allow` (SPEC §13): a method other than GET and POST opens nothing."""
+    body = envelope.error(ApiError(405))
+    return whole(version, body, "405 Method Not Allowed", f"Allow: {ALLOW}\r\n")

@@ -1,4 +1,5 @@
-"""GET /health and GET /metrics (SPEC §10), on both engines: no credentials, no tenant data."""
+"""GET /health and GET /metrics (SPEC §10), on both engines: no credentials, no tenant data,
+for the clients of `[http] ops_allow` only (SPEC §13)."""
 
 import dataclasses
 import time
@@ -24,8 +25,8 @@ def served(rt):
     rt.metrics = metrics.Metrics(rt.engine, [1, 2], TAKEOVER)
     rt.api = dataclasses.replace(rt.api, observe=rt.metrics.observe)
     rt.app = build_app(rt.api)
-    metrics.mount(rt.app, rt.metrics, rt.engine, [1, 2], TAKEOVER)
-    return rt, webtest.TestApp(rt.app)
+    metrics.mount(rt.app, rt.metrics, rt.engine, [1, 2], TAKEOVER, rt.config.ops_allow)
+    return rt, webtest.TestApp(rt.app, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
 
 
 def beat(rt, machine, *, age=0.5, connected=True, holder="pbx-a:4242", last_event_age=2.0, **more):
@@ -187,3 +188,52 @@ def test_a_hung_database_is_a_503_timeout_not_a_hung_health_check():
         assert got == [(503, {"status": "fail", "database": "timeout", "machines": {}})]
     finally:
         engine.release.set()
+
+
+@pytest.mark.parametrize("path", ["/health", "/metrics"])
+def test_only_the_ops_allow_clients_reach_health_and_metrics(served, path):
+    """Default `ops_allow`: this host (IPv4, IPv6, IPv4-mapped); anyone else a 403 envelope."""
+    rt, app = served
+    beat(rt, 1)
+    for address in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+        resp = app.get(path, status="*", extra_environ={"REMOTE_ADDR": address})
+        assert resp.status_int in (200, 503) and "responses" not in resp.text, address
+    for address in ("192.0.2.1", "127.0.0.2", "::2", "2001:db8::1", "", "garbage"):
+        resp = app.get(path, status=403, extra_environ={"REMOTE_ADDR": address})
+        assert resp.content_type == "application/json"
+        assert resp.json == {
+            "responses": [
+                {"code": "403", "key": "", "message": "This address may not use this endpoint."}
+            ]
+        }
+
+
+def test_ops_allow_names_the_monitors_and_is_checked_after_trusted_proxies(rt):
+    from pbxcontrol.auth.proxy import ClientAddress, parse_networks
+    from pbxcontrol.http import metrics
+    from pbxcontrol.http.api import build_app
+
+    app = build_app(rt.api)
+    allow = parse_networks("10.0.0.0/8, 2001:db8:5::7")
+    metrics.mount(app, metrics.Metrics(rt.engine, [], TAKEOVER), rt.engine, [], TAKEOVER, allow)
+    proxied = webtest.TestApp(ClientAddress(parse_networks("127.0.0.1")).middleware(app))
+    for address, status in (("10.9.8.7", 200), ("2001:db8:5::7", 200), ("127.0.0.1", 403)):
+        got = proxied.get("/metrics", status="*", extra_environ={"REMOTE_ADDR": address})
+        assert got.status_int == status, address
+    # Through the trusted proxy on loopback, what counts is the client it names.
+    for client, status in (("10.1.1.1", 200), ("203.0.113.5", 403)):
+        got = proxied.get(
+            "/metrics",
+            status="*",
+            headers={"X-Forwarded-For": client},
+            extra_environ={"REMOTE_ADDR": "127.0.0.1"},
+        )
+        assert got.status_int == status, client
+    # A forged header from an untrusted client changes nothing.
+    got = proxied.get(
+        "/metrics",
+        status="*",
+        headers={"X-Forwarded-For": "10.1.1.1"},
+        extra_environ={"REMOTE_ADDR": "203.0.113.5"},
+    )
+    assert got.status_int == 403

@@ -27,6 +27,7 @@ def test_every_served_function_is_described(service):
     rt, _ = service
     served = {f"/api/json/{name}/" for name in rt.api.functions}
     served |= {f"/api/stream/{name}/" for name in rt.api.streams}
+    served |= {"/health", "/metrics"}  # not functions, but served and fuzzed (test_ops_fuzz)
     assert set(json.loads(DOC.read_text())["paths"]) == served
 
 
@@ -57,8 +58,9 @@ def check_envelope(response) -> None:
     assert ("data" in body) == (codes == ["200"]), body
 
 
-# The stream's answer never ends: tests/fuzz/test_stream_fuzz.py reads it bounded.
-@schema.exclude(path="/api/stream/calls/active/list/").parametrize()
+# The stream's answer never ends: tests/fuzz/test_stream_fuzz.py reads it bounded. /health and
+# /metrics are not the envelope: tests/fuzz/test_ops_fuzz.py.
+@schema.exclude(path=["/api/stream/calls/active/list/", "/health", "/metrics"]).parametrize()
 @settings(
     max_examples=60,
     deadline=None,
