@@ -4,6 +4,7 @@ pbxcontrol.ops."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import shtab
@@ -106,6 +107,9 @@ def _calls_arguments(calls: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Everything the service creates (the SQLite database, its WAL and shared memory, any
+    # file an operator tool writes) holds secrets: no group or other bits (SPEC §13).
+    os.umask(0o077)
     args = parser().parse_args(argv)
     try:
         return run(args)

@@ -7,6 +7,9 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from pbxcontrol.auth.proxy import Network, parse_networks
 from pbxcontrol.inifile import ConfigError, IniReader, parse_file, unread_names
 
@@ -62,6 +65,7 @@ class Config:
 
 
 READABLE = "is readable by every user but holds passwords: chmod 0600 it"
+DB_READABLE = "is readable by every user but holds password hashes and the token signing key"
 
 
 def world_readable(path: str) -> bool:
@@ -70,6 +74,29 @@ def world_readable(path: str) -> bool:
         return bool(os.stat(path).st_mode & 0o004)
     except OSError:
         return False
+
+
+def sqlite_files(url: str) -> list[str]:
+    """The files of a SQLite database URL (the database, its WAL and shared memory); [] for
+    another engine or an in-memory database."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return []
+    path = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or path in ("", ":memory:"):
+        return []
+    return [path, f"{path}-wal", f"{path}-shm"]
+
+
+def readable_secrets(config_path: str, database_url: str) -> list[ConfigError]:
+    """The config file and the SQLite database's files that every user may read (SPEC §13),
+    one problem each: its file, and the chmod that mends it."""
+    found = [ConfigError(config_path, None, None, READABLE)] if world_readable(config_path) else []
+    for path in sqlite_files(database_url):
+        if world_readable(path):
+            found.append(ConfigError(path, None, None, f"{DB_READABLE}: chmod 0600 {path}"))
+    return found
 
 
 def resolve_path(cli_path: str | None) -> str:
@@ -99,15 +126,14 @@ def check(path: str, known_plugins: frozenset[str] | None = None) -> list[str]:
     """Every problem in the config file at `path`, one line each ("FILE: [section] key: what"):
     syntax first, then values, then names nobody reads; [] when all is well. Stricter than
     `load`: unknown sections and keys are problems (a typo would silently fall back to the
-    default), and so is a file every user may read. [plugin:NAME] values are the plugin's to
-    check when it starts."""
+    default), and so is the config or a SQLite database file every user may read.
+    [plugin:NAME] values are the plugin's to check when it starts."""
     reader, problems = parse_file(path, keep_going=True)
     if reader is None:
         return [str(p) for p in problems]
-    _build(reader, known_plugins)
+    built = _build(reader, known_plugins)
     problems += reader.problems + unread_names(reader, known_plugins)
-    if world_readable(path):
-        problems.append(ConfigError(path, None, None, READABLE))
+    problems += readable_secrets(path, built.database_url)
     return [str(p) for p in problems]
 
 

@@ -70,8 +70,8 @@ def configure(path: str | None, log_level: str | None = None) -> Config:
             f"--log-level: {log_level!r} is not one of {', '.join(config_mod.LOG_LEVELS)}"
         )
     logs.setup(log_level.upper() if log_level else config.log_level, config.log_format)
-    if config_mod.world_readable(config.path):
-        log.warning("%s is readable by every user but holds passwords: chmod 0600 it", config.path)
+    for problem in config_mod.readable_secrets(config.path, config.database_url):
+        log.warning("%s", problem)  # the line `check-config` prints
     return config
 
 

@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         help="use an Asterisk that already answers on 127.0.0.1:8088",
     )
     args = parser.parse_args(argv)
+    os.umask(0o077)  # its config holds the ARI password; the database, password hashes
 
     # Ctrl-C and SIGTERM both end the demo through the same clean-up.
     def stop(signum, _frame):

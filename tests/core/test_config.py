@@ -278,3 +278,18 @@ def test_check_of_a_good_file_is_empty_and_of_a_missing_file_one_line(tmp_path):
     assert config_mod.check(str(headless)) == [
         f"{headless}: not a valid INI file: line 1 comes before any [section]"
     ]
+
+
+def test_ops_allow_is_addresses_or_networks_loopback_by_default(tmp_path):
+    from pbxcontrol.auth.proxy import parse_networks
+
+    path = write_config(tmp_path)
+    assert config_mod.load(str(path)).ops_allow == parse_networks("127.0.0.1, ::1")
+    path.write_text(path.read_text().replace("port = 0\n", "port = 0\nops_allow = 10.0.0.0/8\n"))
+    assert config_mod.load(str(path)).ops_allow == parse_networks("10.0.0.0/8")
+    path.write_text(path.read_text().replace("10.0.0.0/8", "10.0.0.0/8, monitor.example"))
+    assert config_mod.check(str(path)) == [
+        f"{path}: [http] ops_allow: 'monitor.example' is not an IP address or network"
+    ]
+    with pytest.raises(ConfigError):
+        config_mod.load(str(path))
