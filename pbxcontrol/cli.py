@@ -66,6 +66,16 @@ def parser() -> argparse.ArgumentParser:
     _calls_arguments(sub.add_parser("calls", help="the active calls, as a table"))
     status = sub.add_parser("status", help="per machine: recording?, holder, sync, legs, events")
     status.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    grants = sub.add_parser(
+        "grants",
+        help="print the least-privilege SQL for a recorder and an API role (PostgreSQL)",
+        description="Prints the GRANTs (for existing roles; a superuser or the tables' owner "
+        "applies them) that let the recorder role write what recording needs and read nothing "
+        "of people, passwords or token keys, and the API role the rest. Needs no config.",
+    )
+    grants.add_argument("--record", required=True, metavar="ROLE", help="the recorders' role")
+    grants.add_argument("--api", required=True, metavar="ROLE", help="the API processes' role")
+    grants.add_argument("--schema", default="public", help="the tables' schema (public)")
     return top
 
 
@@ -122,6 +132,10 @@ def run(args: argparse.Namespace) -> int:
     from pbxcontrol import ops
 
     command = args.command or "serve"
+    if command == "grants":
+        from pbxcontrol.ops.grants import print_grants
+
+        return print_grants(args.record, args.api, args.schema)
     if command == "check-config":
         from pbxcontrol.ops.checkconfig import check_config
 
