@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py [--only PART,...] [--quick] [--output FILE]
 
-Parts: views, ingest, provision, stream (no Asterisk); ari, lag, memory (the sandbox
+Parts: views, ingest, provision, stream, loginflood (no Asterisk); ari, lag, memory (the sandbox
 Asterisk: started if it is not running, and then stopped at the end of the run; they wait
 while e2e tests run; lag includes the wrk figures). Prints a table and writes
 bench/results.json (every figure by name).
@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import asterisk, common  # noqa: E402
 
-PARTS = ("views", "ingest", "provision", "ari", "lag", "memory", "stream")
+PARTS = ("views", "ingest", "provision", "ari", "lag", "memory", "stream", "loginflood")
 PREFIXES = {
     "views": ("views.",),
     "ingest": ("ingest.",),
@@ -34,6 +34,7 @@ PREFIXES = {
     "memory": ("memory.",),
     "provision": ("provision.",),
     "stream": ("stream.",),
+    "loginflood": ("loginflood.",),
 }
 
 
@@ -82,6 +83,10 @@ def run_part(name: str, results: common.Results, quick: bool) -> None:
         from bench import memory
 
         memory.run_memory(results, quick)
+    elif name == "loginflood":
+        from bench import loginflood
+
+        loginflood.run(results, quick)
     else:
         from bench import live
 

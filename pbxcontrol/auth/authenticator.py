@@ -16,6 +16,7 @@ from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from pbxcontrol.auth.passwords import dummy_hash, hash_password, needs_rehash, verify_password
+from pbxcontrol.auth.slots import Busy, KdfSlots
 from pbxcontrol.auth.throttle import LoginThrottle
 from pbxcontrol.auth.tokens import TokenError, TokenSigner
 from pbxcontrol.db.models import Customer, Person, RolePrivilege
@@ -95,9 +96,9 @@ class Caller:
 
 
 class Authenticator:
-    """Checks credentials. argon2id costs ~20 ms and 19 MiB by design, so at most `kdf_slots`
-    checks run at once in this process (the others wait up to `kdf_wait` seconds, then get a
-    503), and a successful check is remembered for `cache_seconds` as an HMAC under a
+    """Checks credentials. argon2id costs ~20 ms and 19 MiB by design, so each check takes one
+    of the process's `slots` (pbxcontrol.auth.slots: 503 when none frees in time), and a
+    successful check is remembered for `cache_seconds` as an HMAC under a
     per-process key (never the password itself); a changed password hash, role or enabled flag
     is seen on the next request."""
 
@@ -107,8 +108,7 @@ class Authenticator:
         cache_seconds: float = 60.0,
         tokens: TokenSigner | None = None,
         *,
-        kdf_slots: int = 2,
-        kdf_wait: float = 1.0,
+        slots: KdfSlots | None = None,
     ):
         self.throttle = throttle
         self.tokens = tokens
@@ -116,8 +116,7 @@ class Authenticator:
         self._key = os.urandom(32)
         self._verified: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
-        self._kdf = threading.BoundedSemaphore(kdf_slots)
-        self._kdf_wait = kdf_wait
+        self.slots = slots or KdfSlots()
 
     def from_params(self, conn: Connection, values: dict[str, str], address: str = "") -> Caller:
         """The caller of a request whose parameters are `values`, from which the credentials
@@ -192,7 +191,7 @@ class Authenticator:
             if verdict.slow_down:
                 time.sleep(verdict.slow_down)  # before the KDF slot: a sleeper holds none
             # An unknown username costs the same check as a wrong password (timing-safe).
-            right = self._verify(password, row.password_hash if row else dummy_hash())
+            right = self._verify(password, row.password_hash if row else dummy_hash(), address)
             if row is None or not right or not row.enabled:
                 self.throttle.failed(username, address, verdict)
                 raise ApiError(401)
@@ -203,26 +202,25 @@ class Authenticator:
             self._upgrade_hash(conn, username, password, row.password_hash)
         return caller_of(username, rows)
 
-    def _verify(self, password: str, stored: str) -> bool:
+    def _verify(self, password: str, stored: str, address: str) -> bool:
         """verify_password in one of the process's KDF slots; 503 if none frees in time."""
-        if not self._kdf.acquire(timeout=self._kdf_wait):
-            raise ApiError(503, [("", BUSY)])
         try:
-            return verify_password(password, stored)
-        finally:
-            self._kdf.release()
+            with self.slots.held(address):
+                return verify_password(password, stored)
+        except Busy:
+            raise ApiError(503, [("", BUSY)]) from None
 
     def _upgrade_hash(self, conn: Connection, username: str, password: str, stored: str) -> None:
         """The password just verified against an old hash (scrypt, or argon2 with older
         parameters): store today's hash. In a transaction of its own (the request's may still
         roll back), and only if nobody changed the hash meanwhile. In a KDF slot, when one is
         free at once: else at a later login."""
-        if not self._kdf.acquire(blocking=False):
+        if not self.slots.try_held():
             return
         try:
             new_hash = hash_password(password)
         finally:
-            self._kdf.release()
+            self.slots.release()
         upgrade = (
             update(Person)
             .where(Person.username == username, Person.password_hash == stored)

@@ -58,6 +58,18 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     m_arena_max = -8
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").mallopt(m_arena_max, arenas)
+    map_big_blocks()
+
+
+def map_big_blocks(threshold: int = 1 << 20) -> None:
+    """Blocks of `threshold` bytes or more (a password check's 19 MiB of argon2 memory, a big
+    answer) are mapped on their own and given back to the kernel when freed. Left to itself
+    glibc raises this threshold to the largest block freed so far (up to 32 MiB): after the
+    first password check, argon2's blocks came from the arenas, which kept them (a flood of
+    logins: +78 MB, bench/loginflood.py). A no-op where libc is not glibc."""
+    m_mmap_threshold = -3
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(m_mmap_threshold, threshold)
 
 
 def metrics_directory(processes: int) -> str | None:
