@@ -85,7 +85,7 @@ class StreamApi:
     #: Whether this process holds as many streams as it may (set by the server with its hub).
     full: Callable[[], bool] = lambda: False
     #: Called with the hub's connection each time the hub read new journal entries (plugins'
-    #: in-memory state kept current off the request path; PluginContext.follow_journal).
+    #: in-memory state kept current off the request path; Journal.follow).
     followers: list[Callable[[Connection], None]] = field(default_factory=list)
 
     def add(self, path: str, opener: Opener, privileges: Iterable[str]) -> None:
