@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-# The shared base, and the leg tables (whose columns come from recorder/fields.py), are named
+# The shared base, and the leg tables (whose columns come from legfields.py), are named
 # here too: this module is the one place that lists every table.
 from pbxcontrol.db.base import BIG_INT as BIG_INT
 from pbxcontrol.db.base import NAMING as NAMING
