@@ -109,13 +109,8 @@ class PluginContext:
     _channels: Channels | None = None
     _add_stream: Callable[[str, StreamOpener, Iterable[str]], None] | None = None
     _add_static: Callable[[str, Path], None] | None = None
-    _follow: Callable[[Callable[[Connection], None]], None] | None = None
     #: The change journal (Journal's verbs: position, version, since, touched, follow).
-    journal: Journal = field(init=False)
-
-    def __post_init__(self) -> None:
-        # Built here from `_follow` (None: this process serves no HTTP, the CLI tools).
-        object.__setattr__(self, "journal", Journal(self._follow))
+    journal: Journal = field(default_factory=Journal)
 
     @property
     def channels(self) -> Channels:
