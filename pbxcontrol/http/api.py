@@ -198,6 +198,16 @@ def refuse_method() -> None:
     )
 
 
+def json_error(err: bottle.HTTPError) -> bytes:
+    """Bottle's own errors (no route, a route's 405) as the envelope."""
+    if err.status_code >= 500:
+        log.error("HTTP %s: %s", err.status_code, err.body)
+    bottle.response.content_type = JSON
+    return envelope.error(
+        ApiError(err.status_code if err.status_code in envelope.MESSAGES else 500)
+    )
+
+
 def build_app(api: JsonApi) -> bottle.Bottle:
     app = bottle.Bottle()
     app.config["json.enable"] = False  # we serialise the envelope ourselves
@@ -236,14 +246,6 @@ def build_app(api: JsonApi) -> bottle.Bottle:
         name = path.strip("/")
         api.observe(name if name in api.functions else "unknown", code, elapsed)
         return payload
-
-    def json_error(err: bottle.HTTPError) -> bytes:
-        if err.status_code >= 500:
-            log.error("HTTP %s: %s", err.status_code, err.body)
-        bottle.response.content_type = JSON
-        return envelope.error(
-            ApiError(err.status_code if err.status_code in envelope.MESSAGES else 500)
-        )
 
     app.default_error_handler = json_error
     for prefix, directory in api.statics.items():
