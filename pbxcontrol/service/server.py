@@ -73,7 +73,7 @@ class ApiChannel(EnvelopeChannel):
         if request.command not in METHODS:
             address = self._client_address(request)
             access_log.info("%s %s %s 405", address, request.command, request.path)
-            return self._answer(stream.method_not_allowed(version))
+            return self._answer(stream.method_not_allowed(version, request.command))
         opened = self.streams.open(
             request.command,
             request.path,

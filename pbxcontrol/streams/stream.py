@@ -173,7 +173,9 @@ def whole(version: str, body: bytes, status: str = "200 OK", headers: str = "") 
     ).encode() + body
 
 
-def method_not_allowed(version: str) -> bytes:
-    """HTTP 405 with `Allow` (SPEC §13): a method other than GET and POST opens nothing."""
+def method_not_allowed(version: str, method: str) -> bytes:
+    """HTTP 405 with `Allow` (SPEC §13): a method other than GET and POST opens nothing. The
+    answer to HEAD has the headers of the envelope and not the envelope itself."""
     body = envelope.error(ApiError(405))
-    return whole(version, body, "405 Method Not Allowed", f"Allow: {ALLOW}\r\n")
+    answer = whole(version, body, "405 Method Not Allowed", f"Allow: {ALLOW}\r\n")
+    return answer.removesuffix(body) if method == "HEAD" else answer

@@ -265,6 +265,15 @@ def test_every_other_method_is_405_with_allow_everywhere(service, method, target
     method_refused(service[1], method, target)
 
 
+def test_a_head_answer_is_headers_only(service):
+    """405 to HEAD, from bottle's routes and from the stream's own socket path alike."""
+    for target in TARGETS:
+        answer = raw_exchange(service[1], f"HEAD {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 405 "), (target, head)
+        assert b"\r\nAllow: GET, POST" in head and body == b"", (target, answer)
+
+
 def test_unknown_methods_bodies_on_get_and_malformed_forms(service):
     _, base = service
     for method in ("PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"):

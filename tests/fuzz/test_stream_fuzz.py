@@ -167,8 +167,12 @@ def test_hostile_resume_ids_and_methods(service):
         data = request_bytes("GET", f"{STREAM}?{auth}", {}).removesuffix(b"\r\n")
         answer = exchange(base, data + b"Last-Event-ID: " + header + b"\r\n\r\n")
         assert check_answer(*answer, resumed=True) == "stream", header
-    for method in ("POST", "PUT", "DELETE", "PATCH"):
+    data = request_bytes("POST", f"{STREAM}?{auth}", {"Content-Length": "0"})
+    assert check_answer(*exchange(base, data)) == "405"  # the stream's own: GET only
+    # HTTP 405 (SPEC §13); HEAD too: tests/fuzz/test_raw_http.py (a HEAD answer has no body).
+    for method in ("PUT", "DELETE", "PATCH", "OPTIONS"):
         data = request_bytes(method, f"{STREAM}?{auth}", {"Content-Length": "0"})
-        assert check_answer(*exchange(base, data)) == "405", method
+        status, headers, body = exchange(base, data)
+        assert status == 405 and headers["allow"] == "GET, POST", (method, body[:200])
     for bad, code in ((f"{STREAM}?{auth};customer=system", "402"), (f"{STREAM}?customer=1", "401")):
         assert check_answer(*exchange(base, request_bytes("GET", bad, {}))) == code
