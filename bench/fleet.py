@@ -24,10 +24,12 @@ Websocket reopens per recorder are counted from their logs in every phase.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from sqlalchemy import text
@@ -48,9 +50,16 @@ def run(results: common.Results, quick: bool, machines=(1, 10, 50), minutes=None
         pg = Postgres(Path(tmp))
         pg.up()
         try:
-            for m in machines:
-                print(f"  -- {m} machine(s)", flush=True)
-                Scale(Path(tmp) / f"m{m}", pg, m, minutes).run(results)
+            failed = []
+            for m in machines:  # one scale that fails must not lose the others' figures
+                print(f"  -- {m} machine(s), load average {os.getloadavg()[0]:.1f}", flush=True)
+                try:
+                    Scale(Path(tmp) / f"m{m}", pg, m, minutes).run(results)
+                except Exception as exc:  # noqa: BLE001
+                    traceback.print_exc()
+                    failed.append(f"{m} machines: {exc}")
+            if failed:
+                raise RuntimeError("; ".join(failed))
         finally:
             pg.down()
 

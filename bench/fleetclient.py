@@ -64,6 +64,8 @@ def _read(selector, events, first: dict[str, float], state: dict) -> None:
             data = key.fileobj.recv(1 << 20)
         except BlockingIOError:
             continue
+        except OSError:  # reset by the server: closed, and counted
+            data = b""
         if not data:
             selector.unregister(key.fileobj)
             key.fileobj.close()
