@@ -209,12 +209,11 @@ def _read_group(machines: dict[int, tuple[str, int]], queue) -> None:
 
 
 def compare(api: dict, expected: dict, fields: set[str] | None = None) -> list[str]:
-    """Differences between an API's rows and the reference's, on the fields both have."""
-    problems = []
-    for key in sorted(expected.keys() - api.keys())[:5]:
-        problems.append(f"missing {key}")
-    for key in sorted(api.keys() - expected.keys())[:5]:
-        problems.append(f"ghost {key}")
+    """Differences between an API's rows and the reference's, on the fields both have: the
+    first few, then a line of counts."""
+    missing, ghosts = expected.keys() - api.keys(), api.keys() - expected.keys()
+    problems = [f"missing {key}" for key in sorted(missing)[:5]]
+    problems += [f"ghost {key}" for key in sorted(ghosts)[:5]]
     wrong = 0
     for key in api.keys() & expected.keys():
         row, want = api[key], expected[key]
@@ -224,6 +223,12 @@ def compare(api: dict, expected: dict, fields: set[str] | None = None) -> list[s
             wrong += 1
             if wrong <= 5:
                 problems.append(f"{key}: " + ", ".join(f"{n}={row[n]!r}!={want[n]!r}" for n in bad))
-    if wrong:
-        problems.append(f"{wrong} legs with a wrong field")
+    if wrong or missing or ghosts:
+        problems.append(f"COUNTS {len(missing)} missing, {len(ghosts)} ghosts, {wrong} wrong")
     return problems
+
+
+def bad_legs(problems: list[str]) -> int:
+    """The legs `compare` found wrong, missing or ghost, from its line of counts."""
+    counts = [p.split()[1:] for p in problems if p.startswith("COUNTS ")]
+    return sum(int(c[0]) + int(c[2]) + int(c[4]) for c in counts)
