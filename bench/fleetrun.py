@@ -183,6 +183,8 @@ class Fleet:
         for client in self.clients:
             client.terminate()
             client.wait(10)
+        for process in self.processes():  # all at once, then each waited for
+            process.terminate()
         for process in self.processes():
             process.stop()
         if hasattr(self, "stand_ins"):

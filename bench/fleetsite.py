@@ -271,6 +271,10 @@ class Pbx:
     def reopens(self) -> int:
         return len(REOPENED.findall(self.text()))
 
+    def terminate(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
