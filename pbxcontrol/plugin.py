@@ -33,15 +33,18 @@ from pbxcontrol.db.journal import Position as JournalPosition
 from pbxcontrol.db.journal import position as journal_position
 from pbxcontrol.db.journal import since as journal_since
 from pbxcontrol.db.journal import touched as journal_touched
+from pbxcontrol.db.legs import HISTORY_SPANS
 from pbxcontrol.db.models import LEG_FIELDS, Base
 from pbxcontrol.http.api import ApiRequest, Handler
 from pbxcontrol.http.envelope import ApiError, Outcome
-from pbxcontrol.streams.stream import Event, StreamView
+from pbxcontrol.streams.stream import Event, OneSnapshot, StreamView
 
-#: A stream function's opener: (ApiRequest) -> StreamView.
-StreamOpener = Callable[[ApiRequest], StreamView]
+#: A stream function's opener: (ApiRequest) -> StreamView, or OneSnapshot for a stream that
+#: is one snapshot and ends.
+StreamOpener = Callable[[ApiRequest], StreamView | OneSnapshot]
 
 __all__ = [
+    "HISTORY_SPANS",
     "LEG_FIELDS",
     "ApiError",
     "ApiRequest",
@@ -52,6 +55,7 @@ __all__ = [
     "Handler",
     "JournalEntry",
     "JournalPosition",
+    "OneSnapshot",
     "Outcome",
     "PluginContext",
     "PluginError",
@@ -68,6 +72,7 @@ __all__ = [
     "journal_position",
     "journal_since",
     "journal_touched",
+    "leg_history",
     "legs",
     "lines",
 ]
@@ -78,6 +83,10 @@ GROUP = "pbxcontrol.plugins"
 # The tables a plugin may read, by their SQL names (not the ORM classes: those are the
 # recorder's and provisioning's business). Columns: see pbxcontrol/db/models.py.
 legs: Table = Base.metadata.tables["legs"]  # live call legs; API field order in LEG_FIELDS
+# Ended legs: the columns of `legs`, `ended` (Unix time), `cause`, `cause_txt`, and `span`, the
+# duration class (HISTORY_SPANS) that indexes (customer, span, start, ended) and (span, start,
+# ended) are on: the legs live at a past moment, per class, without reading the whole history.
+leg_history: Table = Base.metadata.tables["leg_history"]
 customers: Table = Base.metadata.tables["customers"]  # id, parent_id, name, max_calls
 customer_tree: Table = Base.metadata.tables["customer_tree"]  # ancestor_id, descendant_id, depth
 directory: Table = Base.metadata.tables["directory"]  # customer_id (NULL = global), number, name
@@ -103,6 +112,8 @@ class PluginContext:
     _add_stream: Callable[[str, StreamOpener, Iterable[str]], None] | None = None
     _add_static: Callable[[str, Path], None] | None = None
     _follow: Callable[[Callable[[Connection], None]], None] | None = None
+    #: [recorder] history_days: ended legs are kept this many days (0: forever).
+    history_days: int = 0
 
     @property
     def channels(self) -> Channels:
@@ -130,7 +141,8 @@ class PluginContext:
     ) -> None:
         """Serve a live stream at /api/stream/<path>/ (Server-Sent Events) behind the same auth
         and privilege check: `opener(request)` validates like a handler (raising ApiError) and
-        returns the StreamView that computes the stream's events from the change journal."""
+        returns the StreamView that computes the stream's events from the change journal, or
+        a OneSnapshot: that snapshot is sent and the stream ends."""
         if self._add_stream is not None:  # None: this process serves no HTTP (the CLI tools)
             self._add_stream(path, opener, privileges)
 

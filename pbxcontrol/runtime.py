@@ -154,8 +154,7 @@ def build_recorders(config: Config, sessions: sessionmaker[Session]) -> list[Any
 
 
 def build_api(config: Config, engine: Engine, streams: StreamApi | None = None) -> JsonApi:
-    """The JSON API: auth with its login throttle, and the enabled plugins' functions (and,
-    given `streams`, their live streams, opened with this API's auth)."""
+    """The JSON API (auth, login throttle), the enabled plugins' functions and their streams."""
     throttle = LoginThrottle(
         engine,
         config.login_failures_per_user,
@@ -181,6 +180,7 @@ def build_api(config: Config, engine: Engine, streams: StreamApi | None = None) 
             _channels=channels,
             _add_static=api.add_static,
             _follow=streams.followers.append if streams is not None else None,
+            history_days=config.history_days,
         )
         try:
             module.setup(ctx)

@@ -53,7 +53,18 @@ class StreamView(Protocol):
         """Whether the caller may still see this view (its scope may have moved)."""
 
 
-Opener = Callable[[Any], StreamView]  # (ApiRequest) -> StreamView, or raises ApiError
+@dataclass(frozen=True)
+class OneSnapshot:
+    """What an opener returns for a stream that is one snapshot and ends (the board at a past
+    moment): sent whole from the worker thread, then the connection closes; the hub never
+    holds it, nor does it take one of its person's stream slots."""
+
+    ident: int  # the event's id
+    data: bytes  # the `snapshot` event's data
+
+
+#: (ApiRequest) -> StreamView or OneSnapshot, or raises ApiError
+Opener = Callable[[Any], "StreamView | OneSnapshot"]
 
 
 @dataclass(frozen=True)
@@ -96,11 +107,12 @@ class StreamApi:
 
     def open(
         self, method: str, path: str, query: str, last_event_id: str, address: str
-    ) -> Opened | bytes:
-        """A stream ready to start (its person's slot taken), or the envelope to answer."""
+    ) -> Opened | OneSnapshot | bytes:
+        """A stream ready to start (its person's slot taken), one snapshot to send, or the
+        envelope to answer."""
         started = time.perf_counter()
         name = path[len(PREFIX) :].strip("/")
-        answer: Opened | bytes
+        answer: Opened | OneSnapshot | bytes
         try:
             answer = self._open(method, name, query, last_event_id, address)
             code = 200
@@ -114,7 +126,9 @@ class StreamApi:
         )
         return answer
 
-    def _open(self, method: str, name: str, query: str, last_event_id: str, address: str) -> Opened:
+    def _open(
+        self, method: str, name: str, query: str, last_event_id: str, address: str
+    ) -> Opened | OneSnapshot:
         if method != "GET":
             raise ApiError(405, [("", "Method not allowed; use GET.")])
         function = self.functions.get(name)
@@ -127,6 +141,8 @@ class StreamApi:
             caller = self.api.authenticator.from_params(conn, values, address)
             check_privileges(function.privileges, caller)
             view = function.opener(ApiRequest(values, caller, conn, address))
+        if isinstance(view, OneSnapshot):
+            return view
         if self.full():
             raise ApiError(429, [("", "Too many live streams on this server.")])
         if not self.slots.acquire(caller.username):
@@ -162,6 +178,13 @@ def head(version: str) -> bytes:
         "Cache-Control: no-cache\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\r\n"
         "retry: 2000\n\n"
     ).encode()
+
+
+def answer(version: str, body: OneSnapshot | bytes) -> bytes:
+    """What is sent whole before the connection closes: one snapshot, or the envelope."""
+    if isinstance(body, OneSnapshot):
+        return head(version) + event(body.ident, "snapshot", body.data)
+    return whole(version, body)
 
 
 def whole(version: str, body: bytes) -> bytes:

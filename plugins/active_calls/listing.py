@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -20,15 +21,20 @@ from . import params, query, view_answers
 from .cache import ResponseCache
 from .names import NameBook, named
 from .params import ListRequest
+from .shapes import Statements
 from .view import LegView
 
 PRIVILEGES = frozenset({"callshop", "telephone line reports", "user"})
+DAY = 86400
 
 
 def list_active_calls(
-    request: ApiRequest, cache: ResponseCache | None = None, view: LegView | None = None
+    request: ApiRequest,
+    cache: ResponseCache | None = None,
+    view: LegView | None = None,
+    history_days: int = 0,
 ) -> Any:
-    wanted, errors = parse(request)
+    wanted, errors = parse(request, history_days)
     caller = request.caller
     conn = request.conn
     if cache is None or errors:
@@ -47,12 +53,20 @@ def list_active_calls(
     return orjson.Fragment(raw)
 
 
-def parse(request: ApiRequest) -> tuple[ListRequest, list[tuple[str, str]]]:
-    """The parameters, and what is wrong with them; 402 for the system view unless allowed."""
+def parse(request: ApiRequest, history_days: int = 0) -> tuple[ListRequest, list[tuple[str, str]]]:
+    """The parameters, and what is wrong with them; 402 for the system view unless allowed.
+    `at` must be a past moment whose ended legs are all still kept ([recorder] history_days:
+    the recorder deletes those that ended longer ago; 0 keeps them forever)."""
     wanted, errors = params.parse(request.params)
     if wanted.customer == "system" and not request.caller.is_system_owner:
         # Permission outranks validation: a 402 is the one answer, whatever else is wrong.
         raise ApiError(402, [("customer", "Only the system owner may list the whole system.")])
+    if wanted.at is not None:
+        now = time.time()
+        if wanted.at > now:
+            errors.append(("at", "is in the future"))
+        elif history_days and wanted.at < now - history_days * DAY:
+            errors.append(("at", f"is before the kept history (the last {history_days} days)"))
     return wanted, errors
 
 
@@ -83,6 +97,11 @@ def _answer(
     statements, values = query.statement(wanted, scope, caller)
     if wanted.count:
         return {"count": conn.execute(statements.listing, values).scalar_one()}
+    return orjson.Fragment(rows_json(conn, statements, values))
+
+
+def rows_json(conn: Connection, statements: Statements, values: dict[str, Any]) -> bytes:
+    """The listing's rows as one JSON array."""
     rows = conn.execute(statements.listing, values).all()
     # Each row arrives as its JSON object text (sqlterms.row_json): joined, not re-serialised.
     if statements.names is None:
@@ -90,7 +109,7 @@ def _answer(
     else:
         book = NameBook(conn, statements.names, values)
         objects = [named(book, *row) for row in rows]
-    return orjson.Fragment(f"[{','.join(objects)}]".encode())
+    return f"[{','.join(objects)}]".encode()
 
 
 def _scope(

@@ -12,6 +12,7 @@ from sqlalchemy import (
     ColumnElement,
     CompoundSelect,
     Connection,
+    FromClause,
     Integer,
     Select,
     String,
@@ -43,17 +44,20 @@ class NameStatements:
     candidates: CompoundSelect
 
 
-def statements(conditions: Sequence[ColumnElement[bool]]) -> NameStatements:
-    """Candidate names for every number of the legs matching `conditions`, fetched set-wise:
-    one index probe per number instead of a dozen correlated subqueries per row."""
+def statements(
+    conditions: Sequence[ColumnElement[bool]], source: FromClause = leg
+) -> NameStatements:
+    """Candidate names for every number of the legs of `source` (the live table, or the legs
+    of a past moment) matching `conditions`, fetched set-wise: one index probe per number
+    instead of a dozen correlated subqueries per row."""
     # The leg's owner: the customer billed for it, else the one it was routed to.
-    owner = case((leg.c.scustomer != 0, leg.c.scustomer), else_=leg.c.dcustomer)
+    owner = case((source.c.scustomer != 0, source.c.scustomer), else_=source.c.dcustomer)
     page = (
         select(
             owner.label("owner"),
-            leg.c.scustomer,
-            leg.c.dcustomer,
-            *(leg.c[n] for n in NAMED_NUMBERS),
+            source.c.scustomer,
+            source.c.dcustomer,
+            *(source.c[n] for n in NAMED_NUMBERS),
         )
         .where(*conditions)
         .cte("page")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, String, literal_column, select
+from sqlalchemy import ColumnElement, Connection, FromClause, String, literal_column, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -43,10 +43,11 @@ def check_json_support(conn: Connection) -> None:
         ) from exc
 
 
-def row_json_of_leg() -> row_json:
+def row_json_of_leg(source: FromClause = leg) -> row_json:
+    """The row of a leg of `source` (the live table, or any selectable with its columns)."""
     pairs = []
     for name in LEG_FIELDS:  # the API's field order; names are trusted constants
-        pairs += [literal_column(f"'{name}'"), leg.c[name]]
+        pairs += [literal_column(f"'{name}'"), source.c[name]]
     return row_json(*pairs)
 
 

@@ -1,0 +1,116 @@
+"""The board at a past moment (SPEC §14): which legs were live at `at`, and as what.
+
+A leg was live at `at` when it started at or before it and ended after it, or has not ended:
+from the live table (`legs`), those started by then; from the history (`leg_history`), those
+that also ended after it. The history is found without reading it whole: each ended leg has
+a duration class (`span`, HISTORY_SPANS), and a leg of class k live at `at` started within
+HISTORY_SPANS[k] seconds before it, so the candidates are one bounded range of starts per
+class on the indexes (customer, span, start, ended) or, for the system view, (span, start,
+ended) — about as many index entries as there were live legs then.
+
+Each leg as it was then: `status` "Up" once answered; before its answer, the state it had
+while ringing ("Ring" on the leg that placed the call, "Ringing" on a leg that was dialled)
+and `answered` 0. Every other field as last recorded. The request's scope and filters apply
+to both tables alike (shapes.py), then one order over both, as the live list orders.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Float,
+    FromClause,
+    Integer,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    select,
+    union_all,
+)
+
+from pbxcontrol.plugin import HISTORY_SPANS, LEG_FIELDS
+from pbxcontrol.plugin import leg_history as history
+from pbxcontrol.plugin import legs as live
+
+from .names import statements as name_statements
+from .shapes import NAME_INPUTS, Shape, Statements, conditions, members
+from .sqlterms import ordered, row_json_of_leg
+
+AT = bindparam("at", type_=Float)  # the moment, Unix time
+AT_SECOND = bindparam("at_second", type_=Integer)  # its whole second (`start` holds those)
+
+
+def build(shape: Shape) -> Statements:
+    """The statements of a request with `at` (values: query.statement)."""
+    board = union_all(
+        select(*_then(history)).where(
+            history.c.id.in_(_ended_keys(shape)), *conditions(shape, history)
+        ),
+        select(*_then(live)).where(live.c.start <= AT_SECOND, *conditions(shape, live)),
+    ).subquery("board")
+    if shape.count:
+        return Statements(select(func.count()).select_from(board))
+    columns: list[ColumnElement[Any]] = [row_json_of_leg(board)]
+    if shape.names:
+        columns += [board.c[name] for name in NAME_INPUTS]
+    if shape.keyed:
+        columns = [board.c.machine, board.c.uniqueid, *columns]
+    # As the live list orders (start, uniqueid), then what tells legs of both tables apart.
+    order: list[ColumnElement[Any]] = [
+        board.c.start,
+        ordered(board.c.uniqueid),
+        board.c.machine,
+        board.c.id,
+    ]
+    if shape.sort != "start":
+        order.insert(0, ordered(board.c[shape.sort]))
+    if shape.descending:
+        order = [column.desc() for column in order]
+    listing = select(*columns).order_by(*order)
+    return Statements(listing, name_statements([], board) if shape.names else None)
+
+
+def _then(table: FromClause) -> list[ColumnElement[Any]]:
+    """The leg's API fields as they were at `at`, and its row id."""
+    answered = table.c.answered
+    up = and_(answered != 0, answered <= AT_SECOND)
+    status = case(
+        (answered == 0, table.c.status),  # never answered: as it was while it rang
+        (up, literal("Up")),
+        # Asterisk: a channel that places a call rings in state Ring, a dialled one Ringing.
+        (table.c.dialled_by == "", literal("Ring")),
+        else_=literal("Ringing"),
+    )
+    then = {"status": status, "answered": case((up, answered), else_=literal(0))}
+    fields = [then[name].label(name) if name in then else table.c[name] for name in LEG_FIELDS]
+    return [*fields, table.c.id]
+
+
+def _ended_keys(shape: Shape) -> CompoundSelect:
+    """Row ids of the ended legs in the scope that were live at `at`: per duration class,
+    the range of starts such a leg can have (the last class is open: legs of 182 days and
+    more, hardly any), for each customer column when the scope has customers."""
+    columns: list[ColumnElement[Any] | None] = [None]
+    customers: Any = None
+    if shape.scope is not None:
+        columns = [history.c.scustomer, history.c.dcustomer]
+        customers = members(shape) if shape.scope[0] else bindparam("scope")
+    ranges = []
+    for span in range(len(HISTORY_SPANS) + 1):
+        bounds = [history.c.span == span, history.c.start <= AT_SECOND, history.c.ended > AT]
+        if span < len(HISTORY_SPANS):
+            bounds.append(history.c.start > AT_SECOND - HISTORY_SPANS[span])
+        for column in columns:
+            mine = [] if column is None else [_of(column, customers, shape)]
+            ranges.append(select(history.c.id).where(*mine, *bounds))
+    return union_all(*ranges)
+
+
+def _of(column: ColumnElement[Any], customers: Any, shape: Shape) -> ColumnElement[bool]:
+    assert shape.scope is not None
+    return column.in_(customers) if shape.scope[0] else column == customers
