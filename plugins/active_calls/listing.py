@@ -37,7 +37,9 @@ def list_active_calls(
     wanted, errors = parse(request, history_days)
     caller = request.caller
     conn = request.conn
-    if cache is None or errors:
+    # Not a past moment either: the data version counts changes of the live legs, and an
+    # ended leg can reach the history without one (born and gone within one batch).
+    if cache is None or errors or wanted.at is not None:
         return _answer(conn, caller, wanted, errors, view)
     # Read before the data: the answer is then at least as new as the version it is kept under.
     # With the in-memory view, the version comes with the journal's position, which the view

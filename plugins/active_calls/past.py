@@ -16,6 +16,7 @@ to both tables alike (shapes.py), then one order over both, as the live list ord
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import (
@@ -48,8 +49,10 @@ AT_SECOND = bindparam("at_second", type_=Integer)  # its whole second (`start` h
 def build(shape: Shape) -> Statements:
     """The statements of a request with `at` (values: query.statement)."""
     board = union_all(
+        # The keys hold the scope already; said again, it could lead a planner to read every
+        # ended leg of the scope's customers.
         select(*_then(history)).where(
-            history.c.id.in_(_ended_keys(shape)), *conditions(shape, history)
+            history.c.id.in_(_ended_keys(shape)), *conditions(replace(shape, scope=None), history)
         ),
         select(*_then(live)).where(live.c.start <= AT_SECOND, *conditions(shape, live)),
     ).subquery("board")
