@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 PATH = "/api/json/calls/active/list/"
 NAMES = [
+    "at",
     "auth_username",
     "auth_password",
     "customer",
