@@ -1,5 +1,7 @@
 // pbxcontrol wallboard: logs in for a token, follows /api/stream/calls/active/list/ (SPEC §8)
-// and keeps a live table of the legs. No framework, no build step, nothing from another host.
+// and keeps a live table of the legs; or shows the board as it was at a chosen past moment
+// (calls/active/list with `at`, SPEC §14), read-only and marked as the past, until "Back to
+// live". No framework, no build step, nothing from another host.
 "use strict";
 
 (function () {
@@ -24,6 +26,8 @@
     quiet: true, // the next render shows a snapshot
     skew: 0, // server clock - our clock, seconds
     pending: null, // the call whose hang-up is being confirmed
+    at: null, // the past moment shown (Unix seconds); null: live
+    pastSeq: 0, // the latest past-moment request (an older answer is dropped)
   };
 
   // -- the API -------------------------------------------------------------------------------
@@ -107,6 +111,8 @@
     $("who").textContent = "";
     $("scope").disabled = true;
     $("scope").replaceChildren();
+    leavePast();
+    $("past-form").hidden = true;
     setLive("signed-out");
     $("login").hidden = false;
     $("login-error").textContent = message || "";
@@ -163,10 +169,13 @@
     $("who").textContent = state.me.username + " · " + customerName(state.me.customer);
     document.body.className = "";
     if (!canHangUp()) document.body.classList.add("no-actions");
+    $("past-form").hidden = false;
+    $("past-at").value = localInput(now() - 60);
     openStream(false);
   }
 
-  const canHangUp = () => state.me && state.me.privileges.includes("actions");
+  // The board of a past moment is read-only.
+  const canHangUp = () => state.at === null && state.me && state.me.privileges.includes("actions");
 
   // -- scope ---------------------------------------------------------------------------------
 
@@ -212,9 +221,88 @@
   function changeScope() {
     state.scope = $("scope").value;
     saveSession();
+    if (state.at !== null) {
+      return showPast(state.at).catch((err) => toast("The server did not answer (" + err.message + ").", true));
+    }
     state.rows.clear();
     render();
     openStream(false);
+  }
+
+  // -- a past moment -------------------------------------------------------------------------
+
+  async function submitPast(event) {
+    event.preventDefault();
+    // datetime-local is the browser's local time, which Date reads it as.
+    const at = new Date($("past-at").value).getTime() / 1000;
+    if (Number.isNaN(at)) return toast("Choose a date and a time.", true);
+    try {
+      await showPast(at);
+    } catch (err) {
+      toast("The server did not answer (" + err.message + ").", true);
+    }
+  }
+
+  async function showPast(at) {
+    const asked = ++state.pastSeq;
+    const params = Object.fromEntries(new URLSearchParams(state.scope));
+    const { code, answer, message } = await call("calls/active/list", {
+      ...params,
+      auth_token: state.token,
+      names: "1",
+      at: String(at),
+    });
+    if (asked !== state.pastSeq) return; // another moment, or back to live, since
+    if (code === "401") return showLogin("Your session has ended: log in again.");
+    if (code !== "200") return toast("That moment cannot be shown. " + message, true);
+    stopStream();
+    state.at = at;
+    state.rows = new Map(answer.data.map((r) => [key(r), r]));
+    state.quiet = true;
+    document.body.classList.add("past");
+    setLive("past");
+    $("past-banner").hidden = false;
+    $("past-text").textContent =
+      "The board as it was at " + moment(at) + ": read-only, durations counted to then.";
+    render();
+    tickClock();
+  }
+
+  function leavePast() {
+    state.pastSeq += 1;
+    state.at = null;
+    document.body.classList.remove("past");
+    $("past-banner").hidden = true;
+  }
+
+  function backToLive() {
+    leavePast();
+    state.rows.clear();
+    render();
+    tickClock();
+    openStream(false);
+  }
+
+  function moment(at) {
+    return new Date(at * 1000).toLocaleString([], {
+      weekday: "short",
+      year: "numeric",
+      month: "short",
+      day: "numeric",
+      hour: "2-digit",
+      minute: "2-digit",
+      second: "2-digit",
+      hour12: false,
+    });
+  }
+
+  function localInput(seconds) {
+    const d = new Date(seconds * 1000);
+    const pad = (n) => String(n).padStart(2, "0");
+    return (
+      d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + "T" +
+      pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds())
+    );
   }
 
   // -- the stream ----------------------------------------------------------------------------
@@ -271,6 +359,7 @@
   }
 
   async function diagnose() {
+    if (state.at !== null) return;
     const url = streamUrl(true);
     const abort = new AbortController();
     let resp;
@@ -301,8 +390,9 @@
 
   function retryIn(ms, why) {
     stopStream();
+    if (state.at !== null) return;
     setLive(false, why);
-    state.retry = setTimeout(() => state.token && openStream(true), ms);
+    state.retry = setTimeout(() => state.token && state.at === null && openStream(true), ms);
   }
 
   function fatal(why) {
@@ -313,12 +403,20 @@
   function setLive(live, why) {
     const indicator = $("live");
     const signedOut = live === "signed-out";
+    const past = live === "past"; // marked by its own banner, not as an outage
     state.live = live === true;
     if (state.live) state.lastLive = Date.now();
-    indicator.className = "live " + (state.live ? "on" : state.lastLive ? "off" : "connecting");
-    $("live-text").textContent = state.live ? "Live" : signedOut ? "Signed out" : "Not live";
-    document.body.classList.toggle("stale", !state.live && !signedOut);
-    $("banner").hidden = state.live || signedOut;
+    const look = past ? "past" : state.live ? "on" : state.lastLive ? "off" : "connecting";
+    indicator.className = "live " + look;
+    $("live-text").textContent = past
+      ? "Past"
+      : state.live
+        ? "Live"
+        : signedOut
+          ? "Signed out"
+          : "Not live";
+    document.body.classList.toggle("stale", !state.live && !signedOut && !past);
+    $("banner").hidden = state.live || signedOut || past;
     state.why = why || "";
     tickBanner();
   }
@@ -480,7 +578,8 @@
 
   function tickRow(tr, row) {
     const since = row.answered || row.start;
-    tr.querySelector(".duration").textContent = clockDuration(now() - since);
+    const until = state.at === null ? now() : state.at;
+    tr.querySelector(".duration").textContent = clockDuration(until - since);
   }
 
   function clockDuration(seconds) {
@@ -581,9 +680,16 @@
 
   // -- every second --------------------------------------------------------------------------
 
+  function tickClock() {
+    // In the past, the clock shows the moment shown, not the time now.
+    $("clock").textContent =
+      state.at === null
+        ? new Date(Date.now() + state.skew * 1000).toLocaleTimeString([], { hour12: false })
+        : moment(state.at);
+  }
+
   function tick() {
-    const date = new Date(Date.now() + state.skew * 1000);
-    $("clock").textContent = date.toLocaleTimeString([], { hour12: false });
+    tickClock();
     for (const tr of $("rows").children) {
       const row = state.rows.get(tr.dataset.key);
       if (row) tickRow(tr, row);
@@ -604,6 +710,8 @@
   function boot() {
     $("login-form").addEventListener("submit", submitLogin);
     $("scope").addEventListener("change", changeScope);
+    $("past-form").addEventListener("submit", submitPast);
+    $("back-live").addEventListener("click", backToLive);
     $("logout").addEventListener("click", () => showLogin(""));
     $("confirm").addEventListener("close", closeConfirm);
     // A wallboard URL pasted into a tab that shows this page only changes the fragment.
