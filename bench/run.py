@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/run.py [--only PART,...] [--quick] [--output FILE]
 
-Parts: views, ingest, provision, stream (no Asterisk); ari, lag, memory (the sandbox
-Asterisk: started if it is not running, and then stopped at the end of the run; they wait
-while e2e tests run; lag includes the wrk figures). Prints a table and writes
+Parts: views, ingest, provision, stream (no Asterisk); history (no Asterisk; SQLite and the
+PostgreSQL sandbox, started if it is not running); ari, lag, memory (the sandbox Asterisk:
+started if it is not running, and then stopped at the end of the run; they wait while e2e
+tests run; lag includes the wrk figures). Prints a table and writes
 bench/results.json (every figure by name).
 """
 
@@ -25,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import asterisk, common  # noqa: E402
 
-PARTS = ("views", "ingest", "provision", "ari", "lag", "memory", "stream")
+PARTS = ("views", "ingest", "provision", "ari", "lag", "memory", "stream", "history")
 PREFIXES = {
     "views": ("views.",),
     "ingest": ("ingest.",),
@@ -34,6 +35,7 @@ PREFIXES = {
     "memory": ("memory.",),
     "provision": ("provision.",),
     "stream": ("stream.",),
+    "history": ("history.",),
 }
 
 
@@ -74,6 +76,10 @@ def run_part(name: str, results: common.Results, quick: bool) -> None:
         from bench import stream
 
         stream.run(results, quick)
+    elif name == "history":
+        from bench import history
+
+        history.run(results, quick)
     elif name == "lag":
         from bench import load
 
