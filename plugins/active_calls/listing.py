@@ -17,7 +17,7 @@ from pbxcontrol.plugin import (
     journal_position,
 )
 
-from . import params, query, view_answers
+from . import params, past, query, view_answers
 from .cache import ResponseCache
 from .names import NameBook, named
 from .params import ListRequest
@@ -97,6 +97,8 @@ def _answer(
     if view is not None and view_answers.serves(wanted, conn.dialect.name):
         return view_answers.answer(view, conn, caller, wanted, scope, position)
     statements, values = query.statement(wanted, scope, caller)
+    if wanted.at is not None:
+        past.tune(conn)
     if wanted.count:
         return {"count": conn.execute(statements.listing, values).scalar_one()}
     return orjson.Fragment(rows_json(conn, statements, values))

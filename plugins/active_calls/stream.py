@@ -28,7 +28,7 @@ from pbxcontrol.plugin import (
     journal_position,
 )
 
-from . import query
+from . import past, query
 from .listing import parse, resolve, rows_json
 from .names import NameBook, named
 from .params import ListRequest
@@ -45,6 +45,7 @@ def open_stream(request: ApiRequest, history_days: int = 0) -> ListView | OneSna
         return ListView(request.caller, wanted, scope)
     conn = request.conn
     statements, values = query.statement(wanted, scope, request.caller)
+    past.tune(conn)
     if wanted.count:
         data = orjson.dumps({"count": conn.execute(statements.listing, values).scalar_one()})
     else:
