@@ -108,8 +108,8 @@ class _Site:
     def change(self) -> tuple[int, float]:
         """One leg starts (or, every other time, the oldest ends): (journal id, commit time)."""
         from pbxcontrol.db import journal
+        from pbxcontrol.legfields import LEG_INT_FIELDS, LEG_STRING_FIELDS
         from pbxcontrol.recorder import store
-        from pbxcontrol.recorder.fields import LEG_INT_FIELDS, LEG_STRING_FIELDS
         from pbxcontrol.recorder.live import Changes
 
         self.serial += 1

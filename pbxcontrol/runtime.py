@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bottle
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from pbxcontrol import config as config_mod
@@ -21,12 +22,18 @@ from pbxcontrol.auth.throttle import LoginThrottle
 from pbxcontrol.auth.tokens import TokenSigner, ensure_key, load_key
 from pbxcontrol.config import Config
 from pbxcontrol.db import migrate
+from pbxcontrol.db.commits import CommitSignal
 from pbxcontrol.db.engine import make_engine, make_sessionmaker
+from pbxcontrol.db.journal import Journal
 from pbxcontrol.http.api import JsonApi, build_app
 from pbxcontrol.service import lifecycle, notify, supervisor
 from pbxcontrol.service import server as http_server
 from pbxcontrol.streams.slots import PersonSlots
 from pbxcontrol.streams.stream import StreamApi
+
+if TYPE_CHECKING:  # the recorder is imported when recorders are built (build_recorders)
+    from pbxcontrol.http.metrics import Metrics  # after the multiprocess directory is set
+    from pbxcontrol.recorder.machine import MachineRecorder
 
 log = logging.getLogger("pbxcontrol")
 
@@ -45,8 +52,10 @@ class Runtime:
     api: JsonApi | None = None
     app: bottle.Bottle | None = None
     streams: StreamApi | None = None  # live streams under /api/stream/
-    metrics: Any = None  # pbxcontrol.http.metrics.Metrics, with /health and /metrics
-    recorders: list[Any] = field(default_factory=list)
+    metrics: Metrics | None = None  # this process's figures, /health and /metrics
+    recorders: list[MachineRecorder] = field(default_factory=list)
+    #: The recorders' commits; under `serve`, the stream hub of this process subscribes.
+    commits: CommitSignal = field(default_factory=CommitSignal)
 
     def close(self) -> None:
         for recorder in self.recorders:
@@ -94,30 +103,41 @@ def open_database(config: Config, *, create_if_empty: bool = True) -> tuple[Engi
 
 
 def build(config: Config, *, http: bool = True, record: bool = True) -> Runtime:
-    """Everything but the server: the database, the API app with its plugins, the recorders."""
+    """Everything but the server: the database, the API app with its plugins and streams, the
+    metrics, the recorders; each object built with its collaborators."""
     engine, sessions = open_database(config)
-    rt = Runtime(config, engine, sessions)
     try:
+        commits = CommitSignal()
+        parts: dict[str, Any] = {}
         if http:
-            rt.streams = StreamApi(PersonSlots(config.streams_per_person))
-            rt.api = build_api(config, engine, rt.streams)
-            rt.app = build_app(rt.api)
-            # Imported here: after `serve` has set the metrics' multiprocess directory.
-            from pbxcontrol.http import metrics
-
-            ids, takeover = [m.id for m in config.machines], config.takeover_seconds
-            rt.metrics = metrics.mount(rt.app, rt.api, engine, ids, takeover)
-        if record:
-            rt.recorders = build_recorders(config, sessions)
+            parts = _build_http(config, engine)
+        recorders = build_recorders(config, sessions, commits) if record else []
     except BaseException:
         engine.dispose()
         raise
-    return rt
+    return Runtime(config, engine, sessions, recorders=recorders, commits=commits, **parts)
 
 
-def build_recorders(config: Config, sessions: sessionmaker[Session]) -> list[Any]:
+def _build_http(config: Config, engine: Engine) -> dict[str, Any]:
+    # Imported here: after `serve` has set the metrics' multiprocess directory.
+    from pbxcontrol.http import metrics as metrics_mod
+
+    ids, takeover = [m.id for m in config.machines], config.takeover_seconds
+    metrics = metrics_mod.Metrics(engine, ids, takeover)
+    followers: list[Callable[[Connection], None]] = []
+    api = build_api(config, engine, observe=metrics.observe, followers=followers)
+    streams = StreamApi(api, PersonSlots(config.streams_per_person), followers)
+    app = build_app(api)
+    metrics_mod.mount(app, metrics, engine, ids, takeover)
+    return {"api": api, "app": app, "streams": streams, "metrics": metrics}
+
+
+def build_recorders(
+    config: Config, sessions: sessionmaker[Session], commits: CommitSignal | None = None
+) -> list[MachineRecorder]:
     """One recorder per configured Asterisk machine, each on its own ARI client; they share
-    one cache of what is provisioned (pbxcontrol.recorder)."""
+    one cache of what is provisioned (pbxcontrol.recorder) and call `commits` after each
+    commit."""
     # Imported here: an API-only process never loads the recorder.
     from pbxcontrol.ari.client import AriClient
     from pbxcontrol.recorder.machine import MachineRecorder
@@ -148,13 +168,22 @@ def build_recorders(config: Config, sessions: sessionmaker[Session]) -> list[Any
                 takeover=config.takeover_seconds,
                 provisioned=cache,
                 name=f"machine {m.id}",
+                on_commit=commits,
             )
         )
     return recorders
 
 
-def build_api(config: Config, engine: Engine, streams: StreamApi | None = None) -> JsonApi:
-    """The JSON API (auth, login throttle), the enabled plugins' functions and their streams."""
+def build_api(
+    config: Config,
+    engine: Engine,
+    *,
+    observe: Callable[[str, int, float], None] | None = None,
+    followers: list[Callable[[Connection], None]] | None = None,
+) -> JsonApi:
+    """The JSON API: auth with its login throttle, and the enabled plugins' functions and
+    streams. `observe` is told each request's outcome (metrics); plugins' journal followers
+    go to `followers` (the stream hub calls them; None: this process serves no streams)."""
     throttle = LoginThrottle(
         engine,
         config.login_failures_per_user,
@@ -162,12 +191,13 @@ def build_api(config: Config, engine: Engine, streams: StreamApi | None = None) 
         config.login_window,
     )
     signer = token_signer(config, engine)
-    api = JsonApi(engine, Authenticator(throttle, tokens=signer))
-    if streams is not None:
-        streams.api = api
+    authenticator = Authenticator(throttle, tokens=signer)
+    api = JsonApi(engine, authenticator, observe) if observe else JsonApi(engine, authenticator)
     user_login.register(api, signer)
     # REST-only ARI clients for call control (pbxcontrol.ari.control), to every machine.
     channels = AriChannels.from_config(config.machines)
+    # One for every plugin: their journal followers go to the stream hub (None: the CLI tools).
+    journal = Journal(followers.append if followers is not None else None)
     for name in config.plugins:
         module = plugin.load(name)
         ctx = plugin.PluginContext(
@@ -176,10 +206,10 @@ def build_api(config: Config, engine: Engine, streams: StreamApi | None = None) 
             log=logging.getLogger(f"pbxcontrol.plugins.{name}"),
             _engine=engine,
             _add=api.add,
-            _add_stream=streams.add if streams is not None else None,
+            _add_stream=api.add_stream,
             _channels=channels,
             _add_static=api.add_static,
-            _follow=streams.followers.append if streams is not None else None,
+            journal=journal,
             history_days=config.history_days,
         )
         try:
@@ -256,13 +286,19 @@ def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
             sock = _listen(config)
             proxies = ClientAddress(config.trusted_proxies) if config.trusted_proxies else None
 
+            assert rt.metrics is not None
+            counted = rt.metrics.stream_count
+
             def make_server():
-                made = http_server.make_server(
-                    rt.app, sock, config.http_threads, rt.streams, proxies
+                return http_server.make_server(
+                    rt.app,
+                    sock,
+                    config.http_threads,
+                    rt.streams,
+                    proxies,
+                    counted=counted,
+                    commits=rt.commits,  # the recorders' commits reach streams at once
                 )
-                if made.hub is not None:
-                    made.hub.counted = rt.metrics.stream_count
-                return made
 
             if config.http_processes > 1:
                 # Fork before any thread starts (the recorders below): forking a threaded
@@ -272,9 +308,7 @@ def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
                 supervised = supervisor.Supervisor(serve_one, count, rt.metrics.mark_dead)
                 workers = supervisor.start(supervised)
             server = make_server()
-        hub = server.hub if server is not None else None
         for recorder in rt.recorders:
-            recorder.on_commit = hub.changed if hub else recorder.on_commit  # streams at once
             recorder.start()
         lifecycle.ready(server, workers)
         lifecycle.run_until_stopped(stop, server)

@@ -221,3 +221,15 @@ def parse_event(raw: str | bytes) -> Event | None:
         return parser(obj, ts)
     except MalformedEvent as exc:
         raise MalformedEvent(f"{kind}: {exc}") from None
+
+
+def is_application_replaced(message: str) -> bool:
+    """Whether a websocket message is ApplicationReplaced. The reader thread asks it of every
+    message, so a substring test comes first and only a likely match is parsed."""
+    if "ApplicationReplaced" not in message:
+        return False
+    try:
+        obj = orjson.loads(message)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(obj, dict) and obj.get("type") == "ApplicationReplaced"

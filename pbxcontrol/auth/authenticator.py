@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -40,6 +41,29 @@ _PERSON = (
     .outerjoin(RolePrivilege, RolePrivilege.role == Person.role)
     .where(Person.username == bindparam("username"))
 )
+
+
+def person_rows(conn: Connection, username: str) -> list[Any]:
+    """The person `username` (password hash, customer, role, enabled, token epoch, their
+    customer's parent), one row per privilege of their role; [] when nobody is called so."""
+    return list(conn.execute(_PERSON, {"username": username}).all())
+
+
+def caller_of(username: str, rows: list[Any], token_expires: int | None = None) -> Caller:
+    """The Caller that `person_rows` describes (rows not empty)."""
+    row = rows[0]
+    privileges = frozenset(r.privilege for r in rows if r.privilege)
+    return Caller(
+        username,
+        row.customer_id,
+        row.role,
+        privileges,
+        row.parent_id is None,
+        token_expires,
+        row.token_epoch,
+    )
+
+
 RELOGIN = "The token is invalid, has expired or was revoked; log in again (user/login)."
 BOTH = "give a token or a username and password, not both"
 
@@ -100,14 +124,14 @@ class Authenticator:
             claims = self.tokens.verify(token)
         except TokenError:
             raise ApiError(401, [("", RELOGIN)]) from None
-        rows = conn.execute(_PERSON, {"username": claims.username}).all()
+        rows = person_rows(conn, claims.username)
         if (
             not rows
             or not rows[0].enabled
             or not hmac.compare_digest(rows[0].token_epoch.encode(), claims.epoch.encode())
         ):
             raise ApiError(401, [("", RELOGIN)])
-        return self._caller(claims.username, rows, claims.expires)
+        return caller_of(claims.username, rows, claims.expires)
 
     def authenticate(
         self, conn: Connection, username: str | None, password: str | None, address: str = ""
@@ -120,7 +144,7 @@ class Authenticator:
             raise ApiError(
                 401, [("", f"Too many failed logins; retry in {verdict.retry_after} seconds.")]
             )
-        rows = conn.execute(_PERSON, {"username": username}).all()
+        rows = person_rows(conn, username)
         try:
             caller = self._authenticate(username, password, rows)
         except ApiError:
@@ -154,21 +178,7 @@ class Authenticator:
         row = rows[0]
         if not self._check(username, password, row.password_hash) or not row.enabled:
             raise ApiError(401)
-        return self._caller(username, rows, None)
-
-    @staticmethod
-    def _caller(username: str, rows, token_expires: int | None) -> Caller:
-        row = rows[0]
-        privileges = frozenset(r.privilege for r in rows if r.privilege)
-        return Caller(
-            username,
-            row.customer_id,
-            row.role,
-            privileges,
-            row.parent_id is None,
-            token_expires,
-            row.token_epoch,
-        )
+        return caller_of(username, rows)
 
     def _check(self, username: str, password: str, stored: str) -> bool:
         tag = hmac.new(

@@ -1,4 +1,4 @@
-"""The leg tables, live and ended: their columns come from recorder/fields.py LEG_TABLE."""
+"""The leg tables, live and ended: their columns come from pbxcontrol/legfields.py LEG_TABLE."""
 
 from __future__ import annotations
 
@@ -14,21 +14,21 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from pbxcontrol import legfields
 from pbxcontrol.db.base import BIG_INT, Base
-from pbxcontrol.recorder import fields
 
-# The leg's fields are declared once, in recorder/fields.py (with their ARI source and rule).
+# The leg's fields are declared once, in pbxcontrol/legfields.py (with their ARI source and rule).
 LEG_STRING_FIELDS, LEG_INT_FIELDS, LEG_FIELDS = (
-    fields.LEG_STRING_FIELDS,
-    fields.LEG_INT_FIELDS,
-    fields.LEG_FIELDS,
+    legfields.LEG_STRING_FIELDS,
+    legfields.LEG_INT_FIELDS,
+    legfields.LEG_FIELDS,
 )
 
 
 def _leg_columns() -> list[Column]:
-    """Columns shared by live legs and their history, from recorder/fields.py LEG_TABLE."""
+    """Columns shared by live legs and their history, from legfields.py LEG_TABLE."""
     columns: list[Column] = []
-    for f in fields.LEG_TABLE:
+    for f in legfields.LEG_TABLE:
         if f.name in ("machine", "uniqueid"):  # a leg's key: never defaulted
             kind = Integer() if f.type is int else String(f.width)
             columns.append(Column(f.name, kind, nullable=False))

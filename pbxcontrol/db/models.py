@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-# The shared base, and the leg tables (whose columns come from recorder/fields.py), are named
+# The shared base, and the leg tables (whose columns come from legfields.py), are named
 # here too: this module is the one place that lists every table.
 from pbxcontrol.db.base import BIG_INT as BIG_INT
 from pbxcontrol.db.base import NAMING as NAMING
@@ -42,7 +42,7 @@ class Machine(Base):
     - `epoch`: the fencing token, +1 at each takeover; every write of the holder checks it in
       its own transaction, so only the current epoch writes.
     - `renewed_at`: the DATABASE's clock (Unix seconds) at the holder's last write; compare
-      it with the database's now (`lease.db_now`), not a process's clock.
+      it with the database's now (`db.clock.db_now`), not a process's clock.
     - `connected`: the holder's ARI websocket is up (written at once when it comes or goes).
     - `last_event_at`: the holder's clock (Unix seconds) at the last websocket message.
     - `heartbeat_at`: the holder's clock at its last status write (`pbxcontrol status`).

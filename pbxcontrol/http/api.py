@@ -66,6 +66,8 @@ Handler = Callable[[ApiRequest], Any]
 
 @dataclass(frozen=True)
 class ApiFunction:
+    """A JSON function (`handler` answers it) or a stream function (`handler` opens it)."""
+
     path: str
     handler: Handler
     privileges: frozenset[str]
@@ -73,14 +75,17 @@ class ApiFunction:
 
 @dataclass
 class JsonApi:
-    """Registry of the Enswitch functions served under /api/json/<path>/."""
+    """The registry of what is served under /api/json/<path>/ and /api/stream/<path>/, and the
+    one path every request and stream opening takes: its function, its caller (credentials
+    or a trusted caller), the privilege check, the handler — on one connection."""
 
     engine: Engine
     authenticator: Authenticator
-    functions: dict[str, ApiFunction] = field(default_factory=dict)
-    statics: dict[str, Path] = field(default_factory=dict)  # /<prefix>/ -> directory
     #: Called after each request with (function or "unknown", envelope code, seconds): metrics.
     observe: Callable[[str, int, float], None] = lambda function, code, seconds: None
+    functions: dict[str, ApiFunction] = field(default_factory=dict)
+    streams: dict[str, ApiFunction] = field(default_factory=dict)  # their handlers open them
+    statics: dict[str, Path] = field(default_factory=dict)  # /<prefix>/ -> directory
 
     def add_static(self, prefix: str, directory: Path) -> None:
         if prefix in self.statics:
@@ -88,10 +93,38 @@ class JsonApi:
         self.statics[prefix] = Path(directory)
 
     def add(self, path: str, handler: Handler, privileges: Iterable[str]) -> None:
-        key = path.strip("/")
-        if key in self.functions:
-            raise ValueError(f"API function {key!r} is registered twice")
-        self.functions[key] = ApiFunction(key, handler, frozenset(privileges))
+        _register(self.functions, "API function", path, handler, privileges)
+
+    def add_stream(self, path: str, opener: Handler, privileges: Iterable[str]) -> None:
+        _register(self.streams, "stream function", path, opener, privileges)
+
+    def find(self, path: str, *, stream: bool = False) -> ApiFunction:
+        """The function served at `path` (404 if none)."""
+        function = (self.streams if stream else self.functions).get(path.strip("/"))
+        if function is None:
+            raise ApiError(404)
+        return function
+
+    def authorize(
+        self, conn: Connection, function: ApiFunction, values: dict[str, str], address: str
+    ) -> Caller:
+        """The caller of `values`' credentials (removed from them), allowed to use `function`
+        (401, 402 otherwise); on the request's connection."""
+        caller = self.authenticator.from_params(conn, values, address)
+        check_privileges(function.privileges, caller)
+        return caller
+
+    def run(
+        self, function: ApiFunction, values: dict[str, str], address: str, caller: Caller | None
+    ) -> tuple[Caller, Any]:
+        """Auth and the function on one connection, in one transaction: (caller, result).
+        `caller`, when given, is trusted instead of the credentials (see `call`)."""
+        with self.engine.begin() as conn:
+            if caller is None:
+                caller = self.authorize(conn, function, values, address)
+            else:
+                check_privileges(function.privileges, caller)
+            return caller, function.handler(ApiRequest(values, caller, conn, address))
 
     def dispatch(
         self,
@@ -107,11 +140,9 @@ class JsonApi:
         try:
             if method not in ("GET", "POST", "HEAD"):
                 raise ApiError(405)
-            function = self.functions.get(path.strip("/"))
-            if function is None:
-                raise ApiError(404)
+            function = self.find(path)
             values = params.parse(query, body) if method == "POST" else params.parse(query)
-            result = self._call(function, values, address, caller)
+            result = self.run(function, values, address, caller)[1]
             if isinstance(result, envelope.Outcome):  # committed, answered without data
                 return result.code, envelope.error(result)
             payload = envelope.ok(result)
@@ -132,15 +163,14 @@ class JsonApi:
         _code, body = self.dispatch(path, "GET", urlencode(values), b"", "local", caller)
         return orjson.loads(body)
 
-    def _call(
-        self, function: ApiFunction, values: dict[str, str], address: str, caller: Caller | None
-    ) -> Any:
-        """Auth and the function on one connection, in one transaction."""
-        with self.engine.begin() as conn:
-            if caller is None:
-                caller = self.authenticator.from_params(conn, values, address)
-            check_privileges(function.privileges, caller)
-            return function.handler(ApiRequest(values, caller, conn, address))
+
+def _register(
+    where: dict[str, ApiFunction], kind: str, path: str, handler: Handler, privileges: Iterable[str]
+) -> None:
+    key = path.strip("/")
+    if key in where:
+        raise ValueError(f"{kind} {key!r} is registered twice")
+    where[key] = ApiFunction(key, handler, frozenset(privileges))
 
 
 def check_privileges(wanted: frozenset[str], caller: Caller) -> None:

@@ -141,11 +141,9 @@ class Metrics:
             return self.scrape()
 
 
-def mount(app: bottle.Bottle, api: Any, engine: Engine, ids: list[int], takeover: float) -> Metrics:
-    """GET /health and GET /metrics on `app` (for the machines `ids`), `api`'s requests
-    counted."""
-    metrics = Metrics(engine, ids, takeover)
-    api.observe = metrics.observe
+def mount(
+    app: bottle.Bottle, metrics: Metrics, engine: Engine, ids: list[int], takeover: float
+) -> None:
+    """GET /health and GET /metrics on `app` (for the machines `ids`)."""
     health.route(app, engine, ids, takeover)
     metrics.route(app)
-    return metrics

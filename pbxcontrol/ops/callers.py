@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, select
 
-from pbxcontrol.auth.authenticator import Caller
-from pbxcontrol.db.models import Customer, Person, RolePrivilege
+from pbxcontrol.auth.authenticator import Caller, caller_of, person_rows
+from pbxcontrol.db.models import Customer
 from pbxcontrol.ops import OpsError
 
 # What the built-in "system owner" role may do (SPEC §5).
@@ -23,22 +23,9 @@ def system_owner(conn: Connection) -> Caller:
 
 def person(conn: Connection, username: str) -> Caller:
     """The person `username` as the API would see them after logging in."""
-    rows = conn.execute(
-        select(
-            Person.customer_id,
-            Person.role,
-            Person.enabled,
-            Customer.parent_id,
-            RolePrivilege.privilege,
-        )
-        .join(Customer, Customer.id == Person.customer_id)
-        .outerjoin(RolePrivilege, RolePrivilege.role == Person.role)
-        .where(Person.username == username)
-    ).all()
+    rows = person_rows(conn, username)
     if not rows:
         raise OpsError(f"--as: nobody is called {username!r}")
-    row = rows[0]
-    if not row.enabled:
+    if not rows[0].enabled:
         raise OpsError(f"--as: {username!r} is disabled: the API refuses them (401)")
-    privileges = frozenset(r.privilege for r in rows if r.privilege)
-    return Caller(username, row.customer_id, row.role, privileges, row.parent_id is None)
+    return caller_of(username, rows)

@@ -1,4 +1,4 @@
-"""LiveLeg: one live leg in the recorder's memory, and its row (fields per recorder/fields.py)."""
+"""LiveLeg: one live leg in the recorder's memory, and its row (fields per legfields.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
-from pbxcontrol.recorder.fields import (
+from pbxcontrol.legfields import (
     DERIVED_FIELDS,
     OWN_FIELDS,
     SOURCE_FIELDS,

@@ -30,9 +30,11 @@ log = logging.getLogger("pbxcontrol.recorder")
 PRUNE_CHUNK, PRUNE_CHUNKS = 5000, 10  # history rows deleted per transaction, per sweep
 
 
-class MachineRecorder(Standby):
+class MachineRecorder:
     """Keeps the legs of one machine equal to its channels, across reconnects, restarts and
-    takeovers; only while it holds the machine's lease (pbxcontrol.recorder.lease)."""
+    takeovers; only while it holds the machine's lease (pbxcontrol.recorder.lease). Its
+    `standby` (recorder/standby.py) runs the writer thread: takes the lease, has this record,
+    and gives the lease up, through the verbs of `standby.Recording`."""
 
     def __init__(
         self,
@@ -49,6 +51,7 @@ class MachineRecorder(Standby):
         journal_seconds: float = 600.0,
         takeover: float = 5.0,
         holder: str = "",
+        on_commit: Callable[[], None] | None = None,
     ):
         self.machine, self.ari = machine, ari
         self.sweep_interval = sweep_interval
@@ -64,17 +67,18 @@ class MachineRecorder(Standby):
         self.status = Heartbeat(machine, self.name, min(heartbeat, takeover / 3), holder)
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.stopping = threading.Event()
-        self.holding = threading.Event()  # set while this process records the machine
         self.synced = threading.Event()  # set after each successful reconcile
         self.malformed = 0
-        self.on_commit: Callable[[], None] = lambda: None  # after each commit (the hub's wake)
+        # After each commit (under serve: the hub's wake-up).
+        self.on_commit: Callable[[], None] = on_commit or (lambda: None)
         self.tx = Transactions(sessions, self.lease, self.name, self.stopping)
+        self.standby = Standby(self, self.lease, self.tx, self.status, self.stopping, self.name)
         self.reader = EventReader(
             ari,
             self.queue,
             self.status,
-            self._may_connect,
-            self._replaced,
+            self.standby.may_connect,
+            self.standby.replaced,
             self.stopping,
             self.name,
         )
@@ -82,17 +86,20 @@ class MachineRecorder(Standby):
         self._needs_reconcile = False
         self._reader_done = threading.Event()
         self._next_sweep = float("inf")
-        self._replaced_until = 0.0  # monotonic: no reconnect before (ApplicationReplaced)
-        self._replacements = 0
 
     @property
     def received(self) -> int:
         """Messages read from the websocket since the recorder started."""
         return self.reader.received
 
+    @property
+    def holding(self) -> threading.Event:
+        """Set while this process records the machine (it holds the lease)."""
+        return self.standby.holding
+
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
-        roles = [(self.reader.run, "reader"), (self._write_loop, "writer")]
+        roles = [(self.reader.run, "reader"), (self.standby.run, "writer")]
         checkpointer = Checkpointer(self.tx.sessions, self.stopping, self.name)
         if checkpointer.needed():
             roles.append((checkpointer.run, "checkpoints"))
@@ -129,23 +136,29 @@ class MachineRecorder(Standby):
             if role == "reader":
                 self._reader_done.set()  # the writer then drains what was read, and ends
 
-    def _may_connect(self) -> bool:
-        return (
-            self.holding.is_set()
-            and self.lease.valid()
-            and time.monotonic() >= self._replaced_until
-        )
+    # -- writer: what the standby drives (standby.Recording) ------------------------------
+    def on_takeover(self, live: LiveLegs) -> None:
+        """The standby took the lease and loaded `live`: record from them, nothing read
+        before, and no sweep until the first reconcile."""
+        self.live = live
+        self._discard_queue()
+        self._next_sweep = float("inf")
 
-    def _replaced(self) -> None:
-        """Reader thread, on ApplicationReplaced: trust the lease again only once the writer
-        has renewed it, and then reconnect after a growing pause (a client outside the lease
-        uses our application name: flapping with it must stay slow)."""
-        self.lease.suspect()
-        self._replacements += 1
-        self._replaced_until = time.monotonic() + min(30.0, 2.0 ** (self._replacements - 1))
+    def on_lost(self) -> None:
+        """The standby lost the lease: close the websocket, forget the legs (the next
+        takeover reloads them from the database) and what was read."""
+        self.reader.close()
+        self.synced.clear()
+        self._discard_queue()
+        self.live = self._new_live()
+        self.status.connected = False
 
-    # -- writer: recording while holding -----------------------------------------------------
-    def _record(self) -> None:
+    def load(self, what: str) -> LiveLegs | None:
+        """The machine's legs as the database has them (fenced), or None."""
+        live = self._new_live()
+        return live if self.tx.run(lambda s: store.load(live, s), what) is not None else None
+
+    def record(self) -> None:
         """Record until stopped (drain what was read) or the lease is lost."""
         while not self.tx.lost and not (self._reader_done.is_set() and self.queue.empty()):
             timeout = max(0.0, min(self._next_sweep - time.monotonic(), self.status.interval, 0.5))
@@ -169,9 +182,10 @@ class MachineRecorder(Standby):
                     self._drain()  # a sweep: first catch up with everything already read
                     self.prune_history()
                 self._sync()
-            self._flush()
+            self.flush()
             self.status.beat(self.tx, self.received)  # renews the lease when nothing else did
 
+    # -- writer: recording while holding -------------------------------------------------
     def _handle(self, item: Any) -> None:
         if item is CONNECTED:
             # Asterisk replays nothing: re-read its state now; the events read since the
@@ -198,7 +212,7 @@ class MachineRecorder(Standby):
     def _sync(self) -> None:
         if self.stopping.is_set() or self.tx.lost:
             return
-        self._flush()  # what was applied before the snapshot is older than it
+        self.flush()  # what was applied before the snapshot is older than it
         if self._reconcile():
             self._next_sweep = time.monotonic() + self.sweep_interval
 
@@ -231,15 +245,17 @@ class MachineRecorder(Standby):
             self.stopping.wait(1.0)
             return False
         self._needs_reconcile = False
-        if self._flush(machine_row=True):
+        if self.flush(machine_row=True):
             log.debug("%s: reconciled: %d live legs, %d ended", self.name, live, ended)
             self.status.reconciled(ended + len(self.live.legs.keys() - before))
-            self._reconciled(live)
+            self.standby.reconciled(live)
             self.synced.set()
             return True
         return False
 
-    def _flush(self, machine_row: bool = False) -> bool:
+    def flush(self, machine_row: bool = False) -> bool:
+        """Write what was applied since the last commit; False when it did not commit."""
+
         def write(session: Session) -> Callable[[], None]:
             done = store.flush(self.live, session)
             if machine_row:
@@ -269,8 +285,27 @@ class MachineRecorder(Standby):
         )
         return total
 
+    def _resync(self) -> None:
+        """After a write the database refused (a bug): rebuild the machine's legs from the
+        database and Asterisk instead of retrying the same batch."""
+        self.tx.refused = False
+        live = self.load("reloading the legs")
+        if live is None:
+            self.tx.refused = not self.tx.lost  # retried at the next round
+            return
+        self.live = live
+        self._needs_reconcile = True
+        log.warning("%s: reloaded %d legs from the database", self.name, len(live.legs))
+
     def _new_live(self) -> LiveLegs:
         return LiveLegs(self.machine, self.cache.get, self._linkedid)
+
+    def _discard_queue(self) -> None:
+        while True:
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                return
 
     def _linkedid(self, channel_id: str) -> str | None:
         """Without `channelvars = CHANNEL(linkedid)` in ari.conf: one REST read per channel."""

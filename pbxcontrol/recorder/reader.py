@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import random
@@ -12,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pbxcontrol.ari.client import Ari, AriError, EventStream
+from pbxcontrol.ari.events import is_application_replaced
 from pbxcontrol.recorder.status import Heartbeat
 
 log = logging.getLogger("pbxcontrol.recorder")
@@ -21,15 +21,6 @@ DISCONNECTED = object()
 REPLACED = object()  # another client opened a websocket with our application name
 BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
 RECV_TIMEOUT = 0.5  # how often a quiet reader checks that it still holds the lease
-
-
-def is_application_replaced(message: str) -> bool:
-    if "ApplicationReplaced" not in message:
-        return False
-    try:
-        return json.loads(message).get("type") == "ApplicationReplaced"
-    except (ValueError, AttributeError):
-        return False
 
 
 class EventReader:

@@ -1,4 +1,4 @@
-"""The rules that make a leg's fields (recorder/fields.py names the one for each field).
+"""The rules that make a leg's fields (pbxcontrol/legfields.py names the one for each field).
 
 With ari/events.py and ari/channel.py (the typed ARI values), this module is the whole walk
 from an ARI event to a leg field: the leg's own fields from its channel, Dial and
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pbxcontrol.ari.channel import Channel
-from pbxcontrol.recorder.fields import DESTINATION_FIELDS, FIELDS, OVERRIDABLE
+from pbxcontrol.legfields import DESTINATION_FIELDS, FIELDS, OVERRIDABLE
 
 if TYPE_CHECKING:
     from pbxcontrol.recorder.leg import LiveLeg

@@ -1,69 +1,107 @@
-"""The writer's outer loop: stand by until the lease is ours, record, and stand by again
-when it is lost; resync after a write the database refused; release the lease at a stop."""
+"""The writer thread's turns at a machine's lease: stand by until the lease is ours, record,
+stand by again when it is lost; at a stop, write what was read and release the lease."""
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from pbxcontrol.recorder import store
 from pbxcontrol.recorder.lease import Holder, Lease
 from pbxcontrol.recorder.live import LiveLegs
-from pbxcontrol.recorder.reader import EventReader
 from pbxcontrol.recorder.status import Heartbeat
 from pbxcontrol.recorder.transactions import Transactions
 
 log = logging.getLogger("pbxcontrol.recorder")
 
 
-class Standby:
-    """Part of MachineRecorder (pbxcontrol.recorder.machine): what the writer thread does
-    around `_record`."""
-
-    name: str
-    lease: Lease
-    tx: Transactions
-    live: LiveLegs
-    status: Heartbeat
-    reader: EventReader
-    queue: queue.SimpleQueue[Any]
-    stopping: threading.Event
-    holding: threading.Event
-    synced: threading.Event
-    _needs_reconcile: bool
-    _next_sweep: float
-    _replaced_until: float
-    _replacements: int
-    _first_reconcile: bool = False
-    _seen: Holder | None = None
+class Recording(Protocol):
+    """What the standby needs of the recording it takes turns for (MachineRecorder)."""
 
     @property
-    def received(self) -> int:
-        raise NotImplementedError
+    def received(self) -> int: ...
 
-    def _record(self) -> None:
-        raise NotImplementedError
+    def record(self) -> None:
+        """Record until stopped (everything read written) or the lease is lost."""
 
-    def _flush(self, machine_row: bool = False) -> bool:
-        raise NotImplementedError
+    def flush(self) -> bool:
+        """Write what was applied; False when it did not commit."""
 
-    def _new_live(self) -> LiveLegs:
-        raise NotImplementedError
+    def load(self, what: str) -> LiveLegs | None:
+        """The machine's legs as the database has them (fenced), or None."""
 
-    def _write_loop(self) -> None:
+    def on_takeover(self, live: LiveLegs) -> None:
+        """The lease is ours: record from `live` on, nothing read before it."""
+
+    def on_lost(self) -> None:
+        """The lease is lost: close the websocket, forget the legs and what was read."""
+
+
+class Standby:
+    """Runs one machine's writer thread around its recording (MachineRecorder owns it), and
+    tells the reader thread when it may connect: while the lease is held and renewed, and not
+    during the pause after an ApplicationReplaced."""
+
+    def __init__(
+        self,
+        recording: Recording,
+        lease: Lease,
+        tx: Transactions,
+        status: Heartbeat,
+        stopping: threading.Event,
+        name: str,
+    ):
+        self.recording = recording
+        self.lease = lease
+        self.tx = tx
+        self.status = status
+        self.stopping = stopping
+        self.name = name
+        self.holding = threading.Event()  # set while this process records the machine
+        self._seen: Holder | None = None  # the other holder last logged
+        self._first_reconcile = False  # the first reconcile of this turn is logged
+        self._replaced_until = 0.0  # monotonic: no reconnect before (ApplicationReplaced)
+        self._replacements = 0
+
+    def run(self) -> None:
+        """The writer thread, until a stop."""
         while not self.stopping.is_set():
             if self.lease.epoch is None and not self._stand_by():
                 break
-            self._record()
+            self.recording.record()
             if self.tx.lost:
                 self._drop()
         self._finish()
+
+    # -- the reader thread asks -----------------------------------------------------------
+    def may_connect(self) -> bool:
+        return (
+            self.holding.is_set()
+            and self.lease.valid()
+            and time.monotonic() >= self._replaced_until
+        )
+
+    def replaced(self) -> None:
+        """Reader thread, on ApplicationReplaced: trust the lease again only once the writer
+        has renewed it, and then reconnect after a growing pause (a client outside the lease
+        uses our application name: flapping with it must stay slow)."""
+        self.lease.suspect()
+        self._replacements += 1
+        self._replaced_until = time.monotonic() + min(30.0, 2.0 ** (self._replacements - 1))
+
+    # -- the writer thread ------------------------------------------------------------------
+    def reconciled(self, live: int) -> None:
+        """The recording reconciled with Asterisk: the first time in a turn is worth a line."""
+        if self._first_reconcile:
+            self._first_reconcile = False
+            log.info(
+                "%s: recording (epoch %s): reconciled, %d live legs",
+                *(self.name, self.lease.epoch, live),
+            )
 
     def _stand_by(self) -> bool:
         """Wait for the lease; True once held and the legs loaded, False at a stop. Nothing
@@ -89,63 +127,33 @@ class Standby:
         self.tx.lost = self.tx.refused = self.tx.back = False
         live = None
         while live is None and not self.stopping.is_set():
-            live = self._load("loading the legs")
+            live = self.recording.load("loading the legs")
             if self.tx.lost:
                 self._drop()
                 return False
         if live is None:
             return False
-        self.live, self._seen, self._first_reconcile = live, None, True
-        self._discard_queue()
+        self.recording.on_takeover(live)
+        self._seen, self._first_reconcile = None, True
         self._replaced_until, self._replacements = 0.0, 0
-        self._next_sweep = float("inf")
         self.holding.set()
         return True
-
-    def _reconciled(self, live: int) -> None:
-        if self._first_reconcile:
-            self._first_reconcile = False
-            log.info(
-                "%s: recording (epoch %s): reconciled, %d live legs",
-                *(self.name, self.lease.epoch, live),
-            )
 
     def _drop(self) -> None:
         """The lease is lost: write nothing more, close the websocket, forget the legs
         (the next takeover reloads them from the database), stand by."""
         self.holding.clear()
         self.lease.forget()
-        self.reader.close()
-        self.synced.clear()
-        self._discard_queue()
-        self.live = self._new_live()
+        self.recording.on_lost()
         self.tx.lost = False
-        self.status.connected = False
         log.warning("%s: standing by: events websocket closed, not recording", self.name)
-
-    def _resync(self) -> None:
-        """After a write the database refused (a bug): rebuild the machine's legs from the
-        database and Asterisk instead of retrying the same batch."""
-        self.tx.refused = False
-        live = self._load("reloading the legs")
-        if live is None:
-            self.tx.refused = not self.tx.lost  # retried at the next round
-            return
-        self.live = live
-        self._needs_reconcile = True
-        log.warning("%s: reloaded %d legs from the database", self.name, len(live.legs))
-
-    def _load(self, what: str) -> LiveLegs | None:
-        """The machine's legs as the database has them (fenced), or None."""
-        live = self._new_live()
-        return live if self.tx.run(lambda s: store.load(live, s), what) is not None else None
 
     def _finish(self) -> None:
         """At a stop: a last chance for a database failing right now, then release."""
         if self.lease.epoch is None:
             return
         for _ in range(3):
-            if self._flush() or self.tx.lost:
+            if self.recording.flush() or self.tx.lost:
                 break
             time.sleep(0.5)
 
@@ -157,12 +165,5 @@ class Standby:
             self.tx.run(both, what)
 
         # The last beat names no holder and gives the lease up, in one transaction.
-        self.status.beat(with_release, self.received, connected=False, release=True)
+        self.status.beat(with_release, self.recording.received, connected=False, release=True)
         self.holding.clear()
-
-    def _discard_queue(self) -> None:
-        while True:
-            try:
-                self.queue.get_nowait()
-            except queue.Empty:
-                return

@@ -11,8 +11,12 @@ import shutil
 import signal
 import tempfile
 import threading
+from typing import TYPE_CHECKING
 
 from pbxcontrol.service import notify
+
+if TYPE_CHECKING:
+    from pbxcontrol.service.server import Server
 
 log = logging.getLogger("pbxcontrol")
 
@@ -36,7 +40,7 @@ class Stop:
             raise KeyboardInterrupt  # breaks waitress out of its loop, which then drains
 
 
-def run_until_stopped(stop: Stop, server) -> None:
+def run_until_stopped(stop: Stop, server: Server | None) -> None:
     if server is None:
         stop.event.wait()
         return
@@ -69,7 +73,7 @@ def metrics_directory(processes: int) -> str | None:
     return path
 
 
-def ready(server, supervisor) -> notify.Watchdog | None:
+def ready(server: Server | None, supervisor) -> notify.Watchdog | None:
     """Tell systemd the service is up (READY=1) and, under WatchdogSec=, ping it while the
     HTTP loop turns (a function run through waitress's trigger comes back) and the API
     workers' supervisor lives."""
@@ -79,10 +83,7 @@ def ready(server, supervisor) -> notify.Watchdog | None:
         return None
     checks = []
     if server is not None:
-        listener = server  # waitress: the server of one socket, or the first of several
-        if not hasattr(server, "trigger"):
-            listener = next(d for d in server.map.values() if hasattr(d, "trigger"))
-        checks.append(notify.monotonic_probe(listener.trigger.pull_trigger, 2 * interval))
+        checks.append(notify.monotonic_probe(server.trigger(), 2 * interval))
     if supervisor is not None:
         checks.append(supervisor.alive)
     watchdog = notify.Watchdog(lambda: all(check() for check in checks), interval)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
 
 from pbxcontrol.auth.proxy import ClientAddress
+from pbxcontrol.db.commits import CommitSignal
 from pbxcontrol.http.body import ZERO_COPY_FROM, BytesBody
 from pbxcontrol.http.envelope import ApiError, error
 from pbxcontrol.streams import stream
@@ -18,9 +22,6 @@ from pbxcontrol.streams.hub import Hub
 from pbxcontrol.streams.stream import PREFIX, StreamApi
 
 log = logging.getLogger("pbxcontrol.http")
-
-#: Open streams one process holds at most (they are not in waitress's connection_limit).
-STREAMS_PER_PROCESS = 4096
 
 
 class EnvelopeErrorTask(ErrorTask):
@@ -73,6 +74,7 @@ class ApiChannel(EnvelopeChannel):
             request.query,
             request.headers.get("LAST_EVENT_ID", ""),
             self._client_address(request),
+            full=self.hub.full,
         )
         if not isinstance(opened, stream.Opened):  # the envelope, or one snapshot: whole
             # Written before the request is dropped: with no request in flight, the socket
@@ -130,10 +132,14 @@ def make_server(
     threads: int,
     streams: StreamApi | None = None,
     proxies: ClientAddress | None = None,
-):
+    *,
+    counted: Callable[[int], None] | None = None,
+    commits: CommitSignal | None = None,
+) -> Server:
     """Serve with `.run()`, stop with `.close()`; with `streams`, also the live streams (their
-    hub starts here, in the serving process). With `proxies`, the client address is resolved
-    from X-Forwarded-For when the peer is a trusted proxy (pbxcontrol.auth.proxy)."""
+    hub starts here, in the serving process: `counted` and `commits` are the hub's, see
+    Hub). With `proxies`, the client address is resolved from X-Forwarded-For when the peer
+    is a trusted proxy (pbxcontrol.auth.proxy)."""
     sockets: dict = {}
     server = create_server(
         proxies.middleware(app) if proxies is not None else app,
@@ -153,19 +159,43 @@ def make_server(
     )
     listeners = [d for d in sockets.values() if isinstance(d, BaseWSGIServer)]
     channel_class: type[EnvelopeChannel] = EnvelopeChannel
-    server.hub = None
+    hub = None
     if streams is not None:
-        server.hub = Hub(streams.api.engine, streams)
+        hub = Hub(streams.api.engine, streams, counted=counted, commits=commits)
         channel_class = type(
             "StreamingChannel",
             (ApiChannel,),
-            {"streams": streams, "hub": server.hub, "proxies": proxies},
+            {"streams": streams, "hub": hub, "proxies": proxies},
         )
-        server.hub.start()
-        hub = server.hub
-        streams.full = lambda: hub.count >= STREAMS_PER_PROCESS
+        hub.start()
     for dispatcher in listeners:
-        dispatcher.channel_class = channel_class
+        dispatcher.channel_class = channel_class  # waitress's way to choose the channel
     host, port = sock.getsockname()[:2]
     log.info("HTTP API listening on http://%s:%s/api/json/", host, port)
-    return server
+    return Server(server, hub)
+
+
+@dataclass(frozen=True)
+class Server:
+    """The waitress server of the API's socket and the hub it hands streams to (None when
+    this process serves no streams)."""
+
+    waitress: Any
+    hub: Hub | None
+
+    def run(self) -> None:
+        self.waitress.run()
+
+    def close(self) -> None:
+        self.waitress.close()
+
+    @property
+    def effective_port(self) -> int:
+        return self.waitress.effective_port
+
+    def trigger(self) -> Callable[[Callable[[], None]], None]:
+        """Runs a thunk on waitress's socket loop, turning it once (the watchdog's probe)."""
+        listener = self.waitress  # the server of one socket, or the first of several
+        if not hasattr(listener, "trigger"):
+            listener = next(d for d in listener.map.values() if hasattr(d, "trigger"))
+        return listener.trigger.pull_trigger

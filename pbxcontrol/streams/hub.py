@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from pbxcontrol.db import journal
+from pbxcontrol.db.commits import CommitSignal
 from pbxcontrol.http.api import _release_memory
 from pbxcontrol.streams.outlet import Fanout, Outlet, Stream
 from pbxcontrol.streams.stream import Opened, StreamApi, StreamView, event
@@ -43,6 +44,8 @@ BATCH = 5000  # journal entries read per round at most
 #: each of the several times a request takes the GIL back after I/O.
 SWITCH_INTERVAL = 0.001
 TRIM_EVERY = 1.0  # seconds between malloc_trim calls while streams open
+#: Open streams one process holds at most (they are not in waitress's connection_limit).
+STREAMS_PER_PROCESS = 4096
 
 
 @dataclass(eq=False)
@@ -52,15 +55,25 @@ class Group:
     snapshot: tuple[int, bytes] | None = None  # (id, the encoded `snapshot` event at that id)
 
 
-class Hub(Fanout):
-    def __init__(self, engine: Engine, streams: StreamApi, poll: float = 0.1) -> None:
+class Hub:
+    def __init__(
+        self,
+        engine: Engine,
+        streams: StreamApi,
+        *,
+        counted: Callable[[int], None] | None = None,
+        commits: CommitSignal | None = None,
+        poll: float = 0.1,
+    ) -> None:
+        """`counted` is told the number of open streams after each round (the metrics'
+        gauge); `commits`, the writers of this process, wake the hub after each commit."""
         self.engine = engine
         self.api = streams
         self.poll = poll if engine.dialect.name != "postgresql" else 1.0
         self.position = 0  # the last journal id every group has been brought to
         self.pruned = 0
         self.groups: dict[Any, Group] = {}
-        Fanout.__init__(self)
+        self.fanout = Fanout(self._forget)
         self._joining: queue.SimpleQueue[tuple[socket.socket, Opened, bytes]]
         self._joining = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -69,8 +82,9 @@ class Hub(Fanout):
         self._last_keepalive = self._last_recheck = -RECHECK - KEEPALIVE
         self._next_recheck = float("inf")  # sooner: a token that expires
         self._trim_due, self._next_trim = False, 0.0
-        #: Told the number of open streams after each round (the metrics' gauge).
-        self.counted: Callable[[int], None] = lambda count: None
+        self.counted: Callable[[int], None] = counted or (lambda count: None)
+        if commits is not None:
+            commits.subscribe(self.changed)
 
     # -- called from other threads -----------------------------------------------------------
     def start(self) -> None:
@@ -86,34 +100,39 @@ class Hub(Fanout):
     def changed(self) -> None:
         """A writer in this process committed journal entries: read them now, not at the next
         poll (`serve`: the recorder's commits reach streams and followers at once)."""
-        self.poller.wake()
+        self.fanout.poller.wake()
 
     def stop(self) -> None:
         """End the hub's thread; it closes every stream's socket."""
         self._stop.set()
-        self.poller.wake()
+        self.fanout.poller.wake()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5)
 
     def join(self, sock: socket.socket, opened: Opened, head: bytes) -> None:
         """Take over an opened stream's socket: `head` (headers, `retry:`) goes out first."""
         self._joining.put((sock, opened, head))
-        self.poller.wake()
+        self.fanout.poller.wake()
 
     @property
     def count(self) -> int:
-        return len(self.streams)
+        return len(self.fanout.streams)
+
+    @property
+    def full(self) -> bool:
+        """Whether this process holds as many streams as it may."""
+        return self.count >= STREAMS_PER_PROCESS
 
     # -- the hub's thread ------------------------------------------------------------------
     def _run(self) -> None:
         due = 0.0
         try:
             while not self._stop.is_set():
-                woken, ready = self.poller.wait(due - time.monotonic())
+                woken, ready = self.fanout.poller.wait(due - time.monotonic())
                 if self._stop.is_set():
                     return
                 for stream, events in ready:
-                    self._ready(stream, events)
+                    self.fanout.ready(stream, events)
                 if woken or time.monotonic() >= due:
                     due = time.monotonic() + self.poll
                     try:
@@ -123,9 +142,9 @@ class Hub(Fanout):
                         log.exception("stream hub: round failed; retrying")
                         self._stop.wait(1.0)
         finally:
-            for stream in [*self.streams.values(), *self.closing.values()]:
-                self._close(stream)
-            self.poller.close()
+            for stream in [*self.fanout.streams.values(), *self.fanout.closing.values()]:
+                self.fanout.close(stream)
+            self.fanout.poller.close()
 
     def _round(self) -> None:
         with self.engine.connect() as conn:
@@ -135,7 +154,7 @@ class Hub(Fanout):
                 self._advance(conn, journal.since(conn, self.position, upto), upto)
                 self.position = upto
                 if upto < last:
-                    self.poller.wake()
+                    self.fanout.poller.wake()
                 self._follow(conn)
             self._join_waiting(conn)
             now = time.monotonic()
@@ -149,7 +168,7 @@ class Hub(Fanout):
                 self._recheck(conn)
         if time.monotonic() >= self._last_keepalive + KEEPALIVE:
             self._last_keepalive = time.monotonic()
-            self._keepalive(KEEPALIVE)
+            self.fanout.keepalive(KEEPALIVE)
 
     def _follow(self, conn: Connection) -> None:
         for follower in self.api.followers:
@@ -167,10 +186,10 @@ class Hub(Fanout):
                     continue
                 data = event(upto, "snapshot", group.view.snapshot(conn, replace=True))
                 group.snapshot = (upto, data)
-                self._fan(group.streams, [(upto, "snapshot", b"")], data)
+                self.fanout.fan(group.streams, [(upto, "snapshot", b"")], data)
             else:
                 group.snapshot = None
-                self._send(group.streams, group.view.changes(conn, entries))
+                self.fanout.send(group.streams, group.view.changes(conn, entries))
 
     def _join_waiting(self, conn: Connection) -> None:
         waiting: list[tuple[socket.socket, Opened, bytes]] = []
@@ -190,7 +209,7 @@ class Hub(Fanout):
 
     def _join(self, conn: Connection, sock: socket.socket, opened: Opened, head: bytes) -> None:
         stream = Stream(Outlet(sock), opened)
-        self.poller.add(stream.outlet, stream)
+        self.fanout.poller.add(stream.outlet, stream)
         stream.outlet.push(head)
         key = (opened.path, opened.view.key)
         group = self.groups.get(key)
@@ -200,7 +219,7 @@ class Hub(Fanout):
             group.snapshot = (self.position, event(self.position, "snapshot", data))
         opened.view = group.view  # the stream's own (its statements) is not kept
         group.streams.add(stream)
-        self.streams[stream.outlet.fd] = stream
+        self.fanout.streams[stream.outlet.fd] = stream
         if opened.caller.token_expires:  # end it on time, not at the next periodic check
             self._next_recheck = min(self._next_recheck, self._next_expiry())
         resume = opened.last_event_id
@@ -208,19 +227,19 @@ class Hub(Fanout):
             missed = journal.since(conn, resume, self.position)
             if not any(e.op == journal.RESET for e in missed):
                 stream.last_id = resume
-                self._send([stream], group.view.catch_up(conn, missed))
-                self._flush(stream)  # the head, when nothing was missed
+                self.fanout.send([stream], group.view.catch_up(conn, missed))
+                self.fanout.flush(stream)  # the head, when nothing was missed
                 return
         if group.snapshot is None or group.snapshot[0] != self.position:
             data = group.view.snapshot(conn, replace=False)
             group.snapshot = (self.position, event(self.position, "snapshot", data))
-        self._fan([stream], [(self.position, "snapshot", b"")], group.snapshot[1])
+        self.fanout.fan([stream], [(self.position, "snapshot", b"")], group.snapshot[1])
 
     def _recheck(self, conn: Connection) -> None:
         """End the streams whose person was disabled, whose token expired or was revoked, or
         whose view they may no longer see. One check per distinct credentials."""
         verdicts: dict[tuple, bool] = {}
-        for stream in list(self.streams.values()):
+        for stream in list(self.fanout.streams.values()):
             opened = stream.opened
             who = (opened.path, tuple(sorted(opened.credentials.items())))
             if who not in verdicts:
@@ -228,7 +247,7 @@ class Hub(Fanout):
             if not verdicts[who] or (
                 opened.caller.token_expires and time.time() >= opened.caller.token_expires
             ):
-                self._end(stream)
+                self.fanout.end(stream)
         for key, group in list(self.groups.items()):
             if not group.view.still_valid(conn):
                 self._end_group(key, group)
@@ -238,7 +257,7 @@ class Hub(Fanout):
         """When the first token of a stream expires (monotonic), so its stream ends on time."""
         expiries = [
             s.opened.caller.token_expires
-            for s in self.streams.values()
+            for s in self.fanout.streams.values()
             if s.opened.caller.token_expires
         ]
         if not expiries:
@@ -247,15 +266,12 @@ class Hub(Fanout):
 
     def _end_group(self, key: Any, group: Group) -> None:
         for stream in list(group.streams):
-            self._end(stream)
+            self.fanout.end(stream)
         self.groups.pop(key, None)
 
     def _forget(self, stream: Stream) -> None:
-        """No more events for it: out of its group, its person's slot freed."""
-        fd = stream.outlet.fd
-        if self.streams.get(fd) is not stream:
-            return
-        del self.streams[fd]
+        """(The fan-out's, once per stream.) No more events for it: out of its group, its
+        person's slot freed."""
         opened = stream.opened
         self.api.slots.release(opened.caller.username)
         key = (opened.path, opened.view.key)
@@ -276,7 +292,7 @@ class Hub(Fanout):
                     pg.execute(f"LISTEN {journal.CHANNEL}")
                     while not self._stop.is_set():
                         for _ in pg.notifies(timeout=1.0, stop_after=1):
-                            self.poller.wake()
+                            self.fanout.poller.wake()
                 finally:
                     raw.invalidate()
             except Exception as exc:

@@ -18,7 +18,7 @@ import selectors
 import socket
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -151,28 +151,34 @@ class Stream:
 
 class Fanout:
     """The streams' sockets and the writing of events to them, on the hub's thread only.
-    Subclasses say what forgetting a stream means (its group, its person's slot)."""
+    `forget(stream)` is the owner's (the hub's): what a stream that gets no more events
+    leaves behind (its group, its person's slot)."""
 
-    def __init__(self) -> None:
+    def __init__(self, forget: Callable[[Stream], None]) -> None:
         self.streams: dict[int, Stream] = {}  # by socket fd: the open streams
         self.closing: dict[int, Stream] = {}  # ended, still sending what was queued
         self.poller = Poller()
+        self._forget_owner = forget
 
     def _forget(self, stream: Stream) -> None:
-        raise NotImplementedError
+        """Out of the open streams (once); the owner forgets the rest."""
+        if self.streams.get(stream.outlet.fd) is not stream:
+            return
+        del self.streams[stream.outlet.fd]
+        self._forget_owner(stream)
 
-    def _ready(self, stream: Stream, events: int) -> None:
+    def ready(self, stream: Stream, events: int) -> None:
         if events & selectors.EVENT_READ and not stream.outlet.drain():
-            self._close(stream)  # the client went away
+            self.close(stream)  # the client went away
             return
         if events & selectors.EVENT_WRITE:
-            self._flush(stream)
+            self.flush(stream)
 
-    def _send(self, streams: Iterable[Stream], events: list[Event]) -> None:
+    def send(self, streams: Iterable[Stream], events: list[Event]) -> None:
         if events:
-            self._fan(streams, events, b"".join(event(i, name, d) for i, name, d in events))
+            self.fan(streams, events, b"".join(event(i, name, d) for i, name, d in events))
 
-    def _fan(self, streams: Iterable[Stream], events: list[Event], whole: bytes) -> None:
+    def fan(self, streams: Iterable[Stream], events: list[Event], whole: bytes) -> None:
         """Queue `whole` (the encoded `events`, ids increasing) on every stream and send it;
         a stream that already has some of them (it joined meanwhile) gets the others."""
         first, last = events[0][0], events[-1][0]
@@ -182,56 +188,56 @@ class Fanout:
                 if stream.last_id < first
                 else b"".join(event(i, name, d) for i, name, d in events if i > stream.last_id)
             )
-            if data and self._write(stream, data):
+            if data and self.write(stream, data):
                 stream.last_id = last
 
-    def _write(self, stream: Stream, data: bytes) -> bool:
+    def write(self, stream: Stream, data: bytes) -> bool:
         outlet = stream.outlet
         if outlet.pending > BACKLOG:  # it does not read: end it, do not buffer more
             log.info("stream of %s ended: the client does not read", stream.opened.caller.username)
-            self._close(stream)
+            self.close(stream)
             return False
         outlet.push(data)
         stream.written = time.monotonic()
-        return self._flush(stream)
+        return self.flush(stream)
 
-    def _flush(self, stream: Stream) -> bool:
+    def flush(self, stream: Stream) -> bool:
         """Send what the socket takes; False when the stream is gone."""
         if stream.gone:
             return False
         try:
             done = stream.outlet.flush()
         except OSError:  # the client went away
-            self._close(stream)
+            self.close(stream)
             return False
         if done and stream.closing:
-            self._close(stream)
+            self.close(stream)
             return False
         self.poller.want_write(stream.outlet, stream, not done)
         return True
 
-    def _keepalive(self, every: float) -> None:
+    def keepalive(self, every: float) -> None:
         """A comment line on each stream idle for about `every` seconds; close the ended
         streams whose time to flush is over."""
         now = time.monotonic()
         idle = now - every + 1.0
         for stream in list(self.streams.values()):
             if stream.written <= idle:
-                self._write(stream, KEEPALIVE_LINE)
+                self.write(stream, KEEPALIVE_LINE)
         for stream in list(self.closing.values()):
             if stream.closing <= now:
-                self._close(stream)
+                self.close(stream)
 
-    def _end(self, stream: Stream) -> None:
+    def end(self, stream: Stream) -> None:
         """Close the stream once what was queued has gone out (or after LINGER seconds)."""
         self._forget(stream)
         if not stream.outlet.pending:
-            self._close(stream)
+            self.close(stream)
         elif not stream.gone:
             stream.closing = time.monotonic() + LINGER
             self.closing[stream.outlet.fd] = stream
 
-    def _close(self, stream: Stream) -> None:
+    def close(self, stream: Stream) -> None:
         if stream.gone:
             return
         self._forget(stream)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 from pbxcontrol.auth.authenticator import Caller
 from pbxcontrol.db.journal import Entry
 from pbxcontrol.http import envelope, params
-from pbxcontrol.http.api import ApiRequest, JsonApi, check_privileges
+from pbxcontrol.http.api import JsonApi
 from pbxcontrol.http.envelope import ApiError
 from pbxcontrol.streams.slots import PersonSlots
 
@@ -67,13 +67,6 @@ class OneSnapshot:
 Opener = Callable[[Any], "StreamView | OneSnapshot"]
 
 
-@dataclass(frozen=True)
-class StreamFunction:
-    path: str
-    opener: Opener
-    privileges: frozenset[str]
-
-
 @dataclass
 class Opened:
     """A stream that may start: who, what, from where it resumes."""
@@ -88,33 +81,33 @@ class Opened:
 
 @dataclass
 class StreamApi:
-    """The stream functions, opened with the JSON API's auth and connections."""
+    """Opening the stream functions registered in `api` (its one path: parameters,
+    authentication, privileges, the opener), each person's slots, and who follows the
+    change journal in this process."""
 
+    api: JsonApi
     slots: PersonSlots
-    api: JsonApi = field(default=None)  # type: ignore[assignment]  # set by runtime.build_api
-    functions: dict[str, StreamFunction] = field(default_factory=dict)
-    #: Whether this process holds as many streams as it may (set by the server with its hub).
-    full: Callable[[], bool] = lambda: False
     #: Called with the hub's connection each time the hub read new journal entries (plugins'
-    #: in-memory state kept current off the request path; PluginContext.follow_journal).
+    #: in-memory state kept current off the request path; Journal.follow).
     followers: list[Callable[[Connection], None]] = field(default_factory=list)
 
-    def add(self, path: str, opener: Opener, privileges: Iterable[str]) -> None:
-        key = path.strip("/")
-        if key in self.functions:
-            raise ValueError(f"stream function {key!r} is registered twice")
-        self.functions[key] = StreamFunction(key, opener, frozenset(privileges))
-
     def open(
-        self, method: str, path: str, query: str, last_event_id: str, address: str
+        self,
+        method: str,
+        path: str,
+        query: str,
+        last_event_id: str,
+        address: str,
+        *,
+        full: bool = False,
     ) -> Opened | OneSnapshot | bytes:
         """A stream ready to start (its person's slot taken), one snapshot to send, or the
-        envelope to answer."""
+        envelope to answer. `full`: this process holds as many streams as it may."""
         started = time.perf_counter()
         name = path[len(PREFIX) :].strip("/")
         answer: Opened | OneSnapshot | bytes
         try:
-            answer = self._open(method, name, query, last_event_id, address)
+            answer = self._open(method, name, query, last_event_id, address, full)
             code = 200
         except ApiError as err:
             code, answer = err.code, envelope.error(err)
@@ -127,23 +120,18 @@ class StreamApi:
         return answer
 
     def _open(
-        self, method: str, name: str, query: str, last_event_id: str, address: str
+        self, method: str, name: str, query: str, last_event_id: str, address: str, full: bool
     ) -> Opened | OneSnapshot:
         if method != "GET":
             raise ApiError(405, [("", "Method not allowed; use GET.")])
-        function = self.functions.get(name)
-        if function is None:
-            raise ApiError(404)
+        function = self.api.find(name, stream=True)
         values = params.parse(query)
         resume = last_event_id or values.pop("last_event_id", "")
         credentials = {k: values[k] for k in CREDENTIALS if k in values}  # auth removes them
-        with self.api.engine.begin() as conn:
-            caller = self.api.authenticator.from_params(conn, values, address)
-            check_privileges(function.privileges, caller)
-            view = function.opener(ApiRequest(values, caller, conn, address))
+        caller, view = self.api.run(function, values, address, None)
         if isinstance(view, OneSnapshot):
             return view
-        if self.full():
+        if full:
             raise ApiError(429, [("", "Too many live streams on this server.")])
         if not self.slots.acquire(caller.username):
             raise ApiError(429, [("", "Too many live streams for this person.")])
@@ -154,8 +142,8 @@ class StreamApi:
         if opened.caller.token_expires is not None and time.time() >= opened.caller.token_expires:
             return False
         try:
-            caller = self.api.authenticator.from_params(conn, dict(opened.credentials), "")
-            check_privileges(self.functions[opened.path].privileges, caller)
+            function = self.api.find(opened.path, stream=True)
+            caller = self.api.authorize(conn, function, dict(opened.credentials), "")
         except ApiError:
             return False
         return caller.customer_id == opened.caller.customer_id

@@ -39,14 +39,13 @@ from sqlalchemy import (
     union_all,
 )
 
-from pbxcontrol.plugin import HISTORY_SPANS, LEG_FIELDS
-from pbxcontrol.plugin import leg_history as history
-from pbxcontrol.plugin import legs as live
+from pbxcontrol.plugin import tables
 
 from .names import statements as name_statements
 from .shapes import NAME_INPUTS, Shape, Statements, conditions, members
 from .sqlterms import ordered, row_json
 
+history, live, HISTORY_SPANS = tables.leg_history, tables.legs, tables.history_spans
 AT = bindparam("at", type_=Float)  # the moment, Unix time
 AT_SECOND = bindparam("at_second", type_=Integer)  # its whole second (`start` holds those)
 
@@ -132,7 +131,7 @@ def _row(table: FromClause, shape: Shape) -> list[ColumnElement[Any]]:
     )
     then = {"status": status, "answered": case((up, answered), else_=literal(0))}
     pairs: list[ColumnElement[Any]] = []
-    for name in LEG_FIELDS:  # the API's field order; names are trusted constants
+    for name in tables.leg_fields:  # the API's field order; names are trusted constants
         pairs += [literal_column(f"'{name}'"), then.get(name, table.c[name])]
     extra = {"start", "uniqueid", "machine", "id", shape.sort}
     if shape.names:

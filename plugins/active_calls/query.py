@@ -24,9 +24,7 @@ from sqlalchemy import (
     tuple_,
 )
 
-from pbxcontrol.plugin import Caller
-from pbxcontrol.plugin import customer_tree as tree
-from pbxcontrol.plugin import legs as leg
+from pbxcontrol.plugin import Caller, tables
 
 from . import past
 from .names import statements as name_statements
@@ -34,6 +32,8 @@ from .params import ListRequest
 from .shapes import NAME_INPUTS, Shape, Statements, pattern, phone_lines_of
 from .shapes import conditions as shape_conditions
 from .sqlterms import ordered, row_json_of_leg
+
+tree, leg = tables.customer_tree, tables.legs
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ from sqlalchemy import (
     select,
 )
 
-from pbxcontrol.plugin import customer_tree as tree
-from pbxcontrol.plugin import lines as line
+from pbxcontrol.plugin import tables
 
 from .names import NameStatements
 from .params import TextFilter
 
+tree, line = tables.customer_tree, tables.lines
 ESCAPE = "/"
 #: With names=1, the listing's columns after the row's JSON: what naming a row needs.
 NAME_INPUTS = ("scustomer", "dcustomer", "snumber", "cnumber", "dnumber")

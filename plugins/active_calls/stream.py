@@ -18,15 +18,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
-from pbxcontrol.plugin import (
-    RESET,
-    ApiRequest,
-    Caller,
-    Event,
-    JournalEntry,
-    OneSnapshot,
-    journal_position,
-)
+from pbxcontrol.plugin import ApiRequest, Caller, Event, Journal, OneSnapshot
 
 from . import past, query
 from .listing import parse, resolve, rows_json
@@ -36,7 +28,9 @@ from .params import ListRequest
 Key = tuple[int, str]  # (machine, uniqueid)
 
 
-def open_stream(request: ApiRequest, history_days: int = 0) -> ListView | OneSnapshot:
+def open_stream(
+    request: ApiRequest, journal: Journal, history_days: int = 0
+) -> ListView | OneSnapshot:
     """The list's validation and scope (ApiError 400/402 as for the list), as a view; with
     `at`, the board at that moment as one snapshot, and the stream ends (SPEC §14)."""
     wanted, errors = parse(request, history_days)
@@ -51,7 +45,7 @@ def open_stream(request: ApiRequest, history_days: int = 0) -> ListView | OneSna
     else:
         data = b'{"data":' + rows_json(conn, statements, values) + b"}"
     # The id: the journal's head the answer was read at (there is nothing to resume).
-    return OneSnapshot(journal_position(conn).head, data)
+    return OneSnapshot(journal.position(conn).head, data)
 
 
 class ListView:
@@ -80,7 +74,7 @@ class ListView:
             return self._count_data(conn)
         return b'{"data":[' + ",".join(obj for _, obj in rows).encode() + b"]}"
 
-    def changes(self, conn: Connection, entries: list[JournalEntry]) -> list[Event]:
+    def changes(self, conn: Connection, entries: list[Journal.Entry]) -> list[Event]:
         """Only the legs the view may show now (their keys in its customers) or showed: a
         change of other customers' legs costs no query."""
         if not self._mine_known:
@@ -96,7 +90,7 @@ class ListView:
             ]
         return self._events(conn, _last_ids(entries), self.held, update=True)
 
-    def catch_up(self, conn: Connection, entries: list[JournalEntry]) -> list[Event]:
+    def catch_up(self, conn: Connection, entries: list[Journal.Entry]) -> list[Event]:
         """A resuming client may hold any leg its journal entries put in the view's customers
         (before or after a change): those that are gone now get a remove."""
         mine = self._customers(conn)
@@ -159,9 +153,9 @@ class ListView:
         return query.scope_customers(conn, self.scope)
 
 
-def _last_ids(entries: list[JournalEntry]) -> dict[Key, int]:
+def _last_ids(entries: list[Journal.Entry]) -> dict[Key, int]:
     """Each changed leg and the id of its last change (a reset names no leg)."""
-    return {(e.machine, e.uniqueid): e.id for e in entries if e.op != RESET}
+    return {(e.machine, e.uniqueid): e.id for e in entries if not e.is_reset}
 
 
 def _removed(key: Key) -> bytes:

@@ -1,4 +1,4 @@
-"""The size rules of the house style: modules ≤ 300 lines, functions ≤ 50 (migrations aside)."""
+"""The size rules of the house style: modules ≤ 400 lines, functions ≤ 50 (migrations aside)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MAX_MODULE_LINES = 300
+# Modules aim at ~300 lines and may reach 400 when one role needs it (STYLE.md): split by
+# role, never to meet the count.
+MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 50
 
 
@@ -45,10 +47,13 @@ def test_the_check_finds_a_long_function_and_a_long_module(tmp_path):
     long_function = tmp_path / "f.py"
     long_function.write_text(f"def f():\n{body}\n")
     long_module = tmp_path / "m.py"
-    long_module.write_text("\n".join(f"x{i} = {i}" for i in range(301)) + "\n")
+    long_module.write_text("\n".join(f"x{i} = {i}" for i in range(MAX_MODULE_LINES + 1)) + "\n")
     global ROOT
     saved, ROOT = ROOT, tmp_path
     try:
-        assert oversized([long_function, long_module]) == ["f.py:1 f: 61", "m.py: 301 lines"]
+        assert oversized([long_function, long_module]) == [
+            "f.py:1 f: 61",
+            f"m.py: {MAX_MODULE_LINES + 1} lines",
+        ]
     finally:
         ROOT = saved

@@ -1,5 +1,6 @@
 """GET /health and GET /metrics (SPEC §10), on both engines: no credentials, no tenant data."""
 
+import dataclasses
 import time
 
 import pytest
@@ -18,8 +19,12 @@ TAKEOVER = 5.0
 def served(rt):
     """The API app of a runtime configured with machines 1 and 2."""
     from pbxcontrol.http import metrics
+    from pbxcontrol.http.api import build_app
 
-    rt.metrics = metrics.mount(rt.app, rt.api, rt.engine, [1, 2], TAKEOVER)
+    rt.metrics = metrics.Metrics(rt.engine, [1, 2], TAKEOVER)
+    rt.api = dataclasses.replace(rt.api, observe=rt.metrics.observe)
+    rt.app = build_app(rt.api)
+    metrics.mount(rt.app, rt.metrics, rt.engine, [1, 2], TAKEOVER)
     return rt, webtest.TestApp(rt.app)
 
 

@@ -7,10 +7,12 @@ import threading
 import pytest
 from sqlalchemy import insert
 
-from pbxcontrol.plugin import leg_history, legs
+from pbxcontrol.plugin import tables
 from pbxcontrol.service.server import listen, make_server
 from tests.conftest import build_provisioned, write_config
 from tests.fakeari_http import FakeAriHttp
+
+legs, leg_history = tables.legs, tables.leg_history
 
 LEGS = [
     # (uniqueid, callid, scustomer, dcustomer, stype, snumber, dtype, dnumber, direction)

@@ -26,7 +26,7 @@ def test_every_served_function_is_described(service):
     did): the paths described are exactly the functions the service serves."""
     rt, _ = service
     served = {f"/api/json/{name}/" for name in rt.api.functions}
-    served |= {f"/api/stream/{name}/" for name in rt.streams.functions}
+    served |= {f"/api/stream/{name}/" for name in rt.api.streams}
     assert set(json.loads(DOC.read_text())["paths"]) == served
 
 

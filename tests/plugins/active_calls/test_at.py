@@ -12,13 +12,14 @@ import pytest
 import webtest
 from sqlalchemy import insert, text
 
-from pbxcontrol.plugin import HISTORY_SPANS, Caller, leg_history, legs
+from pbxcontrol.plugin import Caller, tables
 from plugins.active_calls import params, query
 from tests.conftest import build_provisioned, write_config
 from tests.plugins.active_calls.conftest import ALICE, errors, get, ids, leg
 from tests.plugins.active_calls.stream_support import Client, serving
 from tests.plugins.active_calls.stream_support import query as stream_query
 
+HISTORY_SPANS, leg_history, legs = tables.history_spans, tables.leg_history, tables.legs
 NOW = int(time.time())
 T = NOW - 7200  # the moments asked about are around two hours ago
 DAY = 86400

@@ -23,10 +23,11 @@ from sqlalchemy import delete, insert
 from pbxcontrol import config as config_mod
 from pbxcontrol import runtime
 from pbxcontrol.auth.passwords import hash_password
-from pbxcontrol.plugin import HISTORY_SPANS, leg_history, legs
+from pbxcontrol.plugin import tables
 from tests.conftest import LIST, write_config
 from tests.plugins.active_calls.test_property import PASSWORD, VALID, load_world, worlds
 
+HISTORY_SPANS, leg_history, legs = tables.history_spans, tables.leg_history, tables.legs
 BASE = int(time.time()) - 10 * 86400  # the moments asked about: about ten days ago
 #: Durations at and around each class limit, and the open class beyond the last one.
 DURATIONS = sorted(

@@ -1,6 +1,11 @@
 """Every field of a leg, declared once: its column, its ARI source and the rule that makes it.
 
-`LEG_TABLE` below is the list. The SQL columns of `legs` and `leg_history` (db/models.py),
+It sits at the package root, below both layers that read it: db/legs.py makes the SQL
+columns from it, recorder/ the in-memory leg and its rules; neither imports the other for it.
+It holds the table, the field lists derived from it and the overrides' text form, and
+imports the standard library only: nothing of db/, recorder/ or http/.
+
+`LEG_TABLE` below is the list. The SQL columns of `legs` and `leg_history` (db/legs.py),
 the in-memory leg (recorder/leg.py: `LiveLeg`, its row and `from_row`) and the API's field
 list are all derived from it. The rules are the functions of recorder/rules.py; the table
 names the one that makes each field. A field is made by one of:
