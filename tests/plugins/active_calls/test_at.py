@@ -3,6 +3,7 @@ the history of ended legs and the live table, as they were then; its errors; its
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from datetime import UTC, datetime, timedelta, timezone
@@ -14,7 +15,7 @@ from sqlalchemy import insert, text
 
 from pbxcontrol.plugin import Caller, tables
 from plugins.active_calls import params, query
-from tests.conftest import build_provisioned, write_config
+from tests.conftest import build_provisioned, cli, write_config
 from tests.plugins.active_calls.conftest import ALICE, errors, get, ids, leg
 from tests.plugins.active_calls.stream_support import Client, serving
 from tests.plugins.active_calls.stream_support import query as stream_query
@@ -245,3 +246,35 @@ def _history_reads(conn, statement, values) -> list[tuple[str, str]]:
         if node.get("Index Name", "").startswith(("ix_leg_history", "pk_leg_history")):
             reads.append((node["Index Name"], node.get("Index Cond", "")))
     return reads
+
+
+# -- pbxcontrol calls --at ------------------------------------------------------------------
+
+
+def test_the_command_line_lists_the_board_at_a_moment_as_the_api_does(past):
+    rt, app = past
+    done = cli(rt.config.path, "calls", "--at", str(T + 50), "--json", "--names")
+    assert done.returncode == 0, done.stderr
+    assert (
+        json.loads(done.stdout)
+        == get(app, as_="admin", customer="system", at=str(T + 50), names="1")["data"]
+    )
+    done = cli(rt.config.path, "calls", "--at", str(T + 50), "--customer", "3")
+    lines = done.stdout.splitlines()
+    assert [line.split()[6] for line in lines[1:]] == ["h1.1", "h1.2"]
+    # Ages counted to the moment: h1.1 started 50 s before it.
+    assert [line.split()[0] for line in lines[1:]] == ["00:00:50", "00:00:49"]
+
+
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (("--at", str(NOW + 3600)), "error: at: is in the future"),
+        (("--at", "noon"), "error: at: must be a Unix time"),
+        (("--at", str(T), "--watch"), "error: --at shows one past moment"),
+    ],
+)
+def test_the_command_line_says_what_is_wrong_with_at(past, args, error):
+    rt, _ = past
+    done = cli(rt.config.path, "calls", *args)
+    assert done.returncode == 2 and done.stderr.startswith(error), done.stderr
