@@ -199,10 +199,15 @@ def fill(engine: Engine, legs: int) -> tuple[Month, float]:
             conn.execute(text("SET maintenance_work_mem = '512MB'"))
         for index in secondary:
             index.create(conn)
-    if engine.dialect.name == "postgresql":  # what autovacuum does after a load
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("VACUUM ANALYZE leg_history"))
+    settle(engine)
     return month, time.perf_counter() - started
+
+
+def settle(engine: Engine) -> None:
+    """On PostgreSQL, what autovacuum does after loads: every table vacuumed and analysed."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE"))
 
 
 def _executemany(raw: Any, rows: Iterator[tuple[Any, ...]]) -> None:
