@@ -30,8 +30,8 @@ _JTI = re.compile(r"[0-9a-f]{32}")
 _REQUIRED = ["sub", "iat", "exp", "iss", "aud", "epoch", "jti", "scope"]
 #: Seconds between readings of the key set (a rotation reaches every process within this).
 REREAD = 5.0
-#: A token naming a key this process does not know yet (made by a rotation elsewhere) makes
-#: it read the keys again, at most this often (garbage kids cannot hammer the database).
+#: A token naming a key this process does not know (made by a rotation since its last reading)
+#: makes it read the keys at once, at most this often (garbage kids cannot hammer the database).
 UNKNOWN_KID_REREAD = 1.0
 
 
@@ -78,6 +78,7 @@ class TokenSigner:
         self.clock = clock
         self.reread = reread
         self._read_at = time.monotonic()
+        self._unknown_at = float("-inf")  # the last reading for a key id not known
         self._lock = threading.Lock()
         self._failing = False
 
@@ -92,27 +93,41 @@ class TokenSigner:
             raise ValueError("a token signing key has at least 256 bits")
         return keys
 
-    def keys(self, *, older_than: float | None = None) -> Keys:
-        """The key set, read again when older than `older_than` (default: REREAD) seconds.
-        One thread reads; the others go on with the set they have. A database that cannot
-        be read leaves the set as it was (logged once)."""
-        age = time.monotonic() - self._read_at
-        if age >= (self.reread if older_than is None else older_than) and self._lock.acquire(
-            blocking=False
-        ):
-            try:
-                self._keys = self._checked(self._read())
-                if self._failing:
-                    log.warning("token keys: read again")
-                self._failing = False
-            except Exception as exc:  # noqa: BLE001 - the set in hand still works
-                if not self._failing:
-                    log.warning("token keys: cannot read them again: %s", type(exc).__name__)
-                self._failing = True
-            finally:
-                self._read_at = time.monotonic()
-                self._lock.release()
+    def keys(self) -> Keys:
+        """The key set, read again when older than `reread` seconds (by one thread; the
+        others go on with the set they have)."""
+        if time.monotonic() - self._read_at >= self.reread:
+            self._reload(blocking=False)
         return self._keys
+
+    def _key(self, kid: int) -> bytes | None:
+        key = self.keys().get(kid)
+        now = time.monotonic()
+        if key is None and now - self._unknown_at >= UNKNOWN_KID_REREAD:
+            # Maybe a key made since the last reading (a token from a process that read the
+            # keys after a rotation): read them now, whatever the periodic reading's age.
+            self._unknown_at = now
+            self._reload(blocking=True)
+            key = self._keys.get(kid)
+        return key
+
+    def _reload(self, *, blocking: bool) -> None:
+        """Read the keys again. A database that cannot be read leaves the set as it was
+        (logged once)."""
+        if not self._lock.acquire(blocking=blocking):
+            return
+        try:
+            self._keys = self._checked(self._read())
+            if self._failing:
+                log.warning("token keys: read again")
+            self._failing = False
+        except Exception as exc:  # noqa: BLE001 - the set in hand still works
+            if not self._failing:
+                log.warning("token keys: cannot read them again: %s", type(exc).__name__)
+            self._failing = True
+        finally:
+            self._read_at = time.monotonic()
+            self._lock.release()
 
     def issue(self, username: str, epoch: str, scope: str = "all") -> tuple[str, int]:
         """(token, expiry as Unix time), signed with the newest key."""
@@ -142,9 +157,7 @@ class TokenSigner:
             raise TokenError("header") from None
         if not isinstance(kid, str) or not _KID.fullmatch(kid):
             raise TokenError("kid")
-        key = self.keys().get(int(kid))
-        if key is None:
-            key = self.keys(older_than=UNKNOWN_KID_REREAD).get(int(kid))
+        key = self._key(int(kid))
         if key is None:
             raise TokenError("unknown kid")
         try:
