@@ -83,8 +83,9 @@ def test_a_token_can_be_renewed_and_keeps_its_scope(app):
     renewed = app.get(LOGIN, {"auth_token": first, "token": "1"}).json
     assert code(renewed) == "200", renewed
     second = renewed["data"]["auth_token"]
-    old, new = jwt.decode(first, options={"verify_signature": False}), jwt.decode(
-        second, options={"verify_signature": False}
+    old, new = (
+        jwt.decode(first, options={"verify_signature": False}),
+        jwt.decode(second, options={"verify_signature": False}),
     )
     assert new["scope"] == old["scope"] == "read"
     assert new["exp"] > old["exp"] and new["jti"] != old["jti"]
