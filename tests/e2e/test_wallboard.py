@@ -126,8 +126,16 @@ def test_hang_up_button_ends_the_call_after_a_confirmation(idle, server, sipp, b
     browser.page.click("#confirm button[value=cancel]")
     time.sleep(0.5)
     assert legs <= {c["id"] for c in ari.channels()}  # cancelled: nothing happened
+    # The board's token may only read: a wrong password hangs nothing up...
     button.click()
+    browser.page.fill("#confirm-password", "not-the-password")
     browser.page.click("#confirm-hangup")
+    browser.page.locator("#toast", has_text="Wrong password").wait_for(timeout=3000)
+    assert legs <= {c["id"] for c in ari.channels()}
+    # ...the person's password does (Enter confirms).
+    button.click()
+    browser.page.fill("#confirm-password", USERS["acme"])
+    browser.page.press("#confirm-password", "Enter")
     wait_ari(ari, "the call to end", lambda ch: not legs & {c["id"] for c in ch}, 5)
     browser.page.locator("#toast", has_text="Call hung up").wait_for(timeout=3000)
     follow(browser, ari, party_legs("PJSIP/alice", "PJSIP/bob"), False, "row gone", legs)
