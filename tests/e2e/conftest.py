@@ -8,7 +8,6 @@ import time
 import pytest
 
 from sandbox.sippctl import ARI_URL, Ari, SippPool, sandbox, sandbox_running
-from tests.browser import browser, playwright  # noqa: F401 - the wallboard's fixtures
 from tests.e2e.support import PbxServer, converge, hang_up_ours
 
 APP = f"pbxcontrol-e2e-{os.getpid()}"

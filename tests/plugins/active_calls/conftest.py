@@ -11,7 +11,6 @@ from sqlalchemy import insert
 
 from pbxcontrol.db.models import LEG_INT_FIELDS, LEG_STRING_FIELDS
 from pbxcontrol.plugin import tables
-from tests.browser import browser, playwright  # noqa: F401 - the wallboard page's fixtures
 from tests.conftest import LIST, build_provisioned, write_config
 
 legs = tables.legs
