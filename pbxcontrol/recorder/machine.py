@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pbxcontrol.ari.channel import LINKEDID_VAR, MalformedEvent
 from pbxcontrol.ari.client import Ari, AriError
 from pbxcontrol.ari.events import parse_event
+from pbxcontrol.liveness import Pulse
 from pbxcontrol.recorder import store
 from pbxcontrol.recorder.checkpoint import Checkpointer
 from pbxcontrol.recorder.lease import Lease
@@ -71,7 +72,7 @@ class MachineRecorder:
         self.malformed = 0
         # After each commit (under serve: the hub's wake-up).
         self.on_commit: Callable[[], None] = on_commit or (lambda: None)
-        self.tx = Transactions(sessions, self.lease, self.name, self.stopping)
+        self.tx = Transactions(sessions, self.lease, self.name, self.stopping, Pulse())
         self.standby = Standby(self, self.lease, self.tx, self.status, self.stopping, self.name)
         self.reader = EventReader(
             ari,
@@ -91,6 +92,11 @@ class MachineRecorder:
     def received(self) -> int:
         """Messages read from the websocket since the recorder started."""
         return self.reader.received
+
+    def alive(self, bound: float) -> bool:
+        """For the watchdog: the writer thread runs and is not stuck — it works for less than
+        `bound` seconds at a time, between waits for events, the lease or the database."""
+        return self.stopping.is_set() or not self.tx.pulse.stuck(bound)
 
     @property
     def holding(self) -> threading.Event:
@@ -164,7 +170,8 @@ class MachineRecorder:
             timeout = max(0.0, min(self._next_sweep - time.monotonic(), self.status.interval, 0.5))
             batch: list[Any] = []
             try:
-                batch.append(self.queue.get(timeout=timeout))
+                with self.tx.pulse.waiting():
+                    batch.append(self.queue.get(timeout=timeout))
                 while len(batch) < self.batch_size:
                     batch.append(self.queue.get_nowait())
             except queue.Empty:
@@ -242,7 +249,7 @@ class MachineRecorder:
         except AriError as exc:
             log.warning("%s: reconcile failed (%s); will retry", self.name, exc)
             self._needs_reconcile = True
-            self.stopping.wait(1.0)
+            self.tx.pulse.wait(self.stopping, 1.0)
             return False
         self._needs_reconcile = False
         if self.flush(machine_row=True):
