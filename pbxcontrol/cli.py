@@ -13,7 +13,7 @@ from pbxcontrol.config import ConfigError
 from pbxcontrol.plugin import PluginError
 
 EXIT_USAGE = 2
-TOOLS = ("calls", "status")  # quiet by default: their output is the point
+TOOLS = ("backup", "calls", "status")  # quiet by default: their output is the point
 # The choices of `calls` are calls/active/list's, copied from its plugin
 # (plugins/active_calls/params.py) for --help and shell completion: the core does not import
 # a plugin (found through entry points, maybe not enabled), and the API validates them anyway.
@@ -61,6 +61,12 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="report every problem of a config file")
     check.add_argument(
         "file", metavar="FILE", nargs="?", help="the file (default: --config, $PBXCONTROL_CONFIG)"
+    ).complete = shtab.FILE  # type: ignore[attr-defined]
+    backup = sub.add_parser(
+        "backup", help="copy the SQLite database while the service runs (consistent, 0600)"
+    )
+    backup.add_argument(
+        "file", metavar="FILE", help="the copy to write (replaced if it exists)"
     ).complete = shtab.FILE  # type: ignore[attr-defined]
     _calls_arguments(sub.add_parser("calls", help="the active calls, as a table"))
     status = sub.add_parser("status", help="per machine: recording?, holder, sync, legs, events")
@@ -131,6 +137,11 @@ def run(args: argparse.Namespace) -> int:
             from pbxcontrol.ops import status
 
             return status.show(config, as_json=args.json)
+        if command == "backup":
+            from pbxcontrol.ops import backup
+
+            print(backup.backup(config, args.file))
+            return 0
     except ops.OpsError as exc:
         print(f"pbxcontrol: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
