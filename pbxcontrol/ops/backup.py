@@ -32,12 +32,12 @@ def backup(config: Config, target: str) -> str:
     what was done, for the operator."""
     scheme = config.database_url.partition(":")[0]
     if scheme.partition("+")[0] != "sqlite":
-        dialect, url = libpq(config.database_url)
-        raise OpsError(PG_DUMP.format(dialect=dialect, file=target, url=url))
-    url = make_url(config.database_url)
-    source = Path(url.database or "")
-    if not url.database or url.database == ":memory:" or not source.is_file():
-        raise OpsError(f"no SQLite database at {url.database or '(in memory)'!r} to back up")
+        dialect, plain = libpq(config.database_url)
+        raise OpsError(PG_DUMP.format(dialect=dialect, file=target, url=plain))
+    path = make_url(config.database_url).database
+    source = Path(path or "")
+    if not path or path == ":memory:" or not source.is_file():
+        raise OpsError(f"no SQLite database at {path or '(in memory)'!r} to back up")
     dest = Path(target)
     if dest.is_dir():
         raise OpsError(f"{target}: is a directory; name the file to write")
