@@ -162,6 +162,7 @@ def build_recorders(
                 sweep_interval=m.sweep_interval,
                 batch_size=config.batch_size,
                 history_days=config.history_days,
+                audit_days=config.audit_days,
                 heartbeat=config.heartbeat,
                 journal_seconds=config.journal_seconds,
                 takeover=config.takeover_seconds,

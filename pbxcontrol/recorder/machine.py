@@ -29,6 +29,9 @@ from pbxcontrol.recorder.transactions import Transactions
 log = logging.getLogger("pbxcontrol.recorder")
 
 PRUNE_CHUNK, PRUNE_CHUNKS = 5000, 10  # history rows deleted per transaction, per sweep
+#: Seconds between prunes of the audit (kept for days; its rows have no index on their time
+#: alone, so each prune reads the table once).
+AUDIT_PRUNE_EVERY = 3600.0
 
 
 class MachineRecorder:
@@ -46,6 +49,7 @@ class MachineRecorder:
         sweep_interval: float = 60.0,
         batch_size: int = 200,
         history_days: int = 0,
+        audit_days: int = 0,
         provisioned: ProvisionedCache | None = None,
         name: str = "",
         heartbeat: float = 2.0,
@@ -59,6 +63,8 @@ class MachineRecorder:
         self.batch_size = batch_size
         self.history_days = history_days  # 0 = keep the history of ended legs forever
         self.journal_seconds = journal_seconds  # how long the change journal keeps entries
+        self.audit_days = audit_days  # 0 = keep the call-control audit forever
+        self._audit_due = 0.0  # (wall clock) when the audit is pruned next
         self.name = name or f"machine {machine}"
         self.cache = provisioned or ProvisionedCache(sessions)
         self.live = self._new_live()
@@ -279,10 +285,15 @@ class MachineRecorder:
 
     def prune_history(self, now: float | None = None) -> int:
         """Delete this machine's history rows that ended more than `history_days` ago, in
-        short transactions (store.prune_old), and the change journal's old entries. Returns
-        how many history rows went."""
+        short transactions (store.prune_old), the change journal's old entries and the
+        call-control audit's rows older than `audit_days`. Returns how many history rows
+        went."""
         now = now or time.time()
         store.prune_journal(self.tx, now - self.journal_seconds, PRUNE_CHUNK)
+        if self.audit_days and now >= self._audit_due:
+            self._audit_due = now + AUDIT_PRUNE_EVERY
+            cutoff = now - self.audit_days * 86400
+            store.prune_audit(self.tx, cutoff, PRUNE_CHUNK, PRUNE_CHUNKS)
         if not self.history_days:
             return 0
         cutoff = now - self.history_days * 86400
