@@ -22,16 +22,12 @@ from pbxcontrol.recorder.lease import Lease
 from pbxcontrol.recorder.live import LiveLegs
 from pbxcontrol.recorder.provisioned import ProvisionedCache
 from pbxcontrol.recorder.reader import CONNECTED, DISCONNECTED, REPLACED, EventReader
+from pbxcontrol.recorder.retention import Retention
 from pbxcontrol.recorder.standby import Standby
 from pbxcontrol.recorder.status import Heartbeat, holder_name
 from pbxcontrol.recorder.transactions import Transactions
 
 log = logging.getLogger("pbxcontrol.recorder")
-
-PRUNE_CHUNK, PRUNE_CHUNKS = 5000, 10  # history rows deleted per transaction, per sweep
-#: Seconds between prunes of the audit (kept for days; its rows have no index on their time
-#: alone, so each prune reads the table once).
-AUDIT_PRUNE_EVERY = 3600.0
 
 
 class MachineRecorder:
@@ -61,10 +57,7 @@ class MachineRecorder:
         self.machine, self.ari = machine, ari
         self.sweep_interval = sweep_interval
         self.batch_size = batch_size
-        self.history_days = history_days  # 0 = keep the history of ended legs forever
-        self.journal_seconds = journal_seconds  # how long the change journal keeps entries
-        self.audit_days = audit_days  # 0 = keep the call-control audit forever
-        self._audit_due = 0.0  # (wall clock) when the audit is pruned next
+        self.retention = Retention(history_days, journal_seconds, audit_days)
         self.name = name or f"machine {machine}"
         self.cache = provisioned or ProvisionedCache(sessions)
         self.live = self._new_live()
@@ -284,24 +277,10 @@ class MachineRecorder:
         return True
 
     def prune_history(self, now: float | None = None) -> int:
-        """Delete this machine's history rows that ended more than `history_days` ago, in
-        short transactions (store.prune_old), the change journal's old entries and the
-        call-control audit's rows older than `audit_days`. Returns how many history rows
-        went."""
-        now = now or time.time()
-        store.prune_journal(self.tx, now - self.journal_seconds, PRUNE_CHUNK)
-        if self.audit_days and now >= self._audit_due:
-            self._audit_due = now + AUDIT_PRUNE_EVERY
-            cutoff = now - self.audit_days * 86400
-            store.prune_audit(self.tx, cutoff, PRUNE_CHUNK, PRUNE_CHUNKS)
-        if not self.history_days:
-            return 0
-        cutoff = now - self.history_days * 86400
-        total = store.prune_old(self.tx, self.machine, cutoff, PRUNE_CHUNK, PRUNE_CHUNKS)
-        log.debug(
-            "%s: pruned %d history rows older than %d days", self.name, total, self.history_days
-        )
-        return total
+        """A sweep's pruning (recorder/retention.py): the journal, the audit when due, and
+        this machine's history rows that ended more than `history_days` ago. Returns how many
+        history rows went."""
+        return self.retention.prune(self.tx, self.machine, self.name, now or time.time())
 
     def _resync(self) -> None:
         """After a write the database refused (a bug): rebuild the machine's legs from the

@@ -10,7 +10,7 @@ from sqlalchemy import func, insert, select
 
 from pbxcontrol.db import journal
 from pbxcontrol.db.models import Base
-from pbxcontrol.recorder import machine
+from pbxcontrol.recorder import retention
 from pbxcontrol.recorder.machine import MachineRecorder
 from tests.fakeari import FakeAri
 
@@ -67,15 +67,15 @@ def test_audit_days_zero_keeps_the_audit_forever(sessions):
 
 
 def test_an_audit_backlog_goes_in_chunks_and_at_most_hourly(sessions, monkeypatch):
-    monkeypatch.setattr(machine, "PRUNE_CHUNK", 3)
-    monkeypatch.setattr(machine, "PRUNE_CHUNKS", 2)
+    monkeypatch.setattr(retention, "PRUNE_CHUNK", 3)
+    monkeypatch.setattr(retention, "PRUNE_CHUNKS", 2)
     add_audit(sessions, {f"old{i:02}": 400 for i in range(10)} | {"new": 1})
     rec = holder(sessions, audit_days=30)
     rec.prune_history(NOW)
     assert len(audit_left(sessions)) == 11 - 6  # two chunks of three in one sweep
     rec.prune_history(NOW + 60)
     assert len(audit_left(sessions)) == 5  # the next sweep, a minute later: not yet
-    rec.prune_history(NOW + machine.AUDIT_PRUNE_EVERY)
+    rec.prune_history(NOW + retention.AUDIT_PRUNE_EVERY)
     assert len(audit_left(sessions)) == 5 - 4  # an hour later: the rest of the backlog
     assert audit_left(sessions) == ["new"]
 
