@@ -42,7 +42,7 @@ class Machine(Base):
     - `epoch`: the fencing token, +1 at each takeover; every write of the holder checks it in
       its own transaction, so only the current epoch writes.
     - `renewed_at`: the DATABASE's clock (Unix seconds) at the holder's last write; compare
-      it with the database's now (`lease.db_now`), not a process's clock.
+      it with the database's now (`db.clock.db_now`), not a process's clock.
     - `connected`: the holder's ARI websocket is up (written at once when it comes or goes).
     - `last_event_at`: the holder's clock (Unix seconds) at the last websocket message.
     - `heartbeat_at`: the holder's clock at its last status write (`pbxcontrol status`).

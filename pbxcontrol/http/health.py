@@ -19,6 +19,7 @@ import orjson
 from sqlalchemy import Connection, Engine, func, literal, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from pbxcontrol.db.clock import db_now
 from pbxcontrol.db.models import LEGS_TABLE, Base
 
 MACHINES = Base.metadata.tables["machines"]
@@ -51,8 +52,6 @@ def _renewal(conn: Connection) -> tuple[Any, float]:
     """(the column the holder renews, the clock it is written in). With the lease (migration
     0011) `renewed_at` is in the database's clock; before it, `heartbeat_at` in the holder's."""
     if "renewed_at" in MACHINES.c:
-        from pbxcontrol.recorder.lease import db_now
-
         now = conn.execute(select(db_now(conn.dialect.name))).scalar_one()
         return MACHINES.c.renewed_at, float(now)
     return MACHINES.c.heartbeat_at, time.time()
@@ -64,7 +63,7 @@ def machines(conn: Connection, ids: list[int], takeover: float) -> list[MachineH
     (its websocket is up: a websocket whose pings go unanswered is closed, and the holder
     writes `connected` false at once) within 2 × `takeover` seconds. A quiet Asterisk, with
     no calls, stays recorded: the holder renews whether or not events come."""
-    renewed, db_now = _renewal(conn)
+    renewed, db_time = _renewal(conn)
     rows = {r.id: r for r in conn.execute(select(MACHINES, renewed.label("renewed")))}
     counted = select(LEGS_TABLE.c.machine, func.count()).group_by(LEGS_TABLE.c.machine)
     legs = {machine: n for machine, n in conn.execute(counted)}
@@ -72,7 +71,7 @@ def machines(conn: Connection, ids: list[int], takeover: float) -> list[MachineH
     found = []
     for mid in sorted(set(ids) | set(rows)):
         row = rows.get(mid)
-        renewed_age = db_now - row.renewed if row is not None and row.renewed else None
+        renewed_age = db_time - row.renewed if row is not None and row.renewed else None
         fresh = renewed_age is not None and renewed_age <= 2 * takeover
         holder = row.holder if row is not None and fresh else ""
         connected = bool(holder and row is not None and row.connected)

@@ -1,4 +1,5 @@
-"""Operators' tools on the command line: check-config, calls, status, backup."""
+"""Operators' tools on the command line: check-config, status, backup, and the plugins'
+commands."""
 
 from __future__ import annotations
 

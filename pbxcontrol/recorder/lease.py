@@ -21,11 +21,9 @@ from typing import Any, cast
 
 from sqlalchemy import (
     CursorResult,
-    Float,
     Update,
     and_,
     bindparam,
-    func,
     insert,
     literal,
     or_,
@@ -34,8 +32,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
+from pbxcontrol.db.clock import db_now
 from pbxcontrol.db.models import Base
 
 log = logging.getLogger("pbxcontrol.recorder")
@@ -63,15 +61,6 @@ class Holder:
     holder: str
     epoch: int
     age: float  # seconds since its last renewal, by the database's clock
-
-
-def db_now(dialect: str) -> ColumnElement[Any]:
-    """The database's current time as Unix seconds (with fractions)."""
-    if dialect == "postgresql":
-        # clock_timestamp(), not now(): now() is the start of a transaction that may have
-        # waited for the row lock.
-        return func.extract("epoch", func.clock_timestamp()).cast(Float)
-    return (func.julianday("now") - 2440587.5) * 86400.0
 
 
 @functools.cache

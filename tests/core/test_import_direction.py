@@ -42,6 +42,22 @@ def test_the_database_layer_imports_nothing_above_it():
     assert importing(paths, ABOVE_THE_DATABASE) == []
 
 
+# Each role's package and what it must not import (its __init__ docstring says what it may).
+NOT_ABOVE = {
+    "http": ("pbxcontrol.streams", "pbxcontrol.service", "pbxcontrol.recorder"),
+    "auth": ("pbxcontrol.streams", "pbxcontrol.service", "pbxcontrol.recorder"),
+    "streams": ("pbxcontrol.service", "pbxcontrol.recorder"),
+    "service": ("pbxcontrol.recorder", "pbxcontrol.runtime"),
+}
+
+
+def test_each_role_imports_only_downward():
+    for package, above in NOT_ABOVE.items():
+        paths = sorted((PACKAGE / package).glob("*.py"))
+        assert len(paths) > 3, f"the scan found too few modules in {package}/"
+        assert importing(paths, above) == [], package
+
+
 def test_the_recorder_parses_no_json():
     paths = sorted((PACKAGE / "recorder").glob("*.py"))
     assert importing(paths, ("json", "orjson")) == []

@@ -7,10 +7,12 @@ import threading
 import pytest
 from sqlalchemy import insert
 
-from pbxcontrol.plugin import legs
+from pbxcontrol.plugin import tables
 from pbxcontrol.service.server import listen, make_server
 from tests.conftest import build_provisioned, write_config
 from tests.fakeari_http import FakeAriHttp
+
+legs = tables.legs
 
 LEGS = [
     # (uniqueid, callid, scustomer, dcustomer, stype, snumber, dtype, dnumber, direction)
