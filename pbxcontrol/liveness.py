@@ -12,6 +12,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from typing import Protocol
 
 
 class Pulse:
@@ -47,3 +48,14 @@ class Pulse:
             return True
         since = self._working_since
         return since is not None and time.monotonic() - since > bound
+
+
+class Watched(Protocol):
+    """A part of a process the watchdog asks (a recorder, by its writer's pulse)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def alive(self, bound: float) -> bool:
+        """False when stuck: working `bound` seconds without coming back to a wait."""
+        ...

@@ -16,10 +16,10 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pbxcontrol.liveness import Watched
 from pbxcontrol.service import notify
 
 if TYPE_CHECKING:
-    from pbxcontrol.recorder.machine import MachineRecorder
     from pbxcontrol.service.server import Server
 
 log = logging.getLogger("pbxcontrol")
@@ -82,7 +82,7 @@ def metrics_directory(processes: int) -> str | None:
 def checks(
     server: Server | None,
     supervisor: Any = None,
-    recorders: Sequence[MachineRecorder] = (),
+    recorders: Sequence[Watched] = (),
     bound: float = 30.0,
 ) -> dict[str, Callable[[], bool]]:
     """What the watchdog watches, by name: the HTTP loop turns (a function run through
@@ -103,7 +103,7 @@ def checks(
 
 
 def ready(
-    server: Server | None, supervisor: Any = None, recorders: Sequence[MachineRecorder] = ()
+    server: Server | None, supervisor: Any = None, recorders: Sequence[Watched] = ()
 ) -> notify.Watchdog | None:
     """Tell systemd the service is up (READY=1) and, under WatchdogSec=, ping it while every
     part of `checks` turns: WatchdogSec= bounds how long any of them may be stuck."""
