@@ -15,7 +15,7 @@ from pbxcontrol.plugin import PluginError
 
 EXIT_USAGE = 2
 #: Quiet by default, as every plugin's command is: their output is the point.
-TOOLS = ("status", "rotate-token-key")
+TOOLS = ("backup", "status", "rotate-token-key")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,6 +56,12 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument(
         "file", metavar="FILE", nargs="?", help="the file (default: --config, $PBXCONTROL_CONFIG)"
     ).complete = shtab.FILE  # type: ignore[attr-defined]
+    backup = sub.add_parser(
+        "backup", help="copy the SQLite database while the service runs (consistent, 0600)"
+    )
+    backup.add_argument(
+        "file", metavar="FILE", help="the copy to write (replaced if it exists)"
+    ).complete = shtab.FILE  # type: ignore[attr-defined]
     # The plugins' commands (`calls`, ...): their options come with them, choices included.
     for command in commands.offered(set(sub.choices) | {"status"}):
         commands.add_parser(sub, command)
@@ -95,6 +101,11 @@ def run(args: argparse.Namespace) -> int:
             from pbxcontrol.ops import tokenkey
 
             print(tokenkey.rotate(config, drop_all=args.drop_old))
+            return 0
+        if command == "backup":
+            from pbxcontrol.ops import backup
+
+            print(backup.backup(config, args.file))
             return 0
     except ops.OpsError as exc:
         print(f"pbxcontrol: error: {exc}", file=sys.stderr)

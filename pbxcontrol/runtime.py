@@ -165,6 +165,7 @@ def build_recorders(
                 sweep_interval=m.sweep_interval,
                 batch_size=config.batch_size,
                 history_days=config.history_days,
+                audit_days=config.audit_days,
                 heartbeat=config.heartbeat,
                 journal_seconds=config.journal_seconds,
                 takeover=config.takeover_seconds,
@@ -283,7 +284,7 @@ def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
     stop = lifecycle.Stop()
     lifecycle.metrics_directory(config.http_processes if http else 1)
     rt = build(config, http=http, record=record)
-    workers = None
+    workers = watchdog = None
     try:
         server = None
         if http:
@@ -307,16 +308,19 @@ def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
             if config.http_processes > 1:
                 # Fork before any thread starts (the recorders below): forking a threaded
                 # process is unsafe. The supervisor replaces workers that die.
-                serve_one = supervisor.waitress_worker(rt.engine, make_server)
+                watch = lifecycle.worker_watch(notify.watchdog_interval())
+                serve_one = supervisor.waitress_worker(rt.engine, make_server, watch)
                 count = config.http_processes - 1
                 supervised = supervisor.Supervisor(serve_one, count, rt.metrics.mark_dead)
                 workers = supervisor.start(supervised)
             server = make_server()
         for recorder in rt.recorders:
             recorder.start()
-        lifecycle.ready(server, workers)
+        watchdog = lifecycle.ready(server, workers, rt.recorders)
         lifecycle.run_until_stopped(stop, server)
     finally:
+        if watchdog is not None:
+            watchdog.stop()  # the threads it watches end on purpose now
         notify.notify("STOPPING=1")
         if workers is not None:
             workers.stop()
