@@ -15,19 +15,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from pbxcontrol.ari.channel import LINKEDID_VAR, MalformedEvent
 from pbxcontrol.ari.client import Ari, AriError
 from pbxcontrol.ari.events import parse_event
+from pbxcontrol.liveness import Pulse
 from pbxcontrol.recorder import store
 from pbxcontrol.recorder.checkpoint import Checkpointer
 from pbxcontrol.recorder.lease import Lease
 from pbxcontrol.recorder.live import LiveLegs
 from pbxcontrol.recorder.provisioned import ProvisionedCache
 from pbxcontrol.recorder.reader import CONNECTED, DISCONNECTED, REPLACED, EventReader
+from pbxcontrol.recorder.retention import Retention
 from pbxcontrol.recorder.standby import Standby
 from pbxcontrol.recorder.status import Heartbeat, holder_name
 from pbxcontrol.recorder.transactions import Transactions
 
 log = logging.getLogger("pbxcontrol.recorder")
-
-PRUNE_CHUNK, PRUNE_CHUNKS = 5000, 10  # history rows deleted per transaction, per sweep
 
 
 class MachineRecorder:
@@ -45,6 +45,7 @@ class MachineRecorder:
         sweep_interval: float = 60.0,
         batch_size: int = 200,
         history_days: int = 0,
+        audit_days: int = 0,
         provisioned: ProvisionedCache | None = None,
         name: str = "",
         heartbeat: float = 2.0,
@@ -56,8 +57,7 @@ class MachineRecorder:
         self.machine, self.ari = machine, ari
         self.sweep_interval = sweep_interval
         self.batch_size = batch_size
-        self.history_days = history_days  # 0 = keep the history of ended legs forever
-        self.journal_seconds = journal_seconds  # how long the change journal keeps entries
+        self.retention = Retention(history_days, journal_seconds, audit_days)
         self.name = name or f"machine {machine}"
         self.cache = provisioned or ProvisionedCache(sessions)
         self.live = self._new_live()
@@ -71,7 +71,7 @@ class MachineRecorder:
         self.malformed = 0
         # After each commit (under serve: the hub's wake-up).
         self.on_commit: Callable[[], None] = on_commit or (lambda: None)
-        self.tx = Transactions(sessions, self.lease, self.name, self.stopping)
+        self.tx = Transactions(sessions, self.lease, self.name, self.stopping, Pulse())
         self.standby = Standby(self, self.lease, self.tx, self.status, self.stopping, self.name)
         self.reader = EventReader(
             ari,
@@ -91,6 +91,11 @@ class MachineRecorder:
     def received(self) -> int:
         """Messages read from the websocket since the recorder started."""
         return self.reader.received
+
+    def alive(self, bound: float) -> bool:
+        """For the watchdog: the writer thread runs and is not stuck — it works for less than
+        `bound` seconds at a time, between waits for events, the lease or the database."""
+        return self.stopping.is_set() or not self.tx.pulse.stuck(bound)
 
     @property
     def holding(self) -> threading.Event:
@@ -164,7 +169,8 @@ class MachineRecorder:
             timeout = max(0.0, min(self._next_sweep - time.monotonic(), self.status.interval, 0.5))
             batch: list[Any] = []
             try:
-                batch.append(self.queue.get(timeout=timeout))
+                with self.tx.pulse.waiting():
+                    batch.append(self.queue.get(timeout=timeout))
                 while len(batch) < self.batch_size:
                     batch.append(self.queue.get_nowait())
             except queue.Empty:
@@ -242,7 +248,7 @@ class MachineRecorder:
         except AriError as exc:
             log.warning("%s: reconcile failed (%s); will retry", self.name, exc)
             self._needs_reconcile = True
-            self.stopping.wait(1.0)
+            self.tx.pulse.wait(self.stopping, 1.0)
             return False
         self._needs_reconcile = False
         if self.flush(machine_row=True):
@@ -271,19 +277,10 @@ class MachineRecorder:
         return True
 
     def prune_history(self, now: float | None = None) -> int:
-        """Delete this machine's history rows that ended more than `history_days` ago, in
-        short transactions (store.prune_old), and the change journal's old entries. Returns
-        how many history rows went."""
-        now = now or time.time()
-        store.prune_journal(self.tx, now - self.journal_seconds, PRUNE_CHUNK)
-        if not self.history_days:
-            return 0
-        cutoff = now - self.history_days * 86400
-        total = store.prune_old(self.tx, self.machine, cutoff, PRUNE_CHUNK, PRUNE_CHUNKS)
-        log.debug(
-            "%s: pruned %d history rows older than %d days", self.name, total, self.history_days
-        )
-        return total
+        """A sweep's pruning (recorder/retention.py): the journal, the audit when due, and
+        this machine's history rows that ended more than `history_days` ago. Returns how many
+        history rows went."""
+        return self.retention.prune(self.tx, self.machine, self.name, now or time.time())
 
     def _resync(self) -> None:
         """After a write the database refused (a bug): rebuild the machine's legs from the

@@ -44,7 +44,8 @@ class Recording(Protocol):
 class Standby:
     """Runs one machine's writer thread around its recording (MachineRecorder owns it), and
     tells the reader thread when it may connect: while the lease is held and renewed, and not
-    during the pause after an ApplicationReplaced."""
+    during the pause after an ApplicationReplaced. The writer's `pulse` (the transactions')
+    tells the watchdog whether it works or waits."""
 
     def __init__(
         self,
@@ -61,6 +62,7 @@ class Standby:
         self.status = status
         self.stopping = stopping
         self.name = name
+        self.pulse = tx.pulse
         self.holding = threading.Event()  # set while this process records the machine
         self._seen: Holder | None = None  # the other holder last logged
         self._first_reconcile = False  # the first reconcile of this turn is logged
@@ -69,6 +71,7 @@ class Standby:
 
     def run(self) -> None:
         """The writer thread, until a stop."""
+        self.pulse.attach()
         while not self.stopping.is_set():
             if self.lease.epoch is None and not self._stand_by():
                 break
@@ -118,7 +121,7 @@ class Standby:
                         *(self.name, self.lease.seen.holder, self.lease.seen.epoch),
                     )
                 self._seen = self.lease.seen
-            self.stopping.wait(self.lease.poll_interval)
+            self.pulse.wait(self.stopping, self.lease.poll_interval)
         return False
 
     def _take(self) -> bool:

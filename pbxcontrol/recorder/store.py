@@ -16,6 +16,7 @@ from pbxcontrol.recorder.live import Changes, LiveLegs
 
 LEGS, HISTORY = LEGS_TABLE, LEG_HISTORY_TABLE
 MACHINES = Base.metadata.tables["machines"]
+AUDIT = Base.metadata.tables["call_actions"]
 
 
 def load(live: LiveLegs, session: Session) -> int:
@@ -119,6 +120,32 @@ def prune_journal(
         gone := with_db(lambda s: journal.prune(s.connection(), cutoff, chunk), "pruning")
     ) and gone >= chunk:
         pass
+
+
+def prune_audit(
+    with_db: Callable[[Callable[[Session], int], str], int | None],
+    cutoff: float,
+    chunk: int,
+    chunks: int,
+) -> int:
+    """Delete up to `chunks` x `chunk` rows of the call-control audit (`call_actions`: every
+    machine's, so any recorder may) written before `cutoff`, a chunk per transaction. Returns
+    how many went."""
+    total = 0
+    for _ in range(chunks):
+        gone = with_db(lambda s: _prune_audit_rows(s, cutoff, chunk), "pruning the audit")
+        if gone is None:  # with_db logged it; the next sweep retries
+            break
+        total += gone
+        if gone < chunk:
+            break
+    return total
+
+
+def _prune_audit_rows(session: Session, cutoff: float, limit: int) -> int:
+    oldest = select(AUDIT.c.id).where(AUDIT.c.at < cutoff).limit(limit).scalar_subquery()
+    result = session.execute(delete(AUDIT).where(AUDIT.c.id.in_(oldest)))
+    return cast(CursorResult[Any], result).rowcount
 
 
 def prune_history(session: Session, machine: int, cutoff: float, limit: int) -> int:

@@ -11,6 +11,7 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pbxcontrol.liveness import Pulse
 from pbxcontrol.recorder.checkpoint import no_autocheckpoint
 from pbxcontrol.recorder.lease import Lease, LeaseLost
 
@@ -49,15 +50,22 @@ class Transactions:
     starts with the lease's fence. The outcome of the last run is in the flags: `lost` (the
     lease is gone: stop recording), `refused` (the database refused the write as a bug:
     resync from the database and Asterisk instead of retrying it), `back` (the database
-    answers again after an outage: resync)."""
+    answers again after an outage: resync). Its pauses between tries are the writer's waits
+    (`pulse`: the watchdog counts them as idle, pbxcontrol.liveness)."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], lease: Lease, name: str, stopping: threading.Event
+        self,
+        sessions: sessionmaker[Session],
+        lease: Lease,
+        name: str,
+        stopping: threading.Event,
+        pulse: Pulse | None = None,
     ):
         self.sessions = sessions
         self.lease = lease
         self.name = name
         self.stopping = stopping
+        self.pulse = pulse or Pulse()
         self.lost = False
         self.refused = False
         self.back = False
@@ -110,7 +118,7 @@ class Transactions:
                 "machine from the database and Asterisk instead of retrying",
                 *(self.name, what, type(exc).__name__, describe(exc)),
             )
-            self.stopping.wait(min(REFUSED_BACKOFF_MAX, 0.5 * 2 ** (self.refusals - 1)))
+            self.pulse.wait(self.stopping, min(REFUSED_BACKOFF_MAX, 0.5 * 2 ** (self.refusals - 1)))
             return
         if self.failing_since is None:
             self.failing_since = time.monotonic()
@@ -120,4 +128,4 @@ class Transactions:
                 what,
                 str(exc).splitlines()[0],
             )
-        self.stopping.wait(min(5.0, 0.2 + time.monotonic() - self.failing_since))
+        self.pulse.wait(self.stopping, min(5.0, 0.2 + time.monotonic() - self.failing_since))

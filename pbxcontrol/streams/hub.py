@@ -31,6 +31,7 @@ from sqlalchemy import Connection, Engine
 from pbxcontrol.db import journal
 from pbxcontrol.db.commits import CommitSignal
 from pbxcontrol.http.api import _release_memory
+from pbxcontrol.liveness import Pulse
 from pbxcontrol.streams.outlet import Fanout, Outlet, Stream
 from pbxcontrol.streams.stream import Opened, StreamApi, StreamView, event
 
@@ -78,6 +79,7 @@ class Hub:
         self._joining = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.pulse = Pulse()  # the thread's: waiting in its poll, or working (the watchdog)
         # The intervals are read each round (a test may shorten them on a running hub).
         self._last_keepalive = self._last_recheck = -RECHECK - KEEPALIVE
         self._next_recheck = float("inf")  # sooner: a token that expires
@@ -114,6 +116,11 @@ class Hub:
         self._joining.put((sock, opened, head))
         self.fanout.poller.wake()
 
+    def alive(self, bound: float) -> bool:
+        """For the watchdog: the hub's thread runs and its loop turns — no round of it works
+        for `bound` seconds or more."""
+        return self._stop.is_set() or not self.pulse.stuck(bound)
+
     @property
     def count(self) -> int:
         return len(self.fanout.streams)
@@ -126,9 +133,11 @@ class Hub:
     # -- the hub's thread ------------------------------------------------------------------
     def _run(self) -> None:
         due = 0.0
+        self.pulse.attach()
         try:
             while not self._stop.is_set():
-                woken, ready = self.fanout.poller.wait(due - time.monotonic())
+                with self.pulse.waiting():
+                    woken, ready = self.fanout.poller.wait(due - time.monotonic())
                 if self._stop.is_set():
                     return
                 for stream, events in ready:
@@ -140,7 +149,7 @@ class Hub:
                         self.counted(self.count)
                     except Exception:
                         log.exception("stream hub: round failed; retrying")
-                        self._stop.wait(1.0)
+                        self.pulse.wait(self._stop, 1.0)
         finally:
             for stream in [*self.fanout.streams.values(), *self.fanout.closing.values()]:
                 self.fanout.close(stream)
@@ -241,7 +250,7 @@ class Hub:
         verdicts: dict[tuple, bool] = {}
         for stream in list(self.fanout.streams.values()):
             opened = stream.opened
-            who = (opened.path, tuple(sorted(opened.credentials.items())))
+            who = (opened.path, tuple(sorted(opened.credentials.items())), opened.grant)
             if who not in verdicts:
                 verdicts[who] = self.api.recheck(conn, opened)
             if not verdicts[who] or (

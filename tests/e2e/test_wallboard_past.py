@@ -10,12 +10,12 @@ import time
 
 import pytest
 
+from tests.browser import Page
 from tests.e2e import test_wallboard as wallboard
 from tests.e2e.support import of, wait_ari
-from tests.e2e.test_wallboard import Page, follow, login_form, party_legs
+from tests.e2e.test_wallboard import follow, login_form, party_legs
 
-# The browser and the server of the wallboard's own tests.
-playwright, browser, server = wallboard.playwright, wallboard.browser, wallboard.server
+server = wallboard.server  # the wallboard tests' own server (the browser: tests/browser.py)
 
 pytestmark = pytest.mark.e2e
 SCREENSHOT = os.environ.get("PBXCONTROL_WALLBOARD_PAST_SCREENSHOT", "")
