@@ -72,7 +72,7 @@ LEG_HISTORY_TABLE = Table(
     Column("ended", Float, nullable=False, default=0.0),
     Column("cause", Integer, nullable=False, default=0, server_default="0"),
     Column("cause_txt", String(128), nullable=False, default="", server_default=""),
-    # Computed by the database (migration 0014: VIRTUAL on SQLite, STORED on PostgreSQL, which
+    # Computed by the database (migration 0015: VIRTUAL on SQLite, STORED on PostgreSQL, which
     # indexes no other kind): no writer can get it wrong or forget it.
     Column("span", Integer, Computed(HISTORY_SPAN_SQL), nullable=False),
     Index("ix_leg_history_machine_uniqueid", "machine", "uniqueid"),

@@ -8,16 +8,16 @@ or for the whole system. SQLite computes the column when read (VIRTUAL: adding i
 nothing; its indexes hold the values); PostgreSQL stores it (STORED is all it has before 18:
 adding it rewrites the table once, under an exclusive lock, like the index builds).
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-06
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
