@@ -275,6 +275,34 @@ def drop(admin, name: str) -> None:
     admin.dispose()
 
 
+def run(results, quick: bool) -> None:
+    """The `fleetdb` part of `make bench`: 1, 10 and 50 writers (quick: 1 and 10, shorter)."""
+    url = sandbox_url()
+    seconds = 4.0 if quick else 10.0
+    for machines in (1, 10) if quick else (1, 10, 50):
+        db_url, (admin, name) = fresh_database(url)
+        try:
+            row = run_one(db_url, machines, seconds)
+        finally:
+            drop(admin, name)
+        waits = ", ".join(f"{w} {c}" for w, c in row["top_waits"][:3])
+        results.add(
+            f"fleetdb.m{machines}.events_per_s",
+            row["events_per_s"],
+            "events/s",
+            note=f"busy backends {row['busy_backends_avg']}: {waits}",
+        )
+        results.add(f"fleetdb.m{machines}.slowest_commit", row["slowest_commit_s"], "s")
+        results.add(
+            f"fleetdb.m{machines}.lease_untrusted",
+            row["lease_untrusted"],
+            "lapses",
+            target="<= 0",
+            met=row["lease_untrusted"] == 0,
+            note="each would have closed a machine's events websocket",
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--machines", default="1,10,50")

@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/run.py [--only PART,...] [--quick] [--output FILE]
 
-Parts: views, ingest, provision, stream (no Asterisk); ari, lag, memory (the sandbox
+Parts: views, ingest, provision, stream, fleetdb (no Asterisk; fleetdb: the sandbox
+PostgreSQL); ari, lag, memory (the sandbox
 Asterisk: started if it is not running, and then stopped at the end of the run; they wait
 while e2e tests run; lag includes the wrk figures). Prints a table and writes
 bench/results.json (every figure by name).
@@ -25,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import asterisk, common  # noqa: E402
 
-PARTS = ("views", "ingest", "provision", "ari", "lag", "memory", "stream")
+PARTS = ("views", "ingest", "provision", "ari", "lag", "memory", "stream", "fleetdb")
 PREFIXES = {
     "views": ("views.",),
     "ingest": ("ingest.",),
@@ -34,6 +35,7 @@ PREFIXES = {
     "memory": ("memory.",),
     "provision": ("provision.",),
     "stream": ("stream.",),
+    "fleetdb": ("fleetdb.",),
 }
 
 
@@ -78,6 +80,10 @@ def run_part(name: str, results: common.Results, quick: bool) -> None:
         from bench import load
 
         load.run_lag(results, quick)
+    elif name == "fleetdb":
+        from bench import fleetdb
+
+        fleetdb.run(results, quick)
     elif name == "memory":
         from bench import memory
 

@@ -21,7 +21,10 @@ L = the last id the sequence handed out, *then* W = the virtual ids holding such
 - If W is empty, L is the horizon at once (the quiet case: one probe).
 
 A Horizon keeps, per engine in a process, the (L, W) pairs not yet settled and the highest L
-settled; each probe settles the pairs whose writers are gone. Heads only grow, every process
+settled; each probe settles the pairs whose writers are gone. Threads probe concurrently, so
+a probe only settles the pairs of probes that had returned before it was sent (by this
+process's monotonic clock): one sent earlier may have read pg_locks before a writer of a newer
+pair marked itself. Heads only grow, every process
 computes the same facts from the same database (so ids stay comparable across processes and
 hosts), and an entry whose id is below the head a reader already returned cannot commit later:
 its writer was in some W, which had ended before the head passed its L.
@@ -50,29 +53,33 @@ class Horizon:
 
     def __init__(self) -> None:
         self.head = 0
-        self.pending: list[tuple[int, frozenset[str]]] = []
+        self.pending: list[tuple[int, frozenset[str], float]] = []  # (L, W, probe returned)
         self._lock = threading.Lock()
 
-    def advance(self, last: int, writers: Iterable[str]) -> int:
-        """One probe: `last` read from the sequence, then `writers` from pg_locks. Returns the
-        head: every id <= it that will ever commit has committed."""
+    def advance(self, last: int, writers: Iterable[str], sent: float, back: float) -> int:
+        """One probe, sent and returned at `sent` and `back` (time.monotonic): `last` read from
+        the sequence, then `writers` from pg_locks. Returns the head: every id <= it that will
+        ever commit has committed."""
         active = frozenset(writers)
         with self._lock:
             if last < self.head:  # the sequence went back: a new database under the same URL
                 self.head, self.pending = 0, []
-            settled = [pair for pair in self.pending if not pair[1] & active]
-            for top, _ in settled:
-                self.head = max(self.head, top)
-            self.pending = [pair for pair in self.pending if pair[1] & active]
+            keep = []
+            for pair in self.pending:
+                if pair[2] < sent and not pair[1] & active:
+                    self.head = max(self.head, pair[0])
+                else:
+                    keep.append(pair)
+            self.pending = keep
             if not active:
                 self.head = max(self.head, last)
             elif last > self.head:
-                self.pending.append((last, active))
+                self.pending.append((last, active, back))
                 if len(self.pending) > MAX_PENDING:
-                    # Keep the older bound with both sets of writers: it settles later, never
-                    # wrongly.
-                    (top, a), (_, b) = self.pending[-2], self.pending.pop()
-                    self.pending[-1] = (top, a | b)
+                    # Keep the older bound with both sets of writers and the later return: it
+                    # settles later, never wrongly.
+                    (top, a, _), (_, b, t) = self.pending[-2], self.pending.pop()
+                    self.pending[-1] = (top, a | b, t)
             return self.head
 
     @property

@@ -199,8 +199,9 @@ def position(conn: Connection) -> Position:
     (pbxcontrol/db/horizon.py) and the data version that head plus the counter the triggers
     keep for writes without journal entries (pbxcontrol/db/dataversion.py)."""
     if conn.dialect.name == "postgresql":
+        sent = time.monotonic()
         last, writers, counted, pruned = conn.execute(_PROBE).one()
-        head = horizon.of(conn).advance(last, writers or ())
+        head = horizon.of(conn).advance(last, writers or (), sent, time.monotonic())
         return Position(head + (counted or 0), head, pruned or 0)
     values = {name: value for name, value in conn.execute(_POSITION)}
     return Position(
