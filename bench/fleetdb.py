@@ -126,25 +126,30 @@ def writer(url: str, machine: int, seconds: float, ready, go, out) -> None:
     status = Heartbeat(machine, f"machine {machine}", 5.0 / 3, lease.holder)
     legs = Machine(machine)
     ready.put(machine)
-    go.wait()
+    alive = getattr(lease, "progress", lambda: None)  # (the renewer renews while it is called)
+    while not go.wait(0.2):
+        alive()
     lapses = [0]
     watcher = threading.Thread(target=_watch, args=(lease, stopping, lapses), daemon=True)
-    watcher.start()
     entries = txs = 0
     slowest = 0.0
     end = time.monotonic() + seconds
     while time.monotonic() < end and not tx.lost:
+        alive()  # as MachineRecorder.record does
         changes = legs.batch()
         started = time.monotonic()
         done = _flush(tx, store, changes, machine)
         slowest = max(slowest, time.monotonic() - started)
         if done:
+            if not watcher.is_alive() and not txs:  # trusted from the first commit on
+                watcher.start()
             changes.committed()
             txs += 1
             entries += len(changes.inserts) + len(changes.updates) + len(changes.gone)
         status.beat(tx, entries)
     stopping.set()
-    watcher.join(5)
+    if watcher.is_alive():
+        watcher.join(5)
     if renewer is not None:
         renewer.join(5)
     out.put(

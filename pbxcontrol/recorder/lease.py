@@ -19,7 +19,8 @@ in flight have ended (then finds the lease renewed, or takes it and every later 
 epoch fails), while a renewal, which changes `renewed_at` only, waits for none of them. SQLite
 has one writer at a time: its fence is an UPDATE of the row, as before. The renewer renews only
 while the writer thread shows progress, or waits on the database or Asterisk for less than
-BUSY_SHARE x `takeover_seconds`: a writer that hangs still loses its lease.
+BUSY_SHARE x `takeover_seconds` (STALL_SHARE without progress): a writer that hangs still
+loses its lease.
 """
 
 from __future__ import annotations
@@ -62,9 +63,11 @@ POLL_SHARE = 0.1
 #: The holder trusts its lease for this share of the expiry after the start of its last
 #: successful renewal (its own clock may run a little faster than the database's).
 LOCAL_SHARE = 0.9
-#: A writer waiting this share of `takeover_seconds` on one call (a commit, a lock, Asterisk's
-#: REST API) is taken for hung: its lease is no longer renewed.
-BUSY_SHARE = 6.0
+#: A writer that shows no progress for this share of `takeover_seconds` (it marks each event
+#: it applies), or waits BUSY_SHARE of it on one call (a commit, a lock, Asterisk's REST API),
+#: is taken for hung: its lease is no longer renewed. Not less: a recorder starved of CPU (a
+#: busy host) is alive, and must not lose its lease for applying a batch slowly.
+STALL_SHARE, BUSY_SHARE = 1.0, 6.0
 
 
 class LeaseLost(Exception):
@@ -115,6 +118,7 @@ class Lease:
         self.wanted = threading.Event()  # the renewer renews at once when set
         self._progress_at = 0.0  # monotonic: the writer's last sign of life
         self._busy_since: float | None = None  # monotonic: the writer waits on a call since
+        self._revoked = False  # a renewal found another epoch
 
     @property
     def expiry(self) -> float:
@@ -134,6 +138,22 @@ class Lease:
         """Held, and renewed recently enough that no standby can have taken it yet: the
         reader connects to ARI only then (a hung or cut-off holder closes its websocket)."""
         return self.epoch is not None and time.monotonic() < self._valid_until
+
+    def doubted_for(self) -> float:
+        """Seconds since the lease stopped being trusted (0 while it is): renewals late (a
+        starved host, a slow database) or failing (no database)."""
+        if self.epoch is None:
+            return float("inf")
+        return max(0.0, time.monotonic() - self._valid_until)
+
+    def revoke(self) -> None:
+        """A renewal found another epoch: the lease is gone (the writer's next fence says so)."""
+        self._valid_until = 0.0
+        self._revoked = True
+
+    @property
+    def revoked(self) -> bool:
+        return self._revoked
 
     def confirmed(self, started: float) -> None:
         """A fenced transaction begun at `started` (monotonic) has committed."""
@@ -166,11 +186,12 @@ class Lease:
         now, busy = time.monotonic(), self._busy_since
         if busy is not None:
             return now - busy < self.takeover * BUSY_SHARE
-        return now - self._progress_at < self.expiry
+        return now - self._progress_at < self.takeover * STALL_SHARE
 
     def forget(self) -> None:
         self.epoch = None
         self._valid_until = 0.0
+        self._revoked = False
 
     # -- SQL, each in the caller's transaction --------------------------------------------
     def try_acquire(self, session: Session) -> bool:

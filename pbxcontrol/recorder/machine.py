@@ -81,6 +81,7 @@ class MachineRecorder:
             self.status,
             self.standby.may_connect,
             self.standby.replaced,
+            self.standby.may_keep,
             self.stopping,
             self.name,
         )
@@ -177,6 +178,7 @@ class MachineRecorder:
             except queue.Empty:
                 pass
             for item in batch:
+                self.lease.progress()
                 self._handle(item)
             if self.tx.refused:
                 self._resync()

@@ -73,8 +73,7 @@ class Renewer:
             self.renewals += 1
             self.lease.confirmed(started)
         else:
-            self.lease.suspect()  # another epoch holds it: the reader closes at once
-            self.lease.wanted.clear()
+            self.lease.revoke()  # another epoch holds it: the reader closes at once
         return held
 
     def _update(self, session: Session, epoch: int) -> bool:
