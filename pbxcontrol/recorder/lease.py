@@ -156,7 +156,7 @@ class Lease:
         return self._revoked
 
     def confirmed(self, started: float) -> None:
-        """A fenced transaction begun at `started` (monotonic) has committed."""
+        """A renewal begun at `started` (monotonic) has committed (recorder/renewer.py)."""
         if self.epoch is not None and started > self._suspected_at:
             self._valid_until = max(self._valid_until, started + self.expiry * LOCAL_SHARE)
 

@@ -64,7 +64,6 @@ class MachineRecorder:
         self.live = self._new_live()
         holder = holder or holder_name()
         self.lease = Lease(machine, holder, takeover, self.name)
-        # The heartbeat renews the lease too: at least every third of the takeover time.
         self.status = Heartbeat(machine, self.name, min(heartbeat, takeover / 3), holder)
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.stopping = threading.Event()
@@ -86,9 +85,8 @@ class MachineRecorder:
             self.name,
         )
         self._threads: list[threading.Thread] = []
-        self._needs_reconcile = False
         self._reader_done = threading.Event()
-        self._next_sweep = float("inf")
+        self._needs_reconcile, self._next_sweep = False, float("inf")
 
     @property
     def received(self) -> int:
