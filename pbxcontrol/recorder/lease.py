@@ -244,9 +244,10 @@ class Lease:
             ignore = pg_insert(MACHINES).on_conflict_do_nothing()
         session.execute(ignore.values(id=self.machine, name=name))
 
-    def fence(self, session: Session) -> None:
-        """Renew the lease as the first statement of a write transaction; LeaseLost when
-        it belongs to another epoch (the caller's transaction must roll back)."""
+    def fence(self, session: Session) -> bool:
+        """Check the lease as the first statement of a write transaction; LeaseLost when
+        it belongs to another epoch (the caller's transaction must roll back). True when the
+        fence renewed it too (SQLite's UPDATE: `confirmed` once the transaction commits)."""
         if self.epoch is None:
             raise LeaseLost(f"{self.name}: not holding the lease")
         params: dict[str, Any] = {"f_machine": self.machine, "f_epoch": self.epoch}
@@ -266,6 +267,7 @@ class Lease:
                 f"{self.name}: lost the lease (epoch {lost}) to "
                 + (f"{row.holder or 'nobody'} (epoch {row.epoch})" if row else "nobody")
             )
+        return session.get_bind().dialect.name != "postgresql"
 
     def release(self, session: Session) -> None:
         """Give the lease up at a clean stop: a standby takes it at once."""

@@ -69,10 +69,11 @@ class Transactions:
         """`work(session)` in one transaction; its result, or None when it did not commit."""
         if fenced and self.lost:
             return None
+        started, renewed = time.monotonic(), False
         try:
             with self.lease.busy(), self.sessions.begin() as session:
                 if fenced:
-                    self.lease.fence(session)
+                    renewed = self.lease.fence(session)
                 no_autocheckpoint(session.connection())  # SQLite: checkpoint.py says why
                 result = work(session)
         except LeaseLost as exc:
@@ -82,6 +83,8 @@ class Transactions:
         except SQLAlchemyError as exc:
             self._failed(exc, what)
             return None
+        if renewed:  # SQLite: its fence renews (the renewer waits for this writer's lock)
+            self.lease.confirmed(started)
         self.refusals = 0
         if self.failing_since is not None:
             log.info(
