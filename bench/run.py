@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/run.py [--only PART,...] [--quick] [--output FILE]
 
-Parts: views, ingest, provision, stream, fleetdb (no Asterisk; fleetdb: the sandbox
+Parts: views, ingest, provision, stream, fleet, blast, fleetdb (no Asterisk; fleet starts a
+PostgreSQL of its own, `--machines 1,10,50 --minutes 3` its sizes; fleetdb uses the sandbox
 PostgreSQL); ari, lag, memory (the sandbox
 Asterisk: started if it is not running, and then stopped at the end of the run; they wait
 while e2e tests run; lag includes the wrk figures). Prints a table and writes
@@ -26,7 +27,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench import asterisk, common  # noqa: E402
 
-PARTS = ("views", "ingest", "provision", "ari", "lag", "memory", "stream", "fleetdb")
+PARTS = (
+    *("views", "ingest", "provision", "ari", "lag", "memory", "stream", "fleet", "blast"),
+    "fleetdb",
+)
 PREFIXES = {
     "views": ("views.",),
     "ingest": ("ingest.",),
@@ -35,6 +39,8 @@ PREFIXES = {
     "memory": ("memory.",),
     "provision": ("provision.",),
     "stream": ("stream.",),
+    "fleet": ("fleet.",),
+    "blast": ("blast.",),
     "fleetdb": ("fleetdb.",),
 }
 
@@ -59,8 +65,17 @@ def machine() -> dict[str, object]:
     }
 
 
-def run_part(name: str, results: common.Results, quick: bool) -> None:
-    if name == "views":
+def run_part(name: str, results: common.Results, quick: bool, args=None) -> None:
+    if name == "fleet":
+        from bench import fleet
+
+        machines = [int(m) for m in (args.machines if args else "1,10,50").split(",")]
+        fleet.run(results, quick, machines, args.minutes if args else None)
+    elif name == "blast":
+        from bench import blast
+
+        blast.run(results, quick)
+    elif name == "views":
         from bench import views
 
         views.run(results, quick)
@@ -94,13 +109,13 @@ def run_part(name: str, results: common.Results, quick: bool) -> None:
         live.run_ari(results, quick)
 
 
-def run_parts(parts: list[str], results: common.Results, quick: bool) -> list[str]:
+def run_parts(parts: list[str], results: common.Results, quick: bool, args=None) -> list[str]:
     failed = []
     for part in parts:
         print(f"== {part}", flush=True)
         started = time.perf_counter()
         try:
-            run_part(part, results, quick)
+            run_part(part, results, quick, args)
         except Exception as exc:  # one broken part must not lose the others' figures
             traceback.print_exc()
             failed.append(f"{part}: {exc}")
@@ -119,6 +134,12 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, shorter runs")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results.json"))
+    parser.add_argument(
+        "--machines", default="1,10,50", help="fleet: the numbers of stand-in machines to run"
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=None, help="fleet: the busy hour's measured minutes"
+    )
     args = parser.parse_args()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
@@ -133,7 +154,7 @@ def main() -> int:
         commit=_commit(),
     )
     try:
-        failed = run_parts(parts, results, args.quick)
+        failed = run_parts(parts, results, args.quick, args)
     finally:
         asterisk.release()
     results.info["failed"] = failed

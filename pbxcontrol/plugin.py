@@ -105,7 +105,7 @@ class PluginContext:
     config: dict[str, str]  # the [plugin:NAME] section, if any
     log: logging.Logger
     _engine: Engine
-    _add: Callable[[str, Handler, Iterable[str]], None]
+    _add: Callable[..., None]  # JsonApi.add: (path, handler, privileges, *, read)
     _channels: Channels | None = None
     _add_stream: Callable[[str, StreamOpener, Iterable[str]], None] | None = None
     _add_static: Callable[[str, Path], None] | None = None
@@ -119,10 +119,14 @@ class PluginContext:
             raise PluginError(f"plugin {self.name!r}: this process controls no channels")
         return self._channels
 
-    def add_api_function(self, path: str, handler: Handler, privileges: Iterable[str]) -> None:
+    def add_api_function(
+        self, path: str, handler: Handler, privileges: Iterable[str], *, read: bool = False
+    ) -> None:
         """Serve `handler` at /api/json/<path>/ behind auth, the privilege check (the caller
-        needs one of `privileges`) and the envelope."""
-        self._add(path, handler, privileges)
+        needs one of `privileges`) and the envelope. `read=True`: it only reads (changes
+        nothing), so a token of scope `read` (a wallboard's) may call it too; otherwise such a
+        token gets 402. Stream functions are all read-only."""
+        self._add(path, handler, privileges, read=read)
 
     def add_static(self, prefix: str, directory: Path) -> None:
         """Serve the files in `directory` (a folder of the plugin's package) at /<prefix>/,

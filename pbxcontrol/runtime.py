@@ -16,10 +16,12 @@ from pbxcontrol import config as config_mod
 from pbxcontrol import logs, plugin
 from pbxcontrol.ari.control import AriChannels
 from pbxcontrol.auth import login as user_login
+from pbxcontrol.auth import tickets as stream_tickets
 from pbxcontrol.auth.authenticator import Authenticator
+from pbxcontrol.auth.keys import ensure_key, key_reader
 from pbxcontrol.auth.proxy import ClientAddress
 from pbxcontrol.auth.throttle import LoginThrottle
-from pbxcontrol.auth.tokens import TokenSigner, ensure_key, load_key
+from pbxcontrol.auth.tokens import TokenSigner
 from pbxcontrol.config import Config
 from pbxcontrol.db import migrate
 from pbxcontrol.db.commits import CommitSignal
@@ -194,6 +196,7 @@ def build_api(
     authenticator = Authenticator(throttle, tokens=signer)
     api = JsonApi(engine, authenticator, observe) if observe else JsonApi(engine, authenticator)
     user_login.register(api, signer)
+    stream_tickets.register(api)
     # REST-only ARI clients for call control (pbxcontrol.ari.control), to every machine.
     channels = AriChannels.from_config(config.machines)
     # One for every plugin: their journal followers go to the stream hub (None: the CLI tools).
@@ -220,13 +223,15 @@ def build_api(
 
 
 def token_signer(config: Config, engine: Engine) -> TokenSigner:
-    """Tokens signed with the installation's key, read once: every process and host of the
-    database verifies every token. A key replaced in the database takes effect at restart."""
-    with engine.connect() as conn:
-        key = load_key(conn)
-    if key is None:
-        raise StartupError("the database has no token signing key: run `pbxcontrol initdb`")
-    return TokenSigner(key, config.token_lifetime)
+    """Tokens signed with the installation's newest key, verified with any of its keys: every
+    process and host of the database verifies every token. The keys are read again every few
+    seconds, so a rotation (`pbxcontrol rotate-token-key`) needs no restart."""
+    try:
+        return TokenSigner(key_reader(engine), config.token_lifetime)
+    except ValueError:
+        raise StartupError(
+            "the database has no token signing key: run `pbxcontrol initdb`"
+        ) from None
 
 
 def initdb(config: Config) -> str:

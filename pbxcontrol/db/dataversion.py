@@ -12,7 +12,7 @@ On PostgreSQL that row would be the one every recorder transaction updates, its 
 the first leg written to the commit: fifty machines queued on it (issue 21). There the version
 is the change journal's head (pbxcontrol/db/journal.py, its commit-ordered horizon) plus the
 counter: a transaction that journals its leg changes (`pbx_journal_append` sets
-`pbxcontrol.journalled`) moves the head and leaves the row alone (migration 0014); every other
+`pbxcontrol.journalled`) moves the head and leaves the row alone (migration 0015); every other
 write to the four tables (provisioning, an operator's `psql`) bumps the row as before. Both
 parts only grow, so their sum only grows, and it grows with every committed change once the
 head has passed it (the head is where readers look: the journal's entries up to it).

@@ -5,7 +5,7 @@ without waiting, in the order they are asked for, not in the order their transac
 ids 10 and 11 can commit 11 first. A reader that passed 11 would never see 10. So a reader only
 goes up to a *horizon*: an id below which every id that will ever commit has committed.
 
-**How a reader knows one.** Every writer (`pbx_journal_append`, migration 0014), in its
+**How a reader knows one.** Every writer (`pbx_journal_append`, migration 0015), in its
 transaction, first takes a shared advisory lock of the class JOURNAL_CLASS (shared: writers
 never wait for each other), then its ids. The lock shows in `pg_locks` under the transaction's
 virtual id until the transaction ends. A reader (`pbx_journal_probe`, one call) reads

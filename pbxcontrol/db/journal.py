@@ -10,7 +10,7 @@ that has seen id N never later sees a smaller id commit (SPEC §8: a stream's La
 resumes exactly).
 
 - PostgreSQL: ids come from the sequence `leg_changes_ids`, which hands them out at once, in
-  no particular commit order; one call (`pbx_journal_append`, migration 0014) marks the
+  no particular commit order; one call (`pbx_journal_append`, migration 0015) marks the
   transaction as a journal writer, takes the ids and inserts the entries. Readers read only up
   to a commit-ordered horizon, below which every id that will ever commit has committed
   (pbxcontrol/db/horizon.py has the argument). Nothing is shared between writers but the

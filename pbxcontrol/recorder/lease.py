@@ -13,7 +13,7 @@ lease (hung, cut off, or started twice by mistake) commits nothing.
 write transactions ran past the lease, and recorders closed their websockets). The holder
 renews on a connection and thread of its own (pbxcontrol/recorder/renewer.py), and trusts the
 lease by its renewals, not by its data commits. On PostgreSQL the fence is `SELECT ... FOR KEY
-SHARE` of the machine's row, and `(id, epoch)` is unique (migration 0014), so the epoch is a key
+SHARE` of the machine's row, and `(id, epoch)` is unique (migration 0015), so the epoch is a key
 column: a taker's CAS, which changes the epoch, waits until the holder's fenced transactions
 in flight have ended (then finds the lease renewed, or takes it and every later fence of the old
 epoch fails), while a renewal, which changes `renewed_at` only, waits for none of them. SQLite

@@ -250,7 +250,7 @@ class Hub:
         verdicts: dict[tuple, bool] = {}
         for stream in list(self.fanout.streams.values()):
             opened = stream.opened
-            who = (opened.path, tuple(sorted(opened.credentials.items())))
+            who = (opened.path, tuple(sorted(opened.credentials.items())), opened.grant)
             if who not in verdicts:
                 verdicts[who] = self.api.recheck(conn, opened)
             if not verdicts[who] or (

@@ -16,10 +16,12 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
+from pbxcontrol.auth import tickets
 from pbxcontrol.auth.authenticator import Caller
+from pbxcontrol.auth.tokens import Claims
 from pbxcontrol.db.journal import Entry
 from pbxcontrol.http import envelope, params
-from pbxcontrol.http.api import JsonApi
+from pbxcontrol.http.api import JsonApi, check_privileges
 from pbxcontrol.http.envelope import ApiError
 from pbxcontrol.streams.slots import PersonSlots
 
@@ -29,6 +31,8 @@ access_log = logging.getLogger("pbxcontrol.access")
 PREFIX = "/api/stream/"
 #: Parameters that are the caller's credentials: kept (in memory) to re-check them.
 CREDENTIALS = ("auth_username", "auth_password", "auth_token")
+TICKET = "ticket"  # a one-use ticket from stream/ticket, instead of credentials
+TICKET_AND = "give a ticket or credentials, not both"
 
 Event = tuple[int, str, bytes]  # (id, event name, data)
 
@@ -66,6 +70,8 @@ class Opened:
     credentials: dict[str, str]
     last_event_id: int | None
     started: float = field(default_factory=time.monotonic)
+    #: Opened with a ticket: whom it was issued to, re-checked like a token (no password).
+    grant: Claims | None = None
 
 
 @dataclass
@@ -117,12 +123,26 @@ class StreamApi:
         values = params.parse(query)
         resume = last_event_id or values.pop("last_event_id", "")
         credentials = {k: values[k] for k in CREDENTIALS if k in values}  # auth removes them
-        caller, view = self.api.run(function, values, address, None)
+        grant = caller = None
+        if TICKET in values:
+            grant, caller = self._use_ticket(values.pop(TICKET), bool(credentials))
+        caller, view = self.api.run(function, values, address, caller)
         if full:
             raise ApiError(429, [("", "Too many live streams on this server.")])
         if not self.slots.acquire(caller.username):
             raise ApiError(429, [("", "Too many live streams for this person.")])
-        return Opened(name, caller, view, credentials, _event_id(resume))
+        return Opened(name, caller, view, credentials, _event_id(resume), grant=grant)
+
+    def _use_ticket(self, ticket: str, credentials: bool) -> tuple[Claims, Caller]:
+        """The ticket used up (in a transaction of its own: any attempt uses it, whatever
+        the opening then answers) and the person it was issued to, checked as a token is."""
+        if credentials:
+            raise ApiError.invalid(TICKET, TICKET_AND)
+        with self.api.engine.begin() as conn:
+            grant = tickets.consume(conn, ticket)
+            if grant is None:
+                raise ApiError(401, [("", tickets.USED)])
+            return grant, self.api.authenticator.check_claims(conn, grant)
 
     def recheck(self, conn: Connection, opened: Opened) -> bool:
         """Whether the stream's person may still use it: credentials, privileges, token."""
@@ -130,7 +150,11 @@ class StreamApi:
             return False
         try:
             function = self.api.find(opened.path, stream=True)
-            caller = self.api.authorize(conn, function, dict(opened.credentials), "")
+            if opened.grant is not None:  # opened with a ticket: its person, as a token's
+                caller = self.api.authenticator.check_claims(conn, opened.grant)
+                check_privileges(function, caller)
+            else:
+                caller = self.api.authorize(conn, function, dict(opened.credentials), "")
         except ApiError:
             return False
         return caller.customer_id == opened.caller.customer_id

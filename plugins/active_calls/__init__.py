@@ -31,11 +31,12 @@ def setup(ctx: PluginContext) -> None:
         "calls/active/list",
         functools.partial(list_active_calls, journal=ctx.journal, cache=cache, view=view),
         PRIVILEGES,
+        read=True,
     )
     ctx.add_stream_function("calls/active/list", open_stream, PRIVILEGES)
     hangups = Hangups(ctx.channels, _whole_number(ctx, "hangups_per_minute", "30"), ctx.log)
     ctx.add_api_function("calls/hangup", hangups, HANGUP_PRIVILEGES)
-    ctx.add_api_function("calls/active/scopes", scopes, PRIVILEGES)
+    ctx.add_api_function("calls/active/scopes", scopes, PRIVILEGES, read=True)
     ctx.add_static("wallboard", WALLBOARD)
 
 

@@ -16,15 +16,15 @@ they are).
   each fenced by `FOR KEY SHARE` of its row, while the holder's renewal (`renewed_at` only)
   does not (pbxcontrol/recorder/lease.py).
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-06
 """
 
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
