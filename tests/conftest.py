@@ -118,6 +118,12 @@ def database(request) -> str:
     return request.param
 
 
+def postgresql_only(reason: str):
+    """For a test about PostgreSQL itself (`reason` says why): it runs on PostgreSQL alone."""
+    assert reason
+    return pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+
+
 def sqlite_only(reason: str):
     """For a test about SQLite itself (`reason` says why): it runs on SQLite alone."""
     assert reason

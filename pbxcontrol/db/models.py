@@ -41,14 +41,17 @@ class Machine(Base):
       (`lease.EXPIRY_SHARE`) is dead, hung or cut off: its lease is expired, a standby takes it.
     - `epoch`: the fencing token, +1 at each takeover; every write of the holder checks it in
       its own transaction, so only the current epoch writes.
-    - `renewed_at`: the DATABASE's clock (Unix seconds) at the holder's last write; compare
+    - `renewed_at`: the DATABASE's clock (Unix seconds) at the holder's last renewal; compare
       it with the database's now (`db.clock.db_now`), not a process's clock.
+    - `(id, epoch)` is unique (migration 0016): that makes the epoch a key column, so on
+      PostgreSQL a takeover waits for the holder's fenced writes and a renewal does not.
     - `connected`: the holder's ARI websocket is up (written at once when it comes or goes).
     - `last_event_at`: the holder's clock (Unix seconds) at the last websocket message.
     - `heartbeat_at`: the holder's clock at its last status write (`pbxcontrol status`).
     """
 
     __tablename__ = "machines"
+    __table_args__ = (Index("ux_machines_id_epoch", "id", "epoch", unique=True),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     name: Mapped[str] = _s()
     startup_time: Mapped[str] = _s(64)  # as /asterisk/info reports it; a change = restart

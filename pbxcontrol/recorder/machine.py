@@ -22,6 +22,7 @@ from pbxcontrol.recorder.lease import Lease
 from pbxcontrol.recorder.live import LiveLegs
 from pbxcontrol.recorder.provisioned import ProvisionedCache
 from pbxcontrol.recorder.reader import CONNECTED, DISCONNECTED, REPLACED, EventReader
+from pbxcontrol.recorder.renewer import Renewer
 from pbxcontrol.recorder.retention import Retention
 from pbxcontrol.recorder.standby import Standby
 from pbxcontrol.recorder.status import Heartbeat, holder_name
@@ -63,7 +64,6 @@ class MachineRecorder:
         self.live = self._new_live()
         holder = holder or holder_name()
         self.lease = Lease(machine, holder, takeover, self.name)
-        # The heartbeat renews the lease too: at least every third of the takeover time.
         self.status = Heartbeat(machine, self.name, min(heartbeat, takeover / 3), holder)
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.stopping = threading.Event()
@@ -73,19 +73,20 @@ class MachineRecorder:
         self.on_commit: Callable[[], None] = on_commit or (lambda: None)
         self.tx = Transactions(sessions, self.lease, self.name, self.stopping, Pulse())
         self.standby = Standby(self, self.lease, self.tx, self.status, self.stopping, self.name)
+        self.renewer = Renewer(sessions, self.lease, self.stopping)
         self.reader = EventReader(
             ari,
             self.queue,
             self.status,
             self.standby.may_connect,
             self.standby.replaced,
+            self.standby.may_keep,
             self.stopping,
             self.name,
         )
         self._threads: list[threading.Thread] = []
-        self._needs_reconcile = False
         self._reader_done = threading.Event()
-        self._next_sweep = float("inf")
+        self._needs_reconcile, self._next_sweep = False, float("inf")
 
     @property
     def received(self) -> int:
@@ -104,7 +105,11 @@ class MachineRecorder:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
-        roles = [(self.reader.run, "reader"), (self.standby.run, "writer")]
+        roles = [
+            (self.reader.run, "reader"),
+            (self.standby.run, "writer"),
+            (self.renewer.run, "lease"),
+        ]
         checkpointer = Checkpointer(self.tx.sessions, self.stopping, self.name)
         if checkpointer.needed():
             roles.append((checkpointer.run, "checkpoints"))
@@ -166,6 +171,7 @@ class MachineRecorder:
     def record(self) -> None:
         """Record until stopped (drain what was read) or the lease is lost."""
         while not self.tx.lost and not (self._reader_done.is_set() and self.queue.empty()):
+            self.lease.progress()  # the renewer renews for a writer that goes round
             timeout = max(0.0, min(self._next_sweep - time.monotonic(), self.status.interval, 0.5))
             batch: list[Any] = []
             try:
@@ -176,6 +182,7 @@ class MachineRecorder:
             except queue.Empty:
                 pass
             for item in batch:
+                self.lease.progress()
                 self._handle(item)
             if self.tx.refused:
                 self._resync()
@@ -189,7 +196,7 @@ class MachineRecorder:
                     self.prune_history()
                 self._sync()
             self.flush()
-            self.status.beat(self.tx, self.received)  # renews the lease when nothing else did
+            self.status.beat(self.tx, self.received)
 
     # -- writer: recording while holding -------------------------------------------------
     def _handle(self, item: Any) -> None:
@@ -242,8 +249,9 @@ class MachineRecorder:
     def _reconcile(self) -> bool:
         sent, before = self.received, set(self.live.legs)
         try:
-            info = self.ari.info()
-            channels = self.ari.channels()
+            with self.lease.busy():  # 20,000 channels take a while: still alive
+                info = self.ari.info()
+                channels = self.ari.channels()
             live, ended = self.live.reconcile(info, channels, sent, time.time())
         except AriError as exc:
             log.warning("%s: reconcile failed (%s); will retry", self.name, exc)
@@ -262,16 +270,19 @@ class MachineRecorder:
     def flush(self, machine_row: bool = False) -> bool:
         """Write what was applied since the last commit; False when it did not commit."""
 
-        def write(session: Session) -> Callable[[], None]:
-            done = store.flush(self.live, session)
-            if machine_row:
-                store.mark_synced(session, self.machine, self.name, self.live.startup_time or "")
-            return done
+        changes = self.live.changes()
+        batch = store.prepare(changes, self.machine)  # before the transaction begins
+        startup = self.live.startup_time or ""
 
-        done = self.tx.run(write, "writing legs")
-        if done is None:
+        def write(session: Session) -> bool:
+            store.write_prepared(batch, session)
+            if machine_row:  # last: the renewal waits for the row's lock until the commit
+                store.mark_synced(session, self.machine, self.name, startup)
+            return True
+
+        if self.tx.run(write, "writing legs") is None:
             return False
-        done()
+        changes.committed()
         self.status.committed()
         self.on_commit()
         return True

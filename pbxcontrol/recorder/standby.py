@@ -82,10 +82,23 @@ class Standby:
 
     # -- the reader thread asks -----------------------------------------------------------
     def may_connect(self) -> bool:
+        """Open the websocket: only while the lease is held and trusted."""
         return (
             self.holding.is_set()
             and self.lease.valid()
             and time.monotonic() >= self._replaced_until
+        )
+
+    def may_keep(self) -> bool:
+        """Keep an open websocket: while the lease is held, not known lost, and not in doubt
+        for longer than `takeover_seconds` (renewals late on a starved host or a slow
+        database). Closing it at the first doubt lost the events in flight (issue 21); keeping
+        it is safe: nothing is written without the fence, and a standby that took the lease
+        connects, which makes Asterisk replace this websocket (ApplicationReplaced)."""
+        return (
+            self.holding.is_set()
+            and not self.lease.revoked
+            and self.lease.doubted_for() < self.lease.takeover
         )
 
     def replaced(self) -> None:

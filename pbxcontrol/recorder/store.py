@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, and_, bindparam, delete, insert, select, update
@@ -41,30 +42,56 @@ DELETE_LEGS = delete(LEGS).where(
 )
 
 
-def write(changes: Changes, machine: int, session: Session) -> None:
+@dataclass(frozen=True)
+class Batch:
+    """One transaction's writes, their parameters built before it begins (a transaction that
+    waits for Python holds its locks for nothing, and PostgreSQL ends one idle too long)."""
+
+    machine: int
+    changes: Changes
+    updates: list[dict[str, Any]]
+    gone: list[dict[str, Any]]
+
+
+def prepare(changes: Changes, machine: int) -> Batch:
+    """The parameters of `write_prepared`, built outside any transaction."""
+    updates = [
+        {**r, "b_machine": r["machine"], "b_uniqueid": r["uniqueid"]} for r in changes.updates
+    ]
+    gone = [{"b_machine": machine, "b_uniqueid": uid} for uid in changes.gone]
+    return Batch(machine, changes, updates, gone)
+
+
+def write_prepared(batch: Batch, session: Session) -> None:
     """Insert new legs, update changed ones, move ended ones to the history, in `session`;
     and the change journal's entries for them, in the same transaction (pbxcontrol.db.journal:
-    their scope keys before, read first, and after)."""
+    their scope keys before, and after). On PostgreSQL the entries come first, reading the keys
+    before in the same call (one round trip, and the data version's trigger then leaves the
+    legs to the journal: pbxcontrol/db/dataversion.py); on SQLite after, as read first."""
     conn = session.connection()
-    changed = [r["uniqueid"] for r in changes.updates] + changes.gone
-    before = journal.scope_keys(conn, machine, changed)
+    changes, machine = batch.changes, batch.machine
+    journalled = changes.inserts + changes.updates
+    first = conn.dialect.name == "postgresql"
+    if first:
+        journal.record_legs(conn, machine, journalled, changes.gone)
+    else:
+        changed = [r["uniqueid"] for r in changes.updates] + changes.gone
+        before = journal.scope_keys(conn, machine, changed)
     if changes.inserts:
         conn.execute(INSERT_LEGS, changes.inserts)
-    if changes.updates:
-        conn.execute(
-            UPDATE_LEGS,
-            [
-                {**r, "b_machine": r["machine"], "b_uniqueid": r["uniqueid"]}
-                for r in changes.updates
-            ],
-        )
+    if batch.updates:
+        conn.execute(UPDATE_LEGS, batch.updates)
     if changes.ended:
         conn.execute(INSERT_HISTORY, changes.ended)
-    if changes.gone:
-        conn.execute(
-            DELETE_LEGS, [{"b_machine": machine, "b_uniqueid": uid} for uid in changes.gone]
-        )
-    journal.record_legs(conn, machine, changes.inserts + changes.updates, changes.gone, before)
+    if batch.gone:
+        conn.execute(DELETE_LEGS, batch.gone)
+    if not first:
+        journal.record_legs(conn, machine, journalled, changes.gone, before)
+
+
+def write(changes: Changes, machine: int, session: Session) -> None:
+    """`write_prepared` of `prepare`, in one go."""
+    write_prepared(prepare(changes, machine), session)
 
 
 def flush(live: LiveLegs, session: Session) -> Callable[[], None]:

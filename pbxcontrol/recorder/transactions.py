@@ -47,11 +47,13 @@ def describe(exc: SQLAlchemyError) -> str:
 
 class Transactions:
     """Runs one unit of work per transaction for one machine's writer thread. Fenced work
-    starts with the lease's fence. The outcome of the last run is in the flags: `lost` (the
-    lease is gone: stop recording), `refused` (the database refused the write as a bug:
-    resync from the database and Asterisk instead of retrying it), `back` (the database
-    answers again after an outage: resync). Its pauses between tries are the writer's waits
-    (`pulse`: the watchdog counts them as idle, pbxcontrol.liveness)."""
+    starts with the lease's fence; the lease is renewed elsewhere (recorder/renewer.py) while
+    the writer is alive (`Lease.busy`: it waits on the database meanwhile). The outcome of the
+    last run is in the flags: `lost` (the lease is gone: stop recording), `refused` (the
+    database refused the write as a bug: resync from the database and Asterisk instead of
+    retrying it), `back` (the database answers again after an outage: resync). Its pauses
+    between tries are the writer's waits (`pulse`: the watchdog counts them as idle,
+    pbxcontrol.liveness)."""
 
     def __init__(
         self,
@@ -76,11 +78,11 @@ class Transactions:
         """`work(session)` in one transaction; its result, or None when it did not commit."""
         if fenced and self.lost:
             return None
-        started = time.monotonic()
+        started, renewed = time.monotonic(), False
         try:
-            with self.sessions.begin() as session:
+            with self.lease.busy(), self.sessions.begin() as session:
                 if fenced:
-                    self.lease.fence(session)
+                    renewed = self.lease.fence(session)
                 no_autocheckpoint(session.connection())  # SQLite: checkpoint.py says why
                 result = work(session)
         except LeaseLost as exc:
@@ -90,7 +92,7 @@ class Transactions:
         except SQLAlchemyError as exc:
             self._failed(exc, what)
             return None
-        if fenced:
+        if renewed:  # SQLite: its fence renews (the renewer waits for this writer's lock)
             self.lease.confirmed(started)
         self.refusals = 0
         if self.failing_since is not None:

@@ -3,8 +3,10 @@ the change journal and writes the events, so an open stream costs a socket and a
 — not a thread, nor a waitress channel in its socket loop.
 
 The thread sleeps in one epoll set (pbxcontrol.streams.outlet) of the streams' sockets and a
-wake-up pipe. Each round: read the journal's head (SQLite: every `poll` seconds; PostgreSQL:
-woken by NOTIFY, and every second anyway), read the new entries once, and hand them to each
+wake-up pipe. Each round: read the journal's head (every `poll` seconds, at once after a commit
+of a writer in this process, and on PostgreSQL soon again while the head waits for writers in
+flight: pbxcontrol/db/horizon.py; recorders do not NOTIFY, whose commits PostgreSQL
+serialises), read the new entries once, and hand them to each
 *group* — the streams with the same view key (caller scope + parameters) share one view, so
 one query serves them all — then queue the group's events, encoded once, on each of its
 streams (the same bytes object, not a copy per stream) and send them at once without
@@ -40,6 +42,9 @@ log = logging.getLogger("pbxcontrol.http")
 KEEPALIVE = 10.0  # seconds between comment lines (the contract: at most 15)
 RECHECK = 30.0  # seconds between re-checks of each stream's person (the contract: 60)
 BATCH = 5000  # journal entries read per round at most
+#: PostgreSQL: seconds between rounds, and while the head settles (writers in flight). A round
+#: is one call (pbx_journal_probe) when nothing changed.
+PG_POLL, PG_SETTLE = 0.05, 0.01
 #: The GIL's switch interval in a process with a hub (Python's default is 5 ms): a request
 #: thread waiting for the GIL while the hub fans a change out waits at most this long, at
 #: each of the several times a request takes the GIL back after I/O.
@@ -70,7 +75,7 @@ class Hub:
         gauge); `commits`, the writers of this process, wake the hub after each commit."""
         self.engine = engine
         self.api = streams
-        self.poll = poll if engine.dialect.name != "postgresql" else 1.0
+        self.poll = poll if engine.dialect.name != "postgresql" else PG_POLL
         self.position = 0  # the last journal id every group has been brought to
         self.pruned = 0
         self.groups: dict[Any, Group] = {}
@@ -145,7 +150,8 @@ class Hub:
                 if woken or time.monotonic() >= due:
                     due = time.monotonic() + self.poll
                     try:
-                        self._round()
+                        if self._round():
+                            due = min(due, time.monotonic() + PG_SETTLE)
                         self.counted(self.count)
                     except Exception:
                         log.exception("stream hub: round failed; retrying")
@@ -155,9 +161,11 @@ class Hub:
                 self.fanout.close(stream)
             self.fanout.poller.close()
 
-    def _round(self) -> None:
+    def _round(self) -> bool:
+        """One round; True when the journal's head waits for writers in flight."""
         with self.engine.connect() as conn:
             last, self.pruned = journal.head(conn)
+            settling = journal.settling(conn)
             if last > self.position:
                 upto = min(last, self.position + BATCH)
                 self._advance(conn, journal.since(conn, self.position, upto), upto)
@@ -178,6 +186,7 @@ class Hub:
         if time.monotonic() >= self._last_keepalive + KEEPALIVE:
             self._last_keepalive = time.monotonic()
             self.fanout.keepalive(KEEPALIVE)
+        return settling
 
     def _follow(self, conn: Connection) -> None:
         for follower in self.api.followers:
@@ -291,7 +300,8 @@ class Hub:
                 del self.groups[key]
 
     def _listen(self) -> None:
-        """PostgreSQL: wake the hub on every NOTIFY of a commit with journal entries."""
+        """PostgreSQL: wake the hub on every NOTIFY on the journal's channel (recorders do not
+        send one: the hub polls; an operator's tool may)."""
         while not self._stop.is_set():
             try:
                 raw = self.engine.raw_connection()
