@@ -2,10 +2,12 @@
 
     .venv/bin/python bench/run.py [--only PART,...] [--quick] [--output FILE]
 
-Parts: views, ingest, provision, stream, fleet, blast, loginflood (no Asterisk; fleet starts a
-PostgreSQL of its own, `--machines 1,10,50 --minutes 3` its sizes); ari, lag, memory (the sandbox
-Asterisk: started if it is not running, and then stopped at the end of the run; they wait
-while e2e tests run; lag includes the wrk figures). Prints a table and writes
+Parts: views, ingest, provision, stream, fleet, blast, fleetdb, loginflood (no Asterisk; fleet
+starts a PostgreSQL of its own, `--machines 1,10,50 --minutes 3` its sizes; fleetdb uses the
+sandbox PostgreSQL); history (no Asterisk; SQLite and the PostgreSQL sandbox, started if it is
+not running); ari, lag, memory (the sandbox Asterisk: started if it is not running, and then
+stopped at the end of the run; they wait while e2e tests run; lag includes the wrk figures).
+Prints a table and writes
 bench/results.json (every figure by name).
 """
 
@@ -36,6 +38,8 @@ PARTS = (
     "stream",
     "fleet",
     "blast",
+    "history",
+    "fleetdb",
     "loginflood",
 )
 PREFIXES = {
@@ -48,6 +52,8 @@ PREFIXES = {
     "stream": ("stream.",),
     "fleet": ("fleet.",),
     "blast": ("blast.",),
+    "history": ("history.",),
+    "fleetdb": ("fleetdb.",),
     "loginflood": ("loginflood.",),
 }
 
@@ -98,10 +104,18 @@ def run_part(name: str, results: common.Results, quick: bool, args=None) -> None
         from bench import stream
 
         stream.run(results, quick)
+    elif name == "history":
+        from bench import history
+
+        history.run(results, quick)
     elif name == "lag":
         from bench import load
 
         load.run_lag(results, quick)
+    elif name == "fleetdb":
+        from bench import fleetdb
+
+        fleetdb.run(results, quick)
     elif name == "memory":
         from bench import memory
 

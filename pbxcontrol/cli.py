@@ -16,7 +16,7 @@ from pbxcontrol.plugin import PluginError
 
 EXIT_USAGE = 2
 #: Quiet by default, as every plugin's command is: their output is the point.
-TOOLS = ("status",)
+TOOLS = ("backup", "status", "rotate-token-key")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,6 +37,17 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("record", help="run only the recorders")
     sub.add_parser("api", help="run only the HTTP API")
     sub.add_parser("initdb", help="create or upgrade the database schema")
+    rotate = sub.add_parser(
+        "rotate-token-key",
+        help="add a token signing key that signs from now on (no restart needed)",
+        description="Add a token signing key. Every API process signs with it within seconds; "
+        "tokens signed by the previous keys keep working until they expire.",
+    )
+    rotate.add_argument(
+        "--drop-old",
+        action="store_true",
+        help="also drop every previous key: every token issued so far stops working (a leak)",
+    )
     prov = sub.add_parser("provision", help="apply a provisioning document (JSON)")
     prov.add_argument(
         "document", metavar="FILE.json", help="the document: customers, people, lines, ..."
@@ -45,6 +56,12 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="report every problem of a config file")
     check.add_argument(
         "file", metavar="FILE", nargs="?", help="the file (default: --config, $PBXCONTROL_CONFIG)"
+    ).complete = shtab.FILE  # type: ignore[attr-defined]
+    backup = sub.add_parser(
+        "backup", help="copy the SQLite database while the service runs (consistent, 0600)"
+    )
+    backup.add_argument(
+        "file", metavar="FILE", help="the copy to write (replaced if it exists)"
     ).complete = shtab.FILE  # type: ignore[attr-defined]
     # The plugins' commands (`calls`, ...): their options come with them, choices included.
     for command in commands.offered(set(sub.choices) | {"status"}):
@@ -98,6 +115,16 @@ def run(args: argparse.Namespace) -> int:
             from pbxcontrol.ops import status
 
             return status.show(config, as_json=args.json)
+        if command == "rotate-token-key":
+            from pbxcontrol.ops import tokenkey
+
+            print(tokenkey.rotate(config, drop_all=args.drop_old))
+            return 0
+        if command == "backup":
+            from pbxcontrol.ops import backup
+
+            print(backup.backup(config, args.file))
+            return 0
     except ops.OpsError as exc:
         print(f"pbxcontrol: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

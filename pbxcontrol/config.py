@@ -45,6 +45,7 @@ class Config:
     machines: tuple[MachineConfig, ...]
     batch_size: int = 1000
     history_days: int = 30
+    audit_days: int = 365  # days the call-control audit (call_actions) keeps its rows
     heartbeat: float = 2.0  # seconds between a recorder's status writes (`pbxcontrol status`)
     login_failures_per_user: int = 10
     login_failures_per_address: int = 50
@@ -169,6 +170,7 @@ def _build(r: IniReader, known_plugins: frozenset[str] | None) -> Config:
         machines=machines,
         batch_size=r.integer("recorder", "batch_size", 1000, lo=1, hi=100000),
         history_days=r.integer("recorder", "history_days", 30, lo=0),
+        audit_days=r.integer("recorder", "audit_days", 365, lo=0),
         heartbeat=r.number("recorder", "heartbeat", 2.0),
         journal_seconds=r.number("recorder", "journal_seconds", 600.0),
         takeover_seconds=_takeover(r),

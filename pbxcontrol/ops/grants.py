@@ -4,8 +4,9 @@ One database role for everything lets a recorder host read people, password hash
 token signing key. The SQL printed here (for existing roles; a superuser or the tables' owner
 applies it) gives the recorder role what recording needs and nothing of people, passwords or
 keys, and the API role what serving needs; the schema stays the owner's (`initdb`, migrations,
-`provision` run as the owner). Every table of the schema is in one of the lists below, so a
-new table is a decision here (tests/core/test_grants.py fails until it is made).
+`provision`, `rotate-token-key` and `backup` run as the owner). Every table of the schema is
+in one of the lists below, so a new table is a decision here (tests/core/test_grants.py fails
+until it is made).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ RECORDER: dict[str, tuple[str, ...]] = {
     "lines": SELECT,
     "numbers": SELECT,
     "peers": SELECT,
+    "call_actions": ("SELECT", "DELETE"),  # the audit's retention (recorder/retention.py)
     "alembic_version": SELECT,  # start-up checks the schema's revision
 }
 
@@ -45,7 +47,9 @@ API: dict[str, tuple[str, ...]] = {
     "roles": SELECT,
     "role_privileges": SELECT,
     "people": ("SELECT", "UPDATE"),  # UPDATE: a hash upgraded at login
-    "token_keys": SELECT,
+    "token_keys": SELECT,  # rotate-token-key runs as the owner, like initdb and provision
+    "revoked_tokens": ("SELECT", "INSERT", "DELETE"),  # user/logout, pruned once expired
+    "stream_tickets": ("SELECT", "INSERT", "DELETE"),  # made, used up, pruned
     "login_failures": ("SELECT", "INSERT", "DELETE"),
     "call_actions": ("SELECT", "INSERT"),
     "lines": SELECT,
@@ -57,6 +61,11 @@ API: dict[str, tuple[str, ...]] = {
 
 #: Neither role: only the owner reads or writes these (none today).
 OWNER_ONLY: frozenset[str] = frozenset()
+
+#: Sequences no table's key names (PostgreSQL, migration 0016): the change journal's ids,
+#: taken by the recorders' pbx_journal_append and read by every reader's pbx_journal_probe.
+RECORDER_SEQUENCES: dict[str, tuple[str, ...]] = {"leg_changes_ids": ("USAGE", "SELECT")}
+API_SEQUENCES: dict[str, tuple[str, ...]] = {"leg_changes_ids": ("SELECT",)}
 
 
 def quote(role: str) -> str:
@@ -80,7 +89,12 @@ def sequences(tables: Iterable[str]) -> list[str]:
     return found
 
 
-def role_sql(role: str, tables: dict[str, tuple[str, ...]], schema: str) -> list[str]:
+def role_sql(
+    role: str,
+    tables: dict[str, tuple[str, ...]],
+    schema: str,
+    more_sequences: dict[str, tuple[str, ...]],
+) -> list[str]:
     who = quote(role)
     lines = [
         f"REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {who};",
@@ -92,6 +106,8 @@ def role_sql(role: str, tables: dict[str, tuple[str, ...]], schema: str) -> list
     inserting = [t for t, privileges in sorted(tables.items()) if "INSERT" in privileges]
     for sequence in sequences(inserting):
         lines.append(f"GRANT USAGE ON SEQUENCE {schema}.{sequence} TO {who};")
+    for sequence, privileges in sorted(more_sequences.items()):
+        lines.append(f"GRANT {', '.join(privileges)} ON SEQUENCE {schema}.{sequence} TO {who};")
     return lines
 
 
@@ -108,8 +124,8 @@ def grants_sql(record: str, api: str, schema: str = "public") -> str:
         "BEGIN;",
         f"-- {record}: `pbxcontrol record` (no people, passwords or token keys)",
     ]
-    body = role_sql(record, RECORDER, schema_name)
-    body += [f"-- {api}: `pbxcontrol api`"] + role_sql(api, API, schema_name)
+    body = role_sql(record, RECORDER, schema_name, RECORDER_SEQUENCES)
+    body += [f"-- {api}: `pbxcontrol api`"] + role_sql(api, API, schema_name, API_SEQUENCES)
     return "\n".join(head + body + ["COMMIT;", ""])
 
 

@@ -82,8 +82,8 @@ class ApiChannel(EnvelopeChannel):
             self._client_address(request),
             full=self.hub.full,
         )
-        if isinstance(opened, bytes):
-            self._answer(stream.whole(version, opened))
+        if not isinstance(opened, stream.Opened):  # the envelope, or one snapshot: whole
+            self._answer(stream.answer(version, opened))
         else:
             # Handed over on the socket loop's thread; until then the request is in flight,
             # so the loop neither reads nor writes this channel.

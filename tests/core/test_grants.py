@@ -30,7 +30,19 @@ from tests.databases import password_url, sandbox
 from tests.fakeari import FakeAri
 from tests.recorder.test_reconnect import emit_all, split, wait_until
 
-SECRETS = ("people", "role_privileges", "token_keys", "login_failures", "call_actions")
+AUDIT_ROW = (
+    "INSERT INTO call_actions (at, username, customer_id, address, action, callid, uniqueid, "
+    "machine, code, message, legs) "
+    "VALUES (1, 'acme', 3, '192.0.2.1', 'hangup', '', '1.1', 0, 204, '', '[]')"
+)
+SECRETS = (
+    "people",
+    "role_privileges",
+    "token_keys",
+    "revoked_tokens",
+    "stream_tickets",
+    "login_failures",
+)
 
 
 def test_every_table_is_given_to_a_role_or_kept_by_the_owner():
@@ -119,6 +131,14 @@ def test_a_recorder_role_records_and_reads_no_secret(db_url):
             with sessions.begin() as session:  # the sweeps: history and journal retention
                 assert store.prune_history(session, 1, time.time() + 1, 100) == 2
                 assert journal.prune(session.connection(), time.time() + 1, 1000) >= 4
+
+            def with_db(work, _what):
+                with sessions.begin() as session:
+                    return work(session)
+
+            with owner.begin() as conn:  # an old audit row, the recorders' to prune
+                conn.execute(text(AUDIT_ROW))
+            assert store.prune_audit(with_db, time.time(), 100, 1) == 1
             for table in SECRETS:
                 assert denied(engine, f"SELECT * FROM {table}"), table
             assert denied(engine, "UPDATE people SET enabled = true")

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import bottle
+import jwt
 import pytest
 import webtest
 
 from pbxcontrol.http import static
+from tests.conftest import LIST, build_provisioned, write_config
+from tests.plugins.active_calls.conftest import CALLS, leg
+from tests.plugins.active_calls.stream_support import serving, write_legs
 
 SCOPES = "/api/json/calls/active/scopes/"
 WALLBOARD = Path(__file__).resolve().parents[3] / "plugins" / "active_calls" / "wallboard"
@@ -186,3 +193,106 @@ def test_scopes_accepts_a_token(calls):
     token = login["data"]["auth_token"]
     data = calls.get(SCOPES, params={"auth_token": token}).json["data"]
     assert [c["id"] for c in data["customers"]] == [3, 5]
+
+
+# -- the page in a real Chromium: read-only token, renewal, tickets, logout (SPEC §13) ------
+
+STREAM = "/api/stream/calls/active/list/"
+LOGIN = "/api/json/user/login/"
+CREDENTIALS = {"auth_token", "auth_password", "auth_username"}
+
+
+@pytest.fixture
+def board(database, databases, tmp_path, request):
+    """A provisioned runtime with live legs, served on loopback: (runtime, base URL)."""
+    lifetime = getattr(request, "param", 3600)
+    with databases.fresh(database, tmp_path) as url:
+        config = write_config(tmp_path, db=url)
+        config.write_text(
+            config.read_text().replace("[http]\n", f"[http]\ntoken_lifetime = {lifetime}\n", 1)
+        )
+        rt = build_provisioned(config)
+        write_legs(rt, 1, upsert=[r for r in CALLS if r["machine"] == 1])
+        with serving(rt) as (host, port):
+            yield rt, f"http://{host}:{port}"
+        rt.close()
+
+
+def sign_in(browser, base: str, who: str = "acme") -> None:
+    page = browser.page
+    page.goto(base + "/wallboard/")
+    page.fill("input[name=auth_username]", who)
+    page.fill("input[name=auth_password]", f"{who}-pass")
+    page.press("input[name=auth_password]", "Enter")
+    page.locator("#live.on").wait_for(timeout=10000)
+
+
+def held_token(browser) -> str:
+    """The token the page keeps (its tab's sessionStorage)."""
+    saved = browser.page.evaluate("sessionStorage.getItem('pbxcontrol.wallboard')")
+    return json.loads(saved)["token"]
+
+
+def claims(token: str) -> dict:
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def queries(browser, path: str) -> list[dict[str, list[str]]]:
+    return [parse_qs(urlsplit(u).query) for u in browser.requests if path in urlsplit(u).path]
+
+
+def test_the_page_holds_a_read_token_and_opens_streams_with_tickets(board, browser):
+    rt, base = board
+    sign_in(browser, base)
+    assert claims(held_token(browser))["scope"] == "read"
+    streams = queries(browser, STREAM)
+    assert streams and all("ticket" in q and not CREDENTIALS & set(q) for q in streams)
+    # acme may hang up: the button is there, the password is asked for in the dialog.
+    browser.page.locator("#rows button.hangup").first.wait_for(timeout=5000)
+    browser.check_clean()
+
+
+@pytest.mark.parametrize("board", [6], indirect=True)
+def test_the_page_renews_its_token_before_it_expires_and_stays_live(board, browser):
+    rt, base = board
+    sign_in(browser, base)
+    first = held_token(browser)
+    time.sleep(14)  # more than two lifetimes
+    page = browser.page
+    assert page.locator("#live.on").count() == 1 and page.locator("#login").is_hidden()
+    now = held_token(browser)
+    assert claims(now)["exp"] >= claims(first)["exp"] + 6 and claims(now)["scope"] == "read"
+    renewals = [parse_qs(body) for url, body in browser.posted if urlsplit(url).path == LOGIN]
+    assert len([r for r in renewals if "auth_token" in r]) >= 2, renewals
+    assert all("auth_password" not in r for r in renewals[1:])
+    # The stream moved to tickets of the new tokens and still brings changes.
+    assert len(queries(browser, STREAM)) >= 3
+    write_legs(rt, 1, upsert=[leg("900.1", "900.1", 900, scustomer=3, dcustomer=3)])
+    page.locator('#rows tr[data-uniqueid="900.1"]').wait_for(timeout=5000)
+    browser.check_clean()
+
+
+def test_log_out_revokes_the_token_on_the_server(board, browser):
+    rt, base = board
+    sign_in(browser, base)
+    token = held_token(browser)
+    browser.page.click("#logout")
+    browser.page.locator("#login").wait_for(state="visible", timeout=5000)
+    app = webtest.TestApp(rt.app)
+    deadline = time.monotonic() + 5
+    while app.get(LIST, {"auth_token": token}).json["responses"][0]["code"] != "401":
+        assert time.monotonic() < deadline, "the token still works after Log out"
+        time.sleep(0.1)
+    browser.check_clean()
+
+
+def test_a_full_token_in_the_fragment_is_traded_for_a_read_token(board, browser):
+    rt, base = board
+    app = webtest.TestApp(rt.app)
+    params = {"auth_username": "acme", "auth_password": "acme-pass", "token": "1"}
+    full = app.get(LOGIN, params).json["data"]["auth_token"]
+    browser.page.goto(f"{base}/wallboard/#auth_token={full}")
+    browser.page.locator("#live.on").wait_for(timeout=10000)
+    held = held_token(browser)
+    assert held != full and claims(held)["scope"] == "read"
+    browser.check_clean()
