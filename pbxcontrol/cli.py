@@ -66,6 +66,11 @@ def parser() -> argparse.ArgumentParser:
     # The plugins' commands (`calls`, ...): their options come with them, choices included.
     for command in commands.offered(set(sub.choices) | {"status"}):
         commands.add_parser(sub, command)
+    _status_and_grants(sub)
+    return top
+
+
+def _status_and_grants(sub) -> None:
     status = sub.add_parser("status", help="per machine: recording?, holder, sync, legs, events")
     status.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     grants = sub.add_parser(
@@ -78,7 +83,6 @@ def parser() -> argparse.ArgumentParser:
     grants.add_argument("--record", required=True, metavar="ROLE", help="the recorders' role")
     grants.add_argument("--api", required=True, metavar="ROLE", help="the API processes' role")
     grants.add_argument("--schema", default="public", help="the tables' schema (public)")
-    return top
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -152,12 +152,7 @@ def _build(r: IniReader, known_plugins: frozenset[str] | None) -> Config:
         r.problem("logging", "level", f"{level!r} is not one of {', '.join(LOG_LEVELS)}")
         level = "INFO"
     log_format = r.choice("logging", "format", "text", LOG_FORMATS)
-    found = [_machine(r, s) for s in r.parser.sections() if s.startswith("asterisk")]
-    machines = tuple(m for m in found if m is not None)
-    apps = [m.app for m in machines]
-    for m in machines:
-        if apps.count(m.app) > 1:
-            r.problem(f"asterisk:{m.id}", "app", f"{m.app!r} is used by another machine")
+    machines = _machines(r)
     return Config(
         path=r.path,
         database_url=url or "",
@@ -189,6 +184,16 @@ def _build(r: IniReader, known_plugins: frozenset[str] | None) -> Config:
         },
         log_format=log_format,
     )
+
+
+def _machines(r: IniReader) -> tuple[MachineConfig, ...]:
+    found = [_machine(r, s) for s in r.parser.sections() if s.startswith("asterisk")]
+    machines = tuple(m for m in found if m is not None)
+    apps = [m.app for m in machines]
+    for m in machines:
+        if apps.count(m.app) > 1:
+            r.problem(f"asterisk:{m.id}", "app", f"{m.app!r} is used by another machine")
+    return machines
 
 
 def _networks(r: IniReader, section: str, key: str, default: str = "") -> tuple[Network, ...]:
