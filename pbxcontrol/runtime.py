@@ -24,6 +24,7 @@ from pbxcontrol.config import Config
 from pbxcontrol.db import migrate
 from pbxcontrol.db.commits import CommitSignal
 from pbxcontrol.db.engine import make_engine, make_sessionmaker
+from pbxcontrol.db.unrecorded import Watch
 from pbxcontrol.http.api import JsonApi, build_app
 from pbxcontrol.service import lifecycle, notify, supervisor
 from pbxcontrol.service import server as http_server
@@ -153,6 +154,7 @@ def build_recorders(
             subscribe_all=m.subscribe_all,
             ping_interval=m.ping_interval,
             ping_timeout=m.ping_timeout,
+            max_message=m.max_message,
         )
         recorders.append(
             MachineRecorder(
@@ -294,6 +296,9 @@ def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
                     proxies,
                     counted=counted,
                     commits=rt.commits,  # the recorders' commits reach streams at once
+                    # Every HTTP process looks at the machines' leases (SPEC §12).
+                    watch=Watch(config.takeover_seconds, config.forget_seconds),
+                    stream_buffer=config.stream_buffer,
                 )
 
             if config.http_processes > 1:
@@ -301,7 +306,7 @@ def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
                 # process is unsafe. The supervisor replaces workers that die.
                 serve_one = supervisor.waitress_worker(rt.engine, make_server)
                 count = config.http_processes - 1
-                supervised = supervisor.Supervisor(serve_one, count, rt.metrics.mark_dead)
+                supervised = supervisor.Supervisor(serve_one, count, _worker_gone(rt))
                 workers = supervisor.start(supervised)
             server = make_server()
         for recorder in rt.recorders:
@@ -314,6 +319,19 @@ def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
             workers.stop()
         rt.close()
     log.info("stopped")
+
+
+def _worker_gone(rt: Runtime) -> Callable[[int], None]:
+    """What the supervisor does for a worker that ended (killed, crashed, stopped): its
+    metrics no longer count, and its streams' slots are free again (nobody else would)."""
+    assert rt.metrics is not None and rt.streams is not None
+    metrics, slots = rt.metrics, rt.streams.slots
+
+    def gone(pid: int) -> None:
+        metrics.mark_dead(pid)
+        slots.release_process(pid)
+
+    return gone
 
 
 def _listen(config: Config):

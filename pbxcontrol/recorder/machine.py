@@ -20,7 +20,14 @@ from pbxcontrol.recorder.checkpoint import Checkpointer
 from pbxcontrol.recorder.lease import Lease
 from pbxcontrol.recorder.live import LiveLegs
 from pbxcontrol.recorder.provisioned import ProvisionedCache
-from pbxcontrol.recorder.reader import CONNECTED, DISCONNECTED, REPLACED, EventReader
+from pbxcontrol.recorder.reader import (
+    BACKLOG_LIMIT,
+    CONNECTED,
+    DISCONNECTED,
+    REPLACED,
+    Backlog,
+    EventReader,
+)
 from pbxcontrol.recorder.standby import Standby
 from pbxcontrol.recorder.status import Heartbeat, holder_name
 from pbxcontrol.recorder.transactions import Transactions
@@ -52,6 +59,7 @@ class MachineRecorder:
         takeover: float = 5.0,
         holder: str = "",
         on_commit: Callable[[], None] | None = None,
+        backlog: int = BACKLOG_LIMIT,
     ):
         self.machine, self.ari = machine, ari
         self.sweep_interval = sweep_interval
@@ -63,11 +71,14 @@ class MachineRecorder:
         self.live = self._new_live()
         holder = holder or holder_name()
         self.lease = Lease(machine, holder, takeover, self.name)
+        # Set after each successful reconcile, cleared when the websocket or the lease goes.
+        self.synced = threading.Event()
         # The heartbeat renews the lease too: at least every third of the takeover time.
-        self.status = Heartbeat(machine, self.name, min(heartbeat, takeover / 3), holder)
-        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.status = Heartbeat(
+            machine, self.name, min(heartbeat, takeover / 3), holder, synced=self.synced
+        )
+        self.queue = Backlog(backlog)  # the reader's to the writer, bounded
         self.stopping = threading.Event()
-        self.synced = threading.Event()  # set after each successful reconcile
         self.malformed = 0
         # After each commit (under serve: the hub's wake-up).
         self.on_commit: Callable[[], None] = on_commit or (lambda: None)
@@ -161,6 +172,8 @@ class MachineRecorder:
     def record(self) -> None:
         """Record until stopped (drain what was read) or the lease is lost."""
         while not self.tx.lost and not (self._reader_done.is_set() and self.queue.empty()):
+            if self.queue.overflowed.is_set():
+                self._overflowed()
             timeout = max(0.0, min(self._next_sweep - time.monotonic(), self.status.interval, 0.5))
             batch: list[Any] = []
             try:
@@ -195,11 +208,22 @@ class MachineRecorder:
             self.status.beat(self.tx, self.received, connected=True)
         elif item is DISCONNECTED:
             self._next_sweep = float("inf")
+            self.synced.clear()  # events may be missed until the next reconcile
             self.status.beat(self.tx, self.received, connected=False)
         elif item is REPLACED:
             self.status.beat(self.tx, self.received, connected=False)  # is the lease ours?
         else:
             self._apply(*item)
+
+    def _overflowed(self) -> None:
+        """The reader found the backlog full and closed the websocket: what was read is
+        dropped (a reconcile after the reconnect makes the legs Asterisk's again)."""
+        dropped = self.queue.discard()
+        log.warning("%s: dropped %d events read and not written", self.name, dropped)
+        self._next_sweep = float("inf")
+        self.synced.clear()
+        self.queue.overflowed.clear()  # the reader reconnects: CONNECTED, then a reconcile
+        self.status.beat(self.tx, self.received, connected=False)
 
     def _drain(self, most: int = 100_000) -> None:
         for _ in range(most):
@@ -301,11 +325,7 @@ class MachineRecorder:
         return LiveLegs(self.machine, self.cache.get, self._linkedid)
 
     def _discard_queue(self) -> None:
-        while True:
-            try:
-                self.queue.get_nowait()
-            except queue.Empty:
-                return
+        self.queue.discard()
 
     def _linkedid(self, channel_id: str) -> str | None:
         """Without `channelvars = CHANNEL(linkedid)` in ari.conf: one REST read per channel."""

@@ -15,10 +15,12 @@ from waitress.task import ErrorTask
 
 from pbxcontrol.auth.proxy import ClientAddress
 from pbxcontrol.db.commits import CommitSignal
+from pbxcontrol.db.unrecorded import Watch
 from pbxcontrol.http.body import ZERO_COPY_FROM, BytesBody
 from pbxcontrol.http.envelope import ApiError, error
 from pbxcontrol.streams import stream
 from pbxcontrol.streams.hub import Hub
+from pbxcontrol.streams.outlet import BACKLOG
 from pbxcontrol.streams.stream import PREFIX, StreamApi
 
 log = logging.getLogger("pbxcontrol.http")
@@ -135,11 +137,13 @@ def make_server(
     *,
     counted: Callable[[int], None] | None = None,
     commits: CommitSignal | None = None,
+    watch: Watch | None = None,
+    stream_buffer: int = BACKLOG,
 ) -> Server:
     """Serve with `.run()`, stop with `.close()`; with `streams`, also the live streams (their
-    hub starts here, in the serving process: `counted` and `commits` are the hub's, see
-    Hub). With `proxies`, the client address is resolved from X-Forwarded-For when the peer
-    is a trusted proxy (pbxcontrol.auth.proxy)."""
+    hub starts here, in the serving process: `counted`, `commits`, `watch` and
+    `stream_buffer` are the hub's, see Hub). With `proxies`, the client address is resolved
+    from X-Forwarded-For when the peer is a trusted proxy (pbxcontrol.auth.proxy)."""
     sockets: dict = {}
     server = create_server(
         proxies.middleware(app) if proxies is not None else app,
@@ -161,7 +165,14 @@ def make_server(
     channel_class: type[EnvelopeChannel] = EnvelopeChannel
     hub = None
     if streams is not None:
-        hub = Hub(streams.api.engine, streams, counted=counted, commits=commits)
+        hub = Hub(
+            streams.api.engine,
+            streams,
+            counted=counted,
+            commits=commits,
+            watch=watch,
+            stream_buffer=stream_buffer,
+        )
         channel_class = type(
             "StreamingChannel",
             (ApiChannel,),
