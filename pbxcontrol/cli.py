@@ -13,7 +13,7 @@ from pbxcontrol.config import ConfigError
 from pbxcontrol.plugin import PluginError
 
 EXIT_USAGE = 2
-TOOLS = ("calls", "status")  # quiet by default: their output is the point
+TOOLS = ("calls", "status", "forget-machine")  # quiet by default: their output is the point
 # The choices of `calls` are calls/active/list's, copied from its plugin
 # (plugins/active_calls/params.py) for --help and shell completion: the core does not import
 # a plugin (found through entry points, maybe not enabled), and the API validates them anyway.
@@ -65,6 +65,14 @@ def parser() -> argparse.ArgumentParser:
     _calls_arguments(sub.add_parser("calls", help="the active calls, as a table"))
     status = sub.add_parser("status", help="per machine: recording?, holder, sync, legs, events")
     status.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    forget = sub.add_parser(
+        "forget-machine",
+        help="end at once the live legs of a machine nobody records",
+        description="End the live legs of machine N now, at its last lease renewal, as "
+        "[recorder] forget_seconds does by itself (SPEC §12). Refused (exit status 2) while a "
+        "recorder holds the machine.",
+    )
+    forget.add_argument("machine", metavar="N", type=int, help="the machine id ([asterisk:N])")
     return top
 
 
@@ -131,6 +139,11 @@ def run(args: argparse.Namespace) -> int:
             from pbxcontrol.ops import status
 
             return status.show(config, as_json=args.json)
+        if command == "forget-machine":
+            from pbxcontrol.ops.forget import forget_machine
+
+            print(forget_machine(config, args.machine))
+            return 0
     except ops.OpsError as exc:
         print(f"pbxcontrol: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -34,6 +34,7 @@ from pbxcontrol.db.journal import position as journal_position
 from pbxcontrol.db.journal import since as journal_since
 from pbxcontrol.db.journal import touched as journal_touched
 from pbxcontrol.db.models import LEG_FIELDS, Base
+from pbxcontrol.db.unrecorded import unrecorded as unrecorded_machines
 from pbxcontrol.http.api import ApiRequest, Handler
 from pbxcontrol.http.envelope import ApiError, Outcome
 from pbxcontrol.streams.stream import Event, StreamView
@@ -70,6 +71,7 @@ __all__ = [
     "journal_touched",
     "legs",
     "lines",
+    "unrecorded_machines",
 ]
 
 #: The entry-point group plugins are announced in.

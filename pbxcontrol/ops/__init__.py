@@ -1,4 +1,4 @@
-"""Operators' tools on the command line: check-config, calls, status."""
+"""Operators' tools on the command line: check-config, calls, status, forget-machine."""
 
 from __future__ import annotations
 
