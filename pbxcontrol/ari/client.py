@@ -160,6 +160,8 @@ class WebsocketStream:
             return self._messages.popleft()
         deadline = time.monotonic() + timeout
         while not self._closed:
+            if self._frames.refused is not None:  # after the messages before it
+                raise AriError(f"events websocket: {self._frames.refused}")
             now = time.monotonic()
             if now - self._last_rx > self._ping_timeout:
                 raise AriError(f"no answer to ping for {self._ping_timeout:.0f} s")

@@ -27,12 +27,17 @@ class FrameBuffer:
 
     def __init__(self, max_message: int = 16 * 1024 * 1024) -> None:
         self.max_message = max_message  # bytes of one message, fragments joined
+        self.refused: MessageTooBig | None = None  # the connection cannot go on after it
         self._buf = bytearray()
         self._fragments: list[bytes] = []
         self._fragmented = 0  # bytes of the fragments so far
         self._fragment_opcode = OPCODE_TEXT
 
     def feed(self, chunk: bytes) -> list[tuple[int, bytes]]:
+        """The messages `chunk` completes. A message over `max_message` raises MessageTooBig,
+        once the messages before it are returned (`refused` holds it meanwhile)."""
+        if self.refused is not None:
+            raise self.refused
         buf = self._buf
         buf += chunk
         out: list[tuple[int, bytes]] = []
@@ -51,10 +56,13 @@ class FrameBuffer:
                 break
             # Refused as soon as the header says so: never buffered up to its announced size.
             if first & 0x0F < OPCODE_CLOSE and self._fragmented + size > self.max_message:
-                raise MessageTooBig(
+                self.refused = MessageTooBig(
                     f"a message of {self._fragmented + size} bytes or more is over "
                     f"max_message ({self.max_message})"
                 )
+                if not out:
+                    raise self.refused
+                break
             if end - pos < head + size:
                 break
             payload = bytes(buf[pos + head : pos + head + size])
