@@ -84,14 +84,9 @@ class MachineRecorder:
         self.on_commit: Callable[[], None] = on_commit or (lambda: None)
         self.tx = Transactions(sessions, self.lease, self.name, self.stopping)
         self.standby = Standby(self, self.lease, self.tx, self.status, self.stopping, self.name)
+        gate = self.standby
         self.reader = EventReader(
-            ari,
-            self.queue,
-            self.status,
-            self.standby.may_connect,
-            self.standby.replaced,
-            self.stopping,
-            self.name,
+            ari, self.queue, self.status, gate.may_connect, gate.replaced, self.stopping, self.name
         )
         self._threads: list[threading.Thread] = []
         self._needs_reconcile = False

@@ -14,13 +14,10 @@ from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
 
 from pbxcontrol.auth.proxy import ClientAddress
-from pbxcontrol.db.commits import CommitSignal
-from pbxcontrol.db.unrecorded import Watch
 from pbxcontrol.http.body import ZERO_COPY_FROM, BytesBody
 from pbxcontrol.http.envelope import ApiError, error
 from pbxcontrol.streams import stream
 from pbxcontrol.streams.hub import Hub
-from pbxcontrol.streams.outlet import BACKLOG
 from pbxcontrol.streams.stream import PREFIX, StreamApi
 
 log = logging.getLogger("pbxcontrol.http")
@@ -134,16 +131,12 @@ def make_server(
     threads: int,
     streams: StreamApi | None = None,
     proxies: ClientAddress | None = None,
-    *,
-    counted: Callable[[int], None] | None = None,
-    commits: CommitSignal | None = None,
-    watch: Watch | None = None,
-    stream_buffer: int = BACKLOG,
+    **hub_settings: Any,
 ) -> Server:
     """Serve with `.run()`, stop with `.close()`; with `streams`, also the live streams (their
-    hub starts here, in the serving process: `counted`, `commits`, `watch` and
-    `stream_buffer` are the hub's, see Hub). With `proxies`, the client address is resolved
-    from X-Forwarded-For when the peer is a trusted proxy (pbxcontrol.auth.proxy)."""
+    hub starts here, in the serving process: `hub_settings` are Hub's keyword arguments,
+    `counted`, `commits`, `watch`, `stream_buffer`). With `proxies`, the client address is
+    resolved from X-Forwarded-For when the peer is a trusted proxy (pbxcontrol.auth.proxy)."""
     sockets: dict = {}
     server = create_server(
         proxies.middleware(app) if proxies is not None else app,
@@ -165,14 +158,7 @@ def make_server(
     channel_class: type[EnvelopeChannel] = EnvelopeChannel
     hub = None
     if streams is not None:
-        hub = Hub(
-            streams.api.engine,
-            streams,
-            counted=counted,
-            commits=commits,
-            watch=watch,
-            stream_buffer=stream_buffer,
-        )
+        hub = Hub(streams.api.engine, streams, **hub_settings)
         channel_class = type(
             "StreamingChannel",
             (ApiChannel,),

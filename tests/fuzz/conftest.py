@@ -7,6 +7,7 @@ import threading
 import pytest
 from sqlalchemy import insert
 
+from pbxcontrol.db.unrecorded import MACHINES
 from pbxcontrol.plugin import legs
 from pbxcontrol.service.server import listen, make_server
 from tests.conftest import build_provisioned, write_config
@@ -57,10 +58,13 @@ def service(tmp_path_factory):
                     dtype=dt,
                     dnumber=dn,
                     direction=di,
+                    recorded=i % 2,  # both values of `recorded` in the answers (SPEC §12)
                 )
                 for i, (u, c, s, d, st, sn, dt, dn, di) in enumerate(LEGS)
             ],
         )
+        # A machine flagged not recorded: calls/active/unrecorded answers an entry.
+        conn.execute(insert(MACHINES).values(id=1, name="m1", recorded=False, renewed_at=999.5))
     server = make_server(rt.app, listen("127.0.0.1", 0), 4, rt.streams)  # with the live stream
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
