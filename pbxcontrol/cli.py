@@ -10,33 +10,16 @@ import shtab
 
 from pbxcontrol import __version__, runtime
 from pbxcontrol.config import ConfigError
+from pbxcontrol.ops import commands
 from pbxcontrol.plugin import PluginError
 
 EXIT_USAGE = 2
-TOOLS = ("calls", "status", "forget-machine")  # quiet by default: their output is the point
-# The choices of `calls` are calls/active/list's, copied from its plugin
-# (plugins/active_calls/params.py) for --help and shell completion: the core does not import
-# a plugin (found through entry points, maybe not enabled), and the API validates them anyway.
-# tests/core/test_cli_choices.py keeps the copies equal.
-SORTS = [
-    "cnumber",
-    "ctype",
-    "direction",
-    "dnumber",
-    "dtype",
-    "machine",
-    "peer",
-    "scustomer",
-    "snumber",
-    "stype",
-    "uniqueid",
-    "start",
-]
-MATCHES = ("contains", "exact", "starts", "ends")
+#: Quiet by default, as every plugin's command is: their output is the point.
+TOOLS = ("status", "forget-machine")
 
 
 def parser() -> argparse.ArgumentParser:
-    """Every command and argument, in one place."""
+    """Every command and argument, in one place (a plugin's command adds its own)."""
     top = argparse.ArgumentParser(
         prog="pbxcontrol",
         description="Records Asterisk call legs from ARI into SQL and serves an "
@@ -62,7 +45,9 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument(
         "file", metavar="FILE", nargs="?", help="the file (default: --config, $PBXCONTROL_CONFIG)"
     ).complete = shtab.FILE  # type: ignore[attr-defined]
-    _calls_arguments(sub.add_parser("calls", help="the active calls, as a table"))
+    # The plugins' commands (`calls`, ...): their options come with them, choices included.
+    for command in commands.offered(set(sub.choices) | set(TOOLS)):
+        commands.add_parser(sub, command)
     status = sub.add_parser("status", help="per machine: recording?, holder, sync, legs, events")
     status.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     forget = sub.add_parser(
@@ -74,43 +59,6 @@ def parser() -> argparse.ArgumentParser:
     )
     forget.add_argument("machine", metavar="N", type=int, help="the machine id ([asterisk:N])")
     return top
-
-
-def _calls_arguments(calls: argparse.ArgumentParser) -> None:
-    """The options of calls/active/list (SPEC §6), and how to show the answer."""
-    calls.description = (
-        "The active call legs, as calls/active/list answers them, run in this process as the "
-        "system owner (or --as a person). Options are the API's parameters."
-    )
-    add = calls.add_argument
-    add(
-        "--customer",
-        default="system",
-        metavar="ID|all|recursive|system",
-        help="whose legs (default: system, every leg)",
-    )
-    add("--recursive", action="store_true", help="with an ID: its descendants' legs too")
-    add("--direction", choices=("in", "internal", "in_out", "out"), help="only this direction")
-    add("--sort", choices=SORTS, help="sort by this field (default: start)")
-    add("--descending", action="store_true", help="sort in descending order")
-    add("--names", action="store_true", help="show the directory names of the numbers")
-    add("--callid", metavar="CALLID", help="only the legs of this call")
-    add("--phone", metavar="LINE", help="only legs from this telephone line (endpoint or number)")
-    for part, what in (("s", "source"), ("c", "dialled"), ("d", "destination")):
-        add(f"--{part}number", metavar="NUMBER", help=f"{what} number to match")
-        add(f"--{part}match", choices=MATCHES, help=f"how --{part}number matches (contains)")
-        add(f"--{part}type", metavar="TYPE", help=f"only this {what} type (phone, external, ...)")
-    add("--count", action="store_true", help="only how many legs")
-    add("--as", dest="as_user", metavar="USERNAME", help="see what this person sees")
-    add(
-        "--watch",
-        nargs="?",
-        const=1.0,
-        type=float,
-        metavar="SECONDS",
-        help="refresh every SECONDS (default 1) until Ctrl-C",
-    )
-    add("--json", action="store_true", help="print the answer's data as JSON (for scripts)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,11 +78,12 @@ def run(args: argparse.Namespace) -> int:
         from pbxcontrol.ops.checkconfig import check_config
 
         return check_config(args.file or args.config)
-    quiet = "WARNING" if command in TOOLS else None
+    offered = getattr(args, "plugin_command", None)
+    quiet = "WARNING" if command in TOOLS or offered is not None else None
     config = runtime.configure(args.config, args.log_level or quiet)
     try:
-        if command == "calls":
-            return _calls(config, args)
+        if offered is not None:
+            return commands.run(offered, config, args)
         if command == "status":
             from pbxcontrol.ops import status
 
@@ -156,17 +105,6 @@ def run(args: argparse.Namespace) -> int:
             config, http=command in ("serve", "api"), record=command in ("serve", "record")
         )
     return 0
-
-
-def _calls(config, args: argparse.Namespace) -> int:
-    from pbxcontrol.ops import calls
-
-    listing = calls.ActiveCalls(config, args.as_user)
-    try:
-        params = calls.api_params(vars(args))
-        return calls.show(listing, params, watch=args.watch, as_json=args.json)
-    finally:
-        listing.close()
 
 
 if __name__ == "__main__":

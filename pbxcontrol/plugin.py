@@ -6,17 +6,25 @@ enabled by name in `[plugins] enabled`. In `setup` it registers API functions; e
 as `handler(request: ApiRequest)` with the request's parameters, the authenticated caller, the
 client's address and one database connection (one transaction, shared with auth). It returns
 the envelope's `data`, or an `Outcome` (another code, no data, the transaction committed), or
-raises `ApiError` (rolled back). Live channels are reached through `ctx.channels`. Plugins
-read the tables exported here (SQLAlchemy Core `Table`s), never `pbxcontrol.db.models`, and
+raises `ApiError` (rolled back). Live channels are reached through `ctx.channels`, the change
+journal through `ctx.journal` (a `Journal`: hand it to the objects `setup` builds). Plugins
+read the tables in `tables` (SQLAlchemy Core `Table`s), never `pbxcontrol.db.models`, and
 never import each other.
+
+A plugin may also offer command-line commands (`pbxcontrol NAME ...`): its module's
+`commands()` returns `Command`s. The parser is built before any config is read, from every
+installed plugin (enabled or not), so `commands()` and each command's `arguments(parser)` need
+no database and no config; `run(ctx: CommandContext, args)` then gets this process's JSON API
+with the enabled plugins and returns the exit status.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import ModuleType
@@ -26,66 +34,67 @@ from sqlalchemy import Connection, Engine, Table
 
 from pbxcontrol.ari.control import Channels, ChannelsUnavailable
 from pbxcontrol.auth.authenticator import Caller
-from pbxcontrol.db.dataversion import data_version
-from pbxcontrol.db.journal import REMOVE, RESET, UPSERT
-from pbxcontrol.db.journal import Entry as JournalEntry
-from pbxcontrol.db.journal import Position as JournalPosition
-from pbxcontrol.db.journal import position as journal_position
-from pbxcontrol.db.journal import since as journal_since
-from pbxcontrol.db.journal import touched as journal_touched
+from pbxcontrol.db.journal import Journal
 from pbxcontrol.db.models import LEG_FIELDS, Base
-from pbxcontrol.db.unrecorded import unrecorded as unrecorded_machines
 from pbxcontrol.http.api import ApiRequest, Handler
 from pbxcontrol.http.envelope import ApiError, Outcome
+from pbxcontrol.ops import table
 from pbxcontrol.streams.stream import Event, StreamView
 
 #: A stream function's opener: (ApiRequest) -> StreamView.
 StreamOpener = Callable[[ApiRequest], StreamView]
 
+# What plugins use; the core also finds PluginError, available(), load() and commands_of() here.
 __all__ = [
-    "LEG_FIELDS",
     "ApiError",
     "ApiRequest",
     "Caller",
     "Channels",
     "ChannelsUnavailable",
+    "Command",
+    "CommandContext",
     "Event",
-    "Handler",
-    "JournalEntry",
-    "JournalPosition",
+    "Journal",
     "Outcome",
     "PluginContext",
-    "PluginError",
-    "REMOVE",
-    "RESET",
-    "StreamOpener",
     "StreamView",
-    "UPSERT",
-    "call_actions",
-    "customer_tree",
-    "customers",
-    "data_version",
-    "directory",
-    "journal_position",
-    "journal_since",
-    "journal_touched",
-    "legs",
-    "lines",
-    "unrecorded_machines",
+    "table",
+    "tables",
 ]
 
 #: The entry-point group plugins are announced in.
 GROUP = "pbxcontrol.plugins"
 
-# The tables a plugin may read, by their SQL names (not the ORM classes: those are the
-# recorder's and provisioning's business). Columns: see pbxcontrol/db/models.py.
-legs: Table = Base.metadata.tables["legs"]  # live call legs; API field order in LEG_FIELDS
-customers: Table = Base.metadata.tables["customers"]  # id, parent_id, name, max_calls
-customer_tree: Table = Base.metadata.tables["customer_tree"]  # ancestor_id, descendant_id, depth
-directory: Table = Base.metadata.tables["directory"]  # customer_id (NULL = global), number, name
-lines: Table = Base.metadata.tables["lines"]  # endpoint, customer_id, number, name, caller IDs
-# Written by call-control functions: one row per request (see CallAction in the models).
-call_actions: Table = Base.metadata.tables["call_actions"]
+
+@dataclass(frozen=True)
+class Tables:
+    """The tables a plugin may read, by their SQL names (not the ORM classes: those are the
+    recorder's and provisioning's business). Columns: see pbxcontrol/db/models.py."""
+
+    legs: Table  # live call legs; the API's field order in `leg_fields`
+    leg_fields: tuple[str, ...]
+    customers: Table  # id, parent_id, name, max_calls
+    customer_tree: Table  # ancestor_id, descendant_id, depth
+    directory: Table  # customer_id (NULL = global), number, name
+    lines: Table  # endpoint, customer_id, number, name, caller IDs
+    # Written by call-control functions: one row per request (see CallAction in the models).
+    call_actions: Table
+    # One row per machine: its lease (holder, renewed_at by the database's clock) and
+    # `recorded`, false while its legs are flagged not recorded (SPEC §12; Machine's docstring).
+    machines: Table
+
+
+_TABLES = Base.metadata.tables
+tables = Tables(
+    legs=_TABLES["legs"],
+    leg_fields=LEG_FIELDS,
+    customers=_TABLES["customers"],
+    customer_tree=_TABLES["customer_tree"],
+    directory=_TABLES["directory"],
+    lines=_TABLES["lines"],
+    call_actions=_TABLES["call_actions"],
+    machines=_TABLES["machines"],
+)
 
 
 class PluginError(Exception):
@@ -104,7 +113,8 @@ class PluginContext:
     _channels: Channels | None = None
     _add_stream: Callable[[str, StreamOpener, Iterable[str]], None] | None = None
     _add_static: Callable[[str, Path], None] | None = None
-    _follow: Callable[[Callable[[Connection], None]], None] | None = None
+    #: The change journal (Journal's verbs: position, version, since, touched, follow).
+    journal: Journal = field(default_factory=Journal)
 
     @property
     def channels(self) -> Channels:
@@ -136,20 +146,57 @@ class PluginContext:
         if self._add_stream is not None:  # None: this process serves no HTTP (the CLI tools)
             self._add_stream(path, opener, privileges)
 
-    def follow_journal(self, follower: Callable[[Connection], None]) -> None:
-        """`follower(conn)` is called in the API process's stream hub thread, on the hub's
-        connection, each time the hub has read new change-journal entries: at once after a
-        commit of a recorder in the same process (`serve`), at each NOTIFY on PostgreSQL, and
-        within the hub's poll (0.1 s) on SQLite. For keeping in-memory state current off the
-        request path; it must be quick, and what it raises is logged, not propagated."""
-        if self._follow is not None:  # None: this process serves no HTTP (the CLI tools)
-            self._follow(follower)
-
     @contextmanager
     def connect(self) -> Iterator[Connection]:
         """A connection for start-up checks only (handlers get theirs per request)."""
         with self._engine.connect() as conn:
             yield conn
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    """What a plugin command's `run(ctx, args)` receives: this process's JSON API, with the
+    enabled plugins' functions, and who acts. The core closes the database after `run`."""
+
+    _call: Callable[[str, dict[str, str], Caller], dict[str, Any]]
+    _caller: Callable[[str | None], Caller]
+
+    def caller(self, username: str | None = None) -> Caller:
+        """The system owner, or the person `username` (a command's `--as USERNAME`) as the API
+        sees them after logging in, no password asked: whoever runs this holds the database.
+        Nobody of that name, or a disabled person, ends the command with exit status 2."""
+        return self._caller(username)
+
+    def call(self, path: str, params: Mapping[str, str], caller: Caller) -> dict[str, Any]:
+        """The function at /api/json/<path>/ run in this process as `caller`: the same
+        parameters, privilege check, handler and transaction as over HTTP; the whole envelope
+        (`responses`, and `data` when its code is "200")."""
+        return self._call(path, dict(params), caller)
+
+
+@dataclass(frozen=True)
+class Command:
+    """`pbxcontrol NAME`, offered by a plugin module's `commands()`. Its output is the point:
+    the log level is WARNING unless --log-level says otherwise."""
+
+    name: str
+    help: str  # one line, in `pbxcontrol --help`
+    #: Adds the command's options and sets its description: for --help and shell completion
+    #: too, so it reads no config and no database.
+    arguments: Callable[[argparse.ArgumentParser], None]
+    #: Does the work; returns the exit status.
+    run: Callable[[CommandContext, argparse.Namespace], int]
+
+
+def commands_of(module: ModuleType) -> list[Command]:
+    """The commands a plugin module offers (none without `commands()`)."""
+    offer = getattr(module, "commands", None)
+    if offer is None:
+        return []
+    found = list(offer()) if callable(offer) else None
+    if found is None or not all(isinstance(command, Command) for command in found):
+        raise PluginError(f"{module.__name__}: commands() must return Commands")
+    return found
 
 
 def _entry_points() -> dict[str, list[EntryPoint]]:

@@ -24,6 +24,7 @@ from pbxcontrol.config import Config
 from pbxcontrol.db import migrate
 from pbxcontrol.db.commits import CommitSignal
 from pbxcontrol.db.engine import make_engine, make_sessionmaker
+from pbxcontrol.db.journal import Journal
 from pbxcontrol.db.unrecorded import Watch
 from pbxcontrol.http.api import JsonApi, build_app
 from pbxcontrol.service import lifecycle, notify, supervisor
@@ -197,6 +198,8 @@ def build_api(
     user_login.register(api, signer)
     # REST-only ARI clients for call control (pbxcontrol.ari.control), to every machine.
     channels = AriChannels.from_config(config.machines)
+    # One for every plugin: their journal followers go to the stream hub (None: the CLI tools).
+    journal = Journal(followers.append if followers is not None else None)
     for name in config.plugins:
         module = plugin.load(name)
         ctx = plugin.PluginContext(
@@ -208,7 +211,7 @@ def build_api(
             _add_stream=api.add_stream,
             _channels=channels,
             _add_static=api.add_static,
-            _follow=followers.append if followers is not None else None,
+            journal=journal,
         )
         try:
             module.setup(ctx)

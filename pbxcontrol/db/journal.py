@@ -25,13 +25,13 @@ every change since an id is still here.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, text, update
 
-from pbxcontrol.db.dataversion import API_DATA
+from pbxcontrol.db.dataversion import API_DATA, data_version
 from pbxcontrol.db.models import LEGS_TABLE, Base, LegChange
 
 JOURNAL = Base.metadata.tables[LegChange.__tablename__]
@@ -41,6 +41,7 @@ CHANNEL = "pbxcontrol_journal"
 UPSERT, REMOVE, RESET = "upsert", "remove", "reset"
 
 Keys = tuple[int, int]  # (scustomer, dcustomer)
+Leg = tuple[int, str]  # (machine, uniqueid)
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,24 @@ class Entry:
     id: int
     machine: int
     uniqueid: str
-    op: str
+    op: str  # UPSERT, REMOVE or RESET
     old: Keys | None
     new: Keys | None
+
+    @property
+    def is_upsert(self) -> bool:
+        """The leg was inserted or updated."""
+        return self.op == UPSERT
+
+    @property
+    def is_remove(self) -> bool:
+        """The leg was deleted (the call ended)."""
+        return self.op == REMOVE
+
+    @property
+    def is_reset(self) -> bool:
+        """Names no leg: everything may have changed (provisioning)."""
+        return self.op == RESET
 
 
 def scope_keys(conn: Connection, machine: int, uniqueids: Sequence[str]) -> dict[str, Keys]:
@@ -197,3 +213,55 @@ def prune(conn: Connection, cutoff: float, limit: int) -> int:
     )
     gone = conn.execute(delete(JOURNAL).where(JOURNAL.c.id <= top))
     return int(gone.rowcount or 0)
+
+
+@dataclass(frozen=True)
+class Touched:
+    """What changed between two positions: the legs, and whether a reset is among them (then
+    any leg, its names or its scope may have changed)."""
+
+    legs: set[Leg]
+    reset: bool
+
+
+class Journal:
+    """The change journal as a plugin sees it (`ctx.journal`): one object, a few verbs; the
+    functions above are the core's (writers, pruning, the stream hub)."""
+
+    Entry: TypeAlias = Entry
+    Position: TypeAlias = Position
+
+    def __init__(self, follow: Callable[[Callable[[Connection], None]], None] | None = None):
+        self._follow = follow
+
+    def position(self, conn: Connection) -> Position:
+        """Where the journal is, with the data version, in one statement."""
+        return position(conn)
+
+    def version(self, conn: Connection) -> int | None:
+        """The data version alone (pbxcontrol.db.dataversion; None on a database without its
+        counter): one counter read, for a cache keyed by it."""
+        return data_version(conn)
+
+    def since(self, conn: Connection, after: Position, upto: Position) -> list[Entry]:
+        """The entries after `after` up to `upto`, in order."""
+        return since(conn, after.head, upto.head)
+
+    def touched(self, conn: Connection, after: Position, upto: Position) -> Touched:
+        """The legs the entries after `after` up to `upto` name (fewer columns than `since`:
+        what a reader that reads the legs again needs)."""
+        entries = touched(conn, after.head, upto.head)
+        return Touched(
+            {(machine, uid) for machine, uid, op in entries if op != RESET},
+            any(op == RESET for _, _, op in entries),
+        )
+
+    def follow(self, follower: Callable[[Connection], None]) -> None:
+        """`follower(conn)` is called in the API process's stream hub thread, on the hub's
+        connection, each time the hub has read new entries: at once after a commit of a
+        recorder in the same process (`serve`), at each NOTIFY on PostgreSQL, and within the
+        hub's poll (0.1 s) on SQLite. For keeping in-memory state current off the request
+        path; it must be quick, and what it raises is logged, not propagated. A process that
+        serves no HTTP (the command-line tools) never calls it."""
+        if self._follow is not None:
+            self._follow(follower)

@@ -1,4 +1,5 @@
-"""Operators' tools on the command line: check-config, calls, status, forget-machine."""
+"""Operators' tools on the command line: check-config, status, forget-machine, and the plugins'
+commands."""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ class StreamApi:
     api: JsonApi
     slots: PersonSlots
     #: Called with the hub's connection each time the hub read new journal entries (plugins'
-    #: in-memory state kept current off the request path; PluginContext.follow_journal).
+    #: in-memory state kept current off the request path; Journal.follow).
     followers: list[Callable[[Connection], None]] = field(default_factory=list)
 
     def open(

@@ -1,13 +1,14 @@
 """calls/active/list: the live call legs a person may see, filtered, sorted and named;
 calls/hangup: end the calls among them, audited and rate-limited; calls/active/scopes,
-calls/active/unrecorded and the wallboard page (/wallboard/) that shows them live."""
+calls/active/unrecorded and the wallboard page (/wallboard/) that shows them live;
+`pbxcontrol calls`, the list in a terminal."""
 
 import functools
 from pathlib import Path
 
-from pbxcontrol.plugin import PluginContext
+from pbxcontrol.plugin import Command, PluginContext
 
-from . import sqlterms
+from . import command, sqlterms
 from .cache import ResponseCache
 from .hangup import PRIVILEGES as HANGUP_PRIVILEGES
 from .hangup import Hangups
@@ -25,12 +26,12 @@ def setup(ctx: PluginContext) -> None:
     cache = ResponseCache(megabytes * 1024 * 1024) if megabytes > 0 else None
     with ctx.connect() as conn:
         sqlterms.check_json_support(conn)
-    view = LegView() if _yes(ctx, "memory_view", "yes") else None
+    view = LegView(ctx.journal) if _yes(ctx, "memory_view", "yes") else None
     if view is not None:
-        ctx.follow_journal(view.follow)
+        ctx.journal.follow(view.follow)
     ctx.add_api_function(
         "calls/active/list",
-        functools.partial(list_active_calls, cache=cache, view=view),
+        functools.partial(list_active_calls, journal=ctx.journal, cache=cache, view=view),
         PRIVILEGES,
     )
     ctx.add_stream_function("calls/active/list", open_stream, PRIVILEGES)
@@ -39,6 +40,11 @@ def setup(ctx: PluginContext) -> None:
     ctx.add_api_function("calls/active/scopes", scopes, PRIVILEGES)
     ctx.add_api_function("calls/active/unrecorded", unrecorded, PRIVILEGES)
     ctx.add_static("wallboard", WALLBOARD)
+
+
+def commands() -> list[Command]:
+    """`pbxcontrol calls`: the list in a terminal (command.py)."""
+    return [command.CALLS]
 
 
 def _whole_number(ctx: PluginContext, key: str, default: str) -> int:

@@ -1,5 +1,5 @@
-"""Answers kept per (caller scope, parameters) for the newest data version (the core's
-`data_version`, which every change to legs, the customer tree, directory and lines bumps):
+"""Answers kept per (caller scope, parameters) for the newest data version (the core's, read
+through `ctx.journal`; every change to legs, the customer tree, directory and lines bumps it):
 polling an unchanged list costs one counter read, and nothing stale is ever served."""
 
 from __future__ import annotations

@@ -23,11 +23,12 @@ from pbxcontrol.plugin import (
     Channels,
     ChannelsUnavailable,
     Outcome,
-    call_actions,
+    tables,
 )
 
 from . import query
 
+call_actions = tables.call_actions
 PRIVILEGES = frozenset({"actions"})
 NOT_FOUND = "Call does not exist, or you do not have permission to view it"
 ACCEPTED = "Hangup accepted; the legs leave the list within a second."

@@ -7,14 +7,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
-from pbxcontrol.plugin import (
-    ApiError,
-    ApiRequest,
-    Caller,
-    JournalPosition,
-    data_version,
-    journal_position,
-)
+from pbxcontrol.plugin import ApiError, ApiRequest, Caller, Journal
 
 from . import params, query, view_answers
 from .cache import ResponseCache
@@ -26,7 +19,10 @@ PRIVILEGES = frozenset({"callshop", "telephone line reports", "user"})
 
 
 def list_active_calls(
-    request: ApiRequest, cache: ResponseCache | None = None, view: LegView | None = None
+    request: ApiRequest,
+    journal: Journal,
+    cache: ResponseCache | None = None,
+    view: LegView | None = None,
 ) -> Any:
     wanted, errors = parse(request)
     caller = request.caller
@@ -36,8 +32,8 @@ def list_active_calls(
     # Read before the data: the answer is then at least as new as the version it is kept under.
     # With the in-memory view, the version comes with the journal's position, which the view
     # needs next anyway (one statement, not two).
-    position = journal_position(conn) if view is not None else None
-    version = data_version(conn) if position is None else position.version
+    position = journal.position(conn) if view is not None else None
+    version = journal.version(conn) if position is None else position.version
     # repr: ListRequest holds a dict (not hashable); it is built in a fixed order.
     key = (caller.customer_id, caller.is_system_owner, repr(wanted))
     raw = cache.get(version, key)
@@ -75,7 +71,7 @@ def _answer(
     wanted: ListRequest,
     errors: list[tuple[str, str]],
     view: LegView | None = None,
-    position: JournalPosition | None = None,
+    position: Journal.Position | None = None,
 ) -> Any:
     scope = resolve(conn, caller, wanted, errors)
     if view is not None and view_answers.serves(wanted, conn.dialect.name):

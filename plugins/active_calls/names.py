@@ -25,11 +25,9 @@ from sqlalchemy import (
     union_all,
 )
 
-from pbxcontrol.plugin import customer_tree as tree
-from pbxcontrol.plugin import directory
-from pbxcontrol.plugin import legs as leg
-from pbxcontrol.plugin import lines as line
+from pbxcontrol.plugin import tables
 
+tree, directory, leg, line = tables.customer_tree, tables.directory, tables.legs, tables.lines
 NAMED_NUMBERS = ("snumber", "cnumber", "dnumber")
 DIRECTORY, LINE = 0, 1  # the kinds of candidate
 

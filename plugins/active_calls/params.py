@@ -6,24 +6,25 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-SORT_FIELDS = frozenset(
-    {
-        "cnumber",
-        "ctype",
-        "direction",
-        "dnumber",
-        "dtype",
-        "machine",
-        "peer",
-        "scustomer",
-        "snumber",
-        "stype",
-        "uniqueid",
-        "start",
-    }
+# The choices in the order `pbxcontrol calls --help` and shell completion offer them.
+SORTS = (
+    "cnumber",
+    "ctype",
+    "direction",
+    "dnumber",
+    "dtype",
+    "machine",
+    "peer",
+    "scustomer",
+    "snumber",
+    "stype",
+    "uniqueid",
+    "start",
 )
-DIRECTIONS = {"in": ("in",), "internal": ("internal",), "out": ("out",), "in_out": ("in", "out")}
-MATCH_MODES = frozenset({"contains", "exact", "starts", "ends"})
+SORT_FIELDS = frozenset(SORTS)
+DIRECTIONS = {"in": ("in",), "internal": ("internal",), "in_out": ("in", "out"), "out": ("out",)}
+MATCHES = ("contains", "exact", "starts", "ends")
+MATCH_MODES = frozenset(MATCHES)
 CUSTOMER_WORDS = frozenset({"all", "recursive", "system"})
 FLAGS = ("recursive", "descending", "names", "count")
 TYPE_FILTERS = ("stype", "ctype", "dtype")

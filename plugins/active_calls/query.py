@@ -25,16 +25,14 @@ from sqlalchemy import (
     tuple_,
 )
 
-from pbxcontrol.plugin import Caller
-from pbxcontrol.plugin import customer_tree as tree
-from pbxcontrol.plugin import legs as leg
-from pbxcontrol.plugin import lines as line
+from pbxcontrol.plugin import Caller, tables
 
 from .names import NameStatements
 from .names import statements as name_statements
 from .params import ListRequest, TextFilter
 from .sqlterms import ordered, row_json_of_leg
 
+tree, leg, line = tables.customer_tree, tables.legs, tables.lines
 ESCAPE = "/"
 
 

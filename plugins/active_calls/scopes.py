@@ -11,11 +11,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from pbxcontrol.plugin import ApiRequest
-from pbxcontrol.plugin import customer_tree as tree
-from pbxcontrol.plugin import customers as customer
+from pbxcontrol.plugin import ApiRequest, tables
 
 from .listing import PRIVILEGES
+
+tree, customer = tables.customer_tree, tables.customers
 
 __all__ = ["PRIVILEGES", "scopes"]
 

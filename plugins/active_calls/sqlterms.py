@@ -9,8 +9,9 @@ from sqlalchemy import ColumnElement, Connection, String, literal_column, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-from pbxcontrol.plugin import LEG_FIELDS
-from pbxcontrol.plugin import legs as leg
+from pbxcontrol.plugin import tables
+
+leg = tables.legs
 
 
 class row_json(FunctionElement):  # noqa: N801 (an SQL function)
@@ -45,7 +46,7 @@ def check_json_support(conn: Connection) -> None:
 
 def row_json_of_leg() -> row_json:
     pairs = []
-    for name in LEG_FIELDS:  # the API's field order; names are trusted constants
+    for name in tables.leg_fields:  # the API's field order; names are trusted constants
         pairs += [literal_column(f"'{name}'"), leg.c[name]]
     return row_json(*pairs)
 

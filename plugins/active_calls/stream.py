@@ -18,13 +18,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
-from pbxcontrol.plugin import (
-    RESET,
-    ApiRequest,
-    Caller,
-    Event,
-    JournalEntry,
-)
+from pbxcontrol.plugin import ApiRequest, Caller, Event, Journal
 
 from . import query
 from .listing import parse, resolve
@@ -67,7 +61,7 @@ class ListView:
             return self._count_data(conn)
         return b'{"data":[' + ",".join(obj for _, obj in rows).encode() + b"]}"
 
-    def changes(self, conn: Connection, entries: list[JournalEntry]) -> list[Event]:
+    def changes(self, conn: Connection, entries: list[Journal.Entry]) -> list[Event]:
         """Only the legs the view may show now (their keys in its customers) or showed: a
         change of other customers' legs costs no query."""
         if not self._mine_known:
@@ -83,7 +77,7 @@ class ListView:
             ]
         return self._events(conn, _last_ids(entries), self.held, update=True)
 
-    def catch_up(self, conn: Connection, entries: list[JournalEntry]) -> list[Event]:
+    def catch_up(self, conn: Connection, entries: list[Journal.Entry]) -> list[Event]:
         """A resuming client may hold any leg its journal entries put in the view's customers
         (before or after a change): those that are gone now get a remove."""
         mine = self._customers(conn)
@@ -146,9 +140,9 @@ class ListView:
         return query.scope_customers(conn, self.scope)
 
 
-def _last_ids(entries: list[JournalEntry]) -> dict[Key, int]:
+def _last_ids(entries: list[Journal.Entry]) -> dict[Key, int]:
     """Each changed leg and the id of its last change (a reset names no leg)."""
-    return {(e.machine, e.uniqueid): e.id for e in entries if e.op != RESET}
+    return {(e.machine, e.uniqueid): e.id for e in entries if not e.is_reset}
 
 
 def _removed(key: Key) -> bytes:

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from pbxcontrol.plugin import ApiRequest, unrecorded_machines
+from sqlalchemy import false, select
+
+from pbxcontrol.plugin import ApiRequest, tables
 
 from .listing import PRIVILEGES
 
 __all__ = ["PRIVILEGES", "unrecorded"]
+MACHINES = tables.machines
 
 
 def unrecorded(request: ApiRequest) -> list[dict[str, Any]]:
-    return [
-        {"machine": machine, "since": since} for machine, since in unrecorded_machines(request.conn)
-    ]
+    # `recorded` false: what its legs were last set to; its last renewal is "since when".
+    rows = request.conn.execute(
+        select(MACHINES.c.id, MACHINES.c.renewed_at)
+        .where(MACHINES.c.recorded == false())
+        .order_by(MACHINES.c.id)
+    )
+    return [{"machine": machine, "since": float(since)} for machine, since in rows]

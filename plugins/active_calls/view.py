@@ -39,13 +39,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, select
 
-from pbxcontrol.plugin import RESET, JournalPosition, journal_position, journal_touched
-from pbxcontrol.plugin import legs as leg
+from pbxcontrol.plugin import Journal, tables
 
 from . import query, sqlterms
 from .names import NameBook, NameStatements, named
 from .names import statements as name_statements
 
+leg = tables.legs
 Key = tuple[int, str]  # (machine, uniqueid)
 #: The fields the list filters and sorts by, in a Row's `values`.
 VALUES = (
@@ -103,29 +103,29 @@ def sort_key(row: Row, sort: str) -> tuple[Any, ...]:
 class LegView:
     """Every live leg as the list shows it, current to the journal head of the last request."""
 
-    def __init__(self) -> None:
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
         self.lock = threading.Lock()
         self.rows: dict[Key, Row] = {}
         self.by_customer: dict[int, set[Row]] = {}
         self.orders: dict[str, list[tuple[Any, ...]]] = {}  # sort -> sorted (*key, row)
-        self.seen: JournalPosition | None = None  # what the view was made current to
+        self.seen: Journal.Position | None = None  # what the view was made current to
         self.reloads = 0  # full reads (tests look)
 
-    def current(self, conn: Connection, now: JournalPosition | None = None) -> None:
+    def current(self, conn: Connection, now: Journal.Position | None = None) -> None:
         """Bring the view up to what this request's transaction sees (`now`: the journal's
         position it read, if it did already). Call under `lock`."""
         if now is None:
-            now = journal_position(conn)
+            now = self.journal.position(conn)
         seen = self.seen
         if seen is None or now.pruned > seen.head:
             self._reload(conn, now)
         elif now.head > seen.head:
-            entries = journal_touched(conn, seen.head, now.head)
-            changed = {(machine, uid) for machine, uid, op in entries if op != RESET}
-            if len(changed) > MAX_CHANGED or any(op == RESET for _, _, op in entries):
+            touched = self.journal.touched(conn, seen, now)
+            if touched.reset or len(touched.legs) > MAX_CHANGED:
                 self._reload(conn, now)
             else:
-                self._apply(conn, changed)
+                self._apply(conn, touched.legs)
                 self.seen = now
         elif now.head == seen.head and now.version > seen.version:
             self._reload(conn, now)  # written without a journal entry
@@ -153,7 +153,7 @@ class LegView:
     # -- keeping current -------------------------------------------------------------------
     # Neither _reload nor _apply moves `seen` before it has all it reads: a read cut short
     # (the database went away) leaves the reason to read again in place for the next request.
-    def _reload(self, conn: Connection, now: JournalPosition) -> None:
+    def _reload(self, conn: Connection, now: Journal.Position) -> None:
         self.rows, self.by_customer, self.orders = {}, {}, {}
         for key, row in _read(conn, None):
             self._add(key, row)

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
-from pbxcontrol.plugin import Caller, JournalPosition
+from pbxcontrol.plugin import Caller, Journal
 
 from . import query
 from .params import ListRequest, TextFilter
@@ -41,7 +41,7 @@ def answer(
     caller: Caller,
     wanted: ListRequest,
     scope: query.Scope | None,
-    position: JournalPosition | None = None,
+    position: Journal.Position | None = None,
 ) -> Any:
     """The list's answer; `position`, if given, the journal's as this request read it first."""
     customers = query.scope_customers(conn, scope)

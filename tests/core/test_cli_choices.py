@@ -1,15 +1,16 @@
-"""`pbxcontrol calls` offers exactly the values calls/active/list accepts: the CLI keeps its own
-copy of them (for --help and completion; the core does not import a plugin), checked here."""
+"""`pbxcontrol calls` offers exactly the values calls/active/list accepts: the command and its
+choices come from the plugin (its `commands()`), and the parser the core builds from them at
+start-up (for --help and completion too) shows exactly the plugin's parameters, checked here."""
 
 from __future__ import annotations
 
 import argparse
 
 import pytest
+from pbxcontrol.plugins.active_calls import command as calls_tool
 from pbxcontrol.plugins.active_calls import params
 
 from pbxcontrol import cli
-from pbxcontrol.ops import calls as calls_tool
 
 #: option of `pbxcontrol calls` -> the values the plugin accepts for that parameter
 ACCEPTED = {

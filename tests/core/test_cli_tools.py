@@ -13,13 +13,14 @@ import sys
 import time
 
 import pytest
+from pbxcontrol.plugins.active_calls import command as calls_mod
 from rich.console import Console
 from sqlalchemy import insert
 
 from pbxcontrol import cli
 from pbxcontrol import config as config_mod
 from pbxcontrol.db.models import LEG_INT_FIELDS, LEG_STRING_FIELDS, LEGS_TABLE
-from pbxcontrol.ops import calls as calls_mod
+from pbxcontrol.ops import commands
 from tests.conftest import LIST, build_provisioned, write_config
 from tests.conftest import cli as run_cli
 
@@ -244,8 +245,8 @@ def terminal() -> Console:
 
 def test_calls_on_a_terminal_is_a_table_redrawn_in_place(tools):
     config, _rt = tools
-    listing = calls_mod.ActiveCalls(config_mod.load(str(config)))
-    try:
+    with commands.context(config_mod.load(str(config))) as ctx:
+        listing = calls_mod.ActiveCalls(ctx)
         console = terminal()
         assert calls_mod.show(listing, {"customer": "system"}, console=console) == 0
         once = console.file.getvalue()
@@ -267,8 +268,6 @@ def test_calls_on_a_terminal_is_a_table_redrawn_in_place(tools):
         assert (rc, naps) == (0, [0.5, 0.5, 0.5])
         assert drawn.count("4 active legs") >= 3  # drawn, then redrawn...
         assert "\x1b[2K" in drawn and "\x1b[1A" in drawn  # ...over itself, not scrolled
-    finally:
-        listing.close()
 
 
 # -- completion and help ---------------------------------------------------------------------

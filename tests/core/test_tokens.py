@@ -14,9 +14,11 @@ from pbxcontrol import provisioning
 from pbxcontrol.auth import authenticator as auth
 from pbxcontrol.auth import tokens
 from pbxcontrol.db.models import LoginFailure, Person
-from pbxcontrol.plugin import legs
+from pbxcontrol.plugin import tables
 from tests.conftest import LIST, responses
 from tests.core.test_passwords import scrypt_hash
+
+legs = tables.legs
 
 LOGIN = "/api/json/user/login/"
 RELOGIN = auth.RELOGIN

@@ -7,11 +7,12 @@ import threading
 import pytest
 from sqlalchemy import insert
 
-from pbxcontrol.db.unrecorded import MACHINES
-from pbxcontrol.plugin import legs
+from pbxcontrol.plugin import tables
 from pbxcontrol.service.server import listen, make_server
 from tests.conftest import build_provisioned, write_config
 from tests.fakeari_http import FakeAriHttp
+
+legs = tables.legs
 
 LEGS = [
     # (uniqueid, callid, scustomer, dcustomer, stype, snumber, dtype, dnumber, direction)
@@ -64,7 +65,9 @@ def service(tmp_path_factory):
             ],
         )
         # A machine flagged not recorded: calls/active/unrecorded answers an entry.
-        conn.execute(insert(MACHINES).values(id=1, name="m1", recorded=False, renewed_at=999.5))
+        conn.execute(
+            insert(tables.machines).values(id=1, name="m1", recorded=False, renewed_at=999.5)
+        )
     server = make_server(rt.app, listen("127.0.0.1", 0), 4, rt.streams)  # with the live stream
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -13,11 +13,13 @@ from urllib.parse import quote
 import webtest
 from sqlalchemy import select
 
-from pbxcontrol.plugin import call_actions
+from pbxcontrol.plugin import tables
 from pbxcontrol.runtime import Runtime
 from tests.conftest import build_provisioned, write_config
 from tests.fakeari_http import FakeAriHttp
 from tests.plugins.active_calls.conftest import CALLS, insert_legs, leg
+
+call_actions = tables.call_actions
 
 HANGUP = "/api/json/calls/hangup/"
 NOT_FOUND = "Call does not exist, or you do not have permission to view it"

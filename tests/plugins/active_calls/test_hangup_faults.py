@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 from pbxcontrol.db import models
-from pbxcontrol.plugin import call_actions
+from pbxcontrol.plugin import tables
 from tests.plugins.active_calls.hangup_support import (
     ADDRESS,
     NOT_FOUND,
@@ -21,6 +21,8 @@ from tests.plugins.active_calls.hangup_support import (
     serve,
     start,
 )
+
+call_actions = tables.call_actions
 
 
 @pytest.fixture

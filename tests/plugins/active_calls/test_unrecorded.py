@@ -16,7 +16,7 @@ from pbxcontrol import config as config_mod
 from pbxcontrol import runtime
 from pbxcontrol.db import unrecorded
 from pbxcontrol.db.clock import db_now
-from pbxcontrol.plugin import legs
+from pbxcontrol.plugin import tables
 from tests.conftest import LIST, build_provisioned, cli, write_config
 from tests.plugins.active_calls.conftest import CALLS
 from tests.plugins.active_calls.stream_support import Client, query, serving, write_legs
@@ -136,7 +136,7 @@ def test_after_forget_seconds_the_stream_removes_the_legs(database, databases, t
             assert kinds == ["upsert"] * len(ON_2) + ["remove"] * len(ON_2)  # flagged, then ended
             stream.close()
         with rt.engine.connect() as conn:
-            assert conn.execute(select(legs.c.uniqueid)).all() == []
+            assert conn.execute(select(tables.legs.c.uniqueid)).all() == []
         rt.close()
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import update
 from pbxcontrol import config as config_mod
 from pbxcontrol import provisioning, runtime
 from pbxcontrol.db import journal
-from pbxcontrol.plugin import legs
+from pbxcontrol.plugin import tables
 from pbxcontrol.service import server as http_server
 from tests.conftest import LIST, build_provisioned, write_config
 from tests.plugins.active_calls.changes_support import (
@@ -30,6 +30,8 @@ from tests.plugins.active_calls.changes_support import (
 )
 from tests.plugins.active_calls.conftest import leg
 from tests.plugins.active_calls.stream_support import query, write_legs
+
+legs = tables.legs
 
 NO_CACHE = "[plugin:active_calls]\ncache_megabytes = 0\n"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import sys
@@ -16,20 +17,70 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from pbxcontrol import runtime
-from pbxcontrol.config import Config
-from pbxcontrol.ops import OpsError, callers, table
+from pbxcontrol.plugin import Caller, Command, CommandContext, table
+
+from . import params as list_params
 
 LIST = "calls/active/list"
 # API parameters given as options of the same name, and those given as on/off flags.
 VALUES: tuple[str, ...] = ("customer", "direction", "sort", "callid", "phone")
 VALUES += tuple(f"{p}{k}" for p in "scd" for k in ("number", "match", "type"))
-FLAGS = ("recursive", "descending", "names", "count")
+FLAGS = list_params.FLAGS
 HEADERS = ("AGE", "DIR", "FROM", "TO", "STATUS", "MACHINE", "UNIQUEID", "CALLID")
 DIRECTION_STYLES = {"in": "green", "out": "cyan", "internal": "yellow"}
 
 
-class EnvelopeError(OpsError):
+def arguments(calls: argparse.ArgumentParser) -> None:
+    """The options of calls/active/list (SPEC §6), with the list's own choices, and how to
+    show the answer."""
+    calls.description = (
+        "The active call legs, as calls/active/list answers them, run in this process as the "
+        "system owner (or --as a person). Options are the API's parameters."
+    )
+    add = calls.add_argument
+    add(
+        "--customer",
+        default="system",
+        metavar="ID|all|recursive|system",
+        help="whose legs (default: system, every leg)",
+    )
+    add("--recursive", action="store_true", help="with an ID: its descendants' legs too")
+    add("--direction", choices=tuple(list_params.DIRECTIONS), help="only this direction")
+    add("--sort", choices=list_params.SORTS, help="sort by this field (default: start)")
+    add("--descending", action="store_true", help="sort in descending order")
+    add("--names", action="store_true", help="show the directory names of the numbers")
+    add("--callid", metavar="CALLID", help="only the legs of this call")
+    add("--phone", metavar="LINE", help="only legs from this telephone line (endpoint or number)")
+    for part, what in (("s", "source"), ("c", "dialled"), ("d", "destination")):
+        add(f"--{part}number", metavar="NUMBER", help=f"{what} number to match")
+        add(
+            f"--{part}match",
+            choices=list_params.MATCHES,
+            help=f"how --{part}number matches (contains)",
+        )
+        add(f"--{part}type", metavar="TYPE", help=f"only this {what} type (phone, external, ...)")
+    add("--count", action="store_true", help="only how many legs")
+    add("--as", dest="as_user", metavar="USERNAME", help="see what this person sees")
+    add(
+        "--watch",
+        nargs="?",
+        const=1.0,
+        type=float,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 1) until Ctrl-C",
+    )
+    add("--json", action="store_true", help="print the answer's data as JSON (for scripts)")
+
+
+def run(ctx: CommandContext, args: argparse.Namespace) -> int:
+    listing = ActiveCalls(ctx, args.as_user)
+    return show(listing, api_params(vars(args)), watch=args.watch, as_json=args.json)
+
+
+CALLS = Command("calls", "the active calls, as a table", arguments, run)
+
+
+class EnvelopeError(Exception):
     """The API answered with an error: one "key: message" per response entry."""
 
     def __init__(self, envelope: Mapping[str, Any]):
@@ -51,27 +102,16 @@ class ActiveCalls:
     """calls/active/list run in this process as one caller: the system owner, or the person
     named by `as_user`; the same validation, privilege check and handler as over HTTP."""
 
-    def __init__(self, config: Config, as_user: str | None = None):
-        self.engine, _sessions = runtime.open_database(config, create_if_empty=False)
-        try:
-            self.api = runtime.build_api(config, self.engine)
-            with self.engine.connect() as conn:
-                self.caller = (
-                    callers.person(conn, as_user) if as_user else callers.system_owner(conn)
-                )
-        except BaseException:
-            self.engine.dispose()
-            raise
+    def __init__(self, ctx: CommandContext, as_user: str | None = None):
+        self.ctx = ctx
+        self.caller: Caller = ctx.caller(as_user)
 
     def fetch(self, params: dict[str, str]) -> Any:
         """The envelope's data; an error envelope raises EnvelopeError."""
-        envelope = self.api.call(LIST, dict(params), self.caller)
+        envelope = self.ctx.call(LIST, params, self.caller)
         if envelope["responses"][0]["code"] != "200":
             raise EnvelopeError(envelope)
         return envelope["data"]
-
-    def close(self) -> None:
-        self.engine.dispose()
 
 
 def rows(data: list[dict[str, Any]], now: float) -> list[list[table.Cell]]:
