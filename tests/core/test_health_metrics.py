@@ -116,6 +116,9 @@ def test_a_machine_whose_lease_went_silent_is_named_not_recorded_since_its_last_
         f"{entry['renewed_age']:g} s"
     ]
     assert resp.json["machines"]["1"]["recorded"] is True
+    text = app.get("/metrics").text
+    assert 'pbxcontrol_machine_recorded{machine="1"} 1.0' in text
+    assert 'pbxcontrol_machine_recorded{machine="2"} 0.0' in text
 
 
 def test_unhealthy_when_a_configured_machine_was_never_recorded(served):
