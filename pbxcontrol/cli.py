@@ -15,7 +15,7 @@ from pbxcontrol.plugin import PluginError
 
 EXIT_USAGE = 2
 #: Quiet by default, as every plugin's command is: their output is the point.
-TOOLS = ("status", "forget-machine")
+TOOLS = ("backup", "status", "rotate-token-key", "forget-machine")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,6 +36,17 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("record", help="run only the recorders")
     sub.add_parser("api", help="run only the HTTP API")
     sub.add_parser("initdb", help="create or upgrade the database schema")
+    rotate = sub.add_parser(
+        "rotate-token-key",
+        help="add a token signing key that signs from now on (no restart needed)",
+        description="Add a token signing key. Every API process signs with it within seconds; "
+        "tokens signed by the previous keys keep working until they expire.",
+    )
+    rotate.add_argument(
+        "--drop-old",
+        action="store_true",
+        help="also drop every previous key: every token issued so far stops working (a leak)",
+    )
     prov = sub.add_parser("provision", help="apply a provisioning document (JSON)")
     prov.add_argument(
         "document", metavar="FILE.json", help="the document: customers, people, lines, ..."
@@ -45,9 +56,21 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument(
         "file", metavar="FILE", nargs="?", help="the file (default: --config, $PBXCONTROL_CONFIG)"
     ).complete = shtab.FILE  # type: ignore[attr-defined]
+    backup = sub.add_parser(
+        "backup", help="copy the SQLite database while the service runs (consistent, 0600)"
+    )
+    backup.add_argument(
+        "file", metavar="FILE", help="the copy to write (replaced if it exists)"
+    ).complete = shtab.FILE  # type: ignore[attr-defined]
     # The plugins' commands (`calls`, ...): their options come with them, choices included.
     for command in commands.offered(set(sub.choices) | set(TOOLS)):
         commands.add_parser(sub, command)
+    _machine_tools(sub)
+    return top
+
+
+def _machine_tools(sub: argparse._SubParsersAction) -> None:
+    """`status` (who records each machine) and `forget-machine` (SPEC §12)."""
     status = sub.add_parser("status", help="per machine: recording?, holder, sync, legs, events")
     status.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     forget = sub.add_parser(
@@ -58,7 +81,6 @@ def parser() -> argparse.ArgumentParser:
         "recorder holds the machine.",
     )
     forget.add_argument("machine", metavar="N", type=int, help="the machine id ([asterisk:N])")
-    return top
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +114,16 @@ def run(args: argparse.Namespace) -> int:
             from pbxcontrol.ops.forget import forget_machine
 
             print(forget_machine(config, args.machine))
+            return 0
+        if command == "rotate-token-key":
+            from pbxcontrol.ops import tokenkey
+
+            print(tokenkey.rotate(config, drop_all=args.drop_old))
+            return 0
+        if command == "backup":
+            from pbxcontrol.ops import backup
+
+            print(backup.backup(config, args.file))
             return 0
     except ops.OpsError as exc:
         print(f"pbxcontrol: error: {exc}", file=sys.stderr)

@@ -45,6 +45,7 @@ class Config:
     machines: tuple[MachineConfig, ...]
     batch_size: int = 1000
     history_days: int = 30
+    audit_days: int = 365  # days the call-control audit (call_actions) keeps its rows
     heartbeat: float = 2.0  # seconds between a recorder's status writes (`pbxcontrol status`)
     login_failures_per_user: int = 10
     login_failures_per_address: int = 50
@@ -129,12 +130,7 @@ def _build(r: IniReader, known_plugins: frozenset[str] | None) -> Config:
         r.problem("logging", "level", f"{level!r} is not one of {', '.join(LOG_LEVELS)}")
         level = "INFO"
     log_format = r.choice("logging", "format", "text", LOG_FORMATS)
-    found = [_machine(r, s) for s in r.parser.sections() if s.startswith("asterisk")]
-    machines = tuple(m for m in found if m is not None)
-    apps = [m.app for m in machines]
-    for m in machines:
-        if apps.count(m.app) > 1:
-            r.problem(f"asterisk:{m.id}", "app", f"{m.app!r} is used by another machine")
+    machines = _machines(r)
     return Config(
         path=r.path,
         database_url=url or "",
@@ -147,6 +143,7 @@ def _build(r: IniReader, known_plugins: frozenset[str] | None) -> Config:
         machines=machines,
         batch_size=r.integer("recorder", "batch_size", 1000, lo=1, hi=100000),
         history_days=r.integer("recorder", "history_days", 30, lo=0),
+        audit_days=r.integer("recorder", "audit_days", 365, lo=0),
         heartbeat=r.number("recorder", "heartbeat", 2.0),
         journal_seconds=r.number("recorder", "journal_seconds", 600.0),
         takeover_seconds=(takeover := _takeover(r)),
@@ -165,6 +162,17 @@ def _build(r: IniReader, known_plugins: frozenset[str] | None) -> Config:
         },
         log_format=log_format,
     )
+
+
+def _machines(r: IniReader) -> tuple[MachineConfig, ...]:
+    """The [asterisk:N] sections; each app name is one connection's (a second replaces it)."""
+    found = [_machine(r, s) for s in r.parser.sections() if s.startswith("asterisk")]
+    machines = tuple(m for m in found if m is not None)
+    apps = [m.app for m in machines]
+    for m in machines:
+        if apps.count(m.app) > 1:
+            r.problem(f"asterisk:{m.id}", "app", f"{m.app!r} is used by another machine")
+    return machines
 
 
 def _networks(r: IniReader, section: str, key: str) -> tuple[Network, ...]:

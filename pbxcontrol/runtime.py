@@ -16,10 +16,12 @@ from pbxcontrol import config as config_mod
 from pbxcontrol import logs, plugin
 from pbxcontrol.ari.control import AriChannels
 from pbxcontrol.auth import login as user_login
+from pbxcontrol.auth import tickets as stream_tickets
 from pbxcontrol.auth.authenticator import Authenticator
+from pbxcontrol.auth.keys import ensure_key, key_reader
 from pbxcontrol.auth.proxy import ClientAddress
 from pbxcontrol.auth.throttle import LoginThrottle
-from pbxcontrol.auth.tokens import TokenSigner, ensure_key, load_key
+from pbxcontrol.auth.tokens import TokenSigner
 from pbxcontrol.config import Config
 from pbxcontrol.db import migrate
 from pbxcontrol.db.commits import CommitSignal
@@ -165,6 +167,7 @@ def build_recorders(
                 sweep_interval=m.sweep_interval,
                 batch_size=config.batch_size,
                 history_days=config.history_days,
+                audit_days=config.audit_days,
                 heartbeat=config.heartbeat,
                 journal_seconds=config.journal_seconds,
                 takeover=config.takeover_seconds,
@@ -196,6 +199,7 @@ def build_api(
     authenticator = Authenticator(throttle, tokens=signer)
     api = JsonApi(engine, authenticator, observe) if observe else JsonApi(engine, authenticator)
     user_login.register(api, signer)
+    stream_tickets.register(api)
     # REST-only ARI clients for call control (pbxcontrol.ari.control), to every machine.
     channels = AriChannels.from_config(config.machines)
     # One for every plugin: their journal followers go to the stream hub (None: the CLI tools).
@@ -212,6 +216,7 @@ def build_api(
             _channels=channels,
             _add_static=api.add_static,
             journal=journal,
+            history_days=config.history_days,
         )
         try:
             module.setup(ctx)
@@ -222,13 +227,15 @@ def build_api(
 
 
 def token_signer(config: Config, engine: Engine) -> TokenSigner:
-    """Tokens signed with the installation's key, read once: every process and host of the
-    database verifies every token. A key replaced in the database takes effect at restart."""
-    with engine.connect() as conn:
-        key = load_key(conn)
-    if key is None:
-        raise StartupError("the database has no token signing key: run `pbxcontrol initdb`")
-    return TokenSigner(key, config.token_lifetime)
+    """Tokens signed with the installation's newest key, verified with any of its keys: every
+    process and host of the database verifies every token. The keys are read again every few
+    seconds, so a rotation (`pbxcontrol rotate-token-key`) needs no restart."""
+    try:
+        return TokenSigner(key_reader(engine), config.token_lifetime)
+    except ValueError:
+        raise StartupError(
+            "the database has no token signing key: run `pbxcontrol initdb`"
+        ) from None
 
 
 def initdb(config: Config) -> str:
@@ -280,48 +287,55 @@ def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
     stop = lifecycle.Stop()
     lifecycle.metrics_directory(config.http_processes if http else 1)
     rt = build(config, http=http, record=record)
-    workers = None
+    workers = watchdog = None
     try:
         server = None
         if http:
             sock = _listen(config)
             proxies = ClientAddress(config.trusted_proxies) if config.trusted_proxies else None
 
-            assert rt.metrics is not None
-            counted = rt.metrics.stream_count
+            hub = _hub_settings(rt)
 
             def make_server():
                 return http_server.make_server(
-                    rt.app,
-                    sock,
-                    config.http_threads,
-                    rt.streams,
-                    proxies,
-                    counted=counted,
-                    commits=rt.commits,  # the recorders' commits reach streams at once
-                    # Every HTTP process looks at the machines' leases (SPEC §12).
-                    watch=Watch(config.takeover_seconds, config.forget_seconds),
-                    stream_buffer=config.stream_buffer,
+                    rt.app, sock, config.http_threads, rt.streams, proxies, **hub
                 )
 
             if config.http_processes > 1:
                 # Fork before any thread starts (the recorders below): forking a threaded
                 # process is unsafe. The supervisor replaces workers that die.
-                serve_one = supervisor.waitress_worker(rt.engine, make_server)
+                watch = lifecycle.worker_watch(notify.watchdog_interval())
+                serve_one = supervisor.waitress_worker(rt.engine, make_server, watch)
                 count = config.http_processes - 1
                 supervised = supervisor.Supervisor(serve_one, count, _worker_gone(rt))
                 workers = supervisor.start(supervised)
             server = make_server()
         for recorder in rt.recorders:
             recorder.start()
-        lifecycle.ready(server, workers)
+        watchdog = lifecycle.ready(server, workers, rt.recorders)
         lifecycle.run_until_stopped(stop, server)
     finally:
+        if watchdog is not None:
+            watchdog.stop()  # the threads it watches end on purpose now
         notify.notify("STOPPING=1")
         if workers is not None:
             workers.stop()
         rt.close()
     log.info("stopped")
+
+
+def _hub_settings(rt: Runtime) -> dict[str, Any]:
+    """The stream hub's, in each HTTP process: the metrics' gauge, the recorders' commits
+    (they reach streams at once), the watch on the machines' leases (SPEC §12), the bound of
+    what a stream's client may leave unread."""
+    assert rt.metrics is not None
+    config = rt.config
+    return {
+        "counted": rt.metrics.stream_count,
+        "commits": rt.commits,
+        "watch": Watch(config.takeover_seconds, config.forget_seconds),
+        "stream_buffer": config.stream_buffer,
+    }
 
 
 def _worker_gone(rt: Runtime) -> Callable[[int], None]:

@@ -12,13 +12,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, exists, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from pbxcontrol.auth.passwords import dummy_hash, hash_password, needs_rehash, verify_password
 from pbxcontrol.auth.throttle import LoginThrottle
-from pbxcontrol.auth.tokens import TokenError, TokenSigner
-from pbxcontrol.db.models import Customer, Person, RolePrivilege
+from pbxcontrol.auth.tokens import Claims, TokenError, TokenSigner
+from pbxcontrol.db.models import Customer, Person, RevokedToken, RolePrivilege
 from pbxcontrol.http.envelope import ApiError
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,10 @@ _PERSON = (
     .outerjoin(RolePrivilege, RolePrivilege.role == Person.role)
     .where(Person.username == bindparam("username"))
 )
+# A token's person, and whether that token was revoked (user/logout): one query.
+_TOKEN_PERSON = _PERSON.add_columns(
+    exists().where(RevokedToken.jti == bindparam("jti")).label("revoked")
+)
 
 
 def person_rows(conn: Connection, username: str) -> list[Any]:
@@ -49,8 +53,9 @@ def person_rows(conn: Connection, username: str) -> list[Any]:
     return list(conn.execute(_PERSON, {"username": username}).all())
 
 
-def caller_of(username: str, rows: list[Any], token_expires: int | None = None) -> Caller:
-    """The Caller that `person_rows` describes (rows not empty)."""
+def caller_of(username: str, rows: list[Any], claims: Claims | None = None) -> Caller:
+    """The Caller that `person_rows` describes (rows not empty); `claims`: of the token (or
+    ticket) the request came with, whose expiry, id and scope the caller keeps."""
     row = rows[0]
     privileges = frozenset(r.privilege for r in rows if r.privilege)
     return Caller(
@@ -59,8 +64,10 @@ def caller_of(username: str, rows: list[Any], token_expires: int | None = None) 
         row.role,
         privileges,
         row.parent_id is None,
-        token_expires,
+        claims.expires if claims else None,
         row.token_epoch,
+        claims.scope if claims else "all",
+        claims.jti if claims else "",
     )
 
 
@@ -80,6 +87,10 @@ class Caller:
     # Set when the request came with a token: its expiry (Unix time), e.g. to end a stream.
     token_expires: int | None = None
     token_epoch: str = field(default="", repr=False, compare=False)  # to issue a token
+    # What the credentials allow: "all" (every privilege above) or "read" (a token of
+    # scope=read: only the functions registered as read-only).
+    scope: str = "all"
+    token_id: str = field(default="", repr=False, compare=False)  # the token's jti, if any
 
 
 class Authenticator:
@@ -115,8 +126,7 @@ class Authenticator:
 
     def check_token(self, conn: Connection, token: str) -> Caller:
         """The token's person, if the token is valid now. Signature and expiry first (no KDF,
-        no database for garbage), then one lookup by primary key: disabled, deleted or with a
-        new revocation marker (password changed) is a 401. Not a password guess: the throttle
+        no database for garbage), then `check_claims`. Not a password guess: the throttle
         neither counts it nor refuses it. Cheap enough to call again and again (a stream)."""
         if self.tokens is None:
             raise ApiError(401, [("", RELOGIN)])
@@ -124,14 +134,21 @@ class Authenticator:
             claims = self.tokens.verify(token)
         except TokenError:
             raise ApiError(401, [("", RELOGIN)]) from None
-        rows = person_rows(conn, claims.username)
+        return self.check_claims(conn, claims)
+
+    def check_claims(self, conn: Connection, claims: Claims) -> Caller:
+        """The person a token's (or a stream ticket's) claims name, if they still hold: one
+        lookup by primary key; disabled, deleted, with a new revocation marker (password
+        changed) or the token logged out is a 401. No KDF, no throttle."""
+        rows = conn.execute(_TOKEN_PERSON, {"username": claims.username, "jti": claims.jti}).all()
         if (
             not rows
             or not rows[0].enabled
+            or rows[0].revoked
             or not hmac.compare_digest(rows[0].token_epoch.encode(), claims.epoch.encode())
         ):
             raise ApiError(401, [("", RELOGIN)])
-        return caller_of(claims.username, rows, claims.expires)
+        return caller_of(claims.username, list(rows), claims)
 
     def authenticate(
         self, conn: Connection, username: str | None, password: str | None, address: str = ""

@@ -46,6 +46,9 @@ _release_memory = _malloc_trim()
 
 #: As a function's privileges: any privilege at all will do (user/login).
 ANY_PRIVILEGE = "*"
+READ_ONLY = (
+    "This token may only read (scope=read): log in with scope=all (the default) for this function."
+)
 
 
 @dataclass(frozen=True)
@@ -66,11 +69,13 @@ Handler = Callable[[ApiRequest], Any]
 
 @dataclass(frozen=True)
 class ApiFunction:
-    """A JSON function (`handler` answers it) or a stream function (`handler` opens it)."""
+    """A JSON function (`handler` answers it) or a stream function (`handler` opens it).
+    `read`: it changes nothing, so a token of scope `read` may call it (streams all are)."""
 
     path: str
     handler: Handler
     privileges: frozenset[str]
+    read: bool = False
 
 
 @dataclass
@@ -92,11 +97,14 @@ class JsonApi:
             raise ValueError(f"static pages at /{prefix}/ are registered twice")
         self.statics[prefix] = Path(directory)
 
-    def add(self, path: str, handler: Handler, privileges: Iterable[str]) -> None:
-        _register(self.functions, "API function", path, handler, privileges)
+    def add(
+        self, path: str, handler: Handler, privileges: Iterable[str], *, read: bool = False
+    ) -> None:
+        _register(self.functions, "API function", path, handler, privileges, read)
 
     def add_stream(self, path: str, opener: Handler, privileges: Iterable[str]) -> None:
-        _register(self.streams, "stream function", path, opener, privileges)
+        # A stream only shows what is there: every stream function is read-only.
+        _register(self.streams, "stream function", path, opener, privileges, True)
 
     def find(self, path: str, *, stream: bool = False) -> ApiFunction:
         """The function served at `path` (404 if none)."""
@@ -111,7 +119,7 @@ class JsonApi:
         """The caller of `values`' credentials (removed from them), allowed to use `function`
         (401, 402 otherwise); on the request's connection."""
         caller = self.authenticator.from_params(conn, values, address)
-        check_privileges(function.privileges, caller)
+        check_privileges(function, caller)
         return caller
 
     def run(
@@ -123,7 +131,7 @@ class JsonApi:
             if caller is None:
                 caller = self.authorize(conn, function, values, address)
             else:
-                check_privileges(function.privileges, caller)
+                check_privileges(function, caller)
             return caller, function.handler(ApiRequest(values, caller, conn, address))
 
     def dispatch(
@@ -165,18 +173,27 @@ class JsonApi:
 
 
 def _register(
-    where: dict[str, ApiFunction], kind: str, path: str, handler: Handler, privileges: Iterable[str]
+    where: dict[str, ApiFunction],
+    kind: str,
+    path: str,
+    handler: Handler,
+    privileges: Iterable[str],
+    read: bool,
 ) -> None:
     key = path.strip("/")
     if key in where:
         raise ValueError(f"{kind} {key!r} is registered twice")
-    where[key] = ApiFunction(key, handler, frozenset(privileges))
+    where[key] = ApiFunction(key, handler, frozenset(privileges), read)
 
 
-def check_privileges(wanted: frozenset[str], caller: Caller) -> None:
-    """402 unless the caller has one of the `wanted` privileges (ANY_PRIVILEGE: any)."""
+def check_privileges(function: ApiFunction, caller: Caller) -> None:
+    """402 unless the caller has one of the function's privileges (ANY_PRIVILEGE: any), and
+    its credentials' scope allows the function (a `read` token: read-only functions only)."""
+    wanted = function.privileges
     if not (caller.privileges if ANY_PRIVILEGE in wanted else wanted & caller.privileges):
         raise ApiError(402)
+    if caller.scope != "all" and not function.read:
+        raise ApiError(402, [("", READ_ONLY)])
 
 
 def build_app(api: JsonApi) -> bottle.Bottle:

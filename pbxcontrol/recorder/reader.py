@@ -84,10 +84,12 @@ class Backlog:
 
 
 class EventReader:
-    """Reads the websocket into `queue` (CONNECTED, (seq, message)..., DISCONNECTED) while
-    `may_connect()` is true: the lease is held and was renewed recently. A holder that hangs
-    or loses the database thus closes its websocket by itself once its lease may have been
-    taken, and one that wakes up (SIGCONT) closes it before reading on."""
+    """Reads the websocket into `queue` (CONNECTED, (seq, message)..., DISCONNECTED): opens it
+    while `may_connect()` is true (the lease is held and was renewed recently) and keeps it
+    while `may_keep()` is (held, not known lost, not in doubt for long: a slow commit or a late
+    renewal closes nothing). A holder that loses the database closes its websocket by itself
+    once its lease has surely been taken, and one that wakes up (SIGCONT) after a takeover reads
+    the ApplicationReplaced that the new holder's connection caused, and closes it."""
 
     def __init__(
         self,
@@ -96,6 +98,7 @@ class EventReader:
         status: Heartbeat,
         may_connect: Callable[[], bool],
         on_replaced: Callable[[], None],
+        may_keep: Callable[[], bool],
         stopping: threading.Event,
         name: str,
     ):
@@ -104,6 +107,7 @@ class EventReader:
         self.status = status
         self.may_connect = may_connect
         self.on_replaced = on_replaced  # called before reading on: may_connect() is then false
+        self.may_keep = may_keep  # an open websocket stays open while true
         self.stopping = stopping
         self.name = name
         self.received = 0  # messages read from the websocket, a sequence number
@@ -143,7 +147,7 @@ class EventReader:
         self.out.put(CONNECTED)  # the writer reconciles; events meanwhile queue up
         try:
             while not self.stopping.is_set():
-                if not self.may_connect():
+                if not self.may_keep():
                     log.warning(
                         "%s: the lease is not confirmed: closing the events websocket", self.name
                     )
@@ -172,7 +176,7 @@ class EventReader:
                 self.status.heard(self.received)
                 self.out.put_message(self.received, message)
         except AriError as exc:
-            if not self.stopping.is_set() and self.may_connect():  # not closed by a drop
+            if not self.stopping.is_set() and self.may_keep():  # not closed by a drop
                 log.warning("%s: events connection lost (%s); reconnecting", self.name, exc)
                 return False
         finally:

@@ -28,8 +28,9 @@ class Heartbeat:
     not a thread of its own: a writer that hangs stops beating, and shows as stale.
 
     The row is also the machine's lease (pbxcontrol.recorder.lease): the beat runs in a
-    fenced transaction, so it renews the lease, and only the holder of the current epoch
-    writes it. A standby writes nothing here; it logs "standby, holder host:pid (epoch N)"."""
+    fenced transaction, so only the holder of the current epoch writes it; the lease itself is
+    renewed by recorder/renewer.py (while this writer is alive). A standby writes nothing here;
+    it logs "standby, holder host:pid (epoch N)"."""
 
     def __init__(
         self,

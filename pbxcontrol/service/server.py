@@ -75,10 +75,10 @@ class ApiChannel(EnvelopeChannel):
             self._client_address(request),
             full=self.hub.full,
         )
-        if isinstance(opened, bytes):
+        if not isinstance(opened, stream.Opened):  # the envelope, or one snapshot: whole
             # Written before the request is dropped: with no request in flight, the socket
             # loop flushes without the buffer lock.
-            self.write_soon(stream.whole(version, opened))
+            self.write_soon(stream.answer(version, opened))
             self.close_when_flushed = True
             self._finished()
             self.server.pull_trigger()

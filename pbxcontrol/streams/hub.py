@@ -3,8 +3,10 @@ the change journal and writes the events, so an open stream costs a socket and a
 — not a thread, nor a waitress channel in its socket loop.
 
 The thread sleeps in one epoll set (pbxcontrol.streams.outlet) of the streams' sockets and a
-wake-up pipe. Each round: read the journal's head (SQLite: every `poll` seconds; PostgreSQL:
-woken by NOTIFY, and every second anyway), read the new entries once, and hand them to each
+wake-up pipe. Each round: read the journal's head (every `poll` seconds, at once after a commit
+of a writer in this process, and on PostgreSQL soon again while the head waits for writers in
+flight: pbxcontrol/db/horizon.py; recorders do not NOTIFY, whose commits PostgreSQL
+serialises), read the new entries once, and hand them to each
 *group* — the streams with the same view key (caller scope + parameters) share one view, so
 one query serves them all — then queue the group's events, encoded once, on each of its
 streams (the same bytes object, not a copy per stream) and send them at once without
@@ -36,6 +38,7 @@ from pbxcontrol.db import journal
 from pbxcontrol.db.commits import CommitSignal
 from pbxcontrol.db.unrecorded import Watch
 from pbxcontrol.http.api import _release_memory
+from pbxcontrol.liveness import Pulse
 from pbxcontrol.streams.outlet import BACKLOG, Fanout, Outlet, Stream
 from pbxcontrol.streams.stream import Opened, StreamApi, StreamView, event
 
@@ -44,6 +47,9 @@ log = logging.getLogger("pbxcontrol.http")
 KEEPALIVE = 10.0  # seconds without a byte before a stream gets a comment line (contract: 15)
 RECHECK = 30.0  # seconds between re-checks of each stream's person (the contract: 60)
 BATCH = 5000  # journal entries read per round at most
+#: PostgreSQL: seconds between rounds, and while the head settles (writers in flight). A round
+#: is one call (pbx_journal_probe) when nothing changed.
+PG_POLL, PG_SETTLE = 0.05, 0.01
 #: The GIL's switch interval in a process with a hub (Python's default is 5 ms): a request
 #: thread waiting for the GIL while the hub fans a change out waits at most this long, at
 #: each of the several times a request takes the GIL back after I/O.
@@ -78,7 +84,7 @@ class Hub:
         `stream_buffer` bytes wait for its client (`[http] stream_buffer`)."""
         self.engine = engine
         self.api = streams
-        self.poll = poll if engine.dialect.name != "postgresql" else 1.0
+        self.poll = poll if engine.dialect.name != "postgresql" else PG_POLL
         self.position = 0  # the last journal id every group has been brought to
         self.pruned = 0
         self.groups: dict[Any, Group] = {}
@@ -91,6 +97,7 @@ class Hub:
         self._joining = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.pulse = Pulse()  # the thread's: waiting in its poll, or working (the watchdog)
         # The intervals are read each round (a test may shorten them on a running hub).
         self._last_recheck = -RECHECK
         self._next_recheck = float("inf")  # sooner: a token that expires
@@ -127,6 +134,11 @@ class Hub:
         self._joining.put((sock, opened, head))
         self.fanout.poller.wake()
 
+    def alive(self, bound: float) -> bool:
+        """For the watchdog: the hub's thread runs and its loop turns — no round of it works
+        for `bound` seconds or more."""
+        return self._stop.is_set() or not self.pulse.stuck(bound)
+
     @property
     def count(self) -> int:
         return len(self.fanout.streams)
@@ -139,10 +151,12 @@ class Hub:
     # -- the hub's thread ------------------------------------------------------------------
     def _run(self) -> None:
         due = 0.0
+        self.pulse.attach()
         try:
             while not self._stop.is_set():
                 soonest = min(due, self._quiet_due, self._watch_due if self.watch else due)
-                woken, ready = self.fanout.poller.wait(soonest - time.monotonic())
+                with self.pulse.waiting():
+                    woken, ready = self.fanout.poller.wait(soonest - time.monotonic())
                 if self._stop.is_set():
                     return
                 for stream, events in ready:
@@ -150,11 +164,12 @@ class Hub:
                 if woken or time.monotonic() >= due:
                     due = time.monotonic() + self.poll
                     try:
-                        self._round()
+                        if self._round():
+                            due = min(due, time.monotonic() + PG_SETTLE)
                         self.counted(self.count)
                     except Exception:
                         log.exception("stream hub: round failed; retrying")
-                        self._stop.wait(1.0)
+                        self.pulse.wait(self._stop, 1.0)
                 if self.watch is not None and time.monotonic() >= self._watch_due:
                     self._look()
                 # Whatever became of the round (a database that fails): no stream goes
@@ -166,9 +181,11 @@ class Hub:
                 self.fanout.close(stream)
             self.fanout.poller.close()
 
-    def _round(self) -> None:
+    def _round(self) -> bool:
+        """One round; True when the journal's head waits for writers in flight."""
         with self.engine.connect() as conn:
             last, self.pruned = journal.head(conn)
+            settling = journal.settling(conn)
             if last > self.position:
                 upto = min(last, self.position + BATCH)
                 self._advance(conn, journal.since(conn, self.position, upto), upto)
@@ -186,6 +203,7 @@ class Hub:
             if now >= min(self._next_recheck, self._last_recheck + RECHECK):
                 self._last_recheck, self._next_recheck = now, float("inf")
                 self._recheck(conn)
+        return settling
 
     def _look(self) -> None:
         """The watch's look at the machines' leases; what it wrote (legs flagged or ended,
@@ -286,7 +304,7 @@ class Hub:
         verdicts: dict[tuple, bool] = {}
         for stream in list(self.fanout.streams.values()):
             opened = stream.opened
-            who = (opened.path, tuple(sorted(opened.credentials.items())))
+            who = (opened.path, tuple(sorted(opened.credentials.items())), opened.grant)
             if who not in verdicts:
                 verdicts[who] = self.api.recheck(conn, opened)
             if not verdicts[who] or (
@@ -327,7 +345,8 @@ class Hub:
                 del self.groups[key]
 
     def _listen(self) -> None:
-        """PostgreSQL: wake the hub on every NOTIFY of a commit with journal entries."""
+        """PostgreSQL: wake the hub on every NOTIFY on the journal's channel (recorders do not
+        send one: the hub polls; an operator's tool may)."""
         while not self._stop.is_set():
             try:
                 raw = self.engine.raw_connection()

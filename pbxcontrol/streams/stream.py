@@ -16,10 +16,12 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
+from pbxcontrol.auth import tickets
 from pbxcontrol.auth.authenticator import Caller
+from pbxcontrol.auth.tokens import Claims
 from pbxcontrol.db.journal import Entry
 from pbxcontrol.http import envelope, params
-from pbxcontrol.http.api import JsonApi
+from pbxcontrol.http.api import JsonApi, check_privileges
 from pbxcontrol.http.envelope import ApiError
 from pbxcontrol.streams.slots import PersonSlots
 
@@ -29,6 +31,8 @@ access_log = logging.getLogger("pbxcontrol.access")
 PREFIX = "/api/stream/"
 #: Parameters that are the caller's credentials: kept (in memory) to re-check them.
 CREDENTIALS = ("auth_username", "auth_password", "auth_token")
+TICKET = "ticket"  # a one-use ticket from stream/ticket, instead of credentials
+TICKET_AND = "give a ticket or credentials, not both"
 
 Event = tuple[int, str, bytes]  # (id, event name, data)
 
@@ -53,7 +57,18 @@ class StreamView(Protocol):
         """Whether the caller may still see this view (its scope may have moved)."""
 
 
-Opener = Callable[[Any], StreamView]  # (ApiRequest) -> StreamView, or raises ApiError
+@dataclass(frozen=True)
+class OneSnapshot:
+    """What an opener returns for a stream that is one snapshot and ends (the board at a past
+    moment): sent whole from the worker thread, then the connection closes; the hub never
+    holds it, nor does it take one of its person's stream slots."""
+
+    ident: int  # the event's id
+    data: bytes  # the `snapshot` event's data
+
+
+#: (ApiRequest) -> StreamView or OneSnapshot, or raises ApiError
+Opener = Callable[[Any], "StreamView | OneSnapshot"]
 
 
 @dataclass
@@ -66,6 +81,8 @@ class Opened:
     credentials: dict[str, str]
     last_event_id: int | None
     started: float = field(default_factory=time.monotonic)
+    #: Opened with a ticket: whom it was issued to, re-checked like a token (no password).
+    grant: Claims | None = None
 
 
 @dataclass
@@ -89,12 +106,12 @@ class StreamApi:
         address: str,
         *,
         full: bool = False,
-    ) -> Opened | bytes:
-        """A stream ready to start (its person's slot taken), or the envelope to answer.
-        `full`: this process holds as many streams as it may."""
+    ) -> Opened | OneSnapshot | bytes:
+        """A stream ready to start (its person's slot taken), one snapshot to send, or the
+        envelope to answer. `full`: this process holds as many streams as it may."""
         started = time.perf_counter()
         name = path[len(PREFIX) :].strip("/")
-        answer: Opened | bytes
+        answer: Opened | OneSnapshot | bytes
         try:
             answer = self._open(method, name, query, last_event_id, address, full)
             code = 200
@@ -110,19 +127,35 @@ class StreamApi:
 
     def _open(
         self, method: str, name: str, query: str, last_event_id: str, address: str, full: bool
-    ) -> Opened:
+    ) -> Opened | OneSnapshot:
         if method != "GET":
             raise ApiError(405, [("", "Method not allowed; use GET.")])
         function = self.api.find(name, stream=True)
         values = params.parse(query)
         resume = last_event_id or values.pop("last_event_id", "")
         credentials = {k: values[k] for k in CREDENTIALS if k in values}  # auth removes them
-        caller, view = self.api.run(function, values, address, None)
+        grant = caller = None
+        if TICKET in values:
+            grant, caller = self._use_ticket(values.pop(TICKET), bool(credentials))
+        caller, view = self.api.run(function, values, address, caller)
+        if isinstance(view, OneSnapshot):
+            return view
         if full:
             raise ApiError(429, [("", "Too many live streams on this server.")])
         if not self.slots.acquire(caller.username):
             raise ApiError(429, [("", "Too many live streams for this person.")])
-        return Opened(name, caller, view, credentials, _event_id(resume))
+        return Opened(name, caller, view, credentials, _event_id(resume), grant=grant)
+
+    def _use_ticket(self, ticket: str, credentials: bool) -> tuple[Claims, Caller]:
+        """The ticket used up (in a transaction of its own: any attempt uses it, whatever
+        the opening then answers) and the person it was issued to, checked as a token is."""
+        if credentials:
+            raise ApiError.invalid(TICKET, TICKET_AND)
+        with self.api.engine.begin() as conn:
+            grant = tickets.consume(conn, ticket)
+            if grant is None:
+                raise ApiError(401, [("", tickets.USED)])
+            return grant, self.api.authenticator.check_claims(conn, grant)
 
     def recheck(self, conn: Connection, opened: Opened) -> bool:
         """Whether the stream's person may still use it: credentials, privileges, token."""
@@ -130,7 +163,11 @@ class StreamApi:
             return False
         try:
             function = self.api.find(opened.path, stream=True)
-            caller = self.api.authorize(conn, function, dict(opened.credentials), "")
+            if opened.grant is not None:  # opened with a ticket: its person, as a token's
+                caller = self.api.authenticator.check_claims(conn, opened.grant)
+                check_privileges(function, caller)
+            else:
+                caller = self.api.authorize(conn, function, dict(opened.credentials), "")
         except ApiError:
             return False
         return caller.customer_id == opened.caller.customer_id
@@ -153,6 +190,13 @@ def head(version: str) -> bytes:
         "Cache-Control: no-cache\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\r\n"
         "retry: 2000\n\n"
     ).encode()
+
+
+def answer(version: str, body: OneSnapshot | bytes) -> bytes:
+    """What is sent whole before the connection closes: one snapshot, or the envelope."""
+    if isinstance(body, OneSnapshot):
+        return head(version) + event(body.ident, "snapshot", body.data)
+    return whole(version, body)
 
 
 def whole(version: str, body: bytes) -> bytes:

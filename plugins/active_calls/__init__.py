@@ -29,16 +29,22 @@ def setup(ctx: PluginContext) -> None:
     view = LegView(ctx.journal) if _yes(ctx, "memory_view", "yes") else None
     if view is not None:
         ctx.journal.follow(view.follow)
+    days = ctx.history_days  # how far back `at` may go
     ctx.add_api_function(
         "calls/active/list",
-        functools.partial(list_active_calls, journal=ctx.journal, cache=cache, view=view),
+        functools.partial(
+            list_active_calls, journal=ctx.journal, cache=cache, view=view, history_days=days
+        ),
         PRIVILEGES,
+        read=True,
     )
-    ctx.add_stream_function("calls/active/list", open_stream, PRIVILEGES)
+    opener = functools.partial(open_stream, journal=ctx.journal, history_days=days)
+    ctx.add_stream_function("calls/active/list", opener, PRIVILEGES)
     hangups = Hangups(ctx.channels, _whole_number(ctx, "hangups_per_minute", "30"), ctx.log)
     ctx.add_api_function("calls/hangup", hangups, HANGUP_PRIVILEGES)
-    ctx.add_api_function("calls/active/scopes", scopes, PRIVILEGES)
-    ctx.add_api_function("calls/active/unrecorded", unrecorded, PRIVILEGES)
+    ctx.add_api_function("calls/active/scopes", scopes, PRIVILEGES, read=True)
+    # The wallboard's banner (a read token): since when a machine is not recorded (SPEC §12).
+    ctx.add_api_function("calls/active/unrecorded", unrecorded, PRIVILEGES, read=True)
     ctx.add_static("wallboard", WALLBOARD)
 
 

@@ -48,6 +48,8 @@ def test_config_from_environment_variable(tmp_path):
     [
         ("[http]\nport = eighty\n", "[http] port: 'eighty' is not an integer"),
         ("[http]\nport = 70000\n", "[http] port: 70000 must be between 0 and 65535"),
+        ("[recorder]\naudit_days = -1\n", "[recorder] audit_days: -1 must be at least 0"),
+        ("[recorder]\naudit_days = a year\n", "[recorder] audit_days: 'a year' is not an integer"),
         ("[logging]\nlevel = LOUD\n", "[logging] level: 'LOUD' is not one of"),
         ("[asterisk:1]\nusername = u\npassword = p\n", "[asterisk:1] ari_url: is required"),
         (
@@ -150,6 +152,13 @@ def test_duplicate_key(tmp_path):
     assert "[database] url: is given twice" in proc.stderr
 
 
+def test_audit_days_defaults_to_a_year_and_zero_keeps_the_audit(tmp_path):
+    assert config_mod.load(str(write_config(tmp_path))).audit_days == 365
+    kept = write_config(tmp_path, "[recorder]\naudit_days = 0\n")
+    assert config_mod.load(str(kept)).audit_days == 0
+    assert config_mod.check(str(kept)) == []
+
+
 def test_sample_config_parses():
     from pathlib import Path
 
@@ -160,6 +169,7 @@ def test_sample_config_parses():
     assert [m.id for m in config.machines] == [1]
     assert config.machines[0].app == "pbxcontrol-1"
     assert config.history_days == 30
+    assert config.audit_days == 365
     assert "secret" not in repr(config.machines[0])
     # SPEC §12's keys, each shown (commented) with its default.
     assert (config.forget_seconds, config.stream_buffer) == (3600, 4 * 1024 * 1024)

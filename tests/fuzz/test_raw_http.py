@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 PATH = "/api/json/calls/active/list/"
 NAMES = [
+    "at",
     "auth_username",
     "auth_password",
     "customer",
@@ -77,25 +78,32 @@ def encode(pairs_, sep) -> str:
     return sep.join(f"{name}={value}" for name, value in pairs_)
 
 
+# Every JSON function's parameters and then some: the token functions get the list's
+# parameters too, and it theirs.
+FUNCTIONS = [PATH, "/api/json/user/login/", "/api/json/user/logout/", "/api/json/stream/ticket/"]
+TOKEN_NAMES = ["auth_token", "token", "scope", "ticket"]
+
+
 @given(
-    pairs=pairs,
+    pairs=st.lists(st.tuples(st.sampled_from(NAMES + TOKEN_NAMES), raw_values), max_size=12),
     sep=st.sampled_from([";", "&"]),
     auth=st.booleans(),
     method=st.sampled_from(["GET", "POST"]),
+    path=st.sampled_from(FUNCTIONS),
 )
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_random_parameters_always_get_an_envelope(service, pairs, sep, auth, method):
+def test_random_parameters_always_get_an_envelope(service, pairs, sep, auth, method, path):
     _, base = service
     if auth:
         pairs = list(GOOD.items()) + pairs
     query = encode(pairs, sep)
     if method == "GET":
-        result = request(base, "GET", f"{PATH}?{query}")
+        result = request(base, "GET", f"{path}?{query}")
     else:
         result = request(
             base,
             "POST",
-            PATH,
+            path,
             query.encode(),
             {"Content-Type": "application/x-www-form-urlencoded"},
         )

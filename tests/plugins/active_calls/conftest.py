@@ -12,7 +12,6 @@ from sqlalchemy import insert
 from pbxcontrol.db.models import LEG_INT_FIELDS, LEG_STRING_FIELDS
 from pbxcontrol.plugin import tables
 from tests.conftest import LIST, build_provisioned, write_config
-from tests.e2e.test_wallboard import browser, playwright  # noqa: F401 (Chromium fixtures)
 
 legs = tables.legs
 

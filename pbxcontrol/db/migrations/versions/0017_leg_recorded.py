@@ -6,16 +6,16 @@ normally and 0 while its machine's lease has not been renewed for 2 x takeover_s
 that notices a change (pbxcontrol/db/unrecorded.py) writes it once. Existing rows default to
 recorded.
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-06
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0017"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
