@@ -16,7 +16,7 @@ from pbxcontrol.plugin import PluginError
 
 EXIT_USAGE = 2
 #: Quiet by default, as every plugin's command is: their output is the point.
-TOOLS = ("backup", "status", "rotate-token-key")
+TOOLS = ("backup", "status", "rotate-token-key", "forget-machine")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -64,10 +64,23 @@ def parser() -> argparse.ArgumentParser:
         "file", metavar="FILE", help="the copy to write (replaced if it exists)"
     ).complete = shtab.FILE  # type: ignore[attr-defined]
     # The plugins' commands (`calls`, ...): their options come with them, choices included.
-    for command in commands.offered(set(sub.choices) | {"status"}):
+    for command in commands.offered(set(sub.choices) | set(TOOLS)):
         commands.add_parser(sub, command)
     _status_and_grants(sub)
+    _forget_machine(sub)
     return top
+
+
+def _forget_machine(sub: argparse._SubParsersAction) -> None:
+    """`forget-machine` (SPEC §12)."""
+    forget = sub.add_parser(
+        "forget-machine",
+        help="end at once the live legs of a machine nobody records",
+        description="End the live legs of machine N now, at its last lease renewal, as "
+        "[recorder] forget_seconds does by itself (SPEC §12). Refused (exit status 2) while a "
+        "recorder holds the machine.",
+    )
+    forget.add_argument("machine", metavar="N", type=int, help="the machine id ([asterisk:N])")
 
 
 def _status_and_grants(sub) -> None:
@@ -119,6 +132,11 @@ def run(args: argparse.Namespace) -> int:
             from pbxcontrol.ops import status
 
             return status.show(config, as_json=args.json)
+        if command == "forget-machine":
+            from pbxcontrol.ops.forget import forget_machine
+
+            print(forget_machine(config, args.machine))
+            return 0
         if command == "rotate-token-key":
             from pbxcontrol.ops import tokenkey
 

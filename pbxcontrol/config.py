@@ -17,6 +17,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
 _MACHINE_SECTION = re.compile(r"^asterisk:(\d+)$")
 OPS_ALLOW = "127.0.0.1, ::1"
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class MachineConfig:
     sweep_interval: float = 60.0
     ping_interval: float = 5.0
     ping_timeout: float = 10.0
+    #: A websocket message from Asterisk larger than this (bytes) closes the websocket and
+    #: resyncs the machine, instead of being buffered whatever its size (SPEC §12).
+    max_message: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,10 @@ class Config:
     streams_per_person: int = 20  # concurrent live streams of one person (429 beyond)
     journal_seconds: float = 600.0  # how long the change journal keeps entries (stream resume)
     takeover_seconds: float = 5.0  # a standby recorder records within this after a fault
+    #: Seconds after its last renewal that a machine nobody records has its legs ended.
+    forget_seconds: float = 3600.0
+    #: Bytes of events that may wait for a stream's client before the stream is dropped.
+    stream_buffer: int = 4 * 1024 * 1024
     trusted_proxies: tuple[Network, ...] = ()  # peers whose X-Forwarded-For is honoured
     #: Clients of /health and /metrics (SPEC §13).
     ops_allow: tuple[Network, ...] = parse_networks(OPS_ALLOW)
@@ -168,7 +176,9 @@ def _build(r: IniReader, known_plugins: frozenset[str] | None) -> Config:
         audit_days=r.integer("recorder", "audit_days", 365, lo=0),
         heartbeat=r.number("recorder", "heartbeat", 2.0),
         journal_seconds=r.number("recorder", "journal_seconds", 600.0),
-        takeover_seconds=_takeover(r),
+        takeover_seconds=(takeover := _takeover(r)),
+        forget_seconds=_forget(r, takeover),
+        stream_buffer=r.integer("http", "stream_buffer", 4 * MIB, lo=64 * 1024, hi=1024 * MIB),
         streams_per_person=r.integer("http", "streams_per_person", 20, lo=1, hi=100000),
         login_failures_per_user=r.integer("http", "login_failures_per_user", 10, lo=1),
         login_failures_per_address=r.integer("http", "login_failures_per_address", 50, lo=1),
@@ -187,6 +197,7 @@ def _build(r: IniReader, known_plugins: frozenset[str] | None) -> Config:
 
 
 def _machines(r: IniReader) -> tuple[MachineConfig, ...]:
+    """The [asterisk:N] sections; each app name is one connection's (a second replaces it)."""
     found = [_machine(r, s) for s in r.parser.sections() if s.startswith("asterisk")]
     machines = tuple(m for m in found if m is not None)
     apps = [m.app for m in machines]
@@ -214,6 +225,20 @@ def _takeover(r: IniReader) -> float:
     return value
 
 
+def _forget(r: IniReader, takeover: float) -> float:
+    """Seconds from a machine's last renewal to its legs being ended (SPEC §12): no shorter
+    than the 2 x takeover_seconds after which they are flagged, at most 30 days."""
+    value = r.number("recorder", "forget_seconds", 3600.0)
+    if not 2 * takeover <= value <= 30 * 86400:
+        r.problem(
+            "recorder",
+            "forget_seconds",
+            f"{value:g} is not between 2 x takeover_seconds ({2 * takeover:g}) and 2592000",
+        )
+        return max(3600.0, 2 * takeover)
+    return value
+
+
 def _machine(r: IniReader, section: str) -> MachineConfig | None:
     match = _MACHINE_SECTION.match(section)
     if not match or int(match.group(1)) < 1:
@@ -236,4 +261,5 @@ def _machine(r: IniReader, section: str) -> MachineConfig | None:
         sweep_interval=r.number(section, "sweep_interval", 60.0),
         ping_interval=r.number(section, "ping_interval", 5.0),
         ping_timeout=r.number(section, "ping_timeout", 10.0),
+        max_message=r.integer(section, "max_message", 16 * MIB, lo=64 * 1024, hi=1024 * MIB),
     )

@@ -88,6 +88,9 @@ class Tables:
     lines: Table  # endpoint, customer_id, number, name, caller IDs
     # Written by call-control functions: one row per request (see CallAction in the models).
     call_actions: Table
+    # One row per machine: its lease (holder, renewed_at by the database's clock) and
+    # `recorded`, false while its legs are flagged not recorded (SPEC §12; Machine's docstring).
+    machines: Table
 
 
 _TABLES = Base.metadata.tables
@@ -101,6 +104,7 @@ tables = Tables(
     directory=_TABLES["directory"],
     lines=_TABLES["lines"],
     call_actions=_TABLES["call_actions"],
+    machines=_TABLES["machines"],
 )
 
 

@@ -27,6 +27,7 @@ from pbxcontrol.db import migrate
 from pbxcontrol.db.commits import CommitSignal
 from pbxcontrol.db.engine import make_engine, make_sessionmaker
 from pbxcontrol.db.journal import Journal
+from pbxcontrol.db.unrecorded import Watch
 from pbxcontrol.http.api import JsonApi, build_app
 from pbxcontrol.service import lifecycle, notify, supervisor
 from pbxcontrol.service import server as http_server
@@ -156,6 +157,7 @@ def build_recorders(
             subscribe_all=m.subscribe_all,
             ping_interval=m.ping_interval,
             ping_timeout=m.ping_timeout,
+            max_message=m.max_message,
         )
         recorders.append(
             MachineRecorder(
@@ -293,18 +295,11 @@ def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
             sock = _listen(config)
             proxies = ClientAddress(config.trusted_proxies) if config.trusted_proxies else None
 
-            assert rt.metrics is not None
-            counted = rt.metrics.stream_count
+            hub = _hub_settings(rt)
 
             def make_server():
                 return http_server.make_server(
-                    rt.app,
-                    sock,
-                    config.http_threads,
-                    rt.streams,
-                    proxies,
-                    counted=counted,
-                    commits=rt.commits,  # the recorders' commits reach streams at once
+                    rt.app, sock, config.http_threads, rt.streams, proxies, **hub
                 )
 
             if config.http_processes > 1:
@@ -313,7 +308,7 @@ def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
                 watch = lifecycle.worker_watch(notify.watchdog_interval())
                 serve_one = supervisor.waitress_worker(rt.engine, make_server, watch)
                 count = config.http_processes - 1
-                supervised = supervisor.Supervisor(serve_one, count, rt.metrics.mark_dead)
+                supervised = supervisor.Supervisor(serve_one, count, _worker_gone(rt))
                 workers = supervisor.start(supervised)
             server = make_server()
         for recorder in rt.recorders:
@@ -328,6 +323,33 @@ def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
             workers.stop()
         rt.close()
     log.info("stopped")
+
+
+def _hub_settings(rt: Runtime) -> dict[str, Any]:
+    """The stream hub's, in each HTTP process: the metrics' gauge, the recorders' commits
+    (they reach streams at once), the watch on the machines' leases (SPEC §12), the bound of
+    what a stream's client may leave unread."""
+    assert rt.metrics is not None
+    config = rt.config
+    return {
+        "counted": rt.metrics.stream_count,
+        "commits": rt.commits,
+        "watch": Watch(config.takeover_seconds, config.forget_seconds),
+        "stream_buffer": config.stream_buffer,
+    }
+
+
+def _worker_gone(rt: Runtime) -> Callable[[int], None]:
+    """What the supervisor does for a worker that ended (killed, crashed, stopped): its
+    metrics no longer count, and its streams' slots are free again (nobody else would)."""
+    assert rt.metrics is not None and rt.streams is not None
+    metrics, slots = rt.metrics, rt.streams.slots
+
+    def gone(pid: int) -> None:
+        metrics.mark_dead(pid)
+        slots.release_process(pid)
+
+    return gone
 
 
 def _listen(config: Config):

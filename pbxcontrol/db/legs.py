@@ -37,6 +37,10 @@ def _leg_columns() -> list[Column]:
         else:
             kind = Text() if f.width < 0 else String(f.width)
             columns.append(Column(f.name, kind, nullable=False, default="", server_default=""))
+    # The lease's verdict on the leg (legfields.RECORDED; migration 0017), not the recorder's.
+    columns.append(
+        Column(legfields.RECORDED, Integer, nullable=False, default=1, server_default="1")
+    )
     return columns
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     text,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -46,8 +47,13 @@ class Machine(Base):
     - `(id, epoch)` is unique (migration 0016): that makes the epoch a key column, so on
       PostgreSQL a takeover waits for the holder's fenced writes and a renewal does not.
     - `connected`: the holder's ARI websocket is up (written at once when it comes or goes).
-    - `last_event_at`: the holder's clock (Unix seconds) at the last websocket message.
-    - `heartbeat_at`: the holder's clock at its last status write (`pbxcontrol status`).
+    - `last_event_at`: the database's clock (Unix seconds) at the last websocket message (the
+      holder writes its own measure of that message's age subtracted from the database's now).
+    - `heartbeat_at`, `last_sync`: the database's clock at its last status write (`pbxcontrol
+      status`) and at its last reconcile with Asterisk.
+    - `recorded`: what the machine's live legs say in their `recorded` column (SPEC §12):
+      false once its lease went 2 x `takeover_seconds` without a renewal, true again once a
+      holder reconciled (pbxcontrol/db/unrecorded.py); `renewed_at` is then "since when".
     """
 
     __tablename__ = "machines"
@@ -70,6 +76,10 @@ class Machine(Base):
     # The lease (migration 0011; see the docstring).
     epoch: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
     renewed_at: Mapped[float] = _f()
+    # What its legs were last set to (migration 0017; see the docstring).
+    recorded: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=True, server_default=true()
+    )
     # The holder's counters for GET /metrics (migration 0012; pbxcontrol.recorder.status).
     reconnects: Mapped[int] = mapped_column(
         BigInteger, nullable=False, default=0, server_default="0"

@@ -36,6 +36,8 @@ _FLEET: tuple[tuple[str, str, str, Callable[[Any, Any], float]], ...] = (
      lambda m, r: m.recording),
     ("machine_connected", "1 while its holder's ARI websocket is up", "gauge",
      lambda m, r: m.connected),
+    ("machine_recorded", "1 while its lease was renewed within 2 x takeover_seconds; 0: its "
+     "legs carry recorded 0", "gauge", lambda m, r: m.recorded),
     ("machine_live_legs", "legs live on the machine, as the API lists them", "gauge",
      lambda m, r: m.live_legs),
     ("machine_events_received", "ARI messages its holder has read", "counter",

@@ -40,7 +40,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     insert,
-    literal,
     or_,
     select,
     text,
@@ -270,12 +269,18 @@ class Lease:
         return session.get_bind().dialect.name != "postgresql"
 
     def release(self, session: Session) -> None:
-        """Give the lease up at a clean stop: a standby takes it at once."""
+        """Give the lease up at a clean stop: a standby takes it at once (no holder). The
+        release counts as the last renewal: a restart within 2 x takeover_seconds leaves the
+        machine's legs recorded, and forget_seconds count from here (SPEC §12)."""
         if self.epoch is not None:
             session.execute(
                 update(MACHINES)
                 .where(MACHINES.c.id == self.machine, MACHINES.c.epoch == self.epoch)
-                .values(holder="", renewed_at=literal(0.0), connected=False)
+                .values(
+                    holder="",
+                    renewed_at=db_now(session.get_bind().dialect.name),
+                    connected=False,
+                )
             )
         self.forget()
 

@@ -21,7 +21,14 @@ from pbxcontrol.recorder.checkpoint import Checkpointer
 from pbxcontrol.recorder.lease import Lease
 from pbxcontrol.recorder.live import LiveLegs
 from pbxcontrol.recorder.provisioned import ProvisionedCache
-from pbxcontrol.recorder.reader import CONNECTED, DISCONNECTED, REPLACED, EventReader
+from pbxcontrol.recorder.reader import (
+    BACKLOG_LIMIT,
+    CONNECTED,
+    DISCONNECTED,
+    REPLACED,
+    Backlog,
+    EventReader,
+)
 from pbxcontrol.recorder.renewer import Renewer
 from pbxcontrol.recorder.retention import Retention
 from pbxcontrol.recorder.standby import Standby
@@ -54,33 +61,33 @@ class MachineRecorder:
         takeover: float = 5.0,
         holder: str = "",
         on_commit: Callable[[], None] | None = None,
+        backlog: int = BACKLOG_LIMIT,
     ):
         self.machine, self.ari = machine, ari
-        self.sweep_interval = sweep_interval
-        self.batch_size = batch_size
+        self.sweep_interval, self.batch_size = sweep_interval, batch_size
         self.retention = Retention(history_days, journal_seconds, audit_days)
         self.name = name or f"machine {machine}"
         self.cache = provisioned or ProvisionedCache(sessions)
         self.live = self._new_live()
         holder = holder or holder_name()
         self.lease = Lease(machine, holder, takeover, self.name)
-        self.status = Heartbeat(machine, self.name, min(heartbeat, takeover / 3), holder)
-        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.stopping = threading.Event()
-        self.synced = threading.Event()  # set after each successful reconcile
-        self.malformed = 0
+        self.synced = threading.Event()  # set by each reconcile; cleared when the websocket goes
+        # The heartbeat renews the lease too: at least every third of the takeover time.
+        beat = min(heartbeat, takeover / 3)
+        self.status = Heartbeat(machine, self.name, beat, holder, synced=self.synced)
+        self.queue = Backlog(backlog)  # the reader's to the writer, bounded
+        self.stopping, self.malformed = threading.Event(), 0
         # After each commit (under serve: the hub's wake-up).
         self.on_commit: Callable[[], None] = on_commit or (lambda: None)
         self.tx = Transactions(sessions, self.lease, self.name, self.stopping, Pulse())
         self.standby = Standby(self, self.lease, self.tx, self.status, self.stopping, self.name)
         self.renewer = Renewer(sessions, self.lease, self.stopping)
+        gate = self.standby
         self.reader = EventReader(
             ari,
             self.queue,
             self.status,
-            self.standby.may_connect,
-            self.standby.replaced,
-            self.standby.may_keep,
+            *(gate.may_connect, gate.replaced, gate.may_keep),
             self.stopping,
             self.name,
         )
@@ -172,6 +179,8 @@ class MachineRecorder:
         """Record until stopped (drain what was read) or the lease is lost."""
         while not self.tx.lost and not (self._reader_done.is_set() and self.queue.empty()):
             self.lease.progress()  # the renewer renews for a writer that goes round
+            if self.queue.overflowed.is_set():
+                self._overflowed()
             timeout = max(0.0, min(self._next_sweep - time.monotonic(), self.status.interval, 0.5))
             batch: list[Any] = []
             try:
@@ -208,11 +217,22 @@ class MachineRecorder:
             self.status.beat(self.tx, self.received, connected=True)
         elif item is DISCONNECTED:
             self._next_sweep = float("inf")
+            self.synced.clear()  # events may be missed until the next reconcile
             self.status.beat(self.tx, self.received, connected=False)
         elif item is REPLACED:
             self.status.beat(self.tx, self.received, connected=False)  # is the lease ours?
         else:
             self._apply(*item)
+
+    def _overflowed(self) -> None:
+        """The reader found the backlog full and closed the websocket: what was read is
+        dropped (a reconcile after the reconnect makes the legs Asterisk's again)."""
+        dropped = self.queue.discard()
+        log.warning("%s: dropped %d events read and not written", self.name, dropped)
+        self._next_sweep = float("inf")
+        self.synced.clear()
+        self.queue.overflowed.clear()  # the reader reconnects: CONNECTED, then a reconcile
+        self.status.beat(self.tx, self.received, connected=False)
 
     def _drain(self, most: int = 100_000) -> None:
         for _ in range(most):
@@ -309,11 +329,7 @@ class MachineRecorder:
         return LiveLegs(self.machine, self.cache.get, self._linkedid)
 
     def _discard_queue(self) -> None:
-        while True:
-            try:
-                self.queue.get_nowait()
-            except queue.Empty:
-                return
+        self.queue.discard()
 
     def _linkedid(self, channel_id: str) -> str | None:
         """Without `channelvars = CHANNEL(linkedid)` in ari.conf: one REST read per channel."""

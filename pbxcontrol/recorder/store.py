@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -10,7 +9,8 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, and_, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from pbxcontrol.db import journal
+from pbxcontrol.db import journal, unrecorded
+from pbxcontrol.db.clock import db_now
 from pbxcontrol.db.models import LEG_HISTORY_TABLE, LEGS_TABLE, Base, Machine
 from pbxcontrol.recorder.leg import LiveLeg
 from pbxcontrol.recorder.live import Changes, LiveLegs
@@ -103,8 +103,21 @@ def flush(live: LiveLegs, session: Session) -> Callable[[], None]:
 
 
 def mark_synced(session: Session, machine: int, name: str, startup_time: str) -> None:
-    """The machine's row: the Asterisk startup time its legs belong to, and when."""
-    session.merge(Machine(id=machine, name=name, startup_time=startup_time, last_sync=time.time()))
+    """After a reconcile with Asterisk (the holder's fenced transaction): the machine's row
+    gets the startup time its legs belong to and when (the database's clock), and its legs
+    are recorded (again): those a watch flagged, and those a forget had ended that Asterisk
+    still has (pbxcontrol.db.unrecorded)."""
+    values = {
+        "name": name,
+        "startup_time": startup_time,
+        "last_sync": db_now(session.get_bind().dialect.name),
+    }
+    done = session.execute(update(MACHINES).where(MACHINES.c.id == machine).values(values))
+    if cast(CursorResult[Any], done).rowcount == 0:
+        session.execute(insert(MACHINES).values(id=machine, **values))
+    conn = session.connection()
+    unrecorded.vouch(conn, machine)
+    unrecorded.back_from_forgotten(conn, machine)
 
 
 def heartbeat(session: Session, machine: int, name: str, values: dict[str, Any]) -> None:

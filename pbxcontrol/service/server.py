@@ -14,7 +14,6 @@ from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
 
 from pbxcontrol.auth.proxy import ClientAddress
-from pbxcontrol.db.commits import CommitSignal
 from pbxcontrol.http.api import METHODS
 from pbxcontrol.http.body import ZERO_COPY_FROM, BytesBody
 from pbxcontrol.http.envelope import ApiError, error
@@ -141,14 +140,12 @@ def make_server(
     threads: int,
     streams: StreamApi | None = None,
     proxies: ClientAddress | None = None,
-    *,
-    counted: Callable[[int], None] | None = None,
-    commits: CommitSignal | None = None,
+    **hub_settings: Any,
 ) -> Server:
     """Serve with `.run()`, stop with `.close()`; with `streams`, also the live streams (their
-    hub starts here, in the serving process: `counted` and `commits` are the hub's, see
-    Hub). With `proxies`, the client address is resolved from X-Forwarded-For when the peer
-    is a trusted proxy (pbxcontrol.auth.proxy)."""
+    hub starts here, in the serving process: `hub_settings` are Hub's keyword arguments,
+    `counted`, `commits`, `watch`, `stream_buffer`). With `proxies`, the client address is
+    resolved from X-Forwarded-For when the peer is a trusted proxy (pbxcontrol.auth.proxy)."""
     sockets: dict = {}
     server = create_server(
         proxies.middleware(app) if proxies is not None else app,
@@ -170,7 +167,7 @@ def make_server(
     channel_class: type[EnvelopeChannel] = EnvelopeChannel
     hub = None
     if streams is not None:
-        hub = Hub(streams.api.engine, streams, counted=counted, commits=commits)
+        hub = Hub(streams.api.engine, streams, **hub_settings)
         channel_class = type(
             "StreamingChannel",
             (ApiChannel,),

@@ -12,8 +12,12 @@ one query serves them all — then queue the group's events, encoded once, on ea
 streams (the same bytes object, not a copy per stream) and send them at once without
 blocking; what a socket does not take goes out when it is writable. New streams join between
 rounds, at the hub's position: a snapshot (encoded once per group and position), or
-(resuming) the events they missed. Every few seconds: keepalives, and a re-check of each
-stream's person (disabled, token revoked or expired: the stream ends).
+(resuming) the events they missed; a join that fails (the database) closes that stream and
+frees its person's slot. Per stream, a keepalive once it has had nothing for KEEPALIVE
+seconds (not on a global tick: the streams are kept in the order they were last written).
+Every few seconds, a re-check of each stream's person (disabled, token revoked or expired:
+the stream ends). With a `watch` (pbxcontrol.db.unrecorded), the hub also looks at the
+machines' leases and flags or ends the legs of a machine nobody records (SPEC §12).
 """
 
 from __future__ import annotations
@@ -32,14 +36,15 @@ from sqlalchemy import Connection, Engine
 
 from pbxcontrol.db import journal
 from pbxcontrol.db.commits import CommitSignal
+from pbxcontrol.db.unrecorded import Watch
 from pbxcontrol.http.api import _release_memory
 from pbxcontrol.liveness import Pulse
-from pbxcontrol.streams.outlet import Fanout, Outlet, Stream
+from pbxcontrol.streams.outlet import BACKLOG, Fanout, Outlet, Stream
 from pbxcontrol.streams.stream import Opened, StreamApi, StreamView, event
 
 log = logging.getLogger("pbxcontrol.http")
 
-KEEPALIVE = 10.0  # seconds between comment lines (the contract: at most 15)
+KEEPALIVE = 10.0  # seconds without a byte before a stream gets a comment line (contract: 15)
 RECHECK = 30.0  # seconds between re-checks of each stream's person (the contract: 60)
 BATCH = 5000  # journal entries read per round at most
 #: PostgreSQL: seconds between rounds, and while the head settles (writers in flight). A round
@@ -70,23 +75,31 @@ class Hub:
         counted: Callable[[int], None] | None = None,
         commits: CommitSignal | None = None,
         poll: float = 0.1,
+        watch: Watch | None = None,
+        stream_buffer: int = BACKLOG,
     ) -> None:
         """`counted` is told the number of open streams after each round (the metrics'
-        gauge); `commits`, the writers of this process, wake the hub after each commit."""
+        gauge); `commits`, the writers of this process, wake the hub after each commit;
+        `watch` looks at the machines' leases; a stream is ended once more than
+        `stream_buffer` bytes wait for its client (`[http] stream_buffer`)."""
         self.engine = engine
         self.api = streams
         self.poll = poll if engine.dialect.name != "postgresql" else PG_POLL
         self.position = 0  # the last journal id every group has been brought to
         self.pruned = 0
         self.groups: dict[Any, Group] = {}
-        self.fanout = Fanout(self._forget)
+        self.fanout = Fanout(self._forget, stream_buffer)
+        self.watch = watch
+        self._watch_due = 0.0  # monotonic: the next look at the leases
+        self._watch_failing = False
+        self._quiet_due = 0.0  # monotonic: the first stream due for a keepalive
         self._joining: queue.SimpleQueue[tuple[socket.socket, Opened, bytes]]
         self._joining = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.pulse = Pulse()  # the thread's: waiting in its poll, or working (the watchdog)
         # The intervals are read each round (a test may shorten them on a running hub).
-        self._last_keepalive = self._last_recheck = -RECHECK - KEEPALIVE
+        self._last_recheck = -RECHECK
         self._next_recheck = float("inf")  # sooner: a token that expires
         self._trim_due, self._next_trim = False, 0.0
         self.counted: Callable[[int], None] = counted or (lambda count: None)
@@ -141,8 +154,9 @@ class Hub:
         self.pulse.attach()
         try:
             while not self._stop.is_set():
+                soonest = min(due, self._quiet_due, self._watch_due if self.watch else due)
                 with self.pulse.waiting():
-                    woken, ready = self.fanout.poller.wait(due - time.monotonic())
+                    woken, ready = self.fanout.poller.wait(soonest - time.monotonic())
                 if self._stop.is_set():
                     return
                 for stream, events in ready:
@@ -156,6 +170,12 @@ class Hub:
                     except Exception:
                         log.exception("stream hub: round failed; retrying")
                         self.pulse.wait(self._stop, 1.0)
+                if self.watch is not None and time.monotonic() >= self._watch_due:
+                    self._look()
+                # Whatever became of the round (a database that fails): no stream goes
+                # KEEPALIVE seconds without a byte.
+                if time.monotonic() >= self._quiet_due:
+                    self._quiet_due = self.fanout.keepalive(KEEPALIVE)
         finally:
             for stream in [*self.fanout.streams.values(), *self.fanout.closing.values()]:
                 self.fanout.close(stream)
@@ -183,10 +203,23 @@ class Hub:
             if now >= min(self._next_recheck, self._last_recheck + RECHECK):
                 self._last_recheck, self._next_recheck = now, float("inf")
                 self._recheck(conn)
-        if time.monotonic() >= self._last_keepalive + KEEPALIVE:
-            self._last_keepalive = time.monotonic()
-            self.fanout.keepalive(KEEPALIVE)
         return settling
+
+    def _look(self) -> None:
+        """The watch's look at the machines' leases; what it wrote (legs flagged or ended,
+        with their journal entries) goes to the streams in the next round, at once."""
+        assert self.watch is not None
+        try:
+            wait, wrote = self.watch.check(self.engine)
+        except Exception as exc:
+            if not self._watch_failing:  # once per outage, not every second
+                log.warning("stream hub: cannot look at the machines' leases: %s", exc)
+            self._watch_failing, wait, wrote = True, 1.0, False
+        else:
+            self._watch_failing = False
+        self._watch_due = time.monotonic() + wait
+        if wrote:
+            self.fanout.poller.wake()
 
     def _follow(self, conn: Connection) -> None:
         for follower in self.api.followers:
@@ -226,18 +259,30 @@ class Hub:
             self._joining.put(joining)
 
     def _join(self, conn: Connection, sock: socket.socket, opened: Opened, head: bytes) -> None:
+        """Take the stream in: a snapshot, or what it missed. If that fails (the database
+        went away), the stream is closed and its person's slot freed: the client reconnects."""
         stream = Stream(Outlet(sock), opened)
         self.fanout.poller.add(stream.outlet, stream)
+        self.fanout.streams[stream.outlet.fd] = stream  # from here, closing it forgets it all
+        self._quiet_due = min(self._quiet_due, stream.written + KEEPALIVE)
+        try:
+            self._start(conn, stream, head)
+        except Exception as exc:
+            log.warning("stream of %s closed: it could not start (%s)", opened.caller.username, exc)
+            self.fanout.close(stream)
+
+    def _start(self, conn: Connection, stream: Stream, head: bytes) -> None:
+        opened = stream.opened
         stream.outlet.push(head)
         key = (opened.path, opened.view.key)
         group = self.groups.get(key)
         if group is None:
-            group = self.groups[key] = Group(opened.view)
+            group = Group(opened.view)
             data = group.view.snapshot(conn, replace=True)
             group.snapshot = (self.position, event(self.position, "snapshot", data))
+            self.groups[key] = group
         opened.view = group.view  # the stream's own (its statements) is not kept
         group.streams.add(stream)
-        self.fanout.streams[stream.outlet.fd] = stream
         if opened.caller.token_expires:  # end it on time, not at the next periodic check
             self._next_recheck = min(self._next_recheck, self._next_expiry())
         resume = opened.last_event_id

@@ -81,6 +81,22 @@ def test_config_from_environment_variable(tmp_path):
             "[recorder]\nhistory_days = a week\n",
             "[recorder] history_days: 'a week' is not an integer",
         ),
+        (
+            "[recorder]\ntakeover_seconds = 5\nforget_seconds = 9\n",
+            "[recorder] forget_seconds: 9 is not between 2 x takeover_seconds (10) and 2592000",
+        ),
+        (
+            "[recorder]\nforget_seconds = never\n",
+            "[recorder] forget_seconds: 'never' is not a number",
+        ),
+        (
+            "[http]\nstream_buffer = 1000\n",
+            "[http] stream_buffer: 1000 must be between 65536 and 1073741824",
+        ),
+        (
+            "[asterisk:1]\nari_url = http://a/ari\nusername = u\npassword = p\nmax_message = 16M\n",
+            "[asterisk:1] max_message: '16M' is not an integer",
+        ),
     ],
 )
 def test_bad_values_name_section_and_key(tmp_path, body, expected):
@@ -155,6 +171,9 @@ def test_sample_config_parses():
     assert config.history_days == 30
     assert config.audit_days == 365
     assert "secret" not in repr(config.machines[0])
+    # SPEC §12's keys, each shown (commented) with its default.
+    assert (config.forget_seconds, config.stream_buffer) == (3600, 4 * 1024 * 1024)
+    assert config.machines[0].max_message == 16 * 1024 * 1024
 
 
 @pytest.mark.parametrize(

@@ -63,8 +63,11 @@ def test_healthy_when_every_configured_machine_is_recorded(served):
         "last_event_age": pytest.approx(2.0, abs=1.0),
         "live_legs": 0,
         "renewed_age": pytest.approx(0.5, abs=1.0),
+        "recorded": True,
+        "unrecorded_since": None,
     }
     assert resp.json["machines"]["2"]["holder"] == "pbx-b:99"
+    assert resp.json["problems"] == []
 
 
 def test_a_quiet_asterisk_is_healthy(served):
@@ -92,6 +95,31 @@ def test_unhealthy_when_a_machine_is_not_recorded(served, fault):
     assert resp.json["status"] == "fail" and resp.json["database"] == "ok"
     assert resp.json["machines"]["1"]["recording"] is True
     assert resp.json["machines"]["2"]["recording"] is False
+    (problem,) = resp.json["problems"]  # one line, naming the machine
+    assert problem.startswith("machine 2")
+
+
+def test_a_machine_whose_lease_went_silent_is_named_not_recorded_since_its_last_renewal(served):
+    """SPEC §12: 2 x takeover_seconds without a renewal (the database's clock): 503, the
+    machine named, since when."""
+    rt, app = served
+    beat(rt, 1)
+    beat(rt, 2, age=2 * TAKEOVER - 1)
+    assert app.get("/health").json["machines"]["2"]["recorded"] is True
+    beat(rt, 2, age=2 * TAKEOVER + 1.5)
+    resp = app.get("/health", status=503)
+    entry = resp.json["machines"]["2"]
+    assert entry["recorded"] is False and entry["recording"] is False
+    assert entry["unrecorded_since"] == pytest.approx(time.time() - 2 * TAKEOVER - 1.5, abs=1.0)
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry["unrecorded_since"]))
+    assert resp.json["problems"] == [
+        f"machine 2 is not recorded since {since}: no recorder renewed its lease for "
+        f"{entry['renewed_age']:g} s"
+    ]
+    assert resp.json["machines"]["1"]["recorded"] is True
+    text = app.get("/metrics").text
+    assert 'pbxcontrol_machine_recorded{machine="1"} 1.0' in text
+    assert 'pbxcontrol_machine_recorded{machine="2"} 0.0' in text
 
 
 def test_unhealthy_when_a_configured_machine_was_never_recorded(served):
@@ -105,7 +133,10 @@ def test_unhealthy_when_a_configured_machine_was_never_recorded(served):
         "last_event_age": None,
         "live_legs": 0,
         "renewed_age": None,
+        "recorded": False,
+        "unrecorded_since": None,
     }
+    assert resp.json["problems"] == ["machine 2 is not recorded: no recorder ever held it"]
 
 
 def test_a_machine_not_configured_is_shown_but_does_not_fail_health(served):
@@ -120,7 +151,15 @@ def test_a_machine_not_configured_is_shown_but_does_not_fail_health(served):
 def test_unhealthy_when_the_database_does_not_answer(tmp_path):
     broken = create_engine(f"sqlite:///{tmp_path}/no/such/dir/pbx.db")
     status, body = health.check(broken, [1], TAKEOVER)
-    assert (status, body) == (503, {"status": "fail", "database": "error", "machines": {}})
+    assert (status, body) == (
+        503,
+        {
+            "status": "fail",
+            "database": "error",
+            "machines": {},
+            "problems": ["the database does not answer"],
+        },
+    )
 
 
 def test_metrics_show_requests_latency_and_the_fleet_without_tenant_data(served):
@@ -185,7 +224,17 @@ def test_a_hung_database_is_a_503_timeout_not_a_hung_health_check():
     asker.join(5)
     try:
         assert not asker.is_alive(), "/health waited on the hung database"
-        assert got == [(503, {"status": "fail", "database": "timeout", "machines": {}})]
+        assert got == [
+            (
+                503,
+                {
+                    "status": "fail",
+                    "database": "timeout",
+                    "machines": {},
+                    "problems": ["the database did not answer within 0.3 s"],
+                },
+            )
+        ]
     finally:
         engine.release.set()
 

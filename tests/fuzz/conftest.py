@@ -59,6 +59,7 @@ def service(tmp_path_factory):
             dtype=dt,
             dnumber=dn,
             direction=di,
+            recorded=i % 2,  # both values of `recorded` in the answers (SPEC §12)
         )
         for i, (u, c, s, d, st, sn, dt, dn, di) in enumerate(LEGS)
     ]
@@ -73,6 +74,10 @@ def service(tmp_path_factory):
                 )
                 for i, row in enumerate(rows)
             ],
+        )
+        # A machine flagged not recorded: calls/active/unrecorded answers an entry.
+        conn.execute(
+            insert(tables.machines).values(id=1, name="m1", recorded=False, renewed_at=999.5)
         )
     server = make_server(rt.app, listen("127.0.0.1", 0), 4, rt.streams)  # with the live stream
     thread = threading.Thread(target=server.run, daemon=True)

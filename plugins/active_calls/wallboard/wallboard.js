@@ -30,6 +30,8 @@
     quiet: true, // the next render shows a snapshot
     skew: 0, // server clock - our clock, seconds
     pending: null, // the call whose hang-up is being confirmed
+    unrecorded: new Map(), // machine -> since (Unix seconds, 0 = not known yet), SPEC §12
+    asking: false, // a calls/active/unrecorded request is under way
     at: null, // the past moment shown (Unix seconds); null: live
     pastSeq: 0, // the latest past-moment request (an older answer is dropped)
   };
@@ -121,6 +123,8 @@
     document.body.className = "signed-out";
     $("board").hidden = true;
     $("banner").hidden = true;
+    $("unrecorded").hidden = true;
+    state.unrecorded.clear();
     $("logout").hidden = true;
     $("who").textContent = "";
     $("scope").disabled = true;
@@ -576,6 +580,61 @@
     $("empty").hidden = rows.length > 0;
     totals(rows);
     perCustomer(rows);
+    unrecordedMachines(rows);
+  }
+
+  // -- machines nobody records (SPEC §12) ----------------------------------------------------
+
+  function unrecordedMachines(rows) {
+    // The machines of the rows flagged recorded: 0; since when comes from the server. A past
+    // moment's rows say what was recorded then: no banner about now over them.
+    const flagged = state.at === null ? rows.filter((r) => r.recorded === 0) : [];
+    const now = new Set(flagged.map((r) => r.machine));
+    for (const machine of [...state.unrecorded.keys()]) {
+      if (!now.has(machine)) state.unrecorded.delete(machine);
+    }
+    let unknown = false;
+    for (const machine of now) {
+      if (!state.unrecorded.has(machine)) state.unrecorded.set(machine, 0);
+      unknown = unknown || !state.unrecorded.get(machine);
+    }
+    if (unknown) askSince();
+    showUnrecorded();
+  }
+
+  async function askSince() {
+    if (state.asking || !state.token) return;
+    state.asking = true;
+    try {
+      const { code, answer } = await call("calls/active/unrecorded", { auth_token: state.token });
+      if (code === "200") {
+        for (const entry of answer.data) {
+          if (state.unrecorded.has(entry.machine)) state.unrecorded.set(entry.machine, entry.since);
+        }
+      }
+    } catch (_) {
+      // Shown without its time; asked again with the next change.
+    } finally {
+      state.asking = false;
+    }
+    showUnrecorded();
+  }
+
+  function showUnrecorded() {
+    const machines = [...state.unrecorded.keys()].sort((a, b) => a - b);
+    const banner = $("unrecorded");
+    banner.hidden = machines.length === 0;
+    if (banner.hidden) return;
+    const parts = machines.map((m) => {
+      const since = state.unrecorded.get(m);
+      if (!since) return "machine " + m;
+      const at = new Date(since * 1000).toLocaleString([], { hour12: false });
+      return "machine " + m + " since " + at;
+    });
+    const one = parts.length === 1;
+    $("unrecorded-text").textContent =
+      "Nobody records " + parts.join(", ") + ": " + (one ? "its" : "their") +
+      " calls are greyed and may have ended.";
   }
 
   function fillRow(tr, row, first) {
@@ -590,8 +649,10 @@
       "dir-" + (row.direction || "none"),
       first ? "call-first" : "leg-more",
       ringing ? "is-ringing" : "",
+      row.recorded === 0 ? "unrecorded" : "",
       tr.classList.contains("fresh") ? "fresh" : "",
     ].join(" ");
+    tr.title = row.recorded === 0 ? "Machine " + row.machine + " is not recorded: this call may have ended." : "";
     const cells = [
       cell("c-duration", span("duration", "")),
       cell("c-dir", pill(row.direction)),

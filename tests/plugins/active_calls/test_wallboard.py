@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from html.parser import HTMLParser
@@ -296,3 +297,62 @@ def test_a_full_token_in_the_fragment_is_traded_for_a_read_token(board, browser)
     held = held_token(browser)
     assert held != full and claims(held)["scope"] == "read"
     browser.check_clean()
+
+
+# -- a machine nobody records, in Chromium (SPEC §12) ----------------------------------------
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    """Polled from here: the page's CSP (no eval) refuses Playwright's wait_for_function."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_the_wallboard_greys_a_silent_machines_rows_and_says_which_since_when(
+    database, databases, tmp_path, browser
+):
+    from pbxcontrol.db import unrecorded
+    from tests.plugins.active_calls.test_unrecorded import ON_2, renew
+
+    with databases.fresh(database, tmp_path) as url:
+        rt = build_provisioned(write_config(tmp_path, db=url))
+        for machine in (1, 2):
+            write_legs(rt, machine, upsert=[r for r in CALLS if r["machine"] == machine])
+            renew(rt, machine)
+        page = browser.page
+        with serving(rt, watch=unrecorded.Watch(2.0, 3600)) as (host, port):
+            sign_in(browser, f"http://{host}:{port}", "admin")
+            rows = page.locator("#rows tr")
+            wait_for(lambda: rows.count() == len(CALLS), 5, "the rows")
+            assert page.locator("#rows tr.unrecorded").count() == 0
+            assert page.locator("#unrecorded").is_hidden()
+
+            renew(rt, 1)
+            since = renew(rt, 2, age=4.5)  # silent for more than 2 x takeover_seconds
+            grey = page.locator("#rows tr.unrecorded")
+            wait_for(lambda: grey.count() == len(ON_2), 3, "machine 2's rows greyed")
+            assert sorted(grey.evaluate_all("rs => rs.map(r => r.dataset.uniqueid)")) == ON_2
+            assert set(grey.evaluate_all("rs => rs.map(r => r.dataset.machine)")) == {"2"}
+            assert float(grey.first.evaluate("r => getComputedStyle(r).opacity")) < 0.6
+            banner = page.locator("#unrecorded")
+            banner.wait_for(state="visible", timeout=2000)
+            shown = page.evaluate(f"new Date({since} * 1000).toLocaleString([], {{hour12: false}})")
+            page.wait_for_function(
+                "t => document.getElementById('unrecorded-text').textContent.includes(t)",
+                arg=f"machine 2 since {shown}",
+                timeout=3000,
+            )
+            assert "NOT RECORDED" in banner.inner_text()
+            assert rows.count() == len(CALLS)  # kept: they may well be up
+            if os.environ.get("PBXCONTROL_UNRECORDED_SCREENSHOT"):
+                page.screenshot(path=os.environ["PBXCONTROL_UNRECORDED_SCREENSHOT"])
+
+            with rt.engine.begin() as conn:  # a recorder takes machine 2 and reconciles
+                renew(rt, 2)
+                unrecorded.vouch(conn, 2)
+            banner.wait_for(state="hidden", timeout=3000)
+            assert page.locator("#rows tr.unrecorded").count() == 0
+            browser.check_clean()
+        rt.close()
