@@ -88,9 +88,11 @@ def world_readable(path: str) -> bool:
 def sqlite_files(url: str) -> list[str]:
     """The files of a SQLite database URL (the database, its WAL and shared memory); [] for
     another engine or an in-memory database."""
+    if not url.startswith("sqlite"):  # libpq's several hosts are no URL SQLAlchemy parses
+        return []
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return []
     path = parsed.database or ""
     if parsed.get_backend_name() != "sqlite" or path in ("", ":memory:"):
