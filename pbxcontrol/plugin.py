@@ -6,7 +6,9 @@ enabled by name in `[plugins] enabled`. In `setup` it registers API functions; e
 as `handler(request: ApiRequest)` with the request's parameters, the authenticated caller, the
 client's address and one database connection (one transaction, shared with auth). It returns
 the envelope's `data`, or an `Outcome` (another code, no data, the transaction committed), or
-raises `ApiError` (rolled back). Live channels are reached through `ctx.channels`, the change
+raises `ApiError` (rolled back). Live channels are acted on through `ctx.control` (intents the
+recording process carries out, SPEC §11.2: `Control.carry_out` with `Intent`s and the audit's
+`ControlRequest`, then `Control.complete` with the answer), the change
 journal through `ctx.journal` (a `Journal`: hand it to the objects `setup` builds). Plugins
 read the tables in `tables` (SQLAlchemy Core `Table`s), never `pbxcontrol.db.models`, and
 never import each other.
@@ -32,8 +34,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table
 
-from pbxcontrol.ari.control import Channels, ChannelsUnavailable
 from pbxcontrol.auth.authenticator import Caller
+from pbxcontrol.db.intents import Control, Intent
+from pbxcontrol.db.intents import Request as ControlRequest
 from pbxcontrol.db.journal import Journal
 from pbxcontrol.db.legs import HISTORY_SPANS
 from pbxcontrol.db.models import LEG_FIELDS, Base
@@ -51,11 +54,12 @@ __all__ = [
     "ApiError",
     "ApiRequest",
     "Caller",
-    "Channels",
-    "ChannelsUnavailable",
     "Command",
     "CommandContext",
+    "Control",
+    "ControlRequest",
     "Event",
+    "Intent",
     "Journal",
     "OneSnapshot",
     "Outcome",
@@ -121,7 +125,7 @@ class PluginContext:
     log: logging.Logger
     _engine: Engine
     _add: Callable[..., None]  # JsonApi.add: (path, handler, privileges, *, read)
-    _channels: Channels | None = None
+    _control: Control | None = None
     _add_stream: Callable[[str, StreamOpener, Iterable[str]], None] | None = None
     _add_static: Callable[[str, Path], None] | None = None
     #: The change journal (Journal's verbs: position, version, since, touched, follow).
@@ -130,11 +134,12 @@ class PluginContext:
     history_days: int = 0
 
     @property
-    def channels(self) -> Channels:
-        """Live channels on the configured machines (REST only; pbxcontrol.ari.control)."""
-        if self._channels is None:
+    def control(self) -> Control:
+        """Call control: intents carried out by each machine's lease holder (SPEC §11.2;
+        pbxcontrol/db/intents.py). This process needs no ARI settings for it."""
+        if self._control is None:
             raise PluginError(f"plugin {self.name!r}: this process controls no channels")
-        return self._channels
+        return self._control
 
     def add_api_function(
         self, path: str, handler: Handler, privileges: Iterable[str], *, read: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pbxcontrol import config as config_mod
 from pbxcontrol import logs, plugin
-from pbxcontrol.ari.control import AriChannels
 from pbxcontrol.auth import login as user_login
 from pbxcontrol.auth import tickets as stream_tickets
 from pbxcontrol.auth.authenticator import Authenticator
@@ -26,6 +26,7 @@ from pbxcontrol.config import Config
 from pbxcontrol.db import migrate
 from pbxcontrol.db.commits import CommitSignal
 from pbxcontrol.db.engine import make_engine, make_sessionmaker
+from pbxcontrol.db.intents import Control, Doorbell
 from pbxcontrol.db.journal import Journal
 from pbxcontrol.db.unrecorded import Watch
 from pbxcontrol.http.api import JsonApi, build_app
@@ -39,6 +40,9 @@ if TYPE_CHECKING:  # the recorder is imported when recorders are built (build_re
     from pbxcontrol.recorder.machine import MachineRecorder
 
 log = logging.getLogger("pbxcontrol")
+#: Seconds per ARI request of call control (connect, then read): the answer is due 2 s after
+#: the request arrived (SPEC §11.2), so a hung Asterisk must be given up on before that.
+CONTROL_TIMEOUT = 1.5
 
 
 class StartupError(Exception):
@@ -59,6 +63,8 @@ class Runtime:
     recorders: list[MachineRecorder] = field(default_factory=list)
     #: The recorders' commits; under `serve`, the stream hub of this process subscribes.
     commits: CommitSignal = field(default_factory=CommitSignal)
+    #: Wakes this process's intent workers when its API wrote an intent (SPEC §11.2).
+    bell: Doorbell = field(default_factory=Doorbell)
 
     def close(self) -> None:
         for recorder in self.recorders:
@@ -110,25 +116,27 @@ def build(config: Config, *, http: bool = True, record: bool = True) -> Runtime:
     metrics, the recorders; each object built with its collaborators."""
     engine, sessions = open_database(config)
     try:
-        commits = CommitSignal()
+        commits, bell = CommitSignal(), Doorbell()
         parts: dict[str, Any] = {}
         if http:
-            parts = _build_http(config, engine)
-        recorders = build_recorders(config, sessions, commits) if record else []
+            parts = _build_http(config, engine, bell)
+        recorders = build_recorders(config, sessions, commits, bell) if record else []
     except BaseException:
         engine.dispose()
         raise
-    return Runtime(config, engine, sessions, recorders=recorders, commits=commits, **parts)
+    return Runtime(
+        config, engine, sessions, recorders=recorders, commits=commits, bell=bell, **parts
+    )
 
 
-def _build_http(config: Config, engine: Engine) -> dict[str, Any]:
+def _build_http(config: Config, engine: Engine, bell: Doorbell) -> dict[str, Any]:
     # Imported here: after `serve` has set the metrics' multiprocess directory.
     from pbxcontrol.http import metrics as metrics_mod
 
     ids, takeover = [m.id for m in config.machines], config.takeover_seconds
     metrics = metrics_mod.Metrics(engine, ids, takeover)
     followers: list[Callable[[Connection], None]] = []
-    api = build_api(config, engine, observe=metrics.observe, followers=followers)
+    api = build_api(config, engine, observe=metrics.observe, followers=followers, bell=bell)
     streams = StreamApi(api, PersonSlots(config.streams_per_person), followers)
     app = build_app(api)
     metrics_mod.mount(app, metrics, engine, ids, takeover, config.ops_allow)
@@ -136,11 +144,14 @@ def _build_http(config: Config, engine: Engine) -> dict[str, Any]:
 
 
 def build_recorders(
-    config: Config, sessions: sessionmaker[Session], commits: CommitSignal | None = None
+    config: Config,
+    sessions: sessionmaker[Session],
+    commits: CommitSignal | None = None,
+    bell: Doorbell | None = None,
 ) -> list[MachineRecorder]:
-    """One recorder per configured Asterisk machine, each on its own ARI client; they share
-    one cache of what is provisioned (pbxcontrol.recorder) and call `commits` after each
-    commit."""
+    """One recorder per configured Asterisk machine, each on its own ARI client (and one for
+    call control, SPEC §11.2, woken by `bell`); they share one cache of what is provisioned
+    (pbxcontrol.recorder) and call `commits` after each commit."""
     # Imported here: an API-only process never loads the recorder.
     from pbxcontrol.ari.client import AriClient
     from pbxcontrol.recorder.machine import MachineRecorder
@@ -174,6 +185,10 @@ def build_recorders(
                 provisioned=cache,
                 name=f"machine {m.id}",
                 on_commit=commits,
+                control=AriClient(
+                    m.ari_url, m.username, m.password, m.app, timeout=CONTROL_TIMEOUT
+                ),
+                wake=(bell or Doorbell()).event(m.id),
             )
         )
     return recorders
@@ -185,6 +200,7 @@ def build_api(
     *,
     observe: Callable[[str, int, float], None] | None = None,
     followers: list[Callable[[Connection], None]] | None = None,
+    bell: Doorbell | None = None,
 ) -> JsonApi:
     """The JSON API: auth with its login throttle, and the enabled plugins' functions and
     streams. `observe` is told each request's outcome (metrics); plugins' journal followers
@@ -201,8 +217,8 @@ def build_api(
     api = JsonApi(engine, authenticator, observe) if observe else JsonApi(engine, authenticator)
     user_login.register(api, signer)
     stream_tickets.register(api)
-    # REST-only ARI clients for call control (pbxcontrol.ari.control), to every machine.
-    channels = AriChannels.from_config(config.machines)
+    # Call control through the machines' lease holders: no ARI settings needed here.
+    control = Control(engine, bell)
     # One for every plugin: their journal followers go to the stream hub (None: the CLI tools).
     journal = Journal(followers.append if followers is not None else None)
     for name in config.plugins:
@@ -214,7 +230,7 @@ def build_api(
             _engine=engine,
             _add=api.add,
             _add_stream=api.add_stream,
-            _channels=channels,
+            _control=control,
             _add_static=api.add_static,
             journal=journal,
             history_days=config.history_days,
@@ -313,9 +329,12 @@ def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
             server = make_server()
         for recorder in rt.recorders:
             recorder.start()
+        listening = _listen_for_intents(rt)
         watchdog = lifecycle.ready(server, workers, rt.recorders)
         lifecycle.run_until_stopped(stop, server)
     finally:
+        if "listening" in locals():
+            listening.set()
         if watchdog is not None:
             watchdog.stop()  # the threads it watches end on purpose now
         notify.notify("STOPPING=1")
@@ -323,6 +342,16 @@ def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
             workers.stop()
         rt.close()
     log.info("stopped")
+
+
+def _listen_for_intents(rt: Runtime) -> threading.Event:
+    """PostgreSQL: a recording process LISTENs for intents (recorder/intents.py). Set the
+    returned event to stop it."""
+    if rt.recorders and rt.engine.dialect.name == "postgresql":
+        from pbxcontrol.recorder.intents import start_listening
+
+        return start_listening(rt.engine.url.render_as_string(hide_password=False), rt.bell)
+    return threading.Event()
 
 
 def _hub_settings(rt: Runtime) -> dict[str, Any]:

@@ -225,7 +225,7 @@ class LoginFailure(Base):
 
 
 class CallAction(Base):
-    """One call-control request (calls/hangup) by a person with `actions`, whatever its
+    """One call-control request (calls/hangup, ...) by a person with `actions`, whatever its
     outcome: who, from where, when, what was asked, which legs it reached, the answer. Also
     the per-person rate limit's memory, shared by every API process and host."""
 
@@ -244,6 +244,33 @@ class CallAction(Base):
     legs: Mapped[str] = mapped_column(Text, nullable=False, default="")
     code: Mapped[int] = mapped_column(Integer, nullable=False)  # the envelope's code
     message: Mapped[str] = mapped_column(Text, nullable=False, default="")
+
+
+class CallIntent(Base):
+    """What a call-control request asks the holder of one machine's lease to do (SPEC §11.2;
+    pbxcontrol/db/intents.py): written by the API after the request's audit row
+    (`action_id`), claimed by the holder under its lease `epoch`, completed with the outcome."""
+
+    __tablename__ = "call_intents"
+    __table_args__ = (
+        Index("ix_call_intents_machine_state", "machine", "state"),
+        Index("ix_call_intents_action_id", "action_id"),
+        Index("ix_call_intents_at", "at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    action_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    at: Mapped[float] = mapped_column(Float, nullable=False)  # Unix seconds, as the audit's
+    machine: Mapped[int] = mapped_column(Integer, nullable=False)
+    function: Mapped[str] = mapped_column(String(32), nullable=False)  # "hangup", ...
+    targets: Mapped[str] = mapped_column(Text, nullable=False)  # JSON list of uniqueids
+    params: Mapped[str] = mapped_column(Text, nullable=False)  # JSON object
+    state: Mapped[str] = mapped_column(String(16), nullable=False)  # intents.STATES
+    deadline: Mapped[float] = mapped_column(Float, nullable=False)  # the database's clock
+    epoch: Mapped[int] = _i()  # the lease epoch that claimed it (0: not claimed)
+    code: Mapped[int] = _i()
+    message: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
+    legs: Mapped[str] = mapped_column(Text, nullable=False, default="[]", server_default="[]")
+    created: Mapped[str] = mapped_column(Text, nullable=False, default="{}", server_default="{}")
 
 
 class Line(Base):

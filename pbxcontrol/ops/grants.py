@@ -32,11 +32,13 @@ RECORDER: dict[str, tuple[str, ...]] = {
     "numbers": SELECT,
     "peers": SELECT,
     "call_actions": ("SELECT", "DELETE"),  # the audit's retention (recorder/retention.py)
+    # Call control (SPEC §11.2): claims and outcomes of intents, pruned with the audit.
+    "call_intents": ("SELECT", "UPDATE", "DELETE"),
     "alembic_version": SELECT,  # start-up checks the schema's revision
 }
 
 #: `pbxcontrol api`: reads what it answers and whom it authenticates; writes the login
-#: throttle's failures, the hang-up audit and upgraded password hashes.
+#: throttle's failures, the call-control audit and intents, and upgraded password hashes.
 API: dict[str, tuple[str, ...]] = {
     "legs": SELECT,
     "leg_changes": SELECT,
@@ -51,7 +53,8 @@ API: dict[str, tuple[str, ...]] = {
     "revoked_tokens": ("SELECT", "INSERT", "DELETE"),  # user/logout, pruned once expired
     "stream_tickets": ("SELECT", "INSERT", "DELETE"),  # made, used up, pruned
     "login_failures": ("SELECT", "INSERT", "DELETE"),
-    "call_actions": ("SELECT", "INSERT"),
+    "call_actions": ("SELECT", "INSERT", "UPDATE"),  # UPDATE: the answer, once known
+    "call_intents": ("SELECT", "INSERT", "UPDATE"),  # UPDATE: expired, no holder took it
     "lines": SELECT,
     "numbers": SELECT,
     "peers": SELECT,

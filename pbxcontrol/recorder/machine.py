@@ -17,7 +17,9 @@ from pbxcontrol.ari.client import Ari, AriError
 from pbxcontrol.ari.events import parse_event
 from pbxcontrol.liveness import Pulse
 from pbxcontrol.recorder import store
+from pbxcontrol.recorder.actions import ControlAri
 from pbxcontrol.recorder.checkpoint import Checkpointer
+from pbxcontrol.recorder.intents import IntentWorker
 from pbxcontrol.recorder.lease import Lease
 from pbxcontrol.recorder.live import LiveLegs
 from pbxcontrol.recorder.provisioned import ProvisionedCache
@@ -62,6 +64,8 @@ class MachineRecorder:
         holder: str = "",
         on_commit: Callable[[], None] | None = None,
         backlog: int = BACKLOG_LIMIT,
+        control: ControlAri | None = None,
+        wake: threading.Event | None = None,
     ):
         self.machine, self.ari = machine, ari
         self.sweep_interval, self.batch_size = sweep_interval, batch_size
@@ -82,18 +86,26 @@ class MachineRecorder:
         self.tx = Transactions(sessions, self.lease, self.name, self.stopping, Pulse())
         self.standby = Standby(self, self.lease, self.tx, self.status, self.stopping, self.name)
         self.renewer = Renewer(sessions, self.lease, self.stopping)
-        gate = self.standby
-        self.reader = EventReader(
-            ari,
-            self.queue,
-            self.status,
-            *(gate.may_connect, gate.replaced, gate.may_keep),
-            self.stopping,
-            self.name,
-        )
+        gates = (self.standby.may_connect, self.standby.replaced, self.standby.may_keep)
+        self.reader = EventReader(ari, self.queue, self.status, *gates, self.stopping, self.name)
+        self.intents = None if control is None else self._intent_worker(control, wake)
         self._threads: list[threading.Thread] = []
         self._reader_done = threading.Event()
         self._needs_reconcile, self._next_sweep = False, float("inf")
+
+    def _intent_worker(self, control: ControlAri, wake: threading.Event | None) -> IntentWorker:
+        """Call control (SPEC §11.2): on its own ARI client, so a slow action never holds the
+        reconcile's, and on its own thread, so it never holds the writer."""
+        return IntentWorker(
+            self.machine,
+            control,
+            self.tx.sessions,
+            self.lease,
+            self.standby.holding,
+            self.stopping,
+            wake or threading.Event(),
+            self.name,
+        )
 
     @property
     def received(self) -> int:
@@ -117,6 +129,8 @@ class MachineRecorder:
             (self.standby.run, "writer"),
             (self.renewer.run, "lease"),
         ]
+        if self.intents is not None:
+            roles.append((self.intents.run, "intents"))
         checkpointer = Checkpointer(self.tx.sessions, self.stopping, self.name)
         if checkpointer.needed():
             roles.append((checkpointer.run, "checkpoints"))
@@ -134,6 +148,8 @@ class MachineRecorder:
         """Stop reading, then write everything already read and release the lease."""
         self.stopping.set()
         self.reader.close()
+        if self.intents is not None:
+            self.intents.wake.set()
         for thread in self._threads:
             thread.join(timeout)
 

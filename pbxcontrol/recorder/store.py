@@ -18,6 +18,7 @@ from pbxcontrol.recorder.live import Changes, LiveLegs
 LEGS, HISTORY = LEGS_TABLE, LEG_HISTORY_TABLE
 MACHINES = Base.metadata.tables["machines"]
 AUDIT = Base.metadata.tables["call_actions"]
+INTENTS = Base.metadata.tables["call_intents"]
 
 
 def load(live: LiveLegs, session: Session) -> int:
@@ -183,6 +184,9 @@ def prune_audit(
 
 
 def _prune_audit_rows(session: Session, cutoff: float, limit: int) -> int:
+    # The intents of a request go with its audit row (they carry its `at`).
+    intents = select(INTENTS.c.id).where(INTENTS.c.at < cutoff).limit(limit).scalar_subquery()
+    session.execute(delete(INTENTS).where(INTENTS.c.id.in_(intents)))
     oldest = select(AUDIT.c.id).where(AUDIT.c.at < cutoff).limit(limit).scalar_subquery()
     result = session.execute(delete(AUDIT).where(AUDIT.c.id.in_(oldest)))
     return cast(CursorResult[Any], result).rowcount

@@ -40,7 +40,7 @@ def setup(ctx: PluginContext) -> None:
     )
     opener = functools.partial(open_stream, journal=ctx.journal, history_days=days)
     ctx.add_stream_function("calls/active/list", opener, PRIVILEGES)
-    hangups = Hangups(ctx.channels, _whole_number(ctx, "hangups_per_minute", "30"), ctx.log)
+    hangups = Hangups(ctx.control, _whole_number(ctx, "hangups_per_minute", "30"), ctx.log)
     ctx.add_api_function("calls/hangup", hangups, HANGUP_PRIVILEGES)
     ctx.add_api_function("calls/active/scopes", scopes, PRIVILEGES, read=True)
     # The wallboard's banner (a read token): since when a machine is not recorded (SPEC §12).

@@ -1,4 +1,7 @@
-"""calls/hangup: end a call (every leg) or one leg through ARI, audited and rate-limited.
+"""calls/hangup: end a call (every leg) or one leg, audited and rate-limited; carried out by the
+recording process that holds each machine's lease (SPEC §11.2, `ctx.control`): this process
+needs no ARI settings. The audit row is written first, as the intent, and completed with the
+answer; a request refused before that (400, 404, 429) is audited in its own transaction.
 
 Who may act on a leg is decided by the list's own scope code (`query.targets`): a person acts
 on what `calls/active/list` with `recursive=1` shows them. A leg that does not exist and one
@@ -13,15 +16,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import orjson
 from sqlalchemy import Connection, bindparam, func, insert, select
 
 from pbxcontrol.plugin import (
     ApiError,
     ApiRequest,
     Caller,
-    Channels,
-    ChannelsUnavailable,
+    Control,
+    ControlRequest,
+    Intent,
     Outcome,
     tables,
 )
@@ -89,75 +92,76 @@ class Hangups:
 
     def __init__(
         self,
-        channels: Channels,
+        control: Control,
         per_minute: int,
         log: logging.Logger,
         clock: Callable[[], float] = time.time,
     ):
-        self.channels = channels
+        self.control = control
         self.per_minute = per_minute  # 0 = no limit
         self.log = log
         self.clock = clock  # wall-clock seconds: shared by processes and hosts
 
     def __call__(self, request: ApiRequest) -> Outcome:
-        now = self.clock()
+        arrived, now = time.monotonic(), self.clock()
         wanted, errors = parse(request.params)
-        legs: list[Leg] = []
         try:
             if errors:
                 raise ApiError(400, errors)
-            self._check_rate(request.conn, request.caller.username, now)
+            check_rate(request.conn, request.caller.username, now, self.per_minute)
             legs = _targets(request.conn, request.caller, wanted)
-            self._hang_up(legs)
-            outcome = Outcome(204, [("", ACCEPTED)])
         except ApiError as err:
             outcome = Outcome(err.code, err.entries)
-        self._record(request, wanted, legs, outcome, now)
+            self._log(request, wanted, [], outcome)
+            refused = {"code": outcome.code, "message": _message(outcome), "legs": "[]"}
+            request.conn.execute(insert(call_actions), self._audit(request, wanted, now) | refused)
+            return outcome
+        by_machine: dict[int, list[str]] = {}
+        for leg in legs:
+            by_machine.setdefault(leg.machine, []).append(leg.uniqueid)
+        intents = [Intent(m, "hangup", tuple(uids)) for m, uids in sorted(by_machine.items())]
+        audit = ControlRequest(**self._audit(request, wanted, now))
+        action_id, outcomes = self.control.carry_out(audit, intents, arrived)
+        reached: list[list[object]] = []
+        failures: list[str] = []
+        for intent, result in zip(intents, outcomes, strict=True):
+            if result.legs:
+                reached += result.legs
+            else:
+                what = "pending" if result.state == "claimed" else "not tried"
+                reached += [[intent.machine, uid, what] for uid in intent.targets]
+            if result.state not in ("done", "claimed"):
+                failures.append(result.message)
+        outcome = (
+            Outcome(503, [("", message) for message in failures])
+            if failures
+            else Outcome(204, [("", ACCEPTED)])
+        )
+        self.control.complete(action_id, outcome.code, _message(outcome), reached)
+        self._log(request, wanted, reached, outcome)
         return outcome
 
-    def _check_rate(self, conn: Connection, username: str, now: float) -> None:
-        if self.per_minute <= 0:
-            return
-        recent = conn.execute(_RECENT, {"username": username, "since": now - WINDOW}).scalar()
-        if (recent or 0) >= self.per_minute:
-            message = f"Too many hangups: at most {self.per_minute} a minute; retry later."
-            raise ApiError(429, [("", message)])
+    def _audit(self, request: ApiRequest, wanted: HangupRequest, now: float) -> dict:
+        """The audit row's fields as asked (the outcome is added by whoever writes it)."""
+        return {
+            "at": now,
+            "username": request.caller.username,
+            "customer_id": request.caller.customer_id,
+            "address": request.address[:64],
+            "action": "hangup",
+            "callid": _stored(request.params.get("callid", "")),
+            "uniqueid": _stored(request.params.get("uniqueid", "")),
+            "machine": wanted.machine or 0,
+        }
 
-    def _hang_up(self, legs: list[Leg]) -> None:
-        """Every leg, machine by machine; a machine that fails is not asked again."""
-        for machine in sorted({leg.machine for leg in legs}):
-            if not self.channels.reachable(machine):
-                raise ApiError(
-                    503, [("", f"machine {machine} is not reachable from this API host")]
-                )
-        failed: dict[int, str] = {}
-        for leg in legs:
-            if leg.machine in failed:
-                continue
-            try:
-                gone = not self.channels.hang_up(leg.machine, leg.uniqueid)
-            except ChannelsUnavailable as exc:
-                failed[leg.machine] = str(exc)
-                leg.result = "failed"
-                continue
-            leg.result = "already ended" if gone else "hung up"
-        if failed:
-            raise ApiError(503, [("", message) for message in failed.values()])
-
-    def _record(
+    def _log(
         self,
         request: ApiRequest,
         wanted: HangupRequest,
-        legs: list[Leg],
+        reached: list[list[object]],
         outcome: Outcome,
-        now: float,
     ) -> None:
-        """The log line, then the audit row (in the request's transaction, committed with
-        the answer)."""
         caller = request.caller
-        callid, uniqueid = (_stored(request.params.get(k, "")) for k in ("callid", "uniqueid"))
-        message = "; ".join(text for _, text in outcome.entries)
-        reached = [[leg.machine, leg.uniqueid, leg.result] for leg in legs]
         level = logging.WARNING if outcome.code >= 500 else logging.INFO
         self.log.log(
             level,
@@ -166,29 +170,28 @@ class Hangups:
             caller.username,
             caller.customer_id,
             request.address or "-",
-            callid,
-            uniqueid,
+            _stored(request.params.get("callid", "")),
+            _stored(request.params.get("uniqueid", "")),
             wanted.machine or "-",
             reached,
             outcome.code,
-            message,
+            _message(outcome),
         )
-        request.conn.execute(
-            insert(call_actions),
-            {
-                "at": now,
-                "username": caller.username,
-                "customer_id": caller.customer_id,
-                "address": request.address[:64],
-                "action": "hangup",
-                "callid": callid,
-                "uniqueid": uniqueid,
-                "machine": wanted.machine or 0,
-                "legs": orjson.dumps(reached).decode(),
-                "code": outcome.code,
-                "message": message,
-            },
-        )
+
+
+def check_rate(conn: Connection, username: str, now: float, per_minute: int) -> None:
+    """SPEC §9/§11.1: one budget per person for every control function (the audit's rows of
+    the last minute that were not themselves refused for the rate)."""
+    if per_minute <= 0:
+        return
+    recent = conn.execute(_RECENT, {"username": username, "since": now - WINDOW}).scalar()
+    if (recent or 0) >= per_minute:
+        message = f"Too many call-control actions: at most {per_minute} a minute; retry later."
+        raise ApiError(429, [("", message)])
+
+
+def _message(outcome: Outcome) -> str:
+    return "; ".join(text for _, text in outcome.entries)
 
 
 def _targets(conn: Connection, caller: Caller, wanted: HangupRequest) -> list[Leg]:

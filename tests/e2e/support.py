@@ -72,7 +72,9 @@ class PbxServer:
                 ping_interval = 2
                 ping_timeout = 4
                 """)
-                for mid, (url, name) in (machines or {1: (ari_url, app)}).items()
+                for mid, (url, name) in (
+                    {1: (ari_url, app)} if machines is None else machines
+                ).items()
             )
             + textwrap.dedent(extra)
         )

@@ -11,6 +11,7 @@ from pbxcontrol.plugin import tables
 from pbxcontrol.service.server import listen, make_server
 from tests.conftest import build_provisioned, write_config
 from tests.fakeari_http import FakeAriHttp
+from tests.plugins.active_calls.hangup_support import hold
 
 legs, leg_history = tables.legs, tables.leg_history
 
@@ -31,14 +32,11 @@ def service(tmp_path_factory):
     # Fuzzing sends thousands of wrong passwords from one address: lift the throttle here
     # (tests/core/test_login_throttle.py covers it).
     body = "login_failures_per_user = 1000000\nlogin_failures_per_address = 1000000\n"
-    # calls/hangup reaches machine 1 through a local ARI (legs stay listed: no recorder, so
-    # the same legs are hung up again and again), without a rate limit.
+    # calls/hangup reaches machine 1 through a local ARI, by the intent worker holding its
+    # lease (SPEC §11.2; legs stay listed: no recorder, so the same legs are hung up again and
+    # again), without a rate limit.
     ari = FakeAriHttp({u for u, *_ in LEGS})
-    path = write_config(
-        tmp,
-        f"[asterisk:1]\nari_url = {ari.url}\nusername = fuzz\npassword = fuzz\n"
-        "[plugin:active_calls]\nhangups_per_minute = 0\n",
-    )
+    path = write_config(tmp, "[plugin:active_calls]\nhangups_per_minute = 0\n")
     path.write_text(path.read_text().replace("port = 0\n", "port = 0\n" + body))
     # The ended legs are kept forever: every past `at` the fuzzer makes up is valid and
     # reaches the query over the history (a future one is still a 400).
@@ -79,11 +77,13 @@ def service(tmp_path_factory):
         conn.execute(
             insert(tables.machines).values(id=1, name="m1", recorded=False, renewed_at=999.5)
         )
+    holder = hold(rt, 1, ari.url)
     server = make_server(rt.app, listen("127.0.0.1", 0), 4, rt.streams)  # with the live stream
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     yield rt, f"http://127.0.0.1:{server.effective_port}"
     server.hub.stop()
     server.close()
+    holder.stop()
     rt.close()
     ari.close()

@@ -1,20 +1,26 @@
 """calls/hangup test service: the TREE with live calls, machine 1 a local HTTP ARI
 (tests/fakeari_http.py, so the real AriClient sends the DELETEs), machine 2 a closed port,
-machine 3 not configured."""
+machine 3 not configured. The API process has no [asterisk:N] section: machines 1 and 2 are
+each held by an intent worker (pbxcontrol/recorder/intents.py) holding the machine's lease, as
+a `record` process's would (SPEC §11.2); machine 3 has no holder."""
 
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
 import webtest
 from sqlalchemy import select
 
+from pbxcontrol.ari.client import AriClient
 from pbxcontrol.plugin import tables
-from pbxcontrol.runtime import Runtime
+from pbxcontrol.recorder.intents import IntentWorker
+from pbxcontrol.recorder.lease import Lease
+from pbxcontrol.runtime import CONTROL_TIMEOUT, Runtime
 from tests.conftest import build_provisioned, write_config
 from tests.fakeari_http import FakeAriHttp
 from tests.plugins.active_calls.conftest import CALLS, insert_legs, leg
@@ -34,10 +40,50 @@ EXTRA = [
 
 
 @dataclass
+class Holder:
+    """One machine's lease holder, reduced to its intent worker (no websocket)."""
+
+    worker: IntentWorker
+    thread: threading.Thread
+    stopping: threading.Event
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.worker.wake.set()
+        self.thread.join(5)
+
+
+def hold(rt: Runtime, machine: int, ari_url: str) -> Holder:
+    """Take `machine`'s lease and carry out its intents on a thread, woken by the runtime's
+    doorbell like a recorder under `serve`."""
+    lease = Lease(machine, f"test-holder-{machine}", takeover=5.0)
+    with rt.sessions.begin() as session:
+        lease.ensure_row(session, f"machine {machine}")
+    with rt.sessions.begin() as session:
+        assert lease.try_acquire(session)
+    holding, stopping = threading.Event(), threading.Event()
+    holding.set()
+    ari = AriClient(ari_url, "pbxcontrol", "ari-secret", "pbxcontrol", timeout=CONTROL_TIMEOUT)
+    worker = IntentWorker(
+        *(machine, ari, rt.sessions, lease, holding, stopping, rt.bell.event(machine))
+    )
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    return Holder(worker, thread, stopping)
+
+
+@dataclass
 class Service:
     rt: Runtime
     app: webtest.TestApp
     ari: FakeAriHttp  # machine 1
+    holders: list[Holder] = field(default_factory=list)
+
+    def close(self) -> None:
+        for holder in self.holders:
+            holder.stop()
+        self.rt.close()
+        self.ari.close()
 
     def audit(self) -> list[dict]:
         with self.rt.engine.connect() as conn:
@@ -54,14 +100,6 @@ def closed_port() -> int:
 def start(tmp_path: Path, db_url: str, per_minute: int = 1000, extra_doc=None) -> Service:
     ari = FakeAriHttp({r["uniqueid"] for r in CALLS + EXTRA if r["machine"] == 1})
     body = f"""\
-        [asterisk:1]
-        ari_url = {ari.url}
-        username = pbxcontrol
-        password = ari-secret
-        [asterisk:2]
-        ari_url = http://127.0.0.1:{closed_port()}/ari
-        username = pbxcontrol
-        password = ari-secret
         [plugin:active_calls]
         hangups_per_minute = {per_minute}
         """
@@ -72,15 +110,16 @@ def start(tmp_path: Path, db_url: str, per_minute: int = 1000, extra_doc=None) -
         with rt.sessions.begin() as session:
             provisioning.apply(session, extra_doc)
     insert_legs(rt, CALLS + EXTRA)
-    return Service(rt, webtest.TestApp(rt.app, extra_environ={"REMOTE_ADDR": ADDRESS}), ari)
+    holders = [hold(rt, 1, ari.url), hold(rt, 2, f"http://127.0.0.1:{closed_port()}/ari")]
+    app = webtest.TestApp(rt.app, extra_environ={"REMOTE_ADDR": ADDRESS})
+    return Service(rt, app, ari, holders)
 
 
 def serve(tmp_path: Path, db_url: str) -> Iterator[Service]:
     """The body of each test module's `svc` fixture: the service, closed afterwards."""
     service = start(tmp_path, db_url)
     yield service
-    service.rt.close()
-    service.ari.close()
+    service.close()
 
 
 def hang_up(app, who: str = "acme", method: str = "GET", **params: str) -> dict:

@@ -119,8 +119,7 @@ def test_provisioning_grants_actions_to_a_custom_role(tmp_path, db_url):
         assert accepted(hang_up(service.app, "noc", callid="130.1"))
         assert service.ari.deleted == ["130.1"]
     finally:
-        service.rt.close()
-        service.ari.close()
+        service.close()
 
 
 @pytest.mark.parametrize(

@@ -54,10 +54,17 @@ def test_asterisk_refusing_the_hangup_is_503(svc):
     assert codes(hang_up(svc.app, uniqueid="110.2")) == [("503", "")]
 
 
-def test_machine_without_ari_settings_on_this_host_is_503_and_says_so(svc):
+def test_machine_no_recording_process_holds_is_503_at_once_and_says_so(svc):
+    # SPEC §11.2: the API reaches Asterisk only through the machine's lease holder.
+    started = time.monotonic()
     envelope = hang_up(svc.app, uniqueid="310.1")
+    assert time.monotonic() - started < 1
     assert envelope["responses"] == [
-        {"code": "503", "key": "", "message": "machine 3 is not reachable from this API host"}
+        {
+            "code": "503",
+            "key": "",
+            "message": "machine 3: no recording process holds it; nothing was done",
+        }
     ]
 
 
@@ -101,8 +108,7 @@ def test_hangups_per_minute_limits_each_person(tmp_path, db_url):
             conn.execute(update(call_actions).values(at=call_actions.c.at - 61))
         assert accepted(hang_up(app, "acme", callid="110.1"))
     finally:
-        service.rt.close()
-        service.ari.close()
+        service.close()
 
 
 def test_upgrade_gives_existing_builtin_roles_actions(tmp_path):

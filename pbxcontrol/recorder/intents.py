@@ -1,0 +1,134 @@
+"""The holder's side of call control (SPEC §11.2): a thread per machine that, while this
+process holds the machine's lease, claims the intents the API wrote (pbxcontrol/db/intents.py),
+carries them out over ARI REST (recorder/actions.py) and writes their outcomes.
+
+Claims are fenced by the lease: the claim's transaction starts with `Lease.fence` (PostgreSQL:
+a key-share lock on the machine's row, so a takeover waits for it; SQLite: the one writer), and
+the claim itself is a compare-and-set on the intent's state, so each intent runs at most once,
+also across a takeover: a new epoch first marks what an older one claimed and did not finish
+`unknown` (`orphan`), never runs it.
+
+Wake-ups: the `Doorbell` event of this process (an API in the same process, `serve`), and on
+PostgreSQL a LISTEN on the intents' channel (the API's `pg_notify` is delivered at its commit):
+only the rare transactions that write an intent notify, never the recorders' ingest, so
+PostgreSQL's serialisation of notifying commits costs the fleet nothing. Polling every
+`POLL_SQLITE` (SQLite: no notifications between processes) or `POLL_POSTGRESQL` (a safety net for
+a notification lost while the listening connection was down) does the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from pbxcontrol.db import intents
+from pbxcontrol.recorder.actions import ControlAri, Result, execute
+from pbxcontrol.recorder.lease import Lease, LeaseLost
+
+log = logging.getLogger("pbxcontrol.recorder")
+POLL_SQLITE, POLL_POSTGRESQL = 0.1, 1.0
+T = TypeVar("T")
+
+
+class IntentWorker:
+    """One machine's intents, carried out while `holding` is set and the lease has an epoch."""
+
+    def __init__(
+        self,
+        machine: int,
+        ari: ControlAri,
+        sessions: sessionmaker[Session],
+        lease: Lease,
+        holding: threading.Event,
+        stopping: threading.Event,
+        wake: threading.Event,
+        name: str = "",
+    ):
+        self.machine, self.ari, self.sessions = machine, ari, sessions
+        self.lease, self.holding, self.stopping, self.wake = lease, holding, stopping, wake
+        self.name = name or f"machine {machine}"
+        self._epoch: int | None = None  # the epoch whose orphans were marked
+        self.carried = 0  # intents carried out by this process
+
+    @property
+    def poll(self) -> float:
+        dialect = self.sessions.kw["bind"].dialect.name
+        return POLL_POSTGRESQL if dialect == "postgresql" else POLL_SQLITE
+
+    def run(self) -> None:
+        """The worker thread, until a stop."""
+        poll = self.poll
+        while not self.stopping.is_set():
+            self.wake.wait(poll)
+            self.wake.clear()
+            epoch = self.lease.epoch
+            if not self.holding.is_set() or epoch is None:
+                continue
+            try:
+                self.round(epoch)
+            except LeaseLost:
+                continue  # the writer's own fence stands the recording by
+            except Exception:  # the database is down, or a bug: the next round retries
+                log.exception("%s: carrying out call-control intents failed", self.name)
+                self.stopping.wait(poll)
+
+    def round(self, epoch: int) -> int:
+        """Claim what is pending and carry it out; how many were claimed."""
+        if self._epoch != epoch:
+            gone = self._fenced(lambda s: intents.orphan(s, self.machine, epoch))
+            if gone:
+                log.warning("%s: %d intents of the previous holder marked unknown", self.name, gone)
+            self._epoch = epoch
+        claimed = self._fenced(lambda s: intents.claim(s, self.machine, epoch))
+        for intent in claimed:
+            result = self._carry_out(intent)
+            with self.sessions.begin() as session:
+                intents.finish(session, intent.id, epoch, result)
+            self.carried += 1
+        return len(claimed)
+
+    def _carry_out(self, intent: intents.Claimed) -> Result:
+        try:
+            return execute(self.ari, intent)
+        except Exception as exc:  # a bug in an executor: the intent is answered all the same
+            log.exception("%s: %s failed", self.name, intent.function)
+            return intents.REFUSED, 503, f"{intent.function} failed: {type(exc).__name__}", [], {}
+
+    def _fenced(self, work: Callable[[Session], T]) -> T:
+        with self.sessions.begin() as session:
+            self.lease.fence(session)
+            return work(session)
+
+
+def listen(url: str, on_machine: Callable[[int], None], stopping: threading.Event) -> None:
+    """PostgreSQL: LISTEN on the intents' channel and call `on_machine` with each notified
+    machine id, until a stop; reconnects after a failure (polling covers the gap)."""
+    import psycopg
+
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    while not stopping.is_set():
+        try:
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f"LISTEN {intents.CHANNEL}")
+                while not stopping.is_set():
+                    for note in conn.notifies(timeout=1.0):
+                        if note.payload.isdigit():
+                            on_machine(int(note.payload))
+        except psycopg.Error as exc:
+            log.warning("listening for call-control intents failed (%s); polling", exc)
+            stopping.wait(2.0)
+
+
+def start_listening(url: str, bell: intents.Doorbell) -> threading.Event:
+    """`listen` on a thread of its own, ringing `bell`; set the returned event to stop it."""
+    stopping = threading.Event()
+    thread = threading.Thread(
+        target=listen, args=(url, bell.ring, stopping), name="intents", daemon=True
+    )
+    thread.start()
+    return stopping
