@@ -115,6 +115,23 @@ class AriClient:
             raise AriError(f"DELETE /channels: HTTP {resp.status_code}")
         return True
 
+    def originate(self, endpoint: str, variables: dict[str, str], **params: str) -> None:
+        """POST /channels: `endpoint` dialled, `params` as ARI names them (`context`,
+        `extension`, `app`, `channelId`, `otherChannelId`, `timeout`, ...), `variables` set on
+        the new channel before the call. AriError unless Asterisk accepted it."""
+        query = {"endpoint": endpoint, **params}
+        try:
+            resp = self._http.post(
+                self.base_url + "/channels",
+                params=query,
+                json={"variables": variables},
+                timeout=self.timeout,
+            )
+        except requests.RequestException as exc:
+            raise AriError(f"POST /channels: {type(exc).__name__}") from None
+        if resp.status_code != 200:
+            raise AriError(f"POST /channels: HTTP {resp.status_code}")
+
     def events_url(self) -> str:
         parts = urlsplit(self.base_url)
         scheme = "wss" if parts.scheme == "https" else "ws"

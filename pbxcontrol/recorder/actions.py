@@ -4,6 +4,8 @@ returning the outcome (state, code, message, legs, created) the API answers from
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -18,6 +20,10 @@ class ControlAri(Protocol):
     """The ARI REST calls the executors make (AriClient provides them)."""
 
     def hang_up(self, channel_id: str) -> bool: ...
+
+    def originate(self, endpoint: str, variables: dict[str, str], **params: str) -> None: ...
+
+    def variable(self, channel_id: str, name: str) -> str | None: ...
 
 
 def hang_up(ari: ControlAri, intent: Claimed) -> Result:
@@ -36,7 +42,68 @@ def hang_up(ari: ControlAri, intent: Claimed) -> Result:
     return DONE, 204, "", legs, {}
 
 
-EXECUTORS: dict[str, Callable[[ControlAri, Claimed], Result]] = {"hangup": hang_up}
+#: How long the holder waits for ChannelRedirect's status on the helper channel, and how often
+#: it looks (the answer is due 2 s after the request arrived).
+REDIRECT_WAIT, REDIRECT_POLL = 1.2, 0.02
+NOT_FOUND = "Call does not exist, or you do not have permission to view it"
+
+
+def redirect(ari: ControlAri, intent: Claimed) -> Result:
+    """calls/redirect (SPEC §11.3): a helper Local channel into [pbxcontrol-actions]
+    (etc/asterisk/extensions_pbxcontrol.conf) whose second half runs ChannelRedirect on the
+    target — ARI's own /redirect answers 409 outside Stasis — and keeps its status for us."""
+    target, p = intent.targets[0], intent.params
+    helper, half = f"pbxc-{intent.id}-a", f"pbxc-{intent.id}-b"
+    variables = {
+        "PBXC_TARGET": target,
+        "PBXC_CONTEXT": p["context"],
+        "PBXC_CTYPE": p.get("ctype", ""),
+        "PBXC_CNUMBER": p["cnumber"],
+    }
+    legs: list[list[Any]] = [[intent.machine, target, "not tried"]]
+    try:
+        ari.originate(
+            "Local/redirect@pbxcontrol-actions",
+            variables,
+            context="pbxcontrol-actions",
+            extension="done",
+            channelId=helper,
+            otherChannelId=half,
+            timeout="5",
+        )
+        status = _redirect_status(ari, half)
+    except AriError as exc:
+        return REFUSED, 503, f"Asterisk on machine {intent.machine} refused: {exc}", legs, {}
+    finally:
+        _quietly_hang_up(ari, helper)
+    created = {"helper": [helper, half]}
+    if status == "SUCCESS":
+        return DONE, 204, "", [[intent.machine, target, "redirected"]], created
+    if status == "NOCHANNEL":
+        return REFUSED, 404, NOT_FOUND, [[intent.machine, target, "gone"]], created
+    message = f"Asterisk on machine {intent.machine} did not confirm the redirect ({status!r})"
+    return REFUSED, 503, message, legs, created
+
+
+def _redirect_status(ari: ControlAri, half: str) -> str:
+    deadline = time.monotonic() + REDIRECT_WAIT
+    while True:
+        status = ari.variable(half, "PBXC_STATUS")
+        if status or time.monotonic() >= deadline:
+            return status or ""
+        time.sleep(REDIRECT_POLL)
+
+
+def _quietly_hang_up(ari: ControlAri, channel: str) -> None:
+    """The helper's end: it would end by itself within 5 s (Wait(5), the dial timeout)."""
+    with contextlib.suppress(AriError):
+        ari.hang_up(channel)
+
+
+EXECUTORS: dict[str, Callable[[ControlAri, Claimed], Result]] = {
+    "hangup": hang_up,
+    "redirect": redirect,
+}
 
 
 def execute(ari: ControlAri, intent: Claimed) -> Result:

@@ -7,6 +7,7 @@ recorder/store.py writes, recorder/machine.py feeds it from the websocket.
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,6 +32,10 @@ from pbxcontrol.recorder.provisioned import Provisioned
 
 log = logging.getLogger("pbxcontrol.recorder")
 
+#: Channels the recording process creates for call control that are plumbing, not legs (SPEC
+#: §11.2 item 7, §11.8): `pbxc-<intent>-<role>`, every role but the real legs' (party1,
+#: party1b, supervisor). Never rows, never counted.
+PLUMBING = re.compile(r"pbxc-[0-9]+-(?!(?:party1b?|supervisor)$)[a-z0-9]+")
 ENDED_MEMORY = 50_000  # ids of ended legs remembered, so late events never resurrect them
 
 
@@ -102,8 +107,8 @@ class LiveLegs:
     def _leg_for(self, ch: Channel, ts: float, seq: int) -> LiveLeg | None:
         leg = self.legs.get(ch.id)
         if leg is None:
-            if ch.id in self.ended:
-                return None  # a late event (bridge leave after destroy): never resurrect
+            if ch.id in self.ended or PLUMBING.fullmatch(ch.id):
+                return None  # a late event after the destroy (never resurrect), or plumbing
             leg = LiveLeg(ch.id, self.machine, ch.name, int(ch.created), endpoint_of(ch.name))
             self._add(leg)
             self._snapshot(leg, ch, ts)

@@ -1,5 +1,6 @@
 """calls/active/list: the live call legs a person may see, filtered, sorted and named;
-calls/hangup: end the calls among them, audited and rate-limited; calls/active/scopes,
+calls/hangup and calls/redirect: end or redirect the calls among them, audited and rate-limited
+(carried out by the recording process); calls/active/scopes,
 calls/active/unrecorded and the wallboard page (/wallboard/) that shows them live;
 `pbxcontrol calls`, the list in a terminal."""
 
@@ -13,6 +14,8 @@ from .cache import ResponseCache
 from .hangup import PRIVILEGES as HANGUP_PRIVILEGES
 from .hangup import Hangups
 from .listing import PRIVILEGES, list_active_calls
+from .redirect import PRIVILEGES as REDIRECT_PRIVILEGES
+from .redirect import Redirects
 from .scopes import scopes
 from .stream import open_stream
 from .unrecorded import unrecorded
@@ -40,8 +43,14 @@ def setup(ctx: PluginContext) -> None:
     )
     opener = functools.partial(open_stream, journal=ctx.journal, history_days=days)
     ctx.add_stream_function("calls/active/list", opener, PRIVILEGES)
-    hangups = Hangups(ctx.control, _whole_number(ctx, "hangups_per_minute", "30"), ctx.log)
-    ctx.add_api_function("calls/hangup", hangups, HANGUP_PRIVILEGES)
+    # One budget per person for every control function (SPEC §11.1).
+    per_minute = _whole_number(ctx, "hangups_per_minute", "30")
+    ctx.add_api_function(
+        "calls/hangup", Hangups(ctx.control, per_minute, ctx.log), HANGUP_PRIVILEGES
+    )
+    context = ctx.config.get("context", "default")  # the dialling context (SPEC §11.7)
+    redirects = Redirects(ctx.control, per_minute, context, ctx.log)
+    ctx.add_api_function("calls/redirect", redirects, REDIRECT_PRIVILEGES)
     ctx.add_api_function("calls/active/scopes", scopes, PRIVILEGES, read=True)
     # The wallboard's banner (a read token): since when a machine is not recorded (SPEC §12).
     ctx.add_api_function("calls/active/unrecorded", unrecorded, PRIVILEGES, read=True)

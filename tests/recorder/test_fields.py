@@ -119,3 +119,19 @@ def test_ended_legs_keep_their_fields_and_cause_in_history(sessions):
             select(LegHistory.channel, LegHistory.cause, LegHistory.stype, LegHistory.scustomer)
         ).all()
     assert {(r.cause, r.stype, r.scustomer) for r in rows} == {(17, "phone", 3)}
+
+
+def test_call_control_plumbing_channels_are_never_legs(sessions):
+    """SPEC §11.2 item 7, §11.8: channels the recording process makes for call control are
+    `pbxc-<intent>-<role>`; helper halves and snoops are plumbing, never rows; party1,
+    party1b and supervisor are real legs."""
+    driver = Driver(sessions)
+    created = next(e for e in events_of("phone_to_phone_answered") if e["type"] == "ChannelCreated")
+    ids = ["pbxc-7-a", "pbxc-7-b", "pbxc-8-snoop", "pbxc-9-party1", "pbxc-9-supervisor"]
+    events = []
+    for n, channel_id in enumerate(ids):
+        event = copy.deepcopy(created)
+        event["channel"].update(id=channel_id, name=f"Local/redirect@pbxcontrol-actions-{n};1")
+        events.append(event)
+    driver.feed(events)
+    assert set(live_rows(sessions)) == {"pbxc-9-party1", "pbxc-9-supervisor"}

@@ -53,9 +53,9 @@ class Holder:
         self.thread.join(5)
 
 
-def hold(rt: Runtime, machine: int, ari_url: str) -> Holder:
+def hold(rt: Runtime, machine: int, ari_url: str, ari: object = None) -> Holder:
     """Take `machine`'s lease and carry out its intents on a thread, woken by the runtime's
-    doorbell like a recorder under `serve`."""
+    doorbell like a recorder under `serve`: over ARI at `ari_url`, or through `ari`."""
     lease = Lease(machine, f"test-holder-{machine}", takeover=5.0)
     with rt.sessions.begin() as session:
         lease.ensure_row(session, f"machine {machine}")
@@ -63,7 +63,8 @@ def hold(rt: Runtime, machine: int, ari_url: str) -> Holder:
         assert lease.try_acquire(session)
     holding, stopping = threading.Event(), threading.Event()
     holding.set()
-    ari = AriClient(ari_url, "pbxcontrol", "ari-secret", "pbxcontrol", timeout=CONTROL_TIMEOUT)
+    if ari is None:
+        ari = AriClient(ari_url, "pbxcontrol", "ari-secret", "pbxcontrol", timeout=CONTROL_TIMEOUT)
     worker = IntentWorker(
         *(machine, ari, rt.sessions, lease, holding, stopping, rt.bell.event(machine))
     )
