@@ -6,7 +6,9 @@ Parts: views, ingest, provision, stream, fleet, blast, fleetdb, loginflood (no A
 starts a PostgreSQL of its own, `--machines 1,10,50 --minutes 3` its sizes; fleetdb uses the
 sandbox PostgreSQL); history (no Asterisk; SQLite and the PostgreSQL sandbox, started if it is
 not running); ari, lag, memory (the sandbox Asterisk: started if it is not running, and then
-stopped at the end of the run; they wait while e2e tests run; lag includes the wrk figures).
+stopped at the end of the run; they wait while e2e tests run; lag includes the wrk figures);
+control (the sandbox Asterisk and PostgreSQL: calls/hangup through the recording process
+against the direct path).
 Prints a table and writes
 bench/results.json (every figure by name).
 """
@@ -41,6 +43,7 @@ PARTS = (
     "history",
     "fleetdb",
     "loginflood",
+    "control",
 )
 PREFIXES = {
     "views": ("views.",),
@@ -55,6 +58,7 @@ PREFIXES = {
     "history": ("history.",),
     "fleetdb": ("fleetdb.",),
     "loginflood": ("loginflood.",),
+    "control": ("control.",),
 }
 
 
@@ -120,6 +124,10 @@ def run_part(name: str, results: common.Results, quick: bool, args=None) -> None
         from bench import memory
 
         memory.run_memory(results, quick)
+    elif name == "control":
+        from bench import control
+
+        control.run(results, quick)
     elif name == "loginflood":
         from bench import loginflood
 
