@@ -218,14 +218,20 @@ class Claimed:
     params: dict[str, str]
 
 
-def claim(session: Session, machine: int, epoch: int) -> list[Claimed]:
-    """Take the machine's pending intents (compare-and-set: exactly one process gets each);
-    those past their deadline become `expired` instead — an action carried out late is worse
-    than none."""
+def claim(session: Session, machine: int, epoch: int, limit: int = 1) -> list[Claimed]:
+    """Take up to `limit` of the machine's pending intents, oldest first (compare-and-set:
+    exactly one process gets each); those past their deadline become `expired` instead — an
+    action carried out late is worse than none."""
     now = db_now(session.get_bind().dialect.name)
-    pending = select(INTENTS.c.id).where(INTENTS.c.machine == machine, INTENTS.c.state == PENDING)
-    taken = []
+    pending = (
+        select(INTENTS.c.id)
+        .where(INTENTS.c.machine == machine, INTENTS.c.state == PENDING)
+        .order_by(INTENTS.c.id)
+    )
+    taken: list[int] = []
     for intent_id in session.execute(pending).scalars().all():
+        if len(taken) >= limit:
+            break
         late = session.execute(
             update(INTENTS)
             .where(INTENTS.c.id == intent_id, INTENTS.c.state == PENDING, INTENTS.c.deadline < now)

@@ -84,13 +84,33 @@ class IntentWorker:
             if gone:
                 log.warning("%s: %d intents of the previous holder marked unknown", self.name, gone)
             self._epoch = epoch
-        claimed = self._fenced(lambda s: intents.claim(s, self.machine, epoch))
-        for intent in claimed:
-            result = self._carry_out(intent)
-            with self.sessions.begin() as session:
-                intents.finish(session, intent.id, epoch, result)
-            self.carried += 1
-        return len(claimed)
+        # One at a time: each is claimed just before it runs, so one that waited behind a
+        # slow Asterisk call is claimed late, and expires instead of running late.
+        count = 0
+        while not self.stopping.is_set():
+            claimed = self._fenced(lambda s: intents.claim(s, self.machine, epoch))
+            if not claimed:
+                return count
+            result = self._carry_out(claimed[0])
+            self._finish(claimed[0].id, epoch, result)
+            self.carried, count = self.carried + 1, count + 1
+        return count
+
+    def _finish(self, intent_id: int, epoch: int, result: Result) -> None:
+        """The outcome, tried a few times: the action happened, and its row must say so (a
+        row left `claimed` is answered 204, asynchronous, and stays so)."""
+        for attempt in range(3):
+            try:
+                with self.sessions.begin() as session:
+                    intents.finish(session, intent_id, epoch, result)
+                return
+            except Exception:
+                if attempt == 2:
+                    log.exception(
+                        "%s: intent %d done, its outcome not written", self.name, intent_id
+                    )
+                else:
+                    self.stopping.wait(0.2 * (attempt + 1))
 
     def _carry_out(self, intent: intents.Claimed) -> Result:
         try:

@@ -243,3 +243,19 @@ def test_a_holder_in_another_process_is_woken_within_a_fraction_of_its_poll(sess
         listening.set()
         stop(w, thread)
     assert max(took) < 0.4, took
+
+
+def test_an_intent_waiting_behind_a_slow_one_expires_instead_of_running_late(sessions):
+    lease = take(sessions)
+    write(sessions, "1.1")
+    write(sessions, "2.1")
+    with sessions.begin() as session:  # the second is due 0.3 s from now
+        session.execute(
+            update(INTENTS)
+            .where(INTENTS.c.targets == '["2.1"]')
+            .values(deadline=INTENTS.c.deadline - 1.7)
+        )
+    ari = CountingAri({"1.1", "2.1"}, delay=0.6)  # Asterisk takes 0.6 s for the first
+    assert worker(sessions, lease, ari).round(lease.epoch) == 1
+    assert ari.asked == ["1.1"]
+    assert [s for s, _ in states(sessions)] == ["done", "expired"]
