@@ -165,6 +165,8 @@ def measure(results: Results, engine: str, api_port: int, rounds: int) -> None:
         r.intent(r.call())
         r.direct(r.call())
     t = r.times
+    slowest = sorted(t["intent.answer"])[-3:]
+    print(f"  {engine}: slowest intent answers {[round(v) for v in slowest]} ms", flush=True)
     old = {
         k: [d + a for d, a in zip(t[f"direct.{k}"], t["api.work"], strict=True)]
         for k in ("answer", "effect")
@@ -187,7 +189,7 @@ def measure(results: Results, engine: str, api_port: int, rounds: int) -> None:
 
 def run(results: Results, quick: bool) -> None:
     preflight()
-    rounds = 15 if quick else 60
+    rounds = 15 if quick else 150
     with tempfile.TemporaryDirectory(prefix="pbx-bench-control-") as tmp:
         work = Path(tmp)
         serve = Pbx(work, f"sqlite:///{work / 'pbx.db'}", "serve", machine=True)
