@@ -18,7 +18,7 @@ from sqlalchemy.pool import NullPool
 
 from pbxcontrol import config as config_mod
 from pbxcontrol import provisioning, runtime
-from pbxcontrol.db import journal
+from pbxcontrol.db import intents, journal
 from pbxcontrol.db.engine import make_engine, make_sessionmaker
 from pbxcontrol.db.models import Base, Person
 from pbxcontrol.ops import grants
@@ -138,7 +138,20 @@ def test_a_recorder_role_records_and_reads_no_secret(db_url):
 
             with owner.begin() as conn:  # an old audit row, the recorders' to prune
                 conn.execute(text(AUDIT_ROW))
+            with owner.begin() as conn:  # an intent for machine 1, as an API writes it
+                conn.execute(
+                    text(
+                        "INSERT INTO call_intents (action_id, at, machine, function, targets, "
+                        "params, state, deadline) VALUES (1, 1, 1, 'hangup', '[\"1.1\"]', '{}', "
+                        "'pending', 9e9)"
+                    )
+                )
+            with sessions.begin() as session:  # the holder's claim, outcome and takeover
+                [claimed] = intents.claim(session, 1, 5)
+                assert intents.finish(session, claimed.id, 5, ("done", 204, "", [], {}))
+                assert intents.orphan(session, 1, 6) == 0
             assert store.prune_audit(with_db, time.time(), 100, 1) == 1
+            assert count(engine, "call_intents") == 0  # pruned with the audit
             for table in SECRETS:
                 assert denied(engine, f"SELECT * FROM {table}"), table
             assert denied(engine, "UPDATE people SET enabled = true")
@@ -184,13 +197,28 @@ def test_an_api_role_serves_every_function_and_writes_no_legs(tmp_path, db_url):
                 {"auth_username": "admin", "auth_password": "admin-pass", "uniqueid": "9.9"},
             )
             assert hangup.json["responses"][0]["code"] == "404"  # audited all the same
+            with owner.begin() as conn:  # a live leg on machine 1, which nobody records
+                conn.execute(
+                    text(
+                        "INSERT INTO legs (machine, uniqueid, callid, channel, scustomer) "
+                        "VALUES (1, '8.8', '8.8', 'PJSIP/x-8.8', 3)"
+                    )
+                )
+            intent = app.get(  # the audit row and the intent written, the row completed
+                "/api/json/calls/hangup/",
+                {"auth_username": "admin", "auth_password": "admin-pass", "uniqueid": "8.8"},
+            )
+            assert intent.json["responses"][0]["code"] == "503", intent.json
             opened = rt.streams.open(
                 "GET", "/api/stream/calls/active/list/", f"auth_token={token}", "", "192.0.2.10"
             )
             assert not isinstance(opened, bytes), opened
             with rt.engine.connect() as conn:
                 assert rt.streams.recheck(conn, opened)
-                assert conn.execute(text("SELECT count(*) FROM call_actions")).scalar_one() == 1
+                assert conn.execute(text("SELECT count(*) FROM call_actions")).scalar_one() == 2
+                assert (
+                    conn.execute(text("SELECT state FROM call_intents")).scalar_one() == "expired"
+                )
             assert denied(rt.engine, "INSERT INTO legs (machine, uniqueid) VALUES (1, 'x')")
             assert denied(rt.engine, "DELETE FROM leg_history")
         finally:
