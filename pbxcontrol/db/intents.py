@@ -218,6 +218,26 @@ class Claimed:
     params: dict[str, str]
 
 
+def pending(session: Session, machine: int) -> bool:
+    """Whether the machine has an intent waiting (a read, before any fenced write)."""
+    found = select(INTENTS.c.id).where(INTENTS.c.machine == machine, INTENTS.c.state == PENDING)
+    return session.execute(found.limit(1)).first() is not None
+
+
+def fence(session: Session, machine: int, epoch: int) -> bool:
+    """The holder's claim first checks its epoch in the claim's own transaction, without
+    renewing the lease: PostgreSQL, a key-share lock on the machine's row (a takeover, which
+    changes the epoch, a key column, waits for this transaction); SQLite, a write that changes
+    nothing (it takes the one write lock, so no takeover commits before this transaction
+    ends). False when the lease is another epoch's."""
+    where = (MACHINES.c.id == machine, MACHINES.c.epoch == epoch)
+    if session.get_bind().dialect.name == "postgresql":
+        query = select(MACHINES.c.id).where(*where).with_for_update(read=True, key_share=True)
+        return session.execute(query).first() is not None
+    done = session.execute(update(MACHINES).where(*where).values(epoch=MACHINES.c.epoch))
+    return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+
+
 def claim(session: Session, machine: int, epoch: int, limit: int = 1) -> list[Claimed]:
     """Take up to `limit` of the machine's pending intents, oldest first (compare-and-set:
     exactly one process gets each); those past their deadline become `expired` instead — an

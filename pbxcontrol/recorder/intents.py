@@ -80,7 +80,7 @@ class IntentWorker:
     def round(self, epoch: int) -> int:
         """Claim what is pending and carry it out; how many were claimed."""
         if self._epoch != epoch:
-            gone = self._fenced(lambda s: intents.orphan(s, self.machine, epoch))
+            gone = self._fenced(lambda s: intents.orphan(s, self.machine, epoch), epoch)
             if gone:
                 log.warning("%s: %d intents of the previous holder marked unknown", self.name, gone)
             self._epoch = epoch
@@ -88,7 +88,10 @@ class IntentWorker:
         # slow Asterisk call is claimed late, and expires instead of running late.
         count = 0
         while not self.stopping.is_set():
-            claimed = self._fenced(lambda s: intents.claim(s, self.machine, epoch))
+            with self.sessions() as session:  # a read: most polls find nothing, and write nothing
+                if not intents.pending(session, self.machine):
+                    return count
+            claimed = self._fenced(lambda s: intents.claim(s, self.machine, epoch), epoch)
             if not claimed:
                 return count
             result = self._carry_out(claimed[0])
@@ -119,9 +122,13 @@ class IntentWorker:
             log.exception("%s: %s failed", self.name, intent.function)
             return intents.REFUSED, 503, f"{intent.function} failed: {type(exc).__name__}", [], {}
 
-    def _fenced(self, work: Callable[[Session], T]) -> T:
+    def _fenced(self, work: Callable[[Session], T], epoch: int) -> T:
+        """`work` in a transaction that holds only while `epoch` holds the lease. Not
+        `Lease.fence`: that one is the writer's (it forgets a lost lease, and on SQLite it
+        renews — a worker polling here must never keep a hung writer's lease alive)."""
         with self.sessions.begin() as session:
-            self.lease.fence(session)
+            if not intents.fence(session, self.machine, epoch):
+                raise LeaseLost(f"{self.name}: the lease is no longer epoch {epoch}")
             return work(session)
 
 

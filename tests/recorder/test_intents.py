@@ -139,6 +139,9 @@ def test_a_holder_that_lost_the_lease_claims_nothing_and_the_new_one_runs_it_onc
     with pytest.raises(LeaseLost):
         worker(sessions, old, ari).round(stale)
     assert states(sessions) == [("pending", 0)] and ari.asked == []
+    # The worker leaves the lease to the writer, whose own fence stands the recording by
+    # (a worker that forgot it raced the writer's fence: "lost the lease (epoch None)").
+    assert old.epoch == stale
     assert worker(sessions, new, ari).round(new.epoch) == 1
     assert worker(sessions, new, ari).round(new.epoch) == 0
     assert ari.asked == ["1.1"] and states(sessions) == [("done", new.epoch)]
@@ -218,9 +221,10 @@ def test_two_workers_of_one_epoch_run_each_intent_exactly_once(sessions):
 
 def test_a_holder_in_another_process_is_woken_within_a_fraction_of_its_poll(sessions, database):
     """PostgreSQL: the API's NOTIFY reaches the holder's LISTEN (its poll is 1 s); SQLite: the
-    holder polls every 100 ms. Either way the answer comes in well under the poll of 1 s."""
+    holder polls every 100 ms. Either way every answer comes in well under the poll of 1 s
+    (0.5 s: room for a loaded 2-core machine)."""
     lease = take(sessions)
-    ari = CountingAri({f"{n}.1" for n in range(5)})
+    ari = CountingAri({f"{n}.1" for n in range(8)})
     theirs = Doorbell()  # the holder's process: the API's doorbell does not reach it
     w = worker(sessions, lease, ari, theirs.event(1))
     thread = run_in_background(w)
@@ -231,7 +235,7 @@ def test_a_holder_in_another_process_is_woken_within_a_fraction_of_its_poll(sess
         time.sleep(0.5)  # LISTEN is in place
     try:
         took = []
-        for n in range(5):
+        for n in range(8):  # a 1 s poll alone: all 8 under 0.5 s once in 256 runs
             started = time.monotonic()
             _, [outcome] = Control(engine, Doorbell()).carry_out(
                 request(), [Intent(1, "hangup", (f"{n}.1",))], started
@@ -242,7 +246,7 @@ def test_a_holder_in_another_process_is_woken_within_a_fraction_of_its_poll(sess
     finally:
         listening.set()
         stop(w, thread)
-    assert max(took) < 0.4, took
+    assert max(took) < 0.5, took
 
 
 def test_an_intent_waiting_behind_a_slow_one_expires_instead_of_running_late(sessions):
@@ -259,3 +263,21 @@ def test_an_intent_waiting_behind_a_slow_one_expires_instead_of_running_late(ses
     assert worker(sessions, lease, ari).round(lease.epoch) == 1
     assert ari.asked == ["1.1"]
     assert [s for s, _ in states(sessions)] == ["done", "expired"]
+
+
+def test_the_worker_never_renews_the_lease(sessions):
+    """SPEC §10: a writer that hangs loses its lease; claims and polls of the intent worker on
+    its own thread must not keep renewing it."""
+    lease = take(sessions)
+
+    def renewed() -> float:
+        with sessions() as session:
+            return session.execute(select(MACHINES.c.renewed_at)).scalar_one()
+
+    before = renewed()
+    write(sessions, "1.1")
+    time.sleep(0.05)
+    w = worker(sessions, lease, CountingAri({"1.1"}))
+    assert w.round(lease.epoch) == 1
+    assert w.round(lease.epoch) == 0
+    assert renewed() == before
