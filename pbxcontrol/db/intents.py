@@ -139,6 +139,7 @@ class Control:
     def complete(self, action_id: int, code: int, message: str, legs: list[list[Any]]) -> None:
         """The answer given, into the request's audit row."""
         with self.engine.begin() as conn:
+            unsynced(conn)
             conn.execute(
                 update(ACTIONS)
                 .where(ACTIONS.c.id == action_id)
@@ -291,6 +292,7 @@ def finish(
     Not fenced: the action happened, and who did it knows best; a row a new holder marked
     `unknown` meanwhile gets the truth."""
     state, code, message, legs, created = outcome
+    unsynced(session.connection())
     done = session.execute(
         update(INTENTS)
         .where(
@@ -312,6 +314,16 @@ def orphan(session: Session, machine: int, epoch: int) -> int:
         .values(state=UNKNOWN, code=503, message="the recording process changed meanwhile")
     )
     return int(done.rowcount)  # type: ignore[attr-defined]
+
+
+def unsynced(conn: Connection) -> None:
+    """PostgreSQL: this transaction's commit does not wait for its WAL to reach the disk. For
+    the writes that only report what already happened (an outcome, the audit row's answer):
+    a crash within the WAL writer's delay loses them — the row then says `claimed` (answered
+    as asynchronous, never run again) or code 0 — and the answer does not wait for an fsync
+    on a busy disk (the intent and its claim, which decide what runs, still do)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SET LOCAL synchronous_commit = off"))
 
 
 def _outcome(row: Any) -> Outcome:
