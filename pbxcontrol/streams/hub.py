@@ -30,7 +30,9 @@ from sqlalchemy import Connection, Engine
 
 from pbxcontrol.db import journal
 from pbxcontrol.db.commits import CommitSignal
+from pbxcontrol.db.outage import describe, is_outage
 from pbxcontrol.http.api import _release_memory
+from pbxcontrol.streams.notices import Notices
 from pbxcontrol.streams.outlet import Fanout, Outlet, Stream
 from pbxcontrol.streams.stream import Opened, StreamApi, StreamView, event
 
@@ -71,6 +73,9 @@ class Hub:
         self.api = streams
         self.poll = poll if engine.dialect.name != "postgresql" else 1.0
         self.position = 0  # the last journal id every group has been brought to
+        #: The first round reads the head (the database may not answer when the hub starts).
+        self.placed = False
+        self.failing = False  # the database did not answer the last round
         self.pruned = 0
         self.groups: dict[Any, Group] = {}
         self.fanout = Fanout(self._forget)
@@ -90,12 +95,10 @@ class Hub:
     def start(self) -> None:
         """Run in this process (after any fork)."""
         sys.setswitchinterval(SWITCH_INTERVAL)
-        with self.engine.connect() as conn:
-            self.position, self.pruned = journal.head(conn)
         self._thread = threading.Thread(target=self._run, name="stream hub", daemon=True)
         self._thread.start()
         if self.engine.dialect.name == "postgresql":
-            threading.Thread(target=self._listen, name="stream listen", daemon=True).start()
+            Notices(self.engine, self.fanout.poller.wake, self._stop).start()
 
     def changed(self) -> None:
         """A writer in this process committed journal entries: read them now, not at the next
@@ -135,23 +138,44 @@ class Hub:
                     self.fanout.ready(stream, events)
                 if woken or time.monotonic() >= due:
                     due = time.monotonic() + self.poll
-                    try:
-                        self._round()
-                        self.counted(self.count)
-                    except Exception:
-                        log.exception("stream hub: round failed; retrying")
-                        self._stop.wait(1.0)
+                    self._guarded_round()
+                    self.counted(self.count)
+                if time.monotonic() >= self._last_keepalive + KEEPALIVE:
+                    # Also while the database does not answer: the streams stay open.
+                    self._last_keepalive = time.monotonic()
+                    self.fanout.keepalive(KEEPALIVE)
         finally:
             for stream in [*self.fanout.streams.values(), *self.fanout.closing.values()]:
                 self.fanout.close(stream)
             self.fanout.poller.close()
 
+    def _guarded_round(self) -> None:
+        """A round; while the database does not answer, one line when it stops and one when
+        it is back (no traceback a second), the streams kept."""
+        try:
+            self._round()
+        except Exception as exc:
+            if not is_outage(exc):
+                log.exception("stream hub: round failed; retrying")
+            elif not self.failing:
+                log.warning("stream hub: the database does not answer (%s)", describe(exc))
+            self.failing = True
+            self._stop.wait(1.0)
+            return
+        if self.failing:
+            self.failing = False
+            log.info("stream hub: the database answers again at journal id %s", self.position)
+
     def _round(self) -> None:
         with self.engine.connect() as conn:
             last, self.pruned = journal.head(conn)
-            if last > self.position:
-                upto = min(last, self.position + BATCH)
-                self._advance(conn, journal.since(conn, self.position, upto), upto)
+            if not self.placed or last < self.position:
+                self._rewound(conn, last)
+            elif last > self.position:
+                # By entries, not ids: after a failover the ids jump (pbxcontrol.db.failover).
+                entries = journal.since(conn, self.position, last, limit=BATCH)
+                upto = entries[-1].id if len(entries) == BATCH else last
+                self._advance(conn, entries, upto)
                 self.position = upto
                 if upto < last:
                     self.fanout.poller.wake()
@@ -166,9 +190,14 @@ class Hub:
             if now >= min(self._next_recheck, self._last_recheck + RECHECK):
                 self._last_recheck, self._next_recheck = now, float("inf")
                 self._recheck(conn)
-        if time.monotonic() >= self._last_keepalive + KEEPALIVE:
-            self._last_keepalive = time.monotonic()
-            self.fanout.keepalive(KEEPALIVE)
+
+    def _rewound(self, conn: Connection, last: int) -> None:
+        """The first round (position unknown), or the journal's head went back (a database
+        restored from a backup): every group starts afresh at the head."""
+        if self.placed:
+            log.warning("stream hub: the journal went back (%d -> %d)", self.position, last)
+            self._advance(conn, [journal.Entry(last, 0, "", journal.RESET, None, None)], last)
+        self.position, self.placed = last, True
 
     def _follow(self, conn: Connection) -> None:
         for follower in self.api.followers:
@@ -280,21 +309,3 @@ class Hub:
             group.streams.discard(stream)
             if not group.streams:
                 del self.groups[key]
-
-    def _listen(self) -> None:
-        """PostgreSQL: wake the hub on every NOTIFY of a commit with journal entries."""
-        while not self._stop.is_set():
-            try:
-                raw = self.engine.raw_connection()
-                try:
-                    pg: Any = raw.driver_connection
-                    pg.autocommit = True
-                    pg.execute(f"LISTEN {journal.CHANNEL}")
-                    while not self._stop.is_set():
-                        for _ in pg.notifies(timeout=1.0, stop_after=1):
-                            self.fanout.poller.wake()
-                finally:
-                    raw.invalidate()
-            except Exception as exc:
-                log.warning("stream hub: LISTEN failed (%s); polling until it is back", exc)
-                self._stop.wait(2.0)

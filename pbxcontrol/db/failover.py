@@ -1,0 +1,78 @@
+"""After a PostgreSQL failover, counters move on past anything the old primary handed out.
+
+A standby promoted after its primary died may lack the primary's last commits (streaming
+replication is asynchronous unless configured otherwise): the change journal's ids and the
+data version would then be handed out again, for other changes — a stream resuming from such
+an id would skip changes, an answer cached under such a version would be served for other
+data. Every promotion starts a new timeline (the first 8 hex digits of a WAL file's name), so
+the first connection that finds the timeline changed since the one kept in `counters`
+(migration 0014, row `timeline`) moves the journal and the data version on by `GAP` — more
+than a lost tail of commits can hold — and appends a `reset` entry at the new head: every
+stream, view and cache starts afresh from what the new primary has, and any `Last-Event-ID`
+from before gets a snapshot. A database without the row (schema older than 0014), a server in
+recovery and SQLite are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pbxcontrol.db.journal import CHANNEL
+from pbxcontrol.db.models import LegChange
+
+log = logging.getLogger("pbxcontrol.db")
+
+GAP = 1_000_000
+JOURNAL = LegChange.__tablename__
+
+_PROBE = (
+    "SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE "
+    "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END, "
+    "(SELECT value FROM counters WHERE name = 'timeline')"
+)
+_TAKE = "UPDATE counters SET value = %s WHERE name = 'timeline' AND value = %s RETURNING 1"
+_BUMP = "UPDATE counters SET value = value + %s WHERE name = %s RETURNING value"
+_RESET = f"INSERT INTO {JOURNAL} (id, machine, uniqueid, op, at) VALUES (%s, 0, '', 'reset', %s)"
+
+
+def check_timeline(connection: Any) -> bool:
+    """On a new psycopg `connection`: move the counters on if the server's timeline changed
+    since they were last moved; True if this connection did. Leaves no transaction open."""
+    import psycopg
+
+    before = connection.autocommit
+    connection.autocommit = True
+    try:
+        try:
+            timeline, kept = connection.execute(_PROBE).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return False  # an empty database (initdb has not run)
+        if timeline is None or kept is None or timeline == kept:
+            return False
+        return _move_on(connection, int(kept), int(timeline))
+    finally:
+        if not connection.closed:
+            connection.autocommit = before
+
+
+def _move_on(connection: Any, kept: int, timeline: int) -> bool:
+    # The locks in the writers' order (pbxcontrol.db.journal): timeline, api_data, journal.
+    with connection.transaction():
+        if connection.execute(_TAKE, (timeline, kept)).fetchone() is None:
+            return False  # another connection did it
+        if kept == 0:
+            return False  # the first look at this database: nothing to move past
+        connection.execute(_BUMP, (GAP, "api_data"))
+        head = connection.execute(_BUMP, (GAP, "journal")).fetchone()[0]
+        connection.execute(_RESET, (head, time.time()))
+        connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(head)))
+    log.warning(
+        "the database is on a new timeline (%d, was %d): a promoted standby; the change "
+        "journal and data version moved on to %d, every stream starts with a snapshot",
+        timeline,
+        kept,
+        head,
+    )
+    return True
