@@ -35,6 +35,8 @@ from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, inspect, text
 
+from pbxcontrol.db.outage import DatabaseUnavailable
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "schema_revision"
 FLOOR_TABLE = "alembic_version"
@@ -197,7 +199,10 @@ def _file_lock(path: str | None) -> Iterator[None]:
     if not path or path == ":memory:" or path.startswith("file:"):
         yield
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:  # its directory not there (yet): as SQLite's SQLITE_CANTOPEN
+        raise DatabaseUnavailable(f"cannot open {path}: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

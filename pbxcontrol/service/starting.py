@@ -29,9 +29,9 @@ from pbxcontrol.service import notify
 
 log = logging.getLogger("pbxcontrol")
 
-#: Pauses between tries (seconds): growing, at most 10 s (the service is back within 10 s of
-#: the database).
-PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0, 10.0)
+#: Pauses between tries (seconds): growing, at most 6 s, so that with a try that waits out
+#: the connect timeout (3 s) and the build the service is back within 10 s of the database.
+PAUSES = (0.5, 1.0, 2.0, 4.0, 6.0)
 JSON = "application/json; charset=utf-8"
 METRICS = (
     b"# HELP pbxcontrol_database_up 1 when the database answers\n"
