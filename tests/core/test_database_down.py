@@ -13,78 +13,20 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-import requests
 from sqlalchemy import make_url
 
 from tests.conftest import LIST, build_provisioned, cli, write_config
 from tests.databases import password_url
 from tests.e2e.proxy import CuttableProxy
+from tests.processes import ADMIN, Service
 
 postgresql_only = pytest.mark.parametrize("database", ["postgresql"], indirect=True)
-ADMIN = "auth_username=admin;auth_password=admin-pass"
 BACK_WITHIN = 10.0  # seconds from the database answering to the service serving
-
-
-class Service:
-    """`pbxcontrol COMMAND` with its stderr collected line by line."""
-
-    def __init__(self, config: Path, command: str = "api") -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pbxcontrol", "--config", str(config), command],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.base = ""
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, pattern: str, timeout: float = 30.0, count: int = 1) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = list(re.finditer(pattern, self.log))
-            if len(found) >= count:
-                return found[count - 1]
-            assert self.proc.poll() is None, f"exited with {self.proc.returncode}:\n{self.log}"
-            assert time.monotonic() < deadline, f"no {pattern!r} in {timeout} s:\n{self.log}"
-            time.sleep(0.05)
-
-    def listening(self) -> str:
-        found = self.wait_for(r"on (http://[\d.]+:\d+)/")
-        self.base = found.group(1)
-        return self.base
-
-    def get(self, path: str) -> requests.Response:
-        return requests.get(self.base + path, timeout=30)
-
-    def code(self) -> str:
-        """The envelope's code of calls/active/list as admin."""
-        return self.get(f"{LIST}?{ADMIN}").json()["responses"][0]["code"]
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
 
 
 def until_code(service: Service, code: str, timeout: float) -> float:
