@@ -14,12 +14,13 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pbxcontrol.db import deadline, failover
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+PING_DEADLINE = 2.0  # seconds an empty round trip may take before its connection is dropped
 
 
 @dataclass(frozen=True)
@@ -91,26 +92,38 @@ def _watch(engine: Engine, seconds: float | None) -> None:
         watcher.disarm(conn.connection.dbapi_connection)
 
     def on_error(context) -> None:
-        if context.connection is not None and not context.connection.closed:
-            watcher.disarm(context.connection.connection.dbapi_connection)
+        cursor = getattr(context, "cursor", None)  # None: it failed to connect at all
+        dbapi_connection = getattr(cursor, "connection", None)  # psycopg's cursor has it
+        if dbapi_connection is not None:
+            watcher.disarm(dbapi_connection)
+            if context.is_disconnect:
+                hosts.failed(dbapi_connection)
 
     def on_end(conn) -> None:  # commit and rollback: disarmed when checked in (below)
-        arm(conn.connection.dbapi_connection)
+        if not conn.invalidated:  # an invalidated one is rolled back without a round trip
+            arm(conn.connection.dbapi_connection)
+
+    hosts = failover.Hosts()
 
     def connected(dbapi_connection, record) -> None:
         with watcher.bound(dbapi_connection, seconds or 30.0):
             failover.check_timeline(dbapi_connection)
+        hosts.answered(dbapi_connection)
         record.info["fresh"] = True
 
     def checkout(dbapi_connection, record, _proxy) -> None:
         if record.info.pop("fresh", False):
             return  # just made: it answered
         try:
-            with watcher.bound(dbapi_connection, seconds or 30.0):
+            with watcher.bound(dbapi_connection, min(seconds or 30.0, PING_DEADLINE)):
                 ping(dbapi_connection)
         except Exception as exc:
-            raise DisconnectionError(f"the pooled connection is dead: {exc}") from exc
+            hosts.failed(dbapi_connection)
+            # The others in the pool are most likely on the same dead server: drop them all
+            # rather than wait out a ping on each in turn.
+            raise InvalidatePoolError(f"the pooled connection is dead: {exc}") from exc
 
+    event.listen(engine, "do_connect", hosts.prefer)
     event.listen(engine, "before_cursor_execute", around_statement)
     event.listen(engine, "after_cursor_execute", after_statement)
     event.listen(engine, "handle_error", on_error)

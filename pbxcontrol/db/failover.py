@@ -15,6 +15,7 @@ recovery and SQLite are left alone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -35,6 +36,44 @@ _PROBE = (
 _TAKE = "UPDATE counters SET value = %s WHERE name = 'timeline' AND value = %s RETURNING 1"
 _BUMP = "UPDATE counters SET value = value + %s WHERE name = %s RETURNING value"
 _RESET = f"INSERT INTO {JOURNAL} (id, machine, uniqueid, op, at) VALUES (%s, 0, '', 'reset', %s)"
+
+
+class Hosts:
+    """A multi-host URL's hosts tried from the one that last answered as the primary: after a
+    failover, a new connection goes to the promoted server at once instead of waiting out the
+    connect timeout on the dead one first (libpq tries the hosts in the order given)."""
+
+    def __init__(self) -> None:
+        self.last: tuple[str, str] | None = None  # the host that last answered
+        self.dead: tuple[str, str] | None = None  # the host whose connection last died
+
+    def answered(self, connection: Any) -> None:
+        """(The pool's connect event.) `connection` reached the primary."""
+        self.last = _host(connection)
+        if self.last == self.dead:
+            self.dead = None
+
+    def failed(self, connection: Any) -> None:
+        """A connection to this host stopped answering: try the others first."""
+        self.dead = _host(connection)
+
+    def prefer(self, _dialect: Any, _record: Any, _cargs: Any, cparams: dict) -> None:
+        """(The engine's do_connect event.) The host that last answered first, the one that
+        last died last."""
+        hosts = str(cparams.get("host") or "").split(",")
+        ports = str(cparams.get("port") or "").split(",")
+        if len(hosts) < 2 or len(ports) != len(hosts):
+            return
+        pairs = list(zip(hosts, ports, strict=True))
+        pairs.sort(key=lambda pair: 1 if pair == self.dead else -1 if pair == self.last else 0)
+        cparams["host"] = ",".join(h for h, _ in pairs)
+        cparams["port"] = ",".join(p for _, p in pairs)
+
+
+def _host(connection: Any) -> tuple[str, str] | None:
+    with contextlib.suppress(Exception):
+        return (str(connection.info.host), str(connection.info.port))
+    return None
 
 
 def check_timeline(connection: Any) -> bool:

@@ -1,0 +1,101 @@
+"""After a PostgreSQL failover (SPEC §12): the first connection to a promoted standby moves
+the change journal and the data version on past anything the old primary may have handed out,
+and appends a reset entry (every stream gets a snapshot, a Last-Event-ID from before too); a
+multi-host URL tries the host that last answered first and the one that last died last.
+
+A promotion is a new timeline; here the timeline the counters were last moved on is written
+by hand, as it would read after a promotion (tests/e2e/test_failover.py promotes a real
+standby)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import text
+
+from pbxcontrol.db import failover, journal
+from pbxcontrol.db.dataversion import data_version
+from pbxcontrol.db.engine import make_engine
+
+postgresql_only = pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+
+
+def counters(url: str) -> dict[str, int]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return dict(conn.execute(text("SELECT name, value FROM counters")).all())
+    finally:
+        engine.dispose()
+
+
+def kept_timeline(url: str, value: int) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE counters SET value = :v WHERE name = 'timeline'"), {"v": value})
+    engine.dispose()
+
+
+@postgresql_only
+def test_a_new_timeline_moves_the_counters_on_once_with_a_reset(db_url):
+    first = counters(db_url)  # the first connection notes the timeline, moves nothing
+    timeline = first["timeline"]
+    assert timeline >= 1
+    kept_timeline(db_url, timeline + 41)  # the counters were last moved on another timeline
+    before = counters(db_url)
+    # That connection found the timeline changed: moved on, in the same breath.
+    assert before["timeline"] == timeline
+    assert before["journal"] == first["journal"] + failover.GAP
+    assert before["api_data"] == first["api_data"] + failover.GAP
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        head, _pruned = journal.head(conn)
+        entries = journal.since(conn, first["journal"], head)
+        assert data_version(conn) == before["api_data"]
+    engine.dispose()
+    assert [(e.id, e.op) for e in entries] == [(head, journal.RESET)]
+    assert counters(db_url) == before  # the next connections move nothing
+
+
+@postgresql_only
+def test_many_processes_meeting_a_new_timeline_move_the_counters_on_once(db_url):
+    timeline = counters(db_url)["timeline"]
+    kept_timeline(db_url, timeline + 1)
+    start = threading.Barrier(6)
+    moved: list[bool] = []
+
+    def connect() -> None:
+        import psycopg
+
+        from tests.databases import password_url
+
+        plain = password_url(db_url).replace("postgresql+psycopg://", "postgresql://")
+        start.wait()
+        with psycopg.connect(plain) as conn:
+            moved.append(failover.check_timeline(conn))
+
+    threads = [threading.Thread(target=connect) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(moved) == [False] * 5 + [True]
+
+
+def test_the_host_that_last_answered_is_tried_first_and_the_dead_one_last():
+    hosts = failover.Hosts()
+    params = {"host": "10.0.0.1,10.0.0.2,10.0.0.3", "port": "5432,5433,5434"}
+
+    def order() -> str:
+        tried = dict(params)
+        hosts.prefer(None, None, None, tried)
+        return tried["host"]
+
+    assert order() == "10.0.0.1,10.0.0.2,10.0.0.3"  # as written, until one answers
+    hosts.last = ("10.0.0.2", "5433")
+    assert order() == "10.0.0.2,10.0.0.1,10.0.0.3"
+    hosts.dead = ("10.0.0.1", "5432")
+    assert order() == "10.0.0.2,10.0.0.3,10.0.0.1"
+    hosts.dead = hosts.last
+    assert order() == "10.0.0.1,10.0.0.3,10.0.0.2"
