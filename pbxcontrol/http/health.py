@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pbxcontrol.db.clock import db_now
 from pbxcontrol.db.models import LEGS_TABLE, Base
+from pbxcontrol.db.outage import is_outage
 
 MACHINES = Base.metadata.tables["machines"]
 JSON = "application/json; charset=utf-8"
@@ -102,8 +103,9 @@ def check(engine: Engine, ids: list[int], takeover: float) -> tuple[int, dict[st
         with engine.connect() as conn:
             conn.execute(select(literal(1)))
             found = machines(conn, ids, takeover)
-    except SQLAlchemyError:
-        return 503, {"status": "fail", "database": "error", "machines": {}}
+    except SQLAlchemyError as exc:
+        state = "unreachable" if is_outage(exc) else "error"
+        return 503, {"status": "fail", "database": state, "machines": {}}
     entries = {str(m.machine): m.public() for m in found}
     ok = all(m.recording for m in found if m.machine in ids)
     return (200 if ok else 503), {

@@ -82,7 +82,10 @@ def outage(tmp_path, config_path, db_url):
 
 
 def test_api_starts_without_the_database_answers_503_then_serves(tmp_path, outage):
+    """With two API processes: they are forked once the database answers, from a process
+    whose waiting server's threads have all ended."""
     config = down_config(tmp_path, outage.served)
+    config.write_text(config.read_text().replace("[http]\n", "[http]\nprocesses = 2\n", 1))
     service = Service(config, "api")
     try:
         service.listening()
@@ -107,6 +110,8 @@ def test_api_starts_without_the_database_answers_503_then_serves(tmp_path, outag
         print(f"\nSERVICE BACK {back:.2f} s after the database answers")
         assert back <= BACK_WITHIN
         assert service.get("/health").status_code == 200
+        service.wait_for(r"API worker 1 started")
+        assert {service.code() for _ in range(20)} == {"200"}  # whichever process answers
         assert service.proc.poll() is None
     finally:
         status = service.stop()

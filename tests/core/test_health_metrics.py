@@ -119,7 +119,7 @@ def test_a_machine_not_configured_is_shown_but_does_not_fail_health(served):
 def test_unhealthy_when_the_database_does_not_answer(tmp_path):
     broken = create_engine(f"sqlite:///{tmp_path}/no/such/dir/pbx.db")
     status, body = health.check(broken, [1], TAKEOVER)
-    assert (status, body) == (503, {"status": "fail", "database": "error", "machines": {}})
+    assert (status, body) == (503, {"status": "fail", "database": "unreachable", "machines": {}})
 
 
 def test_metrics_show_requests_latency_and_the_fleet_without_tenant_data(served):
