@@ -45,7 +45,7 @@ def make_engine(url: str | URL, *, timeouts: Timeouts | None = None, **kwargs) -
         for key, value in postgresql_options(parsed, timeouts).items():
             options.setdefault(key, value)
         engine = create_engine(parsed, connect_args=options, **kwargs)
-        _watch(engine, timeouts.deadline)
+        Guard(timeouts.deadline).listen(engine)
         return engine
     engine = create_engine(parsed, **kwargs)
     if engine.dialect.name == "sqlite":
@@ -76,68 +76,71 @@ def postgresql_options(url: URL, timeouts: Timeouts) -> dict[str, Any]:
     return {k: v for k, v in wanted.items() if k == "options" or k not in url.query}
 
 
-def _watch(engine: Engine, seconds: float | None) -> None:
-    """Round trips under the deadline; connections checked before use and, once made, for a
-    promoted server (failover.check_timeline)."""
-    watcher = deadline.watcher
+class Guard:
+    """A PostgreSQL engine's events: every round trip under the deadline, pooled connections
+    checked before use, new ones checked for a promoted server (failover.check_timeline), the
+    hosts of a multi-host URL tried in a useful order (failover.Hosts)."""
 
-    def arm(dbapi_connection: Any) -> None:
-        if seconds is not None:
-            watcher.arm(dbapi_connection, seconds)
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds  # None: no deadline (initdb)
+        self.watcher = deadline.watcher
+        self.hosts = failover.Hosts()
 
-    def around_statement(conn, *_args) -> None:
-        arm(conn.connection.dbapi_connection)
+    def listen(self, engine: Engine) -> None:
+        event.listen(engine, "do_connect", self.hosts.prefer)
+        event.listen(engine, "before_cursor_execute", self.before_statement)
+        event.listen(engine, "after_cursor_execute", self.after_statement)
+        event.listen(engine, "handle_error", self.failed)
+        event.listen(engine, "commit", self.ending)
+        event.listen(engine, "rollback", self.ending)
+        event.listen(engine.pool, "connect", self.connected)
+        event.listen(engine.pool, "checkout", self.checkout)
+        event.listen(engine.pool, "reset", lambda dbapi, _record, _state: self.arm(dbapi))
+        event.listen(engine.pool, "checkin", lambda dbapi, _record: self.disarm(dbapi))
 
-    def after_statement(conn, *_args) -> None:
-        watcher.disarm(conn.connection.dbapi_connection)
+    def arm(self, dbapi_connection: Any) -> None:
+        if self.seconds is not None and dbapi_connection is not None:
+            self.watcher.arm(dbapi_connection, self.seconds)
 
-    def on_error(context) -> None:
+    def disarm(self, dbapi_connection: Any) -> None:
+        if dbapi_connection is not None:
+            self.watcher.disarm(dbapi_connection)
+
+    def before_statement(self, conn, *_args) -> None:
+        self.arm(conn.connection.dbapi_connection)
+
+    def after_statement(self, conn, *_args) -> None:
+        self.disarm(conn.connection.dbapi_connection)
+
+    def failed(self, context) -> None:
         cursor = getattr(context, "cursor", None)  # None: it failed to connect at all
         dbapi_connection = getattr(cursor, "connection", None)  # psycopg's cursor has it
-        if dbapi_connection is not None:
-            watcher.disarm(dbapi_connection)
-            if context.is_disconnect:
-                hosts.failed(dbapi_connection)
+        self.disarm(dbapi_connection)
+        if dbapi_connection is not None and context.is_disconnect:
+            self.hosts.failed(dbapi_connection)
 
-    def on_end(conn) -> None:  # commit and rollback: disarmed when checked in (below)
+    def ending(self, conn) -> None:
+        """A commit or rollback: armed until checked in (there is no event after it)."""
         if not conn.invalidated:  # an invalidated one is rolled back without a round trip
-            arm(conn.connection.dbapi_connection)
+            self.arm(conn.connection.dbapi_connection)
 
-    hosts = failover.Hosts()
-
-    def connected(dbapi_connection, record) -> None:
-        with watcher.bound(dbapi_connection, seconds or 30.0):
+    def connected(self, dbapi_connection, record) -> None:
+        with self.watcher.bound(dbapi_connection, self.seconds or 30.0):
             failover.check_timeline(dbapi_connection)
-        hosts.answered(dbapi_connection)
+        self.hosts.answered(dbapi_connection)
         record.info["fresh"] = True
 
-    def checkout(dbapi_connection, record, _proxy) -> None:
+    def checkout(self, dbapi_connection, record, _proxy) -> None:
         if record.info.pop("fresh", False):
             return  # just made: it answered
         try:
-            with watcher.bound(dbapi_connection, min(seconds or 30.0, PING_DEADLINE)):
+            with self.watcher.bound(dbapi_connection, min(self.seconds or 30.0, PING_DEADLINE)):
                 ping(dbapi_connection)
         except Exception as exc:
-            hosts.failed(dbapi_connection)
+            self.hosts.failed(dbapi_connection)
             # The others in the pool are most likely on the same dead server: drop them all
             # rather than wait out a ping on each in turn.
             raise InvalidatePoolError(f"the pooled connection is dead: {exc}") from exc
-
-    event.listen(engine, "do_connect", hosts.prefer)
-    event.listen(engine, "before_cursor_execute", around_statement)
-    event.listen(engine, "after_cursor_execute", after_statement)
-    event.listen(engine, "handle_error", on_error)
-    event.listen(engine, "commit", on_end)
-    event.listen(engine, "rollback", on_end)
-    event.listen(engine.pool, "connect", connected)
-    event.listen(engine.pool, "checkout", checkout)
-    event.listen(engine.pool, "reset", lambda dbapi_connection, _rec, _state: arm(dbapi_connection))
-    event.listen(engine.pool, "checkin", lambda dbapi_connection, _rec: _disarm(dbapi_connection))
-
-
-def _disarm(dbapi_connection: Any) -> None:
-    if dbapi_connection is not None:
-        deadline.watcher.disarm(dbapi_connection)
 
 
 def ping(dbapi_connection: Any) -> None:

@@ -2,9 +2,9 @@
 and which schemas a release may run on (SPEC §12, upgrades without downtime).
 
 - **One migrates, the others wait.** `upgrade` holds a lock while it reads the revision and
-  migrates: PostgreSQL's transaction-scoped advisory lock `LOCK_KEY`, SQLite's `flock` on the
-  database file. `initdb` on many hosts at once: the first migrates, the others wait for it,
-  then find the schema current.
+  migrates: PostgreSQL's transaction-scoped advisory lock `LOCK_KEY`, SQLite's `flock` on
+  the file DATABASE-initdb beside the database. `initdb` on many hosts at once: the first
+  migrates, the others wait for it, then find the schema current.
 - **Revisions.** Alembic keeps the schema's revision in `schema_revision` (VERSION_TABLE).
   `alembic_version`, Alembic's table up to revision 0013, now holds the *floor*: the newest
   revision up to the schema's that is not additive — the oldest head a release may have and
@@ -194,13 +194,14 @@ def _migrating(engine: Engine) -> Iterator[Connection]:
 
 @contextlib.contextmanager
 def _file_lock(path: str | None) -> Iterator[None]:
-    """SQLite: an exclusive flock on the database file itself (SQLite's own locks are fcntl
-    byte ranges, which flock does not touch), made if missing as SQLite would make it."""
+    """SQLite: an exclusive flock on the file DATABASE-initdb beside it. Not on the database
+    file itself: closing any descriptor of a file drops every POSIX lock this process holds
+    on it, SQLite's own included (those of the engine's pooled connections)."""
     if not path or path == ":memory:" or path.startswith("file:"):
         yield
         return
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(f"{path}-initdb", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:  # its directory not there (yet): as SQLite's SQLITE_CANTOPEN
         raise DatabaseUnavailable(f"cannot open {path}: {exc.strerror}") from None
     try:
