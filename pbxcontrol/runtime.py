@@ -107,8 +107,8 @@ def start(
     config: Config, sock: socket.socket | None, stop: threading.Event, *, http: bool, record: bool
 ) -> Runtime | None:
     """The runtime, once the database answers (SPEC §12): until then one log line per try,
-    the pause growing to 10 s, and HTTP 503 on `sock` (starting.WaitingServer). None when
-    stopped meanwhile."""
+    the pause growing to 6 s (starting.PAUSES), and HTTP 503 on `sock`
+    (starting.WaitingServer). None when stopped meanwhile."""
     engine = database_engine(config)
     waiting: starting.WaitingServer | None = None
     tries = 0

@@ -39,13 +39,12 @@ class Watcher:
         self._lock = threading.Lock()  # starting and stopping the thread
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._pid = 0
         self._hooked = False
 
     def arm(self, connection: Any, seconds: float) -> None:
         """A round trip on `connection` (a psycopg connection) starts: cut it after `seconds`."""
         self._armed[id(connection)] = (time.monotonic() + seconds, connection)
-        if self._pid != os.getpid():
+        if self._thread is None:  # the first trip, or the first since a fork
             self._start()
 
     def disarm(self, connection: Any) -> None:
@@ -62,31 +61,34 @@ class Watcher:
 
     def _start(self) -> None:
         with self._lock:
-            if self._pid == os.getpid():
+            if self._thread is not None:
                 return
             if not self._hooked:
                 os.register_at_fork(
-                    before=self._before_fork, after_in_child=self._after_fork_in_child
+                    before=self._before_fork,
+                    after_in_parent=self._after_fork_in_parent,
+                    after_in_child=self._after_fork_in_child,
                 )
                 self._hooked = True
-            if self._pid != 0:  # a child: the armed connections are the parent's
-                self._armed.clear()
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._run, name="db deadlines", daemon=True)
-            self._pid = os.getpid()
             self._thread.start()
 
     def _before_fork(self) -> None:
+        """No thread at a fork (forking a process with threads is unsafe); the parent starts
+        it again at once if round trips are armed, the child at its first arm."""
         with self._lock:
             thread, self._thread = self._thread, None
-            if thread is None or self._pid != os.getpid():
-                return
-            self._stop.set()
-            thread.join()
-            self._pid = 0  # started again by the next arm, in this process or the child
+            if thread is not None:
+                self._stop.set()
+                thread.join()
+
+    def _after_fork_in_parent(self) -> None:
+        if self._armed:  # round trips of other threads go on: watch them again
+            self._start()
 
     def _after_fork_in_child(self) -> None:
-        self._armed.clear()
+        self._armed.clear()  # the parent's connections: never cut them from here
 
     def _run(self) -> None:
         stop = self._stop
