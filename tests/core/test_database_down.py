@@ -209,3 +209,25 @@ def test_initdb_and_tools_exit_1_while_the_database_is_unreachable(tmp_path, out
         [line] = done.stderr.strip().splitlines()
         assert "the database is unreachable" in line, line
         assert "pbxtest-secret" not in line
+
+
+def test_an_older_schema_found_after_waiting_exits_1_so_that_a_restart_runs_initdb(tmp_path):
+    """The unit runs `initdb` before `serve` (with `-`): while the database was down it could
+    not migrate, so a schema found older once it answers is not a configuration error (2,
+    never restarted) but exit 1: systemd restarts, and `initdb` migrates this time."""
+    from pbxcontrol.db import migrate
+    from pbxcontrol.db.engine import make_engine
+
+    volume = tmp_path / "volume"
+    config = down_config(tmp_path, f"sqlite:///{volume / 'pbx.db'}")
+    service = Service(config, "api")
+    try:
+        service.wait_for(r"unreachable \(try 2")
+        volume.mkdir()
+        engine = make_engine(f"sqlite:///{volume / 'pbx.db'}")
+        migrate.upgrade(engine, "0012")
+        engine.dispose()
+        assert service.proc.wait(30) == 1
+    finally:
+        service.stop()
+    assert "run `pbxcontrol initdb` to upgrade" in service.log.splitlines()[-1]
