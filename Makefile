@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test test-fast lint format demo bench clean
 
-$(STAMP): setup.cfg pyproject.toml
+# constraints.txt pins what the tests ran with (setup.cfg holds the floors).
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	$(PY) -m pip install -q --no-build-isolation -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)

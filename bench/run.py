@@ -2,9 +2,12 @@
 
     .venv/bin/python bench/run.py [--only PART,...] [--quick] [--output FILE]
 
-Parts: views, ingest, provision, stream (no Asterisk); ari, lag, memory (the sandbox
-Asterisk: started if it is not running, and then stopped at the end of the run; they wait
-while e2e tests run; lag includes the wrk figures). Prints a table and writes
+Parts: views, ingest, provision, stream, fleet, blast, fleetdb, loginflood (no Asterisk; fleet
+starts a PostgreSQL of its own, `--machines 1,10,50 --minutes 3` its sizes; fleetdb uses the
+sandbox PostgreSQL); history (no Asterisk; SQLite and the PostgreSQL sandbox, started if it is
+not running); ari, lag, memory (the sandbox Asterisk: started if it is not running, and then
+stopped at the end of the run; they wait while e2e tests run; lag includes the wrk figures).
+Prints a table and writes
 bench/results.json (every figure by name).
 """
 
@@ -25,7 +28,20 @@ sys.path.insert(0, str(ROOT))
 
 from bench import asterisk, common  # noqa: E402
 
-PARTS = ("views", "ingest", "provision", "ari", "lag", "memory", "stream")
+PARTS = (
+    "views",
+    "ingest",
+    "provision",
+    "ari",
+    "lag",
+    "memory",
+    "stream",
+    "fleet",
+    "blast",
+    "history",
+    "fleetdb",
+    "loginflood",
+)
 PREFIXES = {
     "views": ("views.",),
     "ingest": ("ingest.",),
@@ -34,6 +50,11 @@ PREFIXES = {
     "memory": ("memory.",),
     "provision": ("provision.",),
     "stream": ("stream.",),
+    "fleet": ("fleet.",),
+    "blast": ("blast.",),
+    "history": ("history.",),
+    "fleetdb": ("fleetdb.",),
+    "loginflood": ("loginflood.",),
 }
 
 
@@ -57,8 +78,17 @@ def machine() -> dict[str, object]:
     }
 
 
-def run_part(name: str, results: common.Results, quick: bool) -> None:
-    if name == "views":
+def run_part(name: str, results: common.Results, quick: bool, args=None) -> None:
+    if name == "fleet":
+        from bench import fleet
+
+        machines = [int(m) for m in (args.machines if args else "1,10,50").split(",")]
+        fleet.run(results, quick, machines, args.minutes if args else None)
+    elif name == "blast":
+        from bench import blast
+
+        blast.run(results, quick)
+    elif name == "views":
         from bench import views
 
         views.run(results, quick)
@@ -74,27 +104,39 @@ def run_part(name: str, results: common.Results, quick: bool) -> None:
         from bench import stream
 
         stream.run(results, quick)
+    elif name == "history":
+        from bench import history
+
+        history.run(results, quick)
     elif name == "lag":
         from bench import load
 
         load.run_lag(results, quick)
+    elif name == "fleetdb":
+        from bench import fleetdb
+
+        fleetdb.run(results, quick)
     elif name == "memory":
         from bench import memory
 
         memory.run_memory(results, quick)
+    elif name == "loginflood":
+        from bench import loginflood
+
+        loginflood.run(results, quick)
     else:
         from bench import live
 
         live.run_ari(results, quick)
 
 
-def run_parts(parts: list[str], results: common.Results, quick: bool) -> list[str]:
+def run_parts(parts: list[str], results: common.Results, quick: bool, args=None) -> list[str]:
     failed = []
     for part in parts:
         print(f"== {part}", flush=True)
         started = time.perf_counter()
         try:
-            run_part(part, results, quick)
+            run_part(part, results, quick, args)
         except Exception as exc:  # one broken part must not lose the others' figures
             traceback.print_exc()
             failed.append(f"{part}: {exc}")
@@ -113,6 +155,12 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, shorter runs")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results.json"))
+    parser.add_argument(
+        "--machines", default="1,10,50", help="fleet: the numbers of stand-in machines to run"
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=None, help="fleet: the busy hour's measured minutes"
+    )
     args = parser.parse_args()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
@@ -127,7 +175,7 @@ def main() -> int:
         commit=_commit(),
     )
     try:
-        failed = run_parts(parts, results, args.quick)
+        failed = run_parts(parts, results, args.quick, args)
     finally:
         asterisk.release()
     results.info["failed"] = failed

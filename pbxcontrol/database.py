@@ -9,7 +9,7 @@ import logging
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
-from pbxcontrol.auth.tokens import ensure_key
+from pbxcontrol.auth.keys import ensure_key
 from pbxcontrol.config import Config
 from pbxcontrol.db import migrate
 from pbxcontrol.db.engine import Timeouts, make_engine, make_sessionmaker

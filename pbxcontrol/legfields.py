@@ -103,8 +103,13 @@ LEG_TABLE: tuple[LegField, ...] = (
 FIELDS = {f.name: f for f in LEG_TABLE}
 LEG_STRING_FIELDS = tuple(f.name for f in LEG_TABLE if f.made_by != BOOKKEEPING and f.type is str)
 LEG_INT_FIELDS = tuple(f.name for f in LEG_TABLE if f.made_by != BOOKKEEPING and f.type is int)
-#: The fields of SPEC §4 as the API returns them, in a stable order.
-LEG_FIELDS = tuple(sorted(LEG_STRING_FIELDS + LEG_INT_FIELDS))
+#: Not made from ARI but from the machine's lease (SPEC §12): 1 while the leg's machine is
+#: recorded, 0 while its lease has not been renewed for 2 x takeover_seconds. A column of
+#: both leg tables (default 1), written only by pbxcontrol/db/unrecorded.py; not in LEG_TABLE,
+#: so the recorder neither makes nor overrides it.
+RECORDED = "recorded"
+#: The fields of SPEC §4 as the API returns them, and `recorded`, in a stable order.
+LEG_FIELDS = tuple(sorted((*LEG_STRING_FIELDS, *LEG_INT_FIELDS, RECORDED)))
 #: What the in-memory leg keeps as its own and writes as is.
 OWN_FIELDS = tuple(f.name for f in LEG_TABLE if f.made_by == LEG) + tuple(
     f.name for f in LEG_TABLE if f.made_by == BOOKKEEPING and f.name != "overrides"
@@ -114,7 +119,7 @@ DESTINATION_FIELDS = tuple(f.name for f in LEG_TABLE if f.made_by == DESTINATION
 #: What classification writes into a leg (rules.py CallClassifier).
 DERIVED_FIELDS = SOURCE_FIELDS + DESTINATION_FIELDS + ("ingroup", "direction")
 #: Fields a dialplan may set with Set(PBX_<FIELD>=value).
-OVERRIDABLE = frozenset(LEG_FIELDS) - {"uniqueid", "machine"}
+OVERRIDABLE = frozenset(LEG_STRING_FIELDS + LEG_INT_FIELDS) - {"uniqueid", "machine"}
 
 
 def encode_overrides(overrides: dict[str, Any]) -> str:

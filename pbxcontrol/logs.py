@@ -61,6 +61,23 @@ def redact(text: str) -> str:
     return text
 
 
+# Every character str.splitlines() breaks at; a log reader may break at any of them.
+_BREAKS = str.maketrans(
+    {
+        c: f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+        for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+    }
+    | {"\n": "\\n", "\r": "\\r"}
+)
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks escaped: a message is one line, so text a client chose (a
+    path, a username) cannot forge a line of its own for fail2ban or a SIEM to believe.
+    Tracebacks stay multi-line (under journald every line gets the record's priority)."""
+    return text.translate(_BREAKS)
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {
         k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")
@@ -121,6 +138,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         scrub(record)
+        record.msg = one_line(record.msg)  # (scrub left the whole message in msg)
         text = super().format(record)
         if not self.journald:
             return text

@@ -35,14 +35,16 @@ from sqlalchemy import Connection, Engine, Table
 from pbxcontrol.ari.control import Channels, ChannelsUnavailable
 from pbxcontrol.auth.authenticator import Caller
 from pbxcontrol.db.journal import Journal
+from pbxcontrol.db.legs import HISTORY_SPANS
 from pbxcontrol.db.models import LEG_FIELDS, Base
 from pbxcontrol.http.api import ApiRequest, Handler
 from pbxcontrol.http.envelope import ApiError, Outcome
 from pbxcontrol.ops import table
-from pbxcontrol.streams.stream import Event, StreamView
+from pbxcontrol.streams.stream import Event, OneSnapshot, StreamView
 
-#: A stream function's opener: (ApiRequest) -> StreamView.
-StreamOpener = Callable[[ApiRequest], StreamView]
+#: A stream function's opener: (ApiRequest) -> StreamView, or OneSnapshot for a stream that
+#: is one snapshot and ends.
+StreamOpener = Callable[[ApiRequest], StreamView | OneSnapshot]
 
 # What plugins use; the core also finds PluginError, available(), load() and commands_of() here.
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "CommandContext",
     "Event",
     "Journal",
+    "OneSnapshot",
     "Outcome",
     "PluginContext",
     "StreamView",
@@ -73,23 +76,35 @@ class Tables:
 
     legs: Table  # live call legs; the API's field order in `leg_fields`
     leg_fields: tuple[str, ...]
+    # Ended legs: the columns of `legs`, `ended` (Unix time), `cause`, `cause_txt`, and `span`,
+    # the duration class (`history_spans`: a leg of class k lasted less than history_spans[k]
+    # seconds) that indexes (customer, span, start, ended) and (span, start, ended) are on: the
+    # legs live at a past moment, per class, without reading the whole history.
+    leg_history: Table
+    history_spans: tuple[int, ...]
     customers: Table  # id, parent_id, name, max_calls
     customer_tree: Table  # ancestor_id, descendant_id, depth
     directory: Table  # customer_id (NULL = global), number, name
     lines: Table  # endpoint, customer_id, number, name, caller IDs
     # Written by call-control functions: one row per request (see CallAction in the models).
     call_actions: Table
+    # One row per machine: its lease (holder, renewed_at by the database's clock) and
+    # `recorded`, false while its legs are flagged not recorded (SPEC §12; Machine's docstring).
+    machines: Table
 
 
 _TABLES = Base.metadata.tables
 tables = Tables(
     legs=_TABLES["legs"],
     leg_fields=LEG_FIELDS,
+    leg_history=_TABLES["leg_history"],
+    history_spans=HISTORY_SPANS,
     customers=_TABLES["customers"],
     customer_tree=_TABLES["customer_tree"],
     directory=_TABLES["directory"],
     lines=_TABLES["lines"],
     call_actions=_TABLES["call_actions"],
+    machines=_TABLES["machines"],
 )
 
 
@@ -105,12 +120,14 @@ class PluginContext:
     config: dict[str, str]  # the [plugin:NAME] section, if any
     log: logging.Logger
     _engine: Engine
-    _add: Callable[[str, Handler, Iterable[str]], None]
+    _add: Callable[..., None]  # JsonApi.add: (path, handler, privileges, *, read)
     _channels: Channels | None = None
     _add_stream: Callable[[str, StreamOpener, Iterable[str]], None] | None = None
     _add_static: Callable[[str, Path], None] | None = None
     #: The change journal (Journal's verbs: position, version, since, touched, follow).
     journal: Journal = field(default_factory=Journal)
+    #: [recorder] history_days: ended legs are kept this many days (0: forever).
+    history_days: int = 0
 
     @property
     def channels(self) -> Channels:
@@ -119,10 +136,14 @@ class PluginContext:
             raise PluginError(f"plugin {self.name!r}: this process controls no channels")
         return self._channels
 
-    def add_api_function(self, path: str, handler: Handler, privileges: Iterable[str]) -> None:
+    def add_api_function(
+        self, path: str, handler: Handler, privileges: Iterable[str], *, read: bool = False
+    ) -> None:
         """Serve `handler` at /api/json/<path>/ behind auth, the privilege check (the caller
-        needs one of `privileges`) and the envelope."""
-        self._add(path, handler, privileges)
+        needs one of `privileges`) and the envelope. `read=True`: it only reads (changes
+        nothing), so a token of scope `read` (a wallboard's) may call it too; otherwise such a
+        token gets 402. Stream functions are all read-only."""
+        self._add(path, handler, privileges, read=read)
 
     def add_static(self, prefix: str, directory: Path) -> None:
         """Serve the files in `directory` (a folder of the plugin's package) at /<prefix>/,
@@ -138,7 +159,8 @@ class PluginContext:
     ) -> None:
         """Serve a live stream at /api/stream/<path>/ (Server-Sent Events) behind the same auth
         and privilege check: `opener(request)` validates like a handler (raising ApiError) and
-        returns the StreamView that computes the stream's events from the change journal."""
+        returns the StreamView that computes the stream's events from the change journal, or
+        a OneSnapshot: that snapshot is sent and the stream ends."""
         if self._add_stream is not None:  # None: this process serves no HTTP (the CLI tools)
             self._add_stream(path, opener, privileges)
 

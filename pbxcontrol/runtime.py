@@ -18,16 +18,19 @@ from pbxcontrol import config as config_mod
 from pbxcontrol import logs, plugin
 from pbxcontrol.ari.control import AriChannels
 from pbxcontrol.auth import login as user_login
+from pbxcontrol.auth import tickets as stream_tickets
 from pbxcontrol.auth.authenticator import Authenticator
+from pbxcontrol.auth.keys import key_reader
 from pbxcontrol.auth.proxy import ClientAddress
 from pbxcontrol.auth.throttle import LoginThrottle
-from pbxcontrol.auth.tokens import TokenSigner, load_key
+from pbxcontrol.auth.tokens import TokenSigner
 from pbxcontrol.config import Config
 from pbxcontrol.database import StartupError, database_engine, open_database, ready_schema
 from pbxcontrol.db.commits import CommitSignal
 from pbxcontrol.db.engine import make_sessionmaker
 from pbxcontrol.db.journal import Journal
 from pbxcontrol.db.outage import describe, outage_in
+from pbxcontrol.db.unrecorded import Watch
 from pbxcontrol.http.api import JsonApi, build_app
 from pbxcontrol.service import lifecycle, notify, starting, supervisor
 from pbxcontrol.service import server as http_server
@@ -70,8 +73,8 @@ def configure(path: str | None, log_level: str | None = None) -> Config:
             f"--log-level: {log_level!r} is not one of {', '.join(config_mod.LOG_LEVELS)}"
         )
     logs.setup(log_level.upper() if log_level else config.log_level, config.log_format)
-    if config_mod.world_readable(config.path):
-        log.warning("%s is readable by every user but holds passwords: chmod 0600 it", config.path)
+    for problem in config_mod.readable_secrets(config.path, config.database_url):
+        log.warning("%s", problem)  # the line `check-config` prints
     return config
 
 
@@ -155,7 +158,7 @@ def _build_http(config: Config, engine: Engine) -> dict[str, Any]:
     api = build_api(config, engine, observe=metrics.observe, followers=followers)
     streams = StreamApi(api, PersonSlots(config.streams_per_person), followers)
     app = build_app(api)
-    metrics_mod.mount(app, metrics, engine, ids, takeover)
+    metrics_mod.mount(app, metrics, engine, ids, takeover, config.ops_allow)
     return {"api": api, "app": app, "streams": streams, "metrics": metrics}
 
 
@@ -181,6 +184,7 @@ def build_recorders(
             subscribe_all=m.subscribe_all,
             ping_interval=m.ping_interval,
             ping_timeout=m.ping_timeout,
+            max_message=m.max_message,
         )
         recorders.append(
             MachineRecorder(
@@ -190,6 +194,7 @@ def build_recorders(
                 sweep_interval=m.sweep_interval,
                 batch_size=config.batch_size,
                 history_days=config.history_days,
+                audit_days=config.audit_days,
                 heartbeat=config.heartbeat,
                 journal_seconds=config.journal_seconds,
                 takeover=config.takeover_seconds,
@@ -216,11 +221,13 @@ def build_api(
         config.login_failures_per_user,
         config.login_failures_per_address,
         config.login_window,
+        slow_down_after=config.login_slow_down_after,
     )
     signer = token_signer(config, engine)
     authenticator = Authenticator(throttle, tokens=signer)
     api = JsonApi(engine, authenticator, observe) if observe else JsonApi(engine, authenticator)
     user_login.register(api, signer)
+    stream_tickets.register(api)
     # REST-only ARI clients for call control (pbxcontrol.ari.control), to every machine.
     channels = AriChannels.from_config(config.machines)
     # One for every plugin: their journal followers go to the stream hub (None: the CLI tools).
@@ -237,6 +244,7 @@ def build_api(
             _channels=channels,
             _add_static=api.add_static,
             journal=journal,
+            history_days=config.history_days,
         )
         try:
             module.setup(ctx)
@@ -247,13 +255,15 @@ def build_api(
 
 
 def token_signer(config: Config, engine: Engine) -> TokenSigner:
-    """Tokens signed with the installation's key, read once: every process and host of the
-    database verifies every token. A key replaced in the database takes effect at restart."""
-    with engine.connect() as conn:
-        key = load_key(conn)
-    if key is None:
-        raise StartupError("the database has no token signing key: run `pbxcontrol initdb`")
-    return TokenSigner(key, config.token_lifetime)
+    """Tokens signed with the installation's newest key, verified with any of its keys: every
+    process and host of the database verifies every token. The keys are read again every few
+    seconds, so a rotation (`pbxcontrol rotate-token-key`) needs no restart."""
+    try:
+        return TokenSigner(key_reader(engine), config.token_lifetime)
+    except ValueError:
+        raise StartupError(
+            "the database has no token signing key: run `pbxcontrol initdb`"
+        ) from None
 
 
 def provision(config: Config, document: str, *, dry_run: bool = False) -> str:
@@ -290,44 +300,67 @@ def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
     if rt is None:
         log.info("stopped while waiting for the database")
         return
-    workers = None
+    workers = watchdog = None
     try:
         server = None
         if sock is not None:
             proxies = ClientAddress(config.trusted_proxies) if config.trusted_proxies else None
 
-            assert rt.metrics is not None
-            counted = rt.metrics.stream_count
+            hub = _hub_settings(rt)
 
             def make_server():
                 return http_server.make_server(
-                    rt.app,
-                    sock,
-                    config.http_threads,
-                    rt.streams,
-                    proxies,
-                    counted=counted,
-                    commits=rt.commits,  # the recorders' commits reach streams at once
+                    rt.app, sock, config.http_threads, rt.streams, proxies, **hub
                 )
 
             if config.http_processes > 1:
                 # Fork before any thread starts (the recorders below): forking a threaded
                 # process is unsafe. The supervisor replaces workers that die.
-                serve_one = supervisor.waitress_worker(rt.engine, make_server)
+                watch = lifecycle.worker_watch(notify.watchdog_interval())
+                serve_one = supervisor.waitress_worker(rt.engine, make_server, watch)
                 count = config.http_processes - 1
-                supervised = supervisor.Supervisor(serve_one, count, rt.metrics.mark_dead)
+                supervised = supervisor.Supervisor(serve_one, count, _worker_gone(rt))
                 workers = supervisor.start(supervised)
             server = make_server()
         for recorder in rt.recorders:
             recorder.start()
-        lifecycle.ready(server, workers)
+        watchdog = lifecycle.ready(server, workers, rt.recorders)
         lifecycle.run_until_stopped(stop, server)
     finally:
+        if watchdog is not None:
+            watchdog.stop()  # the threads it watches end on purpose now
         notify.notify("STOPPING=1")
         if workers is not None:
             workers.stop()
         rt.close()
     log.info("stopped")
+
+
+def _hub_settings(rt: Runtime) -> dict[str, Any]:
+    """The stream hub's, in each HTTP process: the metrics' gauge, the recorders' commits
+    (they reach streams at once), the watch on the machines' leases (SPEC §12), the bound of
+    what a stream's client may leave unread."""
+    assert rt.metrics is not None
+    config = rt.config
+    return {
+        "counted": rt.metrics.stream_count,
+        "commits": rt.commits,
+        "watch": Watch(config.takeover_seconds, config.forget_seconds),
+        "stream_buffer": config.stream_buffer,
+    }
+
+
+def _worker_gone(rt: Runtime) -> Callable[[int], None]:
+    """What the supervisor does for a worker that ended (killed, crashed, stopped): its
+    metrics no longer count, and its streams' slots are free again (nobody else would)."""
+    assert rt.metrics is not None and rt.streams is not None
+    metrics, slots = rt.metrics, rt.streams.slots
+
+    def gone(pid: int) -> None:
+        metrics.mark_dead(pid)
+        slots.release_process(pid)
+
+    return gone
 
 
 def _listen(config: Config):

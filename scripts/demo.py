@@ -179,14 +179,15 @@ DEMO_PEOPLE = {
 
 
 def wallboard_urls(port: int) -> str:
-    """The wallboard, already logged in, for each demo person: a token from user/login in
-    the URL's fragment (never sent to the server; the page takes it out of the address bar)."""
+    """The wallboard, already logged in, for each demo person: a read-only token from
+    user/login in the URL's fragment (never sent to the server; the page takes it out of the
+    address bar and renews it before it expires)."""
     base = f"http://127.0.0.1:{port}"
-    lines = ["The wallboard, live in a browser (each link logs in as that person for an hour):", ""]
+    lines = ["The wallboard, live in a browser (each link logs in as that person):", ""]
     for user, (password, what) in DEMO_PEOPLE.items():
         answer = requests.post(
             f"{base}/api/json/user/login/",
-            data={"auth_username": user, "auth_password": password, "token": "1"},
+            data={"auth_username": user, "auth_password": password, "token": "1", "scope": "read"},
             timeout=10,
         ).json()
         if answer["responses"][0]["code"] != "200":
@@ -232,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         help="use an Asterisk that already answers on 127.0.0.1:8088",
     )
     args = parser.parse_args(argv)
+    os.umask(0o077)  # its config holds the ARI password; the database, password hashes
 
     # Ctrl-C and SIGTERM both end the demo through the same clean-up.
     def stop(signum, _frame):

@@ -1,5 +1,6 @@
 """Shared fixtures and helpers: a fresh database on each engine (SQLite, PostgreSQL), the
-provisioned sandbox tree, the WSGI app, the command line as a subprocess and a served process."""
+provisioned sandbox tree, the WSGI app, the command line as a subprocess, a served process and
+a real Chromium (tests/browser.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import webtest
 
 from pbxcontrol import config as config_mod
 from pbxcontrol import provisioning, runtime
+from tests.browser import browser, playwright  # noqa: F401 - one Chromium for every tier
 from tests.databases import ENGINES, Databases
 
 LIST = "/api/json/calls/active/list/"
@@ -114,6 +116,12 @@ def database(request) -> str:
     """The SQL engine under test. Every test that uses a database through `db_url` (and so
     `config_path`, `rt`, `app`) or a tier's own database fixture runs on both engines."""
     return request.param
+
+
+def postgresql_only(reason: str):
+    """For a test about PostgreSQL itself (`reason` says why): it runs on PostgreSQL alone."""
+    assert reason
+    return pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 
 
 def sqlite_only(reason: str):

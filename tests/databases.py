@@ -136,6 +136,7 @@ class Databases:
             path = directory / "pbx.db"
             if not empty:
                 shutil.copyfile(self._template(engine), path)
+                path.chmod(0o600)  # as the service creates it (umask 077): no warning
             yield f"sqlite:///{path}"
             return
         template = None if empty else self._template(engine)

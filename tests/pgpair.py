@@ -59,7 +59,11 @@ class Cluster:
         self.data = root / name
         self.port = free_port()
         self.log = root / f"{name}.log"
-        self.pid = 0
+        self.pid = 0  # the postmaster
+        #: `runuser`, leader of a session and process group of its own: it waits for the
+        #: postmaster and stops itself when the postmaster is stopped (SIGSTOP), so teardown
+        #: continues and kills the whole group, or a stopped `runuser` would stay behind.
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def run(self, *args: str, timeout: float = 120) -> str:
         """A server program as the postgres user; its output (it must succeed)."""
@@ -75,8 +79,8 @@ class Cluster:
         return done.stdout
 
     def start(self) -> None:
-        subprocess.Popen(
-            ["setsid", "runuser", "-u", OS_USER, "--", str(self.bin / "postgres")]
+        self.proc = subprocess.Popen(
+            ["runuser", "-u", OS_USER, "--", str(self.bin / "postgres")]
             + ["-D", str(self.data), "-c", "listen_addresses=127.0.0.1"]
             + ["-c", f"port={self.port}", "-c", f"unix_socket_directories={self.root}"]
             + ["-c", "fsync=off", "-c", "full_page_writes=off", "-c", "autovacuum=off"]
@@ -84,6 +88,7 @@ class Cluster:
             stdin=subprocess.DEVNULL,
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while not self._ready():
@@ -109,9 +114,10 @@ class Cluster:
             cur = conn.execute(statement)
             return cur.fetchall() if cur.description else []
 
-    def processes(self) -> list[int]:
-        """The postmaster and every server process it started."""
-        found, todo = [], [self.pid]
+    def processes(self, top: int | None = None) -> list[int]:
+        """The postmaster (or `top`) and every process under it (server processes call
+        setsid: they are in groups of their own, so a group's signal does not reach them)."""
+        found, todo = [], [top or self.pid]
         while todo:
             pid = todo.pop()
             found.append(pid)
@@ -121,17 +127,32 @@ class Cluster:
                 ]
         return found
 
-    def signal(self, sig: int) -> None:
-        for pid in self.processes():
+    def signal(self, sig: int, top: int | None = None) -> None:
+        for pid in self.processes(top):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
 
     def stop(self) -> None:
+        """Nothing of this server left: everything continued (a frozen server and the
+        `runuser` that stopped with it), stopped at once, then killed, group and tree."""
+        if self.proc is None:
+            return
+        leader = self.proc.pid
+        self.signal(signal.SIGCONT, leader)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader, signal.SIGCONT)
         if self.pid:
-            self.signal(signal.SIGCONT)
             with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
                 self.run("pg_ctl", "stop", "-D", str(self.data), "-m", "immediate", timeout=30)
-            self.pid = 0
+        remaining = self.processes(leader) if self.proc.poll() is None else []
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader, signal.SIGKILL)
+        for pid in remaining:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        self.proc, self.pid = None, 0
 
 
 class Pair:
@@ -187,7 +208,7 @@ class Pair:
     def stop_at_once(self) -> None:
         """The primary dies: `pg_ctl stop -m immediate` (its connections are reset)."""
         self.primary.run("pg_ctl", "stop", "-D", str(self.primary.data), "-m", "immediate")
-        self.primary.pid = 0
+        self.primary.pid = 0  # its runuser exits and is reaped at close()
 
     def freeze(self) -> None:
         """The primary freezes: SIGSTOP to every server process (sockets stay open)."""

@@ -62,8 +62,10 @@ class AriClient:
         timeout: float = 5.0,
         ping_interval: float = 5.0,
         ping_timeout: float = 10.0,
+        max_message: int = 16 * 1024 * 1024,
     ):
         self.base_url = base_url.rstrip("/")
+        self.max_message = max_message  # bytes; a larger websocket message closes it
         self.app = app
         self.subscribe_all = subscribe_all
         self.timeout = timeout
@@ -128,7 +130,7 @@ class AriClient:
         except (OSError, websocket.WebSocketException) as exc:
             ws.close()
             raise AriError(f"events websocket: {_describe(exc)}") from None
-        return WebsocketStream(ws, self.ping_interval, self.ping_timeout)
+        return WebsocketStream(ws, self.ping_interval, self.ping_timeout, self.max_message)
 
 
 class WebsocketStream:
@@ -137,13 +139,19 @@ class WebsocketStream:
     websocket-client opens the connection and sends; the frames are read here, straight off
     its socket, many per read (pbxcontrol.ari.frames says why)."""
 
-    def __init__(self, ws: websocket.WebSocket, ping_interval: float, ping_timeout: float):
+    def __init__(
+        self,
+        ws: websocket.WebSocket,
+        ping_interval: float,
+        ping_timeout: float,
+        max_message: int = 16 * 1024 * 1024,
+    ):
         self._ws = ws
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._last_rx = time.monotonic()
         self._last_ping = 0.0
-        self._frames = FrameBuffer()
+        self._frames = FrameBuffer(max_message)
         self._messages: deque[str] = deque()
         self._closed = False  # Asterisk sent a close frame: the messages before it come first
 
@@ -152,6 +160,8 @@ class WebsocketStream:
             return self._messages.popleft()
         deadline = time.monotonic() + timeout
         while not self._closed:
+            if self._frames.refused is not None:  # after the messages before it
+                raise AriError(f"events websocket: {self._frames.refused}")
             now = time.monotonic()
             if now - self._last_rx > self._ping_timeout:
                 raise AriError(f"no answer to ping for {self._ping_timeout:.0f} s")

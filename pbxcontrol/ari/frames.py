@@ -10,6 +10,11 @@ class FrameError(Exception):
     """The peer broke the framing: the connection cannot go on."""
 
 
+class MessageTooBig(FrameError):
+    """A message is larger than the reader accepts: the connection is closed (and the machine
+    resynced) rather than buffering whatever a frame header announces."""
+
+
 class FrameBuffer:
     """Bytes read off the socket in, whole messages out: `feed` returns (opcode, payload) for
     every complete data message (fragments joined) and control frame, in order; a frame cut
@@ -20,12 +25,19 @@ class FrameBuffer:
     the reader's time at ~10,000 events/s, on a thread that shares the interpreter with the
     writer. A read of 256 KB here brings a few hundred events at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_message: int = 16 * 1024 * 1024) -> None:
+        self.max_message = max_message  # bytes of one message, fragments joined
+        self.refused: MessageTooBig | None = None  # the connection cannot go on after it
         self._buf = bytearray()
         self._fragments: list[bytes] = []
+        self._fragmented = 0  # bytes of the fragments so far
         self._fragment_opcode = OPCODE_TEXT
 
     def feed(self, chunk: bytes) -> list[tuple[int, bytes]]:
+        """The messages `chunk` completes. A message over `max_message` raises MessageTooBig,
+        once the messages before it are returned (`refused` holds it meanwhile)."""
+        if self.refused is not None:
+            raise self.refused
         buf = self._buf
         buf += chunk
         out: list[tuple[int, bytes]] = []
@@ -40,7 +52,18 @@ class FrameBuffer:
             masked = second & 0x80
             if masked:
                 head += 4
-            if end - pos < head + size:  # also when the extended length is not all here
+            if end - pos < head:  # the extended length is not all here yet
+                break
+            # Refused as soon as the header says so: never buffered up to its announced size.
+            if first & 0x0F < OPCODE_CLOSE and self._fragmented + size > self.max_message:
+                self.refused = MessageTooBig(
+                    f"a message of {self._fragmented + size} bytes or more is over "
+                    f"max_message ({self.max_message})"
+                )
+                if not out:
+                    raise self.refused
+                break
+            if end - pos < head + size:
                 break
             payload = bytes(buf[pos + head : pos + head + size])
             if masked:  # servers do not mask (RFC 6455 5.1); accept it all the same
@@ -58,9 +81,10 @@ class FrameBuffer:
             if not self._fragments:
                 raise FrameError("continuation frame without a first fragment")
             self._fragments.append(payload)
+            self._fragmented += len(payload)
             if fin:
                 out.append((self._fragment_opcode, b"".join(self._fragments)))
-                self._fragments = []
+                self._fragments, self._fragmented = [], 0
         elif opcode in (OPCODE_TEXT, OPCODE_BINARY):
             if self._fragments:
                 raise FrameError("a new message inside a fragmented one")
@@ -68,6 +92,7 @@ class FrameBuffer:
                 out.append((opcode, payload))
             else:
                 self._fragment_opcode, self._fragments = opcode, [payload]
+                self._fragmented = len(payload)
         else:
             raise FrameError(f"reserved opcode {opcode:#x}")
 

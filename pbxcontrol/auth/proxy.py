@@ -45,6 +45,13 @@ def _address(text: str) -> Address | None:
     return address
 
 
+def within(address: str, networks: Iterable[Network]) -> bool:
+    """Whether the client `address` (an IPv4-mapped IPv6 address as its IPv4) is in one of
+    `networks`; False for anything that is not an address."""
+    parsed = _address(address)
+    return parsed is not None and any(parsed in net for net in networks)
+
+
 class ClientAddress:
     """Resolves a connection's client address from its peer and X-Forwarded-For."""
 

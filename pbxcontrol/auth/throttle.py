@@ -1,12 +1,19 @@
-"""Failed-login throttling per username and per client address (a sliding window).
+"""Failed-login throttling per (username, client address) and per client address, in a sliding
+window; past a ceiling of failures for one username from everywhere, a slow-down (SPEC §13).
+
+Guessing cannot lock a person out: a lock holds one username at one address, or one address
+for every username, so the right password from an address without recent failures always
+works. An IPv6 client counts by its /64 (one host has billions of addresses).
 
 The failures live in the database (table `login_failures`), so every API process of a host,
 and every host on one PostgreSQL database, counts the same failures, and a restart does not
-forgive them. Usernames and addresses are stored as digests only."""
+forgive them. Usernames and addresses are stored as digests only; rows leave once they no
+longer count (older than the window, or of a (username, address) that logged in)."""
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import math
 import time
@@ -19,11 +26,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from pbxcontrol.db.models import LoginFailure
 
 log = logging.getLogger("pbxcontrol.http")
+#: Failed logins (INFO) and locks (WARNING), one line each, for fail2ban or a SIEM
+#: (etc/fail2ban/filter.d/pbxcontrol.conf reads the locks).
+audit = logging.getLogger("pbxcontrol.auth")
 
 _COUNTS = (
     select(LoginFailure.key, func.count())
     .where(
-        LoginFailure.key.in_([bindparam("user"), bindparam("addr")]),
+        LoginFailure.key.in_([bindparam("pair"), bindparam("addr"), bindparam("user")]),
         LoginFailure.at > bindparam("since"),
     )
     .group_by(LoginFailure.key)
@@ -37,6 +47,8 @@ _NTH_OLDEST = (
     .limit(1)
     .offset(bindparam("skip"))
 )
+#: The longest slow-down past the per-username ceiling (SPEC §13: at most 2 s).
+MAX_SLOW_DOWN = 2.0
 
 
 def _digest(kind: str, value: str) -> str:
@@ -45,17 +57,42 @@ def _digest(kind: str, value: str) -> str:
     ).hexdigest()
 
 
+def counted_address(address: str) -> str:
+    """What failures from `address` are counted under: an IPv4 address itself (an IPv4-mapped
+    IPv6 address as its IPv4), an IPv6 address by its /64; anything else as it is."""
+    try:
+        parsed = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
+
+
+def shown(username: str) -> str:
+    """A username as a log line shows it: quoted, control characters escaped (no forged
+    lines), at most 64 characters."""
+    return repr(username[:64])
+
+
 @dataclass(frozen=True)
 class Verdict:
-    retry_after: int  # seconds until an attempt is allowed; 0 = allowed now
-    user_failures: int  # failures of this username in the window (to clear on success)
+    retry_after: int  # seconds until this username may try from this address; 0 = now
+    slow_down: float  # seconds to wait before the password check (the username's ceiling)
+    pair_failures: int  # of this username from this address (cleared on success)
+    address_failures: int  # from this address (its /64), any username
 
 
 class LoginThrottle:
-    """After `per_user` failures for one username, or `per_address` from one client address,
-    within `window` seconds, further attempts are refused until enough failures age out.
-    A refused attempt is not checked at all (so a right password does not get through either)
-    and is not counted (so a client that keeps knocking is let in once the window passes)."""
+    """After `per_user` failures for one username from one address, that address is refused
+    for that username; after `per_address` from one address (any usernames), that address is
+    refused altogether; both within `window` seconds, until enough failures age out. A refused
+    attempt is not checked at all (so a right password does not get through either) and is not
+    counted (so a client that keeps knocking is let in once the window passes). Past
+    `slow_down_after` failures for one username from all addresses, its password checks wait
+    (growing to MAX_SLOW_DOWN): a slow-down, never a refusal."""
 
     def __init__(
         self,
@@ -64,50 +101,106 @@ class LoginThrottle:
         per_address: int = 50,
         window: float = 300.0,
         clock=time.time,
+        slow_down_after: int = 100,
     ):
         self._engine = engine
-        self.limits = {"user": per_user, "addr": per_address}
+        self.limits = {"pair": per_user, "addr": per_address}
+        self.slow_down_after = slow_down_after
         self.window = window
         self.clock = clock  # wall-clock seconds: shared by processes and hosts
         self._write_failing = False  # a database that refuses writes is logged once
 
+    @staticmethod
+    def _keys(username: str, address: str) -> dict[str, str]:
+        counted = counted_address(address)
+        return {
+            "pair": _digest("pair", f"{username}\0{counted}"),
+            "addr": _digest("addr", counted),
+            "user": _digest("user", username),
+        }
+
     def check(self, conn: Connection, username: str, address: str) -> Verdict:
         """Read-only, on the caller's connection (the one the request's auth query uses)."""
         now = self.clock()
-        keys = {"user": _digest("user", username), "addr": _digest("addr", address)}
+        keys = self._keys(username, address)
         since = now - self.window
         counts = dict(conn.execute(_COUNTS, {**keys, "since": since}).all())
         wait = 0.0
-        for kind, key in keys.items():
-            over = counts.get(key, 0) - self.limits[kind]
+        for kind, limit in self.limits.items():
+            over = counts.get(keys[kind], 0) - limit
             if over >= 0:
                 oldest = conn.execute(
-                    _NTH_OLDEST, {"key": key, "since": since, "skip": over}
+                    _NTH_OLDEST, {"key": keys[kind], "since": since, "skip": over}
                 ).scalar()
                 if oldest is not None:
                     wait = max(wait, oldest + self.window - now)
-        return Verdict(math.ceil(wait), counts.get(keys["user"], 0))
+        # Linear from the ceiling: MAX_SLOW_DOWN once the failures reach twice the ceiling.
+        over_ceiling = counts.get(keys["user"], 0) - self.slow_down_after + 1
+        slow = min(MAX_SLOW_DOWN, MAX_SLOW_DOWN * over_ceiling / self.slow_down_after)
+        return Verdict(
+            math.ceil(wait),
+            max(0.0, slow),
+            counts.get(keys["pair"], 0),
+            counts.get(keys["addr"], 0),
+        )
 
-    def failed(self, username: str, address: str) -> None:
+    def failed(self, username: str, address: str, before: Verdict | None = None) -> None:
+        """Count a failure (an INFO line), and log at WARNING the lock it completes: `before`
+        is the verdict the attempt passed. The count is read again after the commit, so of
+        two failures racing to the limit, the later one sees both."""
         now = self.clock()
-        self._write(
-            (
-                insert(LoginFailure),
-                [
-                    {"key": _digest("user", username), "at": now},
-                    {"key": _digest("addr", address), "at": now},
-                ],
-            ),
+        keys = self._keys(username, address)
+        audit.info("login failed: address %s, user %s", address, shown(username))
+        done = self._write(
+            (insert(LoginFailure), [{"key": key, "at": now} for key in keys.values()]),
             (delete(LoginFailure).where(LoginFailure.at <= now - self.window), None),
         )
+        if not done:
+            return
+        try:
+            with self._engine.connect() as conn:
+                after = self.check(conn, username, address)
+        except SQLAlchemyError:
+            return
+        self._log_locks(username, address, before, after)
 
-    def succeeded(self, username: str) -> None:
+    def _log_locks(
+        self, username: str, address: str, before: Verdict | None, after: Verdict
+    ) -> None:
+        counted = counted_address(address)
+        network = f", counted as {counted}" if counted != address else ""
+        span = f"in {self.window:g} s; retry in {after.retry_after} s"
+        was = before or Verdict(0, 0.0, 0, 0)
+        if was.address_failures < self.limits["addr"] <= after.address_failures:
+            audit.warning(
+                "login locked: address %s%s, any user: %d failed logins %s",
+                address,
+                network,
+                after.address_failures,
+                span,
+            )
+        elif was.pair_failures < self.limits["pair"] <= after.pair_failures:
+            audit.warning(
+                "login locked: address %s%s, user %s: %d failed logins %s",
+                address,
+                network,
+                shown(username),
+                after.pair_failures,
+                span,
+            )
+
+    def succeeded(self, username: str, address: str) -> None:
+        """The right password from `address`: its failures for `username` no longer count
+        (the address's own count and the username's ceiling stay: one right password must
+        not wipe out the traces of guessing from elsewhere)."""
+        pair = self._keys(username, address)["pair"]
         self._write(
-            (delete(LoginFailure).where(LoginFailure.key == _digest("user", username)), None)
+            (delete(LoginFailure).where(LoginFailure.key == pair), None),
+            (delete(LoginFailure).where(LoginFailure.at <= self.clock() - self.window), None),
         )
 
-    def _write(self, *steps: tuple[Any, Any]) -> None:
-        """(statement, parameters) pairs, in one transaction."""
+    def _write(self, *steps: tuple[Any, Any]) -> bool:
+        """(statement, parameters) pairs, in one transaction; False if it failed."""
         try:
             with self._engine.begin() as conn:
                 for statement, parameters in steps:
@@ -118,7 +211,8 @@ class LoginThrottle:
                     "login throttle: cannot write to the database: %s", str(exc).splitlines()[0]
                 )
             self._write_failing = True
-        else:
-            if self._write_failing:
-                log.warning("login throttle: the database accepts writes again")
-            self._write_failing = False
+            return False
+        if self._write_failing:
+            log.warning("login throttle: the database accepts writes again")
+        self._write_failing = False
+        return True

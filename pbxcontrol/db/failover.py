@@ -6,10 +6,11 @@ data version would then be handed out again, for other changes — a stream resu
 an id would skip changes, an answer cached under such a version would be served for other
 data. Every promotion starts a new timeline (the first 8 hex digits of a WAL file's name), so
 the first connection that finds the timeline changed since the one kept in `counters`
-(migration 0014, row `timeline`) moves the journal and the data version on by `GAP` — more
-than a lost tail of commits can hold — and appends a `reset` entry at the new head: every
+(migration 0018, row `timeline`) moves the journal's id sequence on by `GAP` — more than a
+lost tail of commits can hold — and appends a `reset` entry there (pbx_journal_append,
+migration 0016): the data version, the journal's head plus a counter, moves on with it; every
 stream, view and cache starts afresh from what the new primary has, and any `Last-Event-ID`
-from before gets a snapshot. A database without the row (schema older than 0014), a server in
+from before gets a snapshot. A database without the row (schema older than 0018), a server in
 recovery and SQLite are left alone.
 """
 
@@ -21,12 +22,10 @@ import time
 from typing import Any
 
 from pbxcontrol.db.journal import CHANNEL
-from pbxcontrol.db.models import LegChange
 
 log = logging.getLogger("pbxcontrol.db")
 
 GAP = 1_000_000
-JOURNAL = LegChange.__tablename__
 
 _PROBE = (
     "SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE "
@@ -34,8 +33,12 @@ _PROBE = (
     "(SELECT value FROM counters WHERE name = 'timeline')"
 )
 _TAKE = "UPDATE counters SET value = %s WHERE name = 'timeline' AND value = %s RETURNING 1"
-_BUMP = "UPDATE counters SET value = value + %s WHERE name = %s RETURNING value"
-_RESET = f"INSERT INTO {JOURNAL} (id, machine, uniqueid, op, at) VALUES (%s, 0, '', 'reset', %s)"
+_SKIP = "SELECT setval('leg_changes_ids', (SELECT last_value FROM leg_changes_ids) + %s, true)"
+_RESET = (
+    "SELECT pbx_journal_append(0, ARRAY['']::text[], ARRAY['reset']::text[], "
+    "ARRAY[NULL]::integer[], ARRAY[NULL]::integer[], ARRAY[NULL]::integer[], "
+    "ARRAY[NULL]::integer[], false, %s)"
+)
 
 
 class Hosts:
@@ -97,19 +100,17 @@ def check_timeline(connection: Any) -> bool:
 
 
 def _move_on(connection: Any, kept: int, timeline: int) -> bool:
-    # The locks in the writers' order (pbxcontrol.db.journal): timeline, api_data, journal.
     with connection.transaction():
         if connection.execute(_TAKE, (timeline, kept)).fetchone() is None:
             return False  # another connection did it
         if kept == 0:
             return False  # the first look at this database: nothing to move past
-        connection.execute(_BUMP, (GAP, "api_data"))
-        head = connection.execute(_BUMP, (GAP, "journal")).fetchone()[0]
-        connection.execute(_RESET, (head, time.time()))
+        connection.execute(_SKIP, (GAP,))
+        head = connection.execute(_RESET, (time.time(),)).fetchone()[0]
         connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(head)))
     log.warning(
         "the database is on a new timeline (%d, was %d): a promoted standby; the change "
-        "journal and data version moved on to %d, every stream starts with a snapshot",
+        "journal (and the data version) moved on to %d, every stream starts with a snapshot",
         timeline,
         kept,
         head,

@@ -5,17 +5,21 @@ inserts, updates or removes (with the leg's scope keys before and after, so a re
 a leg that left a customer's scope), provisioning one `reset` entry when what the API lists
 may have changed wholesale (customer tree, directory, lines).
 
-**Ids are in commit order, on PostgreSQL too.** A sequence is not: two transactions can take
-ids 10 and 11 and commit 11 first, and a reader that saw 11 would skip 10 for ever. Here ids
-come from the counter row `journal` (`UPDATE counters SET value = value + n ... RETURNING`):
-the UPDATE takes that row's lock, which its transaction holds until it commits or rolls back.
-A second writer blocks on the lock and, once the first has committed, reads the value that
-commit left (READ COMMITTED re-reads the updated row). So ids are handed out, and committed,
-one transaction after the other: when a reader sees id N, every id below N has committed or
-was never handed out (a rollback returns its ids with the counter, so ids are dense). SQLite
-has one writer at a time anyway. Entries are allocated last in a transaction, after the data
-writes whose triggers lock `api_data` (pbxcontrol.db.dataversion): every writer takes the two
-row locks in the same order, so they cannot deadlock.
+**Ids are in commit order, on PostgreSQL too, without a row every writer updates.** A reader
+that has seen id N never later sees a smaller id commit (SPEC §8: a stream's Last-Event-ID
+resumes exactly).
+
+- PostgreSQL: ids come from the sequence `leg_changes_ids`, which hands them out at once, in
+  no particular commit order; one call (`pbx_journal_append`, migration 0016) marks the
+  transaction as a journal writer, takes the ids and inserts the entries. Readers read only up
+  to a commit-ordered horizon, below which every id that will ever commit has committed
+  (pbxcontrol/db/horizon.py has the argument). Nothing is shared between writers but the
+  sequence, which never waits: fifty recorders write side by side. Ids have gaps (a rolled-back
+  transaction's), which readers skip. Writers no longer NOTIFY (PostgreSQL serialises the commits
+  of transactions that do): the stream hub polls the head instead (pbxcontrol/streams/hub.py).
+- SQLite has one writer at a time: ids come from the counter row `journal`
+  (`UPDATE counters SET value = value + n ... RETURNING`), handed out and committed one
+  transaction after the other, and the head is that row.
 
 Retention: entries older than `[recorder] journal_seconds` are pruned in short transactions;
 the counter row `journal_pruned` says up to which id they are gone, so a reader knows whether
@@ -31,12 +35,13 @@ from typing import Any, TypeAlias
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, text, update
 
+from pbxcontrol.db import horizon
 from pbxcontrol.db.dataversion import API_DATA, data_version
 from pbxcontrol.db.models import LEGS_TABLE, Base, LegChange
 
 JOURNAL = Base.metadata.tables[LegChange.__tablename__]
 COUNTERS = Base.metadata.tables["counters"]
-#: The PostgreSQL NOTIFY channel a commit with journal entries wakes.
+#: A PostgreSQL NOTIFY channel the stream hub listens on (writers do not notify: see above).
 CHANNEL = "pbxcontrol_journal"
 UPSERT, REMOVE, RESET = "upsert", "remove", "reset"
 
@@ -87,16 +92,22 @@ def record_legs(
     machine: int,
     rows: Iterable[Mapping[str, Any]],
     gone: Iterable[str],
-    before: Mapping[str, Keys],
+    before: Mapping[str, Keys] | None = None,
 ) -> None:
     """Entries for legs written (`rows`, inserted or updated) and deleted (`gone`) in this
-    transaction; `before` holds their keys as they were (scope_keys)."""
+    transaction; `before` holds their keys as they were (scope_keys). Without `before` the keys
+    are read from the legs table as this statement finds them: call it then before writing the
+    legs (the recorder does, on PostgreSQL: one round trip fewer)."""
+    known = before or {}
     changes: list[tuple[str, str, Keys | None, Keys | None]] = [
-        (row["uniqueid"], UPSERT, before.get(row["uniqueid"]), (row["scustomer"], row["dcustomer"]))
+        (row["uniqueid"], UPSERT, known.get(row["uniqueid"]), (row["scustomer"], row["dcustomer"]))
         for row in rows
     ]
-    changes += [(uid, REMOVE, before.get(uid), None) for uid in gone]
-    _append(conn, [(machine, uid, op, old, new) for uid, op, old, new in changes])
+    changes += [(uid, REMOVE, known.get(uid), None) for uid in gone]
+    if before is None and conn.dialect.name != "postgresql":
+        found = scope_keys(conn, machine, [uid for uid, _, _, _ in changes])
+        changes = [(uid, op, found.get(uid), new) for uid, op, _, new in changes]
+    _append(conn, [(machine, uid, op, old, new) for uid, op, old, new in changes], before is None)
 
 
 def record_reset(conn: Connection) -> None:
@@ -104,8 +115,18 @@ def record_reset(conn: Connection) -> None:
     _append(conn, [(0, "", RESET, None, None)])
 
 
-def _append(conn: Connection, changes: list[tuple[int, str, str, Keys | None, Keys | None]]):
+Change: TypeAlias = tuple[int, str, str, Keys | None, Keys | None]
+
+_APPEND = text(
+    "SELECT pbx_journal_append(:m, :uids, :ops, :old_s, :old_d, :new_s, :new_d, :look_up, :at)"
+)
+
+
+def _append(conn: Connection, changes: list[Change], look_up: bool = False) -> None:
     if not changes:
+        return
+    if conn.dialect.name == "postgresql":
+        _append_postgresql(conn, changes, look_up)
         return
     last = conn.execute(
         update(COUNTERS)
@@ -132,9 +153,26 @@ def _append(conn: Connection, changes: list[tuple[int, str, str, Keys | None, Ke
             for i, (machine, uid, op, old, new) in enumerate(changes)
         ],
     )
-    if conn.dialect.name == "postgresql":  # delivered at commit, to every LISTENing process
+
+
+def _append_postgresql(conn: Connection, changes: list[Change], look_up: bool) -> None:
+    """One call per machine named (a recorder's batch names one): ids, marker, entries."""
+    now = time.time()
+    for machine in dict.fromkeys(change[0] for change in changes):
+        mine = [c for c in changes if c[0] == machine]
         conn.execute(
-            text("SELECT pg_notify(:channel, :last)"), {"channel": CHANNEL, "last": str(last)}
+            _APPEND,
+            {
+                "m": machine,
+                "uids": [c[1] for c in mine],
+                "ops": [c[2] for c in mine],
+                "old_s": [c[3][0] if c[3] else None for c in mine],
+                "old_d": [c[3][1] if c[3] else None for c in mine],
+                "new_s": [c[4][0] if c[4] else None for c in mine],
+                "new_d": [c[4][1] if c[4] else None for c in mine],
+                "look_up": look_up,
+                "at": now,
+            },
         )
 
 
@@ -153,11 +191,27 @@ _POSITION = select(COUNTERS.c.name, COUNTERS.c.value).where(
 )
 
 
+_PROBE = text("SELECT last, writers, counted, pruned FROM pbx_journal_probe()")
+
+
 def position(conn: Connection) -> Position:
+    """Where the journal is. PostgreSQL: the head is the commit-ordered horizon
+    (pbxcontrol/db/horizon.py) and the data version that head plus the counter the triggers
+    keep for writes without journal entries (pbxcontrol/db/dataversion.py)."""
+    if conn.dialect.name == "postgresql":
+        sent = time.monotonic()
+        last, writers, counted, pruned = conn.execute(_PROBE).one()
+        head = horizon.of(conn).advance(last, writers or (), sent, time.monotonic())
+        return Position(head + (counted or 0), head, pruned or 0)
     values = {name: value for name, value in conn.execute(_POSITION)}
     return Position(
         values.get(API_DATA, 0), values.get("journal", 0), values.get("journal_pruned", 0)
     )
+
+
+def settling(conn: Connection) -> bool:
+    """PostgreSQL: the last position waited for writers in flight; read it again soon."""
+    return conn.dialect.name == "postgresql" and horizon.of(conn).settling
 
 
 def head(conn: Connection) -> tuple[int, int]:
@@ -243,7 +297,7 @@ class Journal:
 
     def version(self, conn: Connection) -> int | None:
         """The data version alone (pbxcontrol.db.dataversion; None on a database without its
-        counter): one counter read, for a cache keyed by it."""
+        counter): one read, for a cache keyed by it."""
         return data_version(conn)
 
     def since(self, conn: Connection, after: Position, upto: Position) -> list[Entry]:
@@ -262,8 +316,8 @@ class Journal:
     def follow(self, follower: Callable[[Connection], None]) -> None:
         """`follower(conn)` is called in the API process's stream hub thread, on the hub's
         connection, each time the hub has read new entries: at once after a commit of a
-        recorder in the same process (`serve`), at each NOTIFY on PostgreSQL, and within the
-        hub's poll (0.1 s) on SQLite. For keeping in-memory state current off the request
+        recorder in the same process (`serve`), and within the hub's poll (0.1 s on SQLite,
+        0.05 s on PostgreSQL). For keeping in-memory state current off the request
         path; it must be quick, and what it raises is logged, not propagated. A process that
         serves no HTTP (the command-line tools) never calls it."""
         if self._follow is not None:

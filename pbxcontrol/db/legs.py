@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, Index, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    Column,
+    Computed,
+    Float,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 from pbxcontrol import legfields
 from pbxcontrol.db.base import BIG_INT, Base
@@ -27,8 +37,25 @@ def _leg_columns() -> list[Column]:
         else:
             kind = Text() if f.width < 0 else String(f.width)
             columns.append(Column(f.name, kind, nullable=False, default="", server_default=""))
+    # The lease's verdict on the leg (legfields.RECORDED; migration 0017), not the recorder's.
+    columns.append(
+        Column(legfields.RECORDED, Integer, nullable=False, default=1, server_default="1")
+    )
     return columns
 
+
+#: The duration classes of ended legs (SPEC §14, the board at a past moment): a leg that lasted
+#: (ended - start) less than HISTORY_SPANS[k] seconds, and not less than the limit before, is of
+#: class k; a longer one of class len(HISTORY_SPANS). A leg of class k that was live at t started
+#: after t - HISTORY_SPANS[k], so "live at t" is one bounded range of starts per class on an
+#: index (customer, span, start): it reads about as many entries as there were live legs then
+#: (at most about 4 times as many: the limits grow fourfold), never the whole history.
+HISTORY_SPANS = tuple(60 * 4**k for k in range(10))  # 1 minute .. 182 days
+HISTORY_SPAN_SQL = (
+    "CASE "
+    + " ".join(f"WHEN ended - start < {limit} THEN {k}" for k, limit in enumerate(HISTORY_SPANS))
+    + f" ELSE {len(HISTORY_SPANS)} END"
+)
 
 LEGS_TABLE = Table(
     "legs",
@@ -49,8 +76,15 @@ LEG_HISTORY_TABLE = Table(
     Column("ended", Float, nullable=False, default=0.0),
     Column("cause", Integer, nullable=False, default=0, server_default="0"),
     Column("cause_txt", String(128), nullable=False, default="", server_default=""),
+    # Computed by the database (migration 0015: VIRTUAL on SQLite, STORED on PostgreSQL, which
+    # indexes no other kind): no writer can get it wrong or forget it.
+    Column("span", Integer, Computed(HISTORY_SPAN_SQL), nullable=False),
     Index("ix_leg_history_machine_uniqueid", "machine", "uniqueid"),
     Index("ix_leg_history_machine_ended", "machine", "ended"),
+    # Which legs were live at a moment: a customer's (as source or destination), the system's.
+    Index("ix_leg_history_scustomer_span", "scustomer", "span", "start", "ended"),
+    Index("ix_leg_history_dcustomer_span", "dcustomer", "span", "start", "ended"),
+    Index("ix_leg_history_span", "span", "start", "ended"),
 )
 
 

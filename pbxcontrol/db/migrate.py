@@ -6,16 +6,19 @@ and which schemas a release may run on (SPEC §12, upgrades without downtime).
   the file DATABASE-initdb beside the database. `initdb` on many hosts at once: the first
   migrates, the others wait for it, then find the schema current.
 - **Revisions.** Alembic keeps the schema's revision in `schema_revision` (VERSION_TABLE).
-  `alembic_version`, Alembic's table up to revision 0013, now holds the *floor*: the newest
-  revision up to the schema's that is not additive — the oldest head a release may have and
-  still run here. Releases up to 0013 compared that table with their head, so they keep
-  running on a schema later releases changed only additively, and refuse once a breaking
-  migration moved the floor past them.
+  `alembic_version`, Alembic's table up to revision LEGACY_HEAD (0017), now holds the *floor*:
+  the oldest head a release may have and still run here. Releases up to LEGACY_HEAD compared
+  that table with their head and run only where it names it, so the floor is the newest
+  revision up to the schema's that is not additive, or LEGACY_HEAD itself when it is newer:
+  the release before the floor keeps running on a schema later releases changed only
+  additively, and refuses once a breaking migration moved the floor past it.
 - **Additive.** Every migration from 0014 on says `additive = True` when code of the release
   before it keeps working on its schema: it adds tables, columns that are nullable or have a
-  server default, indexes, rows; it drops, renames or retypes nothing, and adds no constraint
-  that older writes would break. Otherwise `additive = False` (tests/core/test_migrations.py
-  checks that each says which).
+  server default, indexes, rows; it drops, renames or retypes nothing, adds no constraint that
+  older writes would break, and changes no meaning older code relies on. Otherwise `additive =
+  False`, or a dict by engine when it holds on one engine only (0016: `{"sqlite": True,
+  "postgresql": False}`); tests/core/test_upgrades.py checks that each says which. (Up to
+  LEGACY_HEAD the floor is the revision itself whatever they say: those releases compare.)
 - **Which schema a release runs on** (`check`): its head; or a revision it does not know (a
   newer release migrated it) whose floor is its head or an ancestor of it. A revision it
   knows, older than its head: refused, "run `pbxcontrol initdb`".
@@ -42,6 +45,8 @@ VERSION_TABLE = "schema_revision"
 FLOOR_TABLE = "alembic_version"
 #: pg_advisory_xact_lock's key for migrations: b"pbxinitd" as a number. Never change it.
 LOCK_KEY = int.from_bytes(b"pbxinitd", "big")
+#: The head of the last release without the floor: it compares `alembic_version` with its head.
+LEGACY_HEAD = "0017"
 
 _floor = Table(
     FLOOR_TABLE,
@@ -61,7 +66,7 @@ class Schema:
 
     revision: str | None
     floor: str | None
-    legacy: bool = False  # only alembic_version: last migrated by a release up to 0013
+    legacy: bool = False  # only alembic_version: last migrated by a release up to LEGACY_HEAD
 
     def state(self) -> str:
         """CURRENT, EMPTY, OLDER (run initdb), NEWER (a newer release's, compatible) or
@@ -73,7 +78,7 @@ class Schema:
         if self.revision == head:
             return CURRENT
         if self.legacy or _known(script, self.revision):
-            return OLDER  # a release up to 0013 wrote no revision newer than ours
+            return OLDER  # a release up to LEGACY_HEAD wrote no revision newer than ours
         if self.floor is not None and self.floor in ancestry(head):
             return NEWER
         return INCOMPATIBLE
@@ -121,11 +126,20 @@ def ancestry(revision: str | None) -> list[str]:
     return [r.revision for r in _script().walk_revisions(base="base", head=revision)]
 
 
-def floor_of(revision: str | None) -> str | None:
-    """The newest revision up to `revision` that is not additive."""
+def additive(module: object, dialect: str) -> bool:
+    """Whether a migration is additive on the engine `dialect` (its `additive`: a bool, or a
+    dict by engine when only one of them keeps older releases working)."""
+    said = getattr(module, "additive", False)
+    return bool(said.get(dialect, False)) if isinstance(said, dict) else said is True
+
+
+def floor_of(revision: str | None, dialect: str) -> str | None:
+    """The newest revision up to `revision` that is not additive on `dialect`, or that a
+    release without the floor has as its head (up to LEGACY_HEAD: they need it exactly)."""
+    legacy = set(ancestry(LEGACY_HEAD))
     script = _script()
     for rev in script.walk_revisions(base="base", head=revision or "heads"):
-        if getattr(rev.module, "additive", False) is not True:
+        if rev.revision in legacy or not additive(rev.module, dialect):
             return rev.revision
     return None
 
@@ -170,13 +184,14 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[Schema, Schema]:
             return before, before
         cfg = _alembic_config()
         cfg.attributes["connection"] = conn
-        if before.legacy and before.revision:  # migrated by a release up to 0013
+        if before.legacy and before.revision:  # migrated by a release up to LEGACY_HEAD
             command.stamp(cfg, before.revision)
         command.upgrade(cfg, revision)
         after = read(conn)
         _floor.create(conn, checkfirst=True)
         conn.execute(_floor.delete())
-        conn.execute(_floor.insert().values(version_num=floor_of(after.revision)))
+        floor = floor_of(after.revision, conn.dialect.name)
+        conn.execute(_floor.insert().values(version_num=floor))
         return before, read(conn)
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     text,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -41,14 +42,22 @@ class Machine(Base):
       (`lease.EXPIRY_SHARE`) is dead, hung or cut off: its lease is expired, a standby takes it.
     - `epoch`: the fencing token, +1 at each takeover; every write of the holder checks it in
       its own transaction, so only the current epoch writes.
-    - `renewed_at`: the DATABASE's clock (Unix seconds) at the holder's last write; compare
+    - `renewed_at`: the DATABASE's clock (Unix seconds) at the holder's last renewal; compare
       it with the database's now (`db.clock.db_now`), not a process's clock.
+    - `(id, epoch)` is unique (migration 0016): that makes the epoch a key column, so on
+      PostgreSQL a takeover waits for the holder's fenced writes and a renewal does not.
     - `connected`: the holder's ARI websocket is up (written at once when it comes or goes).
-    - `last_event_at`: the holder's clock (Unix seconds) at the last websocket message.
-    - `heartbeat_at`: the holder's clock at its last status write (`pbxcontrol status`).
+    - `last_event_at`: the database's clock (Unix seconds) at the last websocket message (the
+      holder writes its own measure of that message's age subtracted from the database's now).
+    - `heartbeat_at`, `last_sync`: the database's clock at its last status write (`pbxcontrol
+      status`) and at its last reconcile with Asterisk.
+    - `recorded`: what the machine's live legs say in their `recorded` column (SPEC §12):
+      false once its lease went 2 x `takeover_seconds` without a renewal, true again once a
+      holder reconciled (pbxcontrol/db/unrecorded.py); `renewed_at` is then "since when".
     """
 
     __tablename__ = "machines"
+    __table_args__ = (Index("ux_machines_id_epoch", "id", "epoch", unique=True),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     name: Mapped[str] = _s()
     startup_time: Mapped[str] = _s(64)  # as /asterisk/info reports it; a change = restart
@@ -67,6 +76,10 @@ class Machine(Base):
     # The lease (migration 0011; see the docstring).
     epoch: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
     renewed_at: Mapped[float] = _f()
+    # What its legs were last set to (migration 0017; see the docstring).
+    recorded: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=True, server_default=true()
+    )
     # The holder's counters for GET /metrics (migration 0012; pbxcontrol.recorder.status).
     reconnects: Mapped[int] = mapped_column(
         BigInteger, nullable=False, default=0, server_default="0"
@@ -155,12 +168,45 @@ class Person(Base):
 
 
 class TokenKey(Base):
-    """The installation's token signing key (HS256): one row, made by `pbxcontrol initdb`,
-    read by every API process at start, so every process and host verifies the same tokens."""
+    """The installation's token signing keys (HS256), one row each: the first made by
+    `pbxcontrol initdb`, the next by `pbxcontrol rotate-token-key`. The newest signs; every one
+    verifies the tokens that name its `id` (the JWT's `kid`). Every API process re-reads them
+    every few seconds, so every process and host signs and verifies with the same set."""
 
     __tablename__ = "token_keys"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     secret: Mapped[str] = mapped_column(String(128), nullable=False)  # hex; never logged
+    # Unix time it was made (NULL: before migration 0014); a key is dropped once its
+    # successor has signed for longer than any token lives.
+    created: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class RevokedToken(Base):
+    """A token ended by `user/logout` before its expiry, by its `jti`: checked with the person
+    lookup on every token request, on every process and host. Kept until the token would have
+    expired anyway (`expires`), then pruned."""
+
+    __tablename__ = "revoked_tokens"
+    __table_args__ = (Index("ix_revoked_tokens_expires", "expires"),)
+    jti: Mapped[str] = mapped_column(String(32), primary_key=True)
+    expires: Mapped[int] = mapped_column(BigInteger, nullable=False)  # the token's exp
+
+
+class StreamTicket(Base):
+    """A one-use ticket that opens one live stream without credentials in its URL
+    (`stream/ticket`), valid until `expires`. Stored as a digest: the table never holds a
+    usable ticket. Opening a stream deletes the row (one use, whichever process or host wins)."""
+
+    __tablename__ = "stream_tickets"
+    __table_args__ = (Index("ix_stream_tickets_expires", "expires"),)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256, hex
+    expires: Mapped[float] = mapped_column(Float, nullable=False)  # Unix time
+    # Who it was issued to, as a token would name them (the stream is re-checked as theirs).
+    username: Mapped[str] = mapped_column(String(128), nullable=False)
+    epoch: Mapped[str] = mapped_column(String(32), nullable=False)
+    scope: Mapped[str] = mapped_column(String(8), nullable=False)
+    jti: Mapped[str] = mapped_column(String(32), nullable=False, default="")  # "" = by password
+    token_expires: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class LoginFailure(Base):

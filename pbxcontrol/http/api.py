@@ -24,6 +24,10 @@ from pbxcontrol.http.envelope import ApiError
 log = logging.getLogger("pbxcontrol.http")
 access_log = logging.getLogger("pbxcontrol.access")
 
+#: The only methods served (SPEC §13); any other gets HTTP 405 with `Allow` and runs nothing
+#: (HEAD would run a GET's function, the hang-up included, and just drop the answer).
+METHODS = ("GET", "POST")
+ALLOW = ", ".join(METHODS)
 MAX_BODY = 64 * 1024
 MAX_QUERY = 8 * 1024  # below the server's header limit, so it still gets an envelope
 JSON = "application/json; charset=utf-8"
@@ -47,6 +51,9 @@ _release_memory = _malloc_trim()
 
 #: As a function's privileges: any privilege at all will do (user/login).
 ANY_PRIVILEGE = "*"
+READ_ONLY = (
+    "This token may only read (scope=read): log in with scope=all (the default) for this function."
+)
 
 
 @dataclass(frozen=True)
@@ -67,11 +74,13 @@ Handler = Callable[[ApiRequest], Any]
 
 @dataclass(frozen=True)
 class ApiFunction:
-    """A JSON function (`handler` answers it) or a stream function (`handler` opens it)."""
+    """A JSON function (`handler` answers it) or a stream function (`handler` opens it).
+    `read`: it changes nothing, so a token of scope `read` may call it (streams all are)."""
 
     path: str
     handler: Handler
     privileges: frozenset[str]
+    read: bool = False
 
 
 @dataclass
@@ -95,11 +104,14 @@ class JsonApi:
             raise ValueError(f"static pages at /{prefix}/ are registered twice")
         self.statics[prefix] = Path(directory)
 
-    def add(self, path: str, handler: Handler, privileges: Iterable[str]) -> None:
-        _register(self.functions, "API function", path, handler, privileges)
+    def add(
+        self, path: str, handler: Handler, privileges: Iterable[str], *, read: bool = False
+    ) -> None:
+        _register(self.functions, "API function", path, handler, privileges, read)
 
     def add_stream(self, path: str, opener: Handler, privileges: Iterable[str]) -> None:
-        _register(self.streams, "stream function", path, opener, privileges)
+        # A stream only shows what is there: every stream function is read-only.
+        _register(self.streams, "stream function", path, opener, privileges, True)
 
     def find(self, path: str, *, stream: bool = False) -> ApiFunction:
         """The function served at `path` (404 if none)."""
@@ -114,7 +126,7 @@ class JsonApi:
         """The caller of `values`' credentials (removed from them), allowed to use `function`
         (401, 402 otherwise); on the request's connection."""
         caller = self.authenticator.from_params(conn, values, address)
-        check_privileges(function.privileges, caller)
+        check_privileges(function, caller)
         return caller
 
     def run(
@@ -126,7 +138,7 @@ class JsonApi:
             if caller is None:
                 caller = self.authorize(conn, function, values, address)
             else:
-                check_privileges(function.privileges, caller)
+                check_privileges(function, caller)
             return caller, function.handler(ApiRequest(values, caller, conn, address))
 
     def dispatch(
@@ -141,7 +153,7 @@ class JsonApi:
         """Answer one request: (envelope code, JSON body). Never raises. `caller`, when given,
         is trusted instead of the request's credentials (see `call`)."""
         try:
-            if method not in ("GET", "POST", "HEAD"):
+            if method not in METHODS:
                 raise ApiError(405)
             function = self.find(path)
             values = params.parse(query, body) if method == "POST" else params.parse(query)
@@ -171,23 +183,58 @@ class JsonApi:
 
 
 def _register(
-    where: dict[str, ApiFunction], kind: str, path: str, handler: Handler, privileges: Iterable[str]
+    where: dict[str, ApiFunction],
+    kind: str,
+    path: str,
+    handler: Handler,
+    privileges: Iterable[str],
+    read: bool,
 ) -> None:
     key = path.strip("/")
     if key in where:
         raise ValueError(f"{kind} {key!r} is registered twice")
-    where[key] = ApiFunction(key, handler, frozenset(privileges))
+    where[key] = ApiFunction(key, handler, frozenset(privileges), read)
 
 
-def check_privileges(wanted: frozenset[str], caller: Caller) -> None:
-    """402 unless the caller has one of the `wanted` privileges (ANY_PRIVILEGE: any)."""
+def check_privileges(function: ApiFunction, caller: Caller) -> None:
+    """402 unless the caller has one of the function's privileges (ANY_PRIVILEGE: any), and
+    its credentials' scope allows the function (a `read` token: read-only functions only)."""
+    wanted = function.privileges
     if not (caller.privileges if ANY_PRIVILEGE in wanted else wanted & caller.privileges):
         raise ApiError(402)
+    if caller.scope != "all" and not function.read:
+        raise ApiError(402, [("", READ_ONLY)])
+
+
+def refuse_method() -> None:
+    """(A hook before every route: the API, streams without a hub, static pages, /health,
+    /metrics.) HTTP 405 with `Allow` and the envelope for a method other than GET and POST,
+    before any route is matched: bottle would answer HEAD with a GET route."""
+    req = bottle.request
+    if req.method in METHODS:
+        return
+    access_log.info("%s %s %s 405", req.environ.get("REMOTE_ADDR", ""), req.method, req.path)
+    raise bottle.HTTPResponse(
+        envelope.error(ApiError(405)),
+        405,
+        {"Allow": ALLOW, "Content-Type": JSON, "Cache-Control": "no-store"},
+    )
+
+
+def json_error(err: bottle.HTTPError) -> bytes:
+    """Bottle's own errors (no route, a route's 405) as the envelope."""
+    if err.status_code >= 500:
+        log.error("HTTP %s: %s", err.status_code, err.body)
+    bottle.response.content_type = JSON
+    return envelope.error(
+        ApiError(err.status_code if err.status_code in envelope.MESSAGES else 500)
+    )
 
 
 def build_app(api: JsonApi) -> bottle.Bottle:
     app = bottle.Bottle()
     app.config["json.enable"] = False  # we serialise the envelope ourselves
+    app.add_hook("before_request", refuse_method)
 
     @app.route("/api/json", method="ANY")
     @app.route("/api/json/", method="ANY")
@@ -222,14 +269,6 @@ def build_app(api: JsonApi) -> bottle.Bottle:
         name = path.strip("/")
         api.observe(name if name in api.functions else "unknown", code, elapsed)
         return payload
-
-    def json_error(err: bottle.HTTPError) -> bytes:
-        if err.status_code >= 500:
-            log.error("HTTP %s: %s", err.status_code, err.body)
-        bottle.response.content_type = JSON
-        return envelope.error(
-            ApiError(err.status_code if err.status_code in envelope.MESSAGES else 500)
-        )
 
     app.default_error_handler = json_error
     for prefix, directory in api.statics.items():

@@ -12,6 +12,7 @@ MESSAGES = {
     400: "Invalid input parameters specified.",
     401: "The authentication details provided are invalid.",
     402: "Your role does not allow this.",
+    403: "This address may not use this endpoint.",
     404: "No such function.",
     405: "Method not allowed; use GET or POST.",
     413: "Request too large.",

@@ -1,11 +1,12 @@
 """GET /metrics (SPEC §10): Prometheus text, from this process's HTTP figures and the fleet's rows.
 
-Per machine, the figures are what its recorder writes into `machines` with its heartbeat, so
-one scrape of any API process shows every machine of the database. Per API process, requests
-(by function and envelope code) with a latency histogram, and open streams. With `[http]
-processes` > 1 the processes' figures are summed through prometheus-client's multiprocess
-mode: the runtime sets PROMETHEUS_MULTIPROC_DIR (a private directory) before this module is
-imported and before any fork, and the supervisor marks a dead worker's files dead.
+For the clients of `[http] ops_allow` only (SPEC §13). Per machine, the figures are what its
+recorder writes into `machines` with its heartbeat, so one scrape of any API process shows every
+machine of the database. Per API process, requests (by function and envelope code) with a
+latency histogram, and open streams. With `[http] processes` > 1 the processes' figures are
+summed through prometheus-client's multiprocess mode: the runtime sets PROMETHEUS_MULTIPROC_DIR
+(a private directory) before this module is imported and before any fork, and the supervisor
+marks a dead worker's files dead.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from pbxcontrol.auth.proxy import Network, parse_networks
 from pbxcontrol.http import health
+
+#: `[http] ops_allow`'s default: this host only.
+LOOPBACK = parse_networks("127.0.0.1, ::1")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: (metric, help, kind, value of a MachineHealth and its row) — the per-machine figures.
@@ -31,6 +36,8 @@ _FLEET: tuple[tuple[str, str, str, Callable[[Any, Any], float]], ...] = (
      lambda m, r: m.recording),
     ("machine_connected", "1 while its holder's ARI websocket is up", "gauge",
      lambda m, r: m.connected),
+    ("machine_recorded", "1 while its lease was renewed within 2 x takeover_seconds; 0: its "
+     "legs carry recorded 0", "gauge", lambda m, r: m.recorded),
     ("machine_live_legs", "legs live on the machine, as the API lists them", "gauge",
      lambda m, r: m.live_legs),
     ("machine_events_received", "ARI messages its holder has read", "counter",
@@ -131,19 +138,27 @@ class Metrics:
         if self.multiprocess:
             multiprocess.mark_process_dead(pid, self.multiprocess)
 
-    def route(self, app: bottle.Bottle) -> None:
-        """GET /metrics on `app`."""
+    def route(self, app: bottle.Bottle, allow: tuple[Network, ...]) -> None:
+        """GET /metrics on `app`, for clients in `allow`."""
+        allowed = health.ops_only(allow)
 
         @app.get("/metrics")
         def metrics() -> bytes:
+            allowed()
             bottle.response.content_type = prometheus_client.CONTENT_TYPE_LATEST
             bottle.response.set_header("Cache-Control", "no-store")
             return self.scrape()
 
 
 def mount(
-    app: bottle.Bottle, metrics: Metrics, engine: Engine, ids: list[int], takeover: float
+    app: bottle.Bottle,
+    metrics: Metrics,
+    engine: Engine,
+    ids: list[int],
+    takeover: float,
+    allow: tuple[Network, ...] = LOOPBACK,
 ) -> None:
-    """GET /health and GET /metrics on `app` (for the machines `ids`)."""
-    health.route(app, engine, ids, takeover)
-    metrics.route(app)
+    """GET /health and GET /metrics on `app` (for the machines `ids`), for the clients in
+    `allow` (`[http] ops_allow`)."""
+    health.route(app, engine, ids, takeover, allow)
+    metrics.route(app, allow)

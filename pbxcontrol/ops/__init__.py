@@ -1,4 +1,5 @@
-"""Operators' tools on the command line: check-config, status, and the plugins' commands."""
+"""Operators' tools on the command line: check-config, status, backup, forget-machine, and the
+plugins' commands."""
 
 from __future__ import annotations
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -11,6 +10,7 @@ from sqlalchemy import Connection, func, select
 
 from pbxcontrol import database
 from pbxcontrol.config import Config
+from pbxcontrol.db.clock import db_now
 from pbxcontrol.db.models import LEGS_TABLE, Machine
 from pbxcontrol.ops import table
 
@@ -36,8 +36,12 @@ def _age(now: float, at: float) -> float | None:
     return round(now - at, 1) if at else None
 
 
-def machines(conn: Connection, config: Config, now: float) -> list[dict[str, Any]]:
-    """One entry per machine, configured or found in the database, by id."""
+def machines(conn: Connection, config: Config, now: float | None = None) -> list[dict[str, Any]]:
+    """One entry per machine, configured or found in the database, by id. Ages are on the
+    database's clock (`now`, by default read from it), which the recorders write theirs in:
+    the hosts' clocks need not agree."""
+    if now is None:
+        now = float(conn.execute(select(db_now(conn.dialect.name))).scalar_one())
     rows = {m.id: m for m in conn.execute(select(Machine.__table__))}
     counted = select(LEGS_TABLE.c.machine, func.count()).group_by(LEGS_TABLE.c.machine)
     legs: dict[int, int] = {machine: n for machine, n in conn.execute(counted)}
@@ -46,6 +50,7 @@ def machines(conn: Connection, config: Config, now: float) -> list[dict[str, Any
     for mid in sorted(configured | set(rows)):
         row = rows.get(mid)
         current = state(row, config.heartbeat, now)
+        flagged = row is not None and not row.recorded
         found.append(
             {
                 "machine": mid,
@@ -61,6 +66,9 @@ def machines(conn: Connection, config: Config, now: float) -> list[dict[str, Any
                 "events_per_second": row.events_per_second if row is not None else 0.0,
                 "events_total": row.events_total if row is not None else 0,
                 "last_event_age": _age(now, row.last_event_at) if row is not None else None,
+                # SPEC §12: its legs flagged, since its last renewal (pbxcontrol.db.unrecorded)
+                "recorded": not flagged,
+                "unrecorded_since": row.renewed_at if row is not None and flagged else None,
             }
         )
     return found
@@ -90,7 +98,7 @@ def show(config: Config, *, as_json: bool = False, out: TextIO | None = None) ->
     engine, _sessions = database.open_database(config, create_if_empty=False)
     try:
         with engine.connect() as conn:
-            found = machines(conn, config, time.time())
+            found = machines(conn, config)
     finally:
         engine.dispose()
     console = Console(file=out) if out is not None else Console()

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from pbxcontrol.db import journal
-from pbxcontrol.db.dataversion import data_version
+from pbxcontrol.db.dataversion import counted
 from pbxcontrol.provisioning import accounts
 from pbxcontrol.provisioning.bulk import Change, upsert
 from pbxcontrol.provisioning.document import PRIVILEGES, Plan, validate
@@ -71,7 +71,7 @@ def apply(
 
 def _apply_plan(session: Session, plan: Plan, dry_run: bool, bar: ProgressBar) -> dict[str, Change]:
     conn = session.connection()
-    version = data_version(conn)
+    version = counted(conn)
     changes = {"customers": upsert(conn, plan.customers, dry_run, _advance(bar, "customers"))}
     moved = bool(plan.customers.rows) and not dry_run and rebuild_customer_tree(session)
     changes["roles"] = accounts.apply_roles(conn, plan.roles, dry_run)
@@ -84,7 +84,7 @@ def _apply_plan(session: Session, plan: Plan, dry_run: bool, bar: ProgressBar) -
     # was written, not only by the data version: on PostgreSQL that moves once per transaction
     # (migration 0013), so a second apply in one transaction would not move it again.
     written = any(changes[s].inserted or changes[s].updated for s in LISTED if s in changes)
-    if not dry_run and (moved or written or data_version(conn) != version):
+    if not dry_run and (moved or written or counted(conn) != version):
         journal.record_reset(conn)
     return changes
 

@@ -15,19 +15,27 @@ from sqlalchemy.orm import Session, sessionmaker
 from pbxcontrol.ari.channel import LINKEDID_VAR, MalformedEvent
 from pbxcontrol.ari.client import Ari, AriError
 from pbxcontrol.ari.events import parse_event
+from pbxcontrol.liveness import Pulse
 from pbxcontrol.recorder import store
 from pbxcontrol.recorder.checkpoint import Checkpointer
 from pbxcontrol.recorder.lease import Lease
 from pbxcontrol.recorder.live import LiveLegs
 from pbxcontrol.recorder.provisioned import ProvisionedCache
-from pbxcontrol.recorder.reader import CONNECTED, DISCONNECTED, REPLACED, EventReader
+from pbxcontrol.recorder.reader import (
+    BACKLOG_LIMIT,
+    CONNECTED,
+    DISCONNECTED,
+    REPLACED,
+    Backlog,
+    EventReader,
+)
+from pbxcontrol.recorder.renewer import Renewer
+from pbxcontrol.recorder.retention import Retention
 from pbxcontrol.recorder.standby import Standby
 from pbxcontrol.recorder.status import Heartbeat, holder_name
 from pbxcontrol.recorder.transactions import Transactions
 
 log = logging.getLogger("pbxcontrol.recorder")
-
-PRUNE_CHUNK, PRUNE_CHUNKS = 5000, 10  # history rows deleted per transaction, per sweep
 
 
 class MachineRecorder:
@@ -45,6 +53,7 @@ class MachineRecorder:
         sweep_interval: float = 60.0,
         batch_size: int = 200,
         history_days: int = 0,
+        audit_days: int = 0,
         provisioned: ProvisionedCache | None = None,
         name: str = "",
         heartbeat: float = 2.0,
@@ -52,45 +61,49 @@ class MachineRecorder:
         takeover: float = 5.0,
         holder: str = "",
         on_commit: Callable[[], None] | None = None,
+        backlog: int = BACKLOG_LIMIT,
     ):
         self.machine, self.ari = machine, ari
-        self.sweep_interval = sweep_interval
-        self.batch_size = batch_size
-        self.history_days = history_days  # 0 = keep the history of ended legs forever
-        self.journal_seconds = journal_seconds  # how long the change journal keeps entries
+        self.sweep_interval, self.batch_size = sweep_interval, batch_size
+        self.retention = Retention(history_days, journal_seconds, audit_days)
         self.name = name or f"machine {machine}"
         self.cache = provisioned or ProvisionedCache(sessions)
         self.live = self._new_live()
         holder = holder or holder_name()
         self.lease = Lease(machine, holder, takeover, self.name)
+        self.synced = threading.Event()  # set by each reconcile; cleared when the websocket goes
         # The heartbeat renews the lease too: at least every third of the takeover time.
-        self.status = Heartbeat(machine, self.name, min(heartbeat, takeover / 3), holder)
-        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.stopping = threading.Event()
-        self.synced = threading.Event()  # set after each successful reconcile
-        self.malformed = 0
+        beat = min(heartbeat, takeover / 3)
+        self.status = Heartbeat(machine, self.name, beat, holder, synced=self.synced)
+        self.queue = Backlog(backlog)  # the reader's to the writer, bounded
+        self.stopping, self.malformed = threading.Event(), 0
         # After each commit (under serve: the hub's wake-up).
         self.on_commit: Callable[[], None] = on_commit or (lambda: None)
-        self.tx = Transactions(sessions, self.lease, self.name, self.stopping)
+        self.tx = Transactions(sessions, self.lease, self.name, self.stopping, Pulse())
         self.standby = Standby(self, self.lease, self.tx, self.status, self.stopping, self.name)
+        self.renewer = Renewer(sessions, self.lease, self.stopping)
+        gate = self.standby
         self.reader = EventReader(
             ari,
             self.queue,
             self.status,
-            self.standby.may_connect,
-            self.standby.replaced,
+            *(gate.may_connect, gate.replaced, gate.may_keep),
             self.stopping,
             self.name,
         )
         self._threads: list[threading.Thread] = []
-        self._needs_reconcile = False
         self._reader_done = threading.Event()
-        self._next_sweep = float("inf")
+        self._needs_reconcile, self._next_sweep = False, float("inf")
 
     @property
     def received(self) -> int:
         """Messages read from the websocket since the recorder started."""
         return self.reader.received
+
+    def alive(self, bound: float) -> bool:
+        """For the watchdog: the writer thread runs and is not stuck — it works for less than
+        `bound` seconds at a time, between waits for events, the lease or the database."""
+        return self.stopping.is_set() or not self.tx.pulse.stuck(bound)
 
     @property
     def holding(self) -> threading.Event:
@@ -99,7 +112,11 @@ class MachineRecorder:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
-        roles = [(self.reader.run, "reader"), (self.standby.run, "writer")]
+        roles = [
+            (self.reader.run, "reader"),
+            (self.standby.run, "writer"),
+            (self.renewer.run, "lease"),
+        ]
         checkpointer = Checkpointer(self.tx.sessions, self.stopping, self.name)
         if checkpointer.needed():
             roles.append((checkpointer.run, "checkpoints"))
@@ -161,15 +178,20 @@ class MachineRecorder:
     def record(self) -> None:
         """Record until stopped (drain what was read) or the lease is lost."""
         while not self.tx.lost and not (self._reader_done.is_set() and self.queue.empty()):
+            self.lease.progress()  # the renewer renews for a writer that goes round
+            if self.queue.overflowed.is_set():
+                self._overflowed()
             timeout = max(0.0, min(self._next_sweep - time.monotonic(), self.status.interval, 0.5))
             batch: list[Any] = []
             try:
-                batch.append(self.queue.get(timeout=timeout))
+                with self.tx.pulse.waiting():
+                    batch.append(self.queue.get(timeout=timeout))
                 while len(batch) < self.batch_size:
                     batch.append(self.queue.get_nowait())
             except queue.Empty:
                 pass
             for item in batch:
+                self.lease.progress()
                 self._handle(item)
             if self.tx.refused:
                 self._resync()
@@ -183,7 +205,7 @@ class MachineRecorder:
                     self.prune_history()
                 self._sync()
             self.flush()
-            self.status.beat(self.tx, self.received)  # renews the lease when nothing else did
+            self.status.beat(self.tx, self.received)
 
     # -- writer: recording while holding -------------------------------------------------
     def _handle(self, item: Any) -> None:
@@ -195,11 +217,22 @@ class MachineRecorder:
             self.status.beat(self.tx, self.received, connected=True)
         elif item is DISCONNECTED:
             self._next_sweep = float("inf")
+            self.synced.clear()  # events may be missed until the next reconcile
             self.status.beat(self.tx, self.received, connected=False)
         elif item is REPLACED:
             self.status.beat(self.tx, self.received, connected=False)  # is the lease ours?
         else:
             self._apply(*item)
+
+    def _overflowed(self) -> None:
+        """The reader found the backlog full and closed the websocket: what was read is
+        dropped (a reconcile after the reconnect makes the legs Asterisk's again)."""
+        dropped = self.queue.discard()
+        log.warning("%s: dropped %d events read and not written", self.name, dropped)
+        self._next_sweep = float("inf")
+        self.synced.clear()
+        self.queue.overflowed.clear()  # the reader reconnects: CONNECTED, then a reconcile
+        self.status.beat(self.tx, self.received, connected=False)
 
     def _drain(self, most: int = 100_000) -> None:
         for _ in range(most):
@@ -236,13 +269,14 @@ class MachineRecorder:
     def _reconcile(self) -> bool:
         sent, before = self.received, set(self.live.legs)
         try:
-            info = self.ari.info()
-            channels = self.ari.channels()
+            with self.lease.busy():  # 20,000 channels take a while: still alive
+                info = self.ari.info()
+                channels = self.ari.channels()
             live, ended = self.live.reconcile(info, channels, sent, time.time())
         except AriError as exc:
             log.warning("%s: reconcile failed (%s); will retry", self.name, exc)
             self._needs_reconcile = True
-            self.stopping.wait(1.0)
+            self.tx.pulse.wait(self.stopping, 1.0)
             return False
         self._needs_reconcile = False
         if self.flush(machine_row=True):
@@ -256,34 +290,28 @@ class MachineRecorder:
     def flush(self, machine_row: bool = False) -> bool:
         """Write what was applied since the last commit; False when it did not commit."""
 
-        def write(session: Session) -> Callable[[], None]:
-            done = store.flush(self.live, session)
-            if machine_row:
-                store.mark_synced(session, self.machine, self.name, self.live.startup_time or "")
-            return done
+        changes = self.live.changes()
+        batch = store.prepare(changes, self.machine)  # before the transaction begins
+        startup = self.live.startup_time or ""
 
-        done = self.tx.run(write, "writing legs")
-        if done is None:
+        def write(session: Session) -> bool:
+            store.write_prepared(batch, session)
+            if machine_row:  # last: the renewal waits for the row's lock until the commit
+                store.mark_synced(session, self.machine, self.name, startup)
+            return True
+
+        if self.tx.run(write, "writing legs") is None:
             return False
-        done()
+        changes.committed()
         self.status.committed()
         self.on_commit()
         return True
 
     def prune_history(self, now: float | None = None) -> int:
-        """Delete this machine's history rows that ended more than `history_days` ago, in
-        short transactions (store.prune_old), and the change journal's old entries. Returns
-        how many history rows went."""
-        now = now or time.time()
-        store.prune_journal(self.tx, now - self.journal_seconds, PRUNE_CHUNK)
-        if not self.history_days:
-            return 0
-        cutoff = now - self.history_days * 86400
-        total = store.prune_old(self.tx, self.machine, cutoff, PRUNE_CHUNK, PRUNE_CHUNKS)
-        log.debug(
-            "%s: pruned %d history rows older than %d days", self.name, total, self.history_days
-        )
-        return total
+        """A sweep's pruning (recorder/retention.py): the journal, the audit when due, and
+        this machine's history rows that ended more than `history_days` ago. Returns how many
+        history rows went."""
+        return self.retention.prune(self.tx, self.machine, self.name, now or time.time())
 
     def _resync(self) -> None:
         """After a write the database refused (a bug): rebuild the machine's legs from the
@@ -301,11 +329,7 @@ class MachineRecorder:
         return LiveLegs(self.machine, self.cache.get, self._linkedid)
 
     def _discard_queue(self) -> None:
-        while True:
-            try:
-                self.queue.get_nowait()
-            except queue.Empty:
-                return
+        self.queue.discard()
 
     def _linkedid(self, channel_id: str) -> str | None:
         """Without `channelvars = CHANNEL(linkedid)` in ari.conf: one REST read per channel."""

@@ -21,21 +21,84 @@ DISCONNECTED = object()
 REPLACED = object()  # another client opened a websocket with our application name
 BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
 RECV_TIMEOUT = 0.5  # how often a quiet reader checks that it still holds the lease
+#: Characters of messages read and not yet taken by the writer, at most (SPEC §12: bounded
+#: under any backlog). ~30 s of a busy machine's events (1,000/s of ~2 KB).
+BACKLOG_LIMIT = 64 * 1024 * 1024
+
+
+class Backlog:
+    """The queue from the reader to the writer, bounded: the reader puts markers and
+    (seq, message); a message that would take the queued characters past `limit` is not
+    queued — the reader closes the websocket and sets `overflowed`, the writer drops what
+    is queued (`discard`) and clears it, then the reader reconnects and the writer reconciles
+    with Asterisk (its state, not the lost events, is what counts). Each counter is written
+    by one thread only (`put_chars` the reader's, `got_chars` the writer's): no lock."""
+
+    def __init__(self, limit: int = BACKLOG_LIMIT) -> None:
+        self.limit = limit
+        self.overflowed = threading.Event()
+        self.put_chars = 0
+        self.got_chars = 0
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    @property
+    def size(self) -> int:
+        """Characters of the messages queued now."""
+        return self.put_chars - self.got_chars
+
+    def put(self, item: Any) -> None:
+        """A marker (CONNECTED, DISCONNECTED, REPLACED)."""
+        self._queue.put(item)
+
+    def fits(self, message: str) -> bool:
+        return self.size + len(message) <= self.limit
+
+    def put_message(self, seq: int, message: str) -> None:
+        """Queue a message (the reader, once it `fits`)."""
+        self.put_chars += len(message)
+        self._queue.put((seq, message))
+
+    def get(self, timeout: float | None = None) -> Any:
+        return self._taken(self._queue.get(timeout=timeout))
+
+    def get_nowait(self) -> Any:
+        return self._taken(self._queue.get_nowait())
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+    def discard(self) -> int:
+        """Drop everything queued (the writer); how many items."""
+        dropped = 0
+        while True:
+            try:
+                self.get_nowait()
+            except queue.Empty:
+                return dropped
+            dropped += 1
+
+    def _taken(self, item: Any) -> Any:
+        if isinstance(item, tuple):
+            self.got_chars += len(item[1])
+        return item
 
 
 class EventReader:
-    """Reads the websocket into `queue` (CONNECTED, (seq, message)..., DISCONNECTED) while
-    `may_connect()` is true: the lease is held and was renewed recently. A holder that hangs
-    or loses the database thus closes its websocket by itself once its lease may have been
-    taken, and one that wakes up (SIGCONT) closes it before reading on."""
+    """Reads the websocket into `queue` (CONNECTED, (seq, message)..., DISCONNECTED): opens it
+    while `may_connect()` is true (the lease is held and was renewed recently) and keeps it
+    while `may_keep()` is (held, not known lost, not in doubt for long: a slow commit or a late
+    renewal closes nothing). A holder that loses the database closes its websocket by itself
+    once its lease has surely been taken, and one that wakes up (SIGCONT) after a takeover reads
+    the ApplicationReplaced that the new holder's connection caused, and closes it."""
 
     def __init__(
         self,
         ari: Ari,
-        out: queue.SimpleQueue[Any],
+        out: Backlog,
         status: Heartbeat,
         may_connect: Callable[[], bool],
         on_replaced: Callable[[], None],
+        may_keep: Callable[[], bool],
         stopping: threading.Event,
         name: str,
     ):
@@ -44,6 +107,7 @@ class EventReader:
         self.status = status
         self.may_connect = may_connect
         self.on_replaced = on_replaced  # called before reading on: may_connect() is then false
+        self.may_keep = may_keep  # an open websocket stays open while true
         self.stopping = stopping
         self.name = name
         self.received = 0  # messages read from the websocket, a sequence number
@@ -57,7 +121,8 @@ class EventReader:
     def run(self) -> None:
         delay, down_since = BACKOFF_START, None
         while not self.stopping.is_set():
-            if not self.may_connect():
+            # After an overflow, the writer drops the backlog before anything new is read.
+            if not self.may_connect() or self.out.overflowed.is_set():
                 self.stopping.wait(0.05)
                 continue
             try:
@@ -82,7 +147,7 @@ class EventReader:
         self.out.put(CONNECTED)  # the writer reconciles; events meanwhile queue up
         try:
             while not self.stopping.is_set():
-                if not self.may_connect():
+                if not self.may_keep():
                     log.warning(
                         "%s: the lease is not confirmed: closing the events websocket", self.name
                     )
@@ -99,11 +164,19 @@ class EventReader:
                     self.on_replaced()
                     self.out.put(REPLACED)
                     return True
+                if not self.out.fits(message):
+                    log.warning(
+                        "%s: the writer is %d MB of events behind (a slow database?): "
+                        "closing the events websocket, dropping them and reconciling",
+                        *(self.name, self.out.size // 2**20),
+                    )
+                    self.out.overflowed.set()
+                    return True
                 self.received += 1
                 self.status.heard(self.received)
-                self.out.put((self.received, message))
+                self.out.put_message(self.received, message)
         except AriError as exc:
-            if not self.stopping.is_set() and self.may_connect():  # not closed by a drop
+            if not self.stopping.is_set() and self.may_keep():  # not closed by a drop
                 log.warning("%s: events connection lost (%s); reconnecting", self.name, exc)
                 return False
         finally:

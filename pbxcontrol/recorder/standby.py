@@ -44,7 +44,8 @@ class Recording(Protocol):
 class Standby:
     """Runs one machine's writer thread around its recording (MachineRecorder owns it), and
     tells the reader thread when it may connect: while the lease is held and renewed, and not
-    during the pause after an ApplicationReplaced."""
+    during the pause after an ApplicationReplaced. The writer's `pulse` (the transactions')
+    tells the watchdog whether it works or waits."""
 
     def __init__(
         self,
@@ -61,6 +62,7 @@ class Standby:
         self.status = status
         self.stopping = stopping
         self.name = name
+        self.pulse = tx.pulse
         self.holding = threading.Event()  # set while this process records the machine
         self._seen: Holder | None = None  # the other holder last logged
         self._first_reconcile = False  # the first reconcile of this turn is logged
@@ -69,6 +71,7 @@ class Standby:
 
     def run(self) -> None:
         """The writer thread, until a stop."""
+        self.pulse.attach()
         while not self.stopping.is_set():
             if self.lease.epoch is None and not self._stand_by():
                 break
@@ -79,10 +82,23 @@ class Standby:
 
     # -- the reader thread asks -----------------------------------------------------------
     def may_connect(self) -> bool:
+        """Open the websocket: only while the lease is held and trusted."""
         return (
             self.holding.is_set()
             and self.lease.valid()
             and time.monotonic() >= self._replaced_until
+        )
+
+    def may_keep(self) -> bool:
+        """Keep an open websocket: while the lease is held, not known lost, and not in doubt
+        for longer than `takeover_seconds` (renewals late on a starved host or a slow
+        database). Closing it at the first doubt lost the events in flight (issue 21); keeping
+        it is safe: nothing is written without the fence, and a standby that took the lease
+        connects, which makes Asterisk replace this websocket (ApplicationReplaced)."""
+        return (
+            self.holding.is_set()
+            and not self.lease.revoked
+            and self.lease.doubted_for() < self.lease.takeover
         )
 
     def replaced(self) -> None:
@@ -118,7 +134,7 @@ class Standby:
                         *(self.name, self.lease.seen.holder, self.lease.seen.epoch),
                     )
                 self._seen = self.lease.seen
-            self.stopping.wait(self.lease.poll_interval)
+            self.pulse.wait(self.stopping, self.lease.poll_interval)
         return False
 
     def _take(self) -> bool:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 
+from sqlalchemy import literal
 from sqlalchemy.orm import Session
 
+from pbxcontrol.db import unrecorded
+from pbxcontrol.db.clock import db_now
 from pbxcontrol.recorder import store
 
 
@@ -24,16 +28,29 @@ class Heartbeat:
     not a thread of its own: a writer that hangs stops beating, and shows as stale.
 
     The row is also the machine's lease (pbxcontrol.recorder.lease): the beat runs in a
-    fenced transaction, so it renews the lease, and only the holder of the current epoch
-    writes it. A standby writes nothing here; it logs "standby, holder host:pid (epoch N)"."""
+    fenced transaction, so only the holder of the current epoch writes it; the lease itself is
+    renewed by recorder/renewer.py (while this writer is alive). A standby writes nothing here;
+    it logs "standby, holder host:pid (epoch N)"."""
 
-    def __init__(self, machine: int, name: str, interval: float = 2.0, holder: str = ""):
+    def __init__(
+        self,
+        machine: int,
+        name: str,
+        interval: float = 2.0,
+        holder: str = "",
+        synced: threading.Event | None = None,
+    ):
         self.machine = machine
         self.name = name
         self.interval = interval
         self.holder = holder or holder_name()
+        # Set while the holder's legs are reconciled with Asterisk: only then may a beat say
+        # they are recorded again (pbxcontrol.db.unrecorded.vouch). None: always.
+        self.synced = synced
         self.connected = False
-        self.last_event_at = 0.0  # set by the reader: Unix time of the last websocket message
+        # Set by the reader: this process's monotonic clock at the last websocket message. The
+        # row gets the database's clock minus that message's age: hosts need not agree.
+        self.last_event_mono = 0.0
         self._next = 0.0  # monotonic time of the next beat
         self._since: tuple[float, int] | None = None  # (monotonic, events) at the last beat
         # For GET /metrics: websocket connections, reconciles and the legs they corrected,
@@ -64,7 +81,7 @@ class Heartbeat:
 
     def heard(self, seq: int) -> None:
         """The reader read event `seq` from the websocket (its thread)."""
-        self.last_event_at = time.time()
+        self.last_event_mono = time.monotonic()
         self._read.append((seq, time.monotonic()))
 
     def committed(self) -> None:
@@ -78,18 +95,20 @@ class Heartbeat:
         self.corrections += corrections
 
     def write(self, session: Session, events: int, release: bool = False) -> None:
-        """The UPDATE, in `session`."""
+        """The UPDATE, in `session`; after a reconcile, the legs are vouched for too."""
         now = time.monotonic()
         rate = 0.0
         if self._since is not None and now > self._since[0]:
             rate = (events - self._since[1]) / (now - self._since[0])
         self._since = (now, events)
         self._next = now + self.interval
+        db_clock = db_now(session.get_bind().dialect.name)
+        heard = self.last_event_mono
         values = {
             "holder": "" if release else self.holder,
             "connected": self.connected and not release,
-            "heartbeat_at": time.time(),
-            "last_event_at": self.last_event_at,
+            "heartbeat_at": db_clock,
+            "last_event_at": db_clock - literal(now - heard) if heard else literal(0.0),
             "events_total": events,
             "events_per_second": round(rate, 2),
             "reconnects": max(0, self.connections - 1),
@@ -99,3 +118,7 @@ class Heartbeat:
         }
         self._lag = 0.0
         store.heartbeat(session, self.machine, self.name, values)
+        if not release and (self.synced is None or self.synced.is_set()):
+            # A watch flagged the legs while this holder was silent (hung, cut off, slow):
+            # reconciled since, they are recorded again. Usually one UPDATE matching nothing.
+            unrecorded.vouch(session.connection(), self.machine)

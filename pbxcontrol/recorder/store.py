@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, and_, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from pbxcontrol.db import journal
+from pbxcontrol.db import journal, unrecorded
+from pbxcontrol.db.clock import db_now
 from pbxcontrol.db.models import LEG_HISTORY_TABLE, LEGS_TABLE, Base, Machine
 from pbxcontrol.recorder.leg import LiveLeg
 from pbxcontrol.recorder.live import Changes, LiveLegs
 
 LEGS, HISTORY = LEGS_TABLE, LEG_HISTORY_TABLE
 MACHINES = Base.metadata.tables["machines"]
+AUDIT = Base.metadata.tables["call_actions"]
 
 
 def load(live: LiveLegs, session: Session) -> int:
@@ -40,30 +42,56 @@ DELETE_LEGS = delete(LEGS).where(
 )
 
 
-def write(changes: Changes, machine: int, session: Session) -> None:
+@dataclass(frozen=True)
+class Batch:
+    """One transaction's writes, their parameters built before it begins (a transaction that
+    waits for Python holds its locks for nothing, and PostgreSQL ends one idle too long)."""
+
+    machine: int
+    changes: Changes
+    updates: list[dict[str, Any]]
+    gone: list[dict[str, Any]]
+
+
+def prepare(changes: Changes, machine: int) -> Batch:
+    """The parameters of `write_prepared`, built outside any transaction."""
+    updates = [
+        {**r, "b_machine": r["machine"], "b_uniqueid": r["uniqueid"]} for r in changes.updates
+    ]
+    gone = [{"b_machine": machine, "b_uniqueid": uid} for uid in changes.gone]
+    return Batch(machine, changes, updates, gone)
+
+
+def write_prepared(batch: Batch, session: Session) -> None:
     """Insert new legs, update changed ones, move ended ones to the history, in `session`;
     and the change journal's entries for them, in the same transaction (pbxcontrol.db.journal:
-    their scope keys before, read first, and after)."""
+    their scope keys before, and after). On PostgreSQL the entries come first, reading the keys
+    before in the same call (one round trip, and the data version's trigger then leaves the
+    legs to the journal: pbxcontrol/db/dataversion.py); on SQLite after, as read first."""
     conn = session.connection()
-    changed = [r["uniqueid"] for r in changes.updates] + changes.gone
-    before = journal.scope_keys(conn, machine, changed)
+    changes, machine = batch.changes, batch.machine
+    journalled = changes.inserts + changes.updates
+    first = conn.dialect.name == "postgresql"
+    if first:
+        journal.record_legs(conn, machine, journalled, changes.gone)
+    else:
+        changed = [r["uniqueid"] for r in changes.updates] + changes.gone
+        before = journal.scope_keys(conn, machine, changed)
     if changes.inserts:
         conn.execute(INSERT_LEGS, changes.inserts)
-    if changes.updates:
-        conn.execute(
-            UPDATE_LEGS,
-            [
-                {**r, "b_machine": r["machine"], "b_uniqueid": r["uniqueid"]}
-                for r in changes.updates
-            ],
-        )
+    if batch.updates:
+        conn.execute(UPDATE_LEGS, batch.updates)
     if changes.ended:
         conn.execute(INSERT_HISTORY, changes.ended)
-    if changes.gone:
-        conn.execute(
-            DELETE_LEGS, [{"b_machine": machine, "b_uniqueid": uid} for uid in changes.gone]
-        )
-    journal.record_legs(conn, machine, changes.inserts + changes.updates, changes.gone, before)
+    if batch.gone:
+        conn.execute(DELETE_LEGS, batch.gone)
+    if not first:
+        journal.record_legs(conn, machine, journalled, changes.gone, before)
+
+
+def write(changes: Changes, machine: int, session: Session) -> None:
+    """`write_prepared` of `prepare`, in one go."""
+    write_prepared(prepare(changes, machine), session)
 
 
 def flush(live: LiveLegs, session: Session) -> Callable[[], None]:
@@ -75,8 +103,21 @@ def flush(live: LiveLegs, session: Session) -> Callable[[], None]:
 
 
 def mark_synced(session: Session, machine: int, name: str, startup_time: str) -> None:
-    """The machine's row: the Asterisk startup time its legs belong to, and when."""
-    session.merge(Machine(id=machine, name=name, startup_time=startup_time, last_sync=time.time()))
+    """After a reconcile with Asterisk (the holder's fenced transaction): the machine's row
+    gets the startup time its legs belong to and when (the database's clock), and its legs
+    are recorded (again): those a watch flagged, and those a forget had ended that Asterisk
+    still has (pbxcontrol.db.unrecorded)."""
+    values = {
+        "name": name,
+        "startup_time": startup_time,
+        "last_sync": db_now(session.get_bind().dialect.name),
+    }
+    done = session.execute(update(MACHINES).where(MACHINES.c.id == machine).values(values))
+    if cast(CursorResult[Any], done).rowcount == 0:
+        session.execute(insert(MACHINES).values(id=machine, **values))
+    conn = session.connection()
+    unrecorded.vouch(conn, machine)
+    unrecorded.back_from_forgotten(conn, machine)
 
 
 def heartbeat(session: Session, machine: int, name: str, values: dict[str, Any]) -> None:
@@ -119,6 +160,32 @@ def prune_journal(
         gone := with_db(lambda s: journal.prune(s.connection(), cutoff, chunk), "pruning")
     ) and gone >= chunk:
         pass
+
+
+def prune_audit(
+    with_db: Callable[[Callable[[Session], int], str], int | None],
+    cutoff: float,
+    chunk: int,
+    chunks: int,
+) -> int:
+    """Delete up to `chunks` x `chunk` rows of the call-control audit (`call_actions`: every
+    machine's, so any recorder may) written before `cutoff`, a chunk per transaction. Returns
+    how many went."""
+    total = 0
+    for _ in range(chunks):
+        gone = with_db(lambda s: _prune_audit_rows(s, cutoff, chunk), "pruning the audit")
+        if gone is None:  # with_db logged it; the next sweep retries
+            break
+        total += gone
+        if gone < chunk:
+            break
+    return total
+
+
+def _prune_audit_rows(session: Session, cutoff: float, limit: int) -> int:
+    oldest = select(AUDIT.c.id).where(AUDIT.c.at < cutoff).limit(limit).scalar_subquery()
+    result = session.execute(delete(AUDIT).where(AUDIT.c.id.in_(oldest)))
+    return cast(CursorResult[Any], result).rowcount
 
 
 def prune_history(session: Session, machine: int, cutoff: float, limit: int) -> int:

@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pbxcontrol.db.outage import describe, is_outage
+from pbxcontrol.liveness import Pulse
 from pbxcontrol.recorder.checkpoint import no_autocheckpoint
 from pbxcontrol.recorder.lease import Lease, LeaseLost
 
@@ -22,18 +23,27 @@ REFUSED_BACKOFF_MAX = 30.0
 
 class Transactions:
     """Runs one unit of work per transaction for one machine's writer thread. Fenced work
-    starts with the lease's fence. The outcome of the last run is in the flags: `lost` (the
-    lease is gone: stop recording), `refused` (the database refused the write as a bug:
-    resync from the database and Asterisk instead of retrying it), `back` (the database
-    answers again after an outage: resync)."""
+    starts with the lease's fence; the lease is renewed elsewhere (recorder/renewer.py) while
+    the writer is alive (`Lease.busy`: it waits on the database meanwhile). The outcome of the
+    last run is in the flags: `lost` (the lease is gone: stop recording), `refused` (the
+    database refused the write as a bug: resync from the database and Asterisk instead of
+    retrying it), `back` (the database answers again after an outage: resync). Its pauses
+    between tries are the writer's waits (`pulse`: the watchdog counts them as idle,
+    pbxcontrol.liveness)."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], lease: Lease, name: str, stopping: threading.Event
+        self,
+        sessions: sessionmaker[Session],
+        lease: Lease,
+        name: str,
+        stopping: threading.Event,
+        pulse: Pulse | None = None,
     ):
         self.sessions = sessions
         self.lease = lease
         self.name = name
         self.stopping = stopping
+        self.pulse = pulse or Pulse()
         self.lost = False
         self.refused = False
         self.back = False
@@ -45,11 +55,11 @@ class Transactions:
         """`work(session)` in one transaction; its result, or None when it did not commit."""
         if fenced and self.lost:
             return None
-        started = time.monotonic()
+        started, renewed = time.monotonic(), False
         try:
-            with self.sessions.begin() as session:
+            with self.lease.busy(), self.sessions.begin() as session:
                 if fenced:
-                    self.lease.fence(session)
+                    renewed = self.lease.fence(session)
                 no_autocheckpoint(session.connection())  # SQLite: checkpoint.py says why
                 result = work(session)
         except LeaseLost as exc:
@@ -59,7 +69,7 @@ class Transactions:
         except SQLAlchemyError as exc:
             self._failed(exc, what)
             return None
-        if fenced:
+        if renewed:  # SQLite: its fence renews (the renewer waits for this writer's lock)
             self.lease.confirmed(started)
         self.refusals = 0
         if self.failing_since is not None:
@@ -87,7 +97,7 @@ class Transactions:
                 "machine from the database and Asterisk instead of retrying",
                 *(self.name, what, type(exc).__name__, describe(exc)),
             )
-            self.stopping.wait(min(REFUSED_BACKOFF_MAX, 0.5 * 2 ** (self.refusals - 1)))
+            self.pulse.wait(self.stopping, min(REFUSED_BACKOFF_MAX, 0.5 * 2 ** (self.refusals - 1)))
             return
         now = time.monotonic()
         if self.failing_since is None:
@@ -100,4 +110,4 @@ class Transactions:
             "%s: database unreachable while %s (try %d, %.0f s: %s); next try in %.1f s",
             *(self.name, what, self.tries, now - self.failing_since, describe(exc), pause),
         )
-        self.stopping.wait(pause)
+        self.pulse.wait(self.stopping, pause)

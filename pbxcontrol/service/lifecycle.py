@@ -1,24 +1,30 @@
-"""The serving process's life: stopping on SIGTERM/SIGINT, and its malloc arenas."""
+"""The serving process's life: stopping on SIGTERM/SIGINT, its malloc arenas, and what its
+systemd watchdog (and each API worker's own) watches."""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import shutil
 import signal
 import tempfile
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
+from pbxcontrol.liveness import Watched
 from pbxcontrol.service import notify
 
 if TYPE_CHECKING:
     from pbxcontrol.service.server import Server
 
 log = logging.getLogger("pbxcontrol")
+
+EXIT_STUCK = 70  # an API worker whose loop or hub is stuck (EX_SOFTWARE); it is replaced
 
 
 class Stop:
@@ -58,6 +64,18 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     m_arena_max = -8
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").mallopt(m_arena_max, arenas)
+    map_big_blocks()
+
+
+def map_big_blocks(threshold: int = 1 << 20) -> None:
+    """Blocks of `threshold` bytes or more (a password check's 19 MiB of argon2 memory, a big
+    answer) are mapped on their own and given back to the kernel when freed. Left to itself
+    glibc raises this threshold to the largest block freed so far (up to 32 MiB): after the
+    first password check, argon2's blocks came from the arenas, which kept them (a flood of
+    logins: +78 MB, bench/loginflood.py). A no-op where libc is not glibc."""
+    m_mmap_threshold = -3
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(m_mmap_threshold, threshold)
 
 
 def metrics_directory(processes: int) -> str | None:
@@ -73,19 +91,61 @@ def metrics_directory(processes: int) -> str | None:
     return path
 
 
-def ready(server: Server | None, supervisor) -> notify.Watchdog | None:
-    """Tell systemd the service is up (READY=1) and, under WatchdogSec=, ping it while the
-    HTTP loop turns (a function run through waitress's trigger comes back) and the API
-    workers' supervisor lives."""
+def checks(
+    server: Server | None,
+    supervisor: Any = None,
+    recorders: Sequence[Watched] = (),
+    bound: float = 30.0,
+) -> dict[str, Callable[[], bool]]:
+    """What the watchdog watches, by name: the HTTP loop turns (a function run through
+    waitress's trigger comes back within `bound` seconds), the stream hub's thread and each
+    recorder's writer do not work `bound` seconds without coming back to one of their waits
+    (pbxcontrol.liveness), and the API workers' supervisor lives."""
+    found: dict[str, Callable[[], bool]] = {}
+    if server is not None:
+        found["the HTTP loop"] = notify.monotonic_probe(server.trigger(), bound)
+        hub = server.hub
+        if hub is not None:
+            found["the stream hub"] = lambda: hub.alive(bound)
+    if supervisor is not None:
+        found["the API workers' supervisor"] = supervisor.alive
+    for recorder in recorders:
+        found[f"{recorder.name}'s writer"] = functools.partial(recorder.alive, bound)
+    return found
+
+
+def ready(
+    server: Server | None, supervisor: Any = None, recorders: Sequence[Watched] = ()
+) -> notify.Watchdog | None:
+    """Tell systemd the service is up (READY=1) and, under WatchdogSec=, ping it while every
+    part of `checks` turns: WatchdogSec= bounds how long any of them may be stuck."""
     notify.notify("READY=1")
     interval = notify.watchdog_interval()
     if interval is None:
         return None
-    checks = []
-    if server is not None:
-        checks.append(notify.monotonic_probe(server.trigger(), 2 * interval))
-    if supervisor is not None:
-        checks.append(supervisor.alive)
-    watchdog = notify.Watchdog(lambda: all(check() for check in checks), interval)
+    watchdog = notify.Watchdog(checks(server, supervisor, recorders, 2 * interval), interval)
     watchdog.start()
     return watchdog
+
+
+def worker_watch(interval: float | None) -> Callable[[Server], notify.Watchdog] | None:
+    """For the API workers (`[http] processes` > 1), which systemd does not watch (it hears
+    the first process only): each checks its own HTTP loop and stream hub as the first
+    process's watchdog would, and exits when one is stuck, so that the supervisor replaces
+    it. `interval` is the first process's (None: no watchdog asked)."""
+    if interval is None:
+        return None
+
+    def stuck(names: list[str]) -> None:
+        log.error("API worker (pid %d): exiting to be replaced (%s stuck)", os.getpid(), names[0])
+        os._exit(EXIT_STUCK)  # not SystemExit: the stuck thread would keep it from exiting
+
+    def watch(server: Server) -> notify.Watchdog:
+        bound = 2 * interval
+        watchdog = notify.Watchdog(
+            checks(server, bound=bound), interval, ping=lambda: None, on_stuck=stuck
+        )
+        watchdog.start()
+        return watchdog
+
+    return watch

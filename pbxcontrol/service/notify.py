@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 log = logging.getLogger("pbxcontrol")
 
@@ -46,16 +46,27 @@ def watchdog_interval() -> float | None:
 
 
 class Watchdog:
-    """A thread that sends WATCHDOG=1 every `interval` seconds while `alive()` says the
-    process's main loop still turns. When it stops saying so, the pings stop and systemd
-    kills and restarts the service after WatchdogSec=: a hung process does not stay up."""
+    """A thread that sends WATCHDOG=1 every `interval` seconds while every check says its
+    part of the process still turns (the HTTP loop, the stream hub, each recorder's writer).
+    When one stops saying so, the pings stop and systemd kills and restarts the service
+    after WatchdogSec=: a hung process does not stay up. `on_stuck` (an API worker, which
+    systemd does not watch) is told the names of the parts that stopped."""
 
-    def __init__(self, alive: Callable[[], bool], interval: float) -> None:
-        self.alive = alive
+    def __init__(
+        self,
+        checks: Mapping[str, Callable[[], bool]],
+        interval: float,
+        *,
+        ping: Callable[[], object] = lambda: notify("WATCHDOG=1"),
+        on_stuck: Callable[[list[str]], object] | None = None,
+    ) -> None:
+        self.checks = dict(checks)
         self.interval = interval
+        self.ping = ping
+        self.on_stuck = on_stuck
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
-        self._failing = False
+        self._failing: list[str] = []
 
     def start(self) -> None:
         self._thread.start()
@@ -65,12 +76,19 @@ class Watchdog:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            if self.alive():
-                self._failing = False
-                notify("WATCHDOG=1")
-            elif not self._failing:
-                self._failing = True
-                log.error("watchdog: the main loop does not answer; not pinging systemd")
+            failing = [name for name, check in self.checks.items() if not check()]
+            if self._stop.is_set():
+                return  # stopping: the threads checked may be ending on purpose
+            if not failing:
+                if self._failing:
+                    log.warning("watchdog: %s turns again", ", ".join(self._failing))
+                self._failing = []
+                self.ping()
+            elif failing != self._failing:
+                self._failing = failing
+                log.error("watchdog: %s does not turn (stuck)", ", ".join(failing))
+                if self.on_stuck is not None:
+                    self.on_stuck(failing)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
 
 from pbxcontrol.auth.proxy import ClientAddress
-from pbxcontrol.db.commits import CommitSignal
+from pbxcontrol.http.api import METHODS
 from pbxcontrol.http.body import ZERO_COPY_FROM, BytesBody
 from pbxcontrol.http.envelope import ApiError, error
 from pbxcontrol.streams import stream
@@ -22,6 +22,7 @@ from pbxcontrol.streams.hub import Hub
 from pbxcontrol.streams.stream import PREFIX, StreamApi
 
 log = logging.getLogger("pbxcontrol.http")
+access_log = logging.getLogger("pbxcontrol.access")
 
 
 class EnvelopeErrorTask(ErrorTask):
@@ -68,6 +69,10 @@ class ApiChannel(EnvelopeChannel):
             return super().service()
         assert self.streams is not None
         version = "1.1" if request.version == "1.1" else "1.0"
+        if request.command not in METHODS:
+            address = self._client_address(request)
+            access_log.info("%s %s %s 405", address, request.command, request.path)
+            return self._answer(stream.method_not_allowed(version, request.command))
         opened = self.streams.open(
             request.command,
             request.path,
@@ -76,18 +81,21 @@ class ApiChannel(EnvelopeChannel):
             self._client_address(request),
             full=self.hub.full,
         )
-        if isinstance(opened, bytes):
-            # Written before the request is dropped: with no request in flight, the socket
-            # loop flushes without the buffer lock.
-            self.write_soon(stream.whole(version, opened))
-            self.close_when_flushed = True
-            self._finished()
-            self.server.pull_trigger()
+        if not isinstance(opened, stream.Opened):  # the envelope, or one snapshot: whole
+            self._answer(stream.answer(version, opened))
         else:
             # Handed over on the socket loop's thread; until then the request is in flight,
             # so the loop neither reads nor writes this channel.
             head = stream.head(version)
             self.server.trigger.pull_trigger(lambda: self._hand_over(opened, head))
+
+    def _answer(self, data: bytes) -> None:
+        """A whole answer, then the connection closes. Written before the request is dropped:
+        with no request in flight, the socket loop flushes without the buffer lock."""
+        self.write_soon(data)
+        self.close_when_flushed = True
+        self._finished()
+        self.server.pull_trigger()
 
     def _finished(self) -> None:
         with self.requests_lock:
@@ -132,14 +140,12 @@ def make_server(
     threads: int,
     streams: StreamApi | None = None,
     proxies: ClientAddress | None = None,
-    *,
-    counted: Callable[[int], None] | None = None,
-    commits: CommitSignal | None = None,
+    **hub_settings: Any,
 ) -> Server:
     """Serve with `.run()`, stop with `.close()`; with `streams`, also the live streams (their
-    hub starts here, in the serving process: `counted` and `commits` are the hub's, see
-    Hub). With `proxies`, the client address is resolved from X-Forwarded-For when the peer
-    is a trusted proxy (pbxcontrol.auth.proxy)."""
+    hub starts here, in the serving process: `hub_settings` are Hub's keyword arguments,
+    `counted`, `commits`, `watch`, `stream_buffer`). With `proxies`, the client address is
+    resolved from X-Forwarded-For when the peer is a trusted proxy (pbxcontrol.auth.proxy)."""
     sockets: dict = {}
     server = create_server(
         proxies.middleware(app) if proxies is not None else app,
@@ -161,7 +167,7 @@ def make_server(
     channel_class: type[EnvelopeChannel] = EnvelopeChannel
     hub = None
     if streams is not None:
-        hub = Hub(streams.api.engine, streams, counted=counted, commits=commits)
+        hub = Hub(streams.api.engine, streams, **hub_settings)
         channel_class = type(
             "StreamingChannel",
             (ApiChannel,),

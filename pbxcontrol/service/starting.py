@@ -68,7 +68,12 @@ def unavailable_app(environ: dict[str, Any], start_response: Callable) -> Iterab
     if path.startswith(("/api/json", "/api/stream")):
         status, kind, body = "200 OK", JSON, error(unreachable())
     elif path == "/health":
-        payload = {"status": "fail", "database": "unreachable", "machines": {}}
+        payload = {
+            "status": "fail",
+            "database": "unreachable",
+            "machines": {},
+            "problems": ["the database does not answer"],
+        }
         status, kind, body = "503 Service Unavailable", JSON, orjson.dumps(payload)
     elif path == "/metrics":
         status, kind, body = "200 OK", "text/plain; version=0.0.4; charset=utf-8", METRICS

@@ -211,12 +211,17 @@ def start(supervisor: Supervisor) -> Handle:
     return Handle(pid)
 
 
-def waitress_worker(engine: Any, make_server: Callable[[], Any]) -> Callable[[], None]:
-    """What a worker runs: its own server on the shared socket, until SIGTERM/SIGINT."""
+def waitress_worker(
+    engine: Any, make_server: Callable[[], Any], watch: Callable[[Any], object] | None = None
+) -> Callable[[], None]:
+    """What a worker runs: its own server on the shared socket, until SIGTERM/SIGINT;
+    `watch(server)` starts its own watchdog (pbxcontrol.service.lifecycle.worker_watch)."""
 
     def serve() -> None:
         engine.dispose(close=False)  # never share the parent's database connections
         server = make_server()
+        if watch is not None:
+            watch(server)
 
         def stop(_signum: int, _frame: object) -> None:
             raise KeyboardInterrupt

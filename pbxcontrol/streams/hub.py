@@ -3,15 +3,21 @@ the change journal and writes the events, so an open stream costs a socket and a
 — not a thread, nor a waitress channel in its socket loop.
 
 The thread sleeps in one epoll set (pbxcontrol.streams.outlet) of the streams' sockets and a
-wake-up pipe. Each round: read the journal's head (SQLite: every `poll` seconds; PostgreSQL:
-woken by NOTIFY, and every second anyway), read the new entries once, and hand them to each
+wake-up pipe. Each round: read the journal's head (every `poll` seconds, at once after a commit
+of a writer in this process, and on PostgreSQL soon again while the head waits for writers in
+flight: pbxcontrol/db/horizon.py; recorders do not NOTIFY, whose commits PostgreSQL
+serialises), read the new entries once, and hand them to each
 *group* — the streams with the same view key (caller scope + parameters) share one view, so
 one query serves them all — then queue the group's events, encoded once, on each of its
 streams (the same bytes object, not a copy per stream) and send them at once without
 blocking; what a socket does not take goes out when it is writable. New streams join between
 rounds, at the hub's position: a snapshot (encoded once per group and position), or
-(resuming) the events they missed. Every few seconds: keepalives, and a re-check of each
-stream's person (disabled, token revoked or expired: the stream ends).
+(resuming) the events they missed; a join that fails (the database) closes that stream and
+frees its person's slot. Per stream, a keepalive once it has had nothing for KEEPALIVE
+seconds (not on a global tick: the streams are kept in the order they were last written).
+Every few seconds, a re-check of each stream's person (disabled, token revoked or expired:
+the stream ends). With a `watch` (pbxcontrol.db.unrecorded), the hub also looks at the
+machines' leases and flags or ends the legs of a machine nobody records (SPEC §12).
 """
 
 from __future__ import annotations
@@ -31,16 +37,21 @@ from sqlalchemy import Connection, Engine
 from pbxcontrol.db import journal
 from pbxcontrol.db.commits import CommitSignal
 from pbxcontrol.db.outage import describe, is_outage
+from pbxcontrol.db.unrecorded import Watch
 from pbxcontrol.http.api import _release_memory
+from pbxcontrol.liveness import Pulse
 from pbxcontrol.streams.notices import Notices
-from pbxcontrol.streams.outlet import Fanout, Outlet, Stream
+from pbxcontrol.streams.outlet import BACKLOG, Fanout, Outlet, Stream
 from pbxcontrol.streams.stream import Opened, StreamApi, StreamView, event
 
 log = logging.getLogger("pbxcontrol.http")
 
-KEEPALIVE = 10.0  # seconds between comment lines (the contract: at most 15)
+KEEPALIVE = 10.0  # seconds without a byte before a stream gets a comment line (contract: 15)
 RECHECK = 30.0  # seconds between re-checks of each stream's person (the contract: 60)
 BATCH = 5000  # journal entries read per round at most
+#: PostgreSQL: seconds between rounds, and while the head settles (writers in flight). A round
+#: is one call (pbx_journal_probe) when nothing changed.
+PG_POLL, PG_SETTLE = 0.05, 0.01
 #: The GIL's switch interval in a process with a hub (Python's default is 5 ms): a request
 #: thread waiting for the GIL while the hub fans a change out waits at most this long, at
 #: each of the several times a request takes the GIL back after I/O.
@@ -66,25 +77,34 @@ class Hub:
         counted: Callable[[int], None] | None = None,
         commits: CommitSignal | None = None,
         poll: float = 0.1,
+        watch: Watch | None = None,
+        stream_buffer: int = BACKLOG,
     ) -> None:
         """`counted` is told the number of open streams after each round (the metrics'
-        gauge); `commits`, the writers of this process, wake the hub after each commit."""
+        gauge); `commits`, the writers of this process, wake the hub after each commit;
+        `watch` looks at the machines' leases; a stream is ended once more than
+        `stream_buffer` bytes wait for its client (`[http] stream_buffer`)."""
         self.engine = engine
         self.api = streams
-        self.poll = poll if engine.dialect.name != "postgresql" else 1.0
+        self.poll = poll if engine.dialect.name != "postgresql" else PG_POLL
         self.position = 0  # the last journal id every group has been brought to
         #: The first round reads the head (the database may not answer when the hub starts).
         self.placed = False
         self.failing = False  # the database did not answer the last round
         self.pruned = 0
         self.groups: dict[Any, Group] = {}
-        self.fanout = Fanout(self._forget)
+        self.fanout = Fanout(self._forget, stream_buffer)
+        self.watch = watch
+        self._watch_due = 0.0  # monotonic: the next look at the leases
+        self._watch_failing = False
+        self._quiet_due = 0.0  # monotonic: the first stream due for a keepalive
         self._joining: queue.SimpleQueue[tuple[socket.socket, Opened, bytes]]
         self._joining = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.pulse = Pulse()  # the thread's: waiting in its poll, or working (the watchdog)
         # The intervals are read each round (a test may shorten them on a running hub).
-        self._last_keepalive = self._last_recheck = -RECHECK - KEEPALIVE
+        self._last_recheck = -RECHECK
         self._next_recheck = float("inf")  # sooner: a token that expires
         self._trim_due, self._next_trim = False, 0.0
         self.counted: Callable[[int], None] = counted or (lambda count: None)
@@ -117,6 +137,11 @@ class Hub:
         self._joining.put((sock, opened, head))
         self.fanout.poller.wake()
 
+    def alive(self, bound: float) -> bool:
+        """For the watchdog: the hub's thread runs and its loop turns — no round of it works
+        for `bound` seconds or more."""
+        return self._stop.is_set() or not self.pulse.stuck(bound)
+
     @property
     def count(self) -> int:
         return len(self.fanout.streams)
@@ -129,50 +154,59 @@ class Hub:
     # -- the hub's thread ------------------------------------------------------------------
     def _run(self) -> None:
         due = 0.0
+        self.pulse.attach()
         try:
             while not self._stop.is_set():
-                woken, ready = self.fanout.poller.wait(due - time.monotonic())
+                soonest = min(due, self._quiet_due, self._watch_due if self.watch else due)
+                with self.pulse.waiting():
+                    woken, ready = self.fanout.poller.wait(soonest - time.monotonic())
                 if self._stop.is_set():
                     return
                 for stream, events in ready:
                     self.fanout.ready(stream, events)
                 if woken or time.monotonic() >= due:
                     due = time.monotonic() + self.poll
-                    self._guarded_round()
+                    if self._guarded_round():
+                        due = min(due, time.monotonic() + PG_SETTLE)
                     self.counted(self.count)
-                if time.monotonic() >= self._last_keepalive + KEEPALIVE:
-                    # Also while the database does not answer: the streams stay open.
-                    self._last_keepalive = time.monotonic()
-                    self.fanout.keepalive(KEEPALIVE)
+                if self.watch is not None and time.monotonic() >= self._watch_due:
+                    self._look()
+                # Whatever became of the round (a database that fails): no stream goes
+                # KEEPALIVE seconds without a byte.
+                if time.monotonic() >= self._quiet_due:
+                    self._quiet_due = self.fanout.keepalive(KEEPALIVE)
         finally:
             for stream in [*self.fanout.streams.values(), *self.fanout.closing.values()]:
                 self.fanout.close(stream)
             self.fanout.poller.close()
 
-    def _guarded_round(self) -> None:
-        """A round; while the database does not answer, one line when it stops and one when
-        it is back (no traceback a second), the streams kept."""
+    def _guarded_round(self) -> bool:
+        """A round (True: the head settles); while the database does not answer, one line
+        when it stops and one when it is back (no traceback a second), the streams kept."""
         try:
-            self._round()
+            settling = self._round()
         except Exception as exc:
             if not is_outage(exc):
                 log.exception("stream hub: round failed; retrying")
             elif not self.failing:
                 log.warning("stream hub: the database does not answer (%s)", describe(exc))
             self.failing = True
-            self._stop.wait(1.0)
-            return
+            self.pulse.wait(self._stop, 1.0)
+            return False
         if self.failing:
             self.failing = False
             log.info("stream hub: the database answers again at journal id %s", self.position)
+        return settling
 
-    def _round(self) -> None:
+    def _round(self) -> bool:
+        """One round; True when the journal's head waits for writers in flight."""
         with self.engine.connect() as conn:
             last, self.pruned = journal.head(conn)
+            settling = journal.settling(conn)
             if not self.placed or last < self.position:
                 self._rewound(conn, last)
             elif last > self.position:
-                # By entries, not ids: after a failover the ids jump (pbxcontrol.db.failover).
+                # By entries, not ids: ids have gaps (a failover's: pbxcontrol.db.failover).
                 entries = journal.since(conn, self.position, last, limit=BATCH)
                 upto = entries[-1].id if len(entries) == BATCH else last
                 self._advance(conn, entries, upto)
@@ -190,6 +224,7 @@ class Hub:
             if now >= min(self._next_recheck, self._last_recheck + RECHECK):
                 self._last_recheck, self._next_recheck = now, float("inf")
                 self._recheck(conn)
+        return settling
 
     def _rewound(self, conn: Connection, last: int) -> None:
         """The first round (position unknown), or the journal's head went back (a database
@@ -198,6 +233,22 @@ class Hub:
             log.warning("stream hub: the journal went back (%d -> %d)", self.position, last)
             self._advance(conn, [journal.Entry(last, 0, "", journal.RESET, None, None)], last)
         self.position, self.placed = last, True
+
+    def _look(self) -> None:
+        """The watch's look at the machines' leases; what it wrote (legs flagged or ended,
+        with their journal entries) goes to the streams in the next round, at once."""
+        assert self.watch is not None
+        try:
+            wait, wrote = self.watch.check(self.engine)
+        except Exception as exc:
+            if not self._watch_failing:  # once per outage, not every second
+                log.warning("stream hub: cannot look at the machines' leases: %s", exc)
+            self._watch_failing, wait, wrote = True, 1.0, False
+        else:
+            self._watch_failing = False
+        self._watch_due = time.monotonic() + wait
+        if wrote:
+            self.fanout.poller.wake()
 
     def _follow(self, conn: Connection) -> None:
         for follower in self.api.followers:
@@ -237,18 +288,30 @@ class Hub:
             self._joining.put(joining)
 
     def _join(self, conn: Connection, sock: socket.socket, opened: Opened, head: bytes) -> None:
+        """Take the stream in: a snapshot, or what it missed. If that fails (the database
+        went away), the stream is closed and its person's slot freed: the client reconnects."""
         stream = Stream(Outlet(sock), opened)
         self.fanout.poller.add(stream.outlet, stream)
+        self.fanout.streams[stream.outlet.fd] = stream  # from here, closing it forgets it all
+        self._quiet_due = min(self._quiet_due, stream.written + KEEPALIVE)
+        try:
+            self._start(conn, stream, head)
+        except Exception as exc:
+            log.warning("stream of %s closed: it could not start (%s)", opened.caller.username, exc)
+            self.fanout.close(stream)
+
+    def _start(self, conn: Connection, stream: Stream, head: bytes) -> None:
+        opened = stream.opened
         stream.outlet.push(head)
         key = (opened.path, opened.view.key)
         group = self.groups.get(key)
         if group is None:
-            group = self.groups[key] = Group(opened.view)
+            group = Group(opened.view)
             data = group.view.snapshot(conn, replace=True)
             group.snapshot = (self.position, event(self.position, "snapshot", data))
+            self.groups[key] = group
         opened.view = group.view  # the stream's own (its statements) is not kept
         group.streams.add(stream)
-        self.fanout.streams[stream.outlet.fd] = stream
         if opened.caller.token_expires:  # end it on time, not at the next periodic check
             self._next_recheck = min(self._next_recheck, self._next_expiry())
         resume = opened.last_event_id
@@ -266,11 +329,14 @@ class Hub:
 
     def _recheck(self, conn: Connection) -> None:
         """End the streams whose person was disabled, whose token expired or was revoked, or
-        whose view they may no longer see. One check per distinct credentials."""
+        whose view they may no longer see. One check per distinct person and credentials."""
         verdicts: dict[tuple, bool] = {}
         for stream in list(self.fanout.streams.values()):
             opened = stream.opened
-            who = (opened.path, tuple(sorted(opened.credentials.items())))
+            caller, token = opened.caller, opened.credentials.get("auth_token", "")
+            # What revalidate compares, and the token or ticket.
+            who: tuple = (opened.path, caller.username, caller.role, caller.customer_id)
+            who += (caller.state, token, opened.grant)
             if who not in verdicts:
                 verdicts[who] = self.api.recheck(conn, opened)
             if not verdicts[who] or (

@@ -17,7 +17,7 @@ import os
 import selectors
 import socket
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import islice
@@ -28,7 +28,8 @@ from pbxcontrol.streams.stream import Event, Opened, event
 log = logging.getLogger("pbxcontrol.http")
 
 MAX_BUFFERS = 64  # queued events given to one sendmsg
-BACKLOG = 4 * 1024 * 1024  # bytes a client may leave unread before its stream is ended
+#: Bytes a client may leave unread before its stream is ended (`[http] stream_buffer`).
+BACKLOG = 4 * 1024 * 1024
 LINGER = 10.0  # seconds an ended stream has to send what was queued before it is closed
 KEEPALIVE_LINE = b": keepalive\n\n"
 
@@ -154,10 +155,12 @@ class Fanout:
     `forget(stream)` is the owner's (the hub's): what a stream that gets no more events
     leaves behind (its group, its person's slot)."""
 
-    def __init__(self, forget: Callable[[Stream], None]) -> None:
-        self.streams: dict[int, Stream] = {}  # by socket fd: the open streams
+    def __init__(self, forget: Callable[[Stream], None], buffer: int = BACKLOG) -> None:
+        # By socket fd: the open streams, the one written longest ago first (keepalives).
+        self.streams: OrderedDict[int, Stream] = OrderedDict()
         self.closing: dict[int, Stream] = {}  # ended, still sending what was queued
         self.poller = Poller()
+        self.buffer = buffer  # bytes waiting for a client beyond which its stream ends
         self._forget_owner = forget
 
     def _forget(self, stream: Stream) -> None:
@@ -193,12 +196,17 @@ class Fanout:
 
     def write(self, stream: Stream, data: bytes) -> bool:
         outlet = stream.outlet
-        if outlet.pending > BACKLOG:  # it does not read: end it, do not buffer more
-            log.info("stream of %s ended: the client does not read", stream.opened.caller.username)
+        if outlet.pending > self.buffer:  # it does not read: end it, do not buffer more
+            log.info(
+                "stream of %s ended: %d bytes wait for a client that does not read",
+                *(stream.opened.caller.username, outlet.pending),
+            )
             self.close(stream)
             return False
         outlet.push(data)
         stream.written = time.monotonic()
+        if self.streams.get(outlet.fd) is stream:
+            self.streams.move_to_end(outlet.fd)
         return self.flush(stream)
 
     def flush(self, stream: Stream) -> bool:
@@ -216,17 +224,23 @@ class Fanout:
         self.poller.want_write(stream.outlet, stream, not done)
         return True
 
-    def keepalive(self, every: float) -> None:
-        """A comment line on each stream idle for about `every` seconds; close the ended
-        streams whose time to flush is over."""
+    def keepalive(self, every: float) -> float:
+        """A comment line on each stream that got nothing for `every` seconds; close the
+        ended streams whose time to flush is over. Returns when (monotonic) the next stream
+        falls due: the streams are in the order they were last written, so this reads only
+        the ones due and the one after."""
         now = time.monotonic()
-        idle = now - every + 1.0
-        for stream in list(self.streams.values()):
-            if stream.written <= idle:
-                self.write(stream, KEEPALIVE_LINE)
+        while self.streams:
+            stream = next(iter(self.streams.values()))
+            if stream.written > now - every:
+                break
+            self.write(stream, KEEPALIVE_LINE)  # moves it to the end, or closes it
         for stream in list(self.closing.values()):
             if stream.closing <= now:
                 self.close(stream)
+        first = next(iter(self.streams.values()), None)
+        due = first.written + every if first is not None else float("inf")
+        return min(due, now + 1.0) if self.closing else due
 
     def end(self, stream: Stream) -> None:
         """Close the stream once what was queued has gone out (or after LINGER seconds)."""

@@ -1,6 +1,7 @@
 """calls/active/list: the live call legs a person may see, filtered, sorted and named;
-calls/hangup: end the calls among them, audited and rate-limited; calls/active/scopes and the
-wallboard page (/wallboard/) that shows them live; `pbxcontrol calls`, the list in a terminal."""
+calls/hangup: end the calls among them, audited and rate-limited; calls/active/scopes,
+calls/active/unrecorded and the wallboard page (/wallboard/) that shows them live;
+`pbxcontrol calls`, the list in a terminal."""
 
 import functools
 from pathlib import Path
@@ -14,6 +15,7 @@ from .hangup import Hangups
 from .listing import PRIVILEGES, list_active_calls
 from .scopes import scopes
 from .stream import open_stream
+from .unrecorded import unrecorded
 from .view import LegView
 
 WALLBOARD = Path(__file__).resolve().parent / "wallboard"
@@ -27,15 +29,22 @@ def setup(ctx: PluginContext) -> None:
     view = LegView(ctx.journal) if _yes(ctx, "memory_view", "yes") else None
     if view is not None:
         ctx.journal.follow(view.follow)
+    days = ctx.history_days  # how far back `at` may go
     ctx.add_api_function(
         "calls/active/list",
-        functools.partial(list_active_calls, journal=ctx.journal, cache=cache, view=view),
+        functools.partial(
+            list_active_calls, journal=ctx.journal, cache=cache, view=view, history_days=days
+        ),
         PRIVILEGES,
+        read=True,
     )
-    ctx.add_stream_function("calls/active/list", open_stream, PRIVILEGES)
+    opener = functools.partial(open_stream, journal=ctx.journal, history_days=days)
+    ctx.add_stream_function("calls/active/list", opener, PRIVILEGES)
     hangups = Hangups(ctx.channels, _whole_number(ctx, "hangups_per_minute", "30"), ctx.log)
     ctx.add_api_function("calls/hangup", hangups, HANGUP_PRIVILEGES)
-    ctx.add_api_function("calls/active/scopes", scopes, PRIVILEGES)
+    ctx.add_api_function("calls/active/scopes", scopes, PRIVILEGES, read=True)
+    # The wallboard's banner (a read token): since when a machine is not recorded (SPEC §12).
+    ctx.add_api_function("calls/active/unrecorded", unrecorded, PRIVILEGES, read=True)
     ctx.add_static("wallboard", WALLBOARD)
 
 

@@ -23,7 +23,7 @@ from . import params as list_params
 
 LIST = "calls/active/list"
 # API parameters given as options of the same name, and those given as on/off flags.
-VALUES: tuple[str, ...] = ("customer", "direction", "sort", "callid", "phone")
+VALUES: tuple[str, ...] = ("customer", "direction", "sort", "callid", "phone", "at")
 VALUES += tuple(f"{p}{k}" for p in "scd" for k in ("number", "match", "type"))
 FLAGS = list_params.FLAGS
 HEADERS = ("AGE", "DIR", "FROM", "TO", "STATUS", "MACHINE", "UNIQUEID", "CALLID")
@@ -60,6 +60,12 @@ def arguments(calls: argparse.ArgumentParser) -> None:
         )
         add(f"--{part}type", metavar="TYPE", help=f"only this {what} type (phone, external, ...)")
     add("--count", action="store_true", help="only how many legs")
+    add(
+        "--at",
+        metavar="TIME",
+        help="the legs live at this past moment, as they were then: a Unix time or ISO 8601 "
+        "with an offset (2026-12-05T14:03:00+01:00)",
+    )
     add("--as", dest="as_user", metavar="USERNAME", help="see what this person sees")
     add(
         "--watch",
@@ -73,6 +79,11 @@ def arguments(calls: argparse.ArgumentParser) -> None:
 
 
 def run(ctx: CommandContext, args: argparse.Namespace) -> int:
+    if args.at and args.watch is not None:
+        print(
+            "error: --at shows one past moment, which does not change: no --watch", file=sys.stderr
+        )
+        return 2
     listing = ActiveCalls(ctx, args.as_user)
     return show(listing, api_params(vars(args)), watch=args.watch, as_json=args.json)
 
@@ -132,6 +143,14 @@ def rows(data: list[dict[str, Any]], now: float) -> list[list[table.Cell]]:
     ]
 
 
+def _moment(raw: str) -> float | None:
+    """`at` as a Unix time (None: now; a malformed one is the API's 400 to tell)."""
+    try:
+        return list_params.moment(raw) if raw else None
+    except ValueError:
+        return None
+
+
 def describe(params: Mapping[str, str], who: str) -> str:
     scope = f"customer={params.get('customer', '(own)')}"
     if params.get("recursive"):
@@ -140,9 +159,13 @@ def describe(params: Mapping[str, str], who: str) -> str:
 
 
 def render(data: Any, params: Mapping[str, str], who: str, terminal: bool) -> RenderableType:
-    """The answer as a table (a count as one line); plain text when not on a terminal."""
-    now = time.time()
-    stamp = datetime.fromtimestamp(now).strftime("%H:%M:%S")
+    """The answer as a table (a count as one line); plain text when not on a terminal. At a
+    past moment (`at`), ages are counted to it and the title says it is the past."""
+    past = _moment(params.get("at", ""))
+    now = time.time() if past is None else past
+    stamp = datetime.fromtimestamp(now).strftime(
+        "%H:%M:%S" if past is None else "%Y-%m-%d %H:%M:%S"
+    )
     if isinstance(data, dict):  # count=1
         count = data["count"]
         return Text(f"{count} legs ({describe(params, who)}, {stamp})" if terminal else f"{count}")
@@ -150,6 +173,8 @@ def render(data: Any, params: Mapping[str, str], who: str, terminal: bool) -> Re
     if not terminal:
         return Text(table.plain(HEADERS, body))
     title = f"{len(data)} active legs ({describe(params, who)}, {stamp})"
+    if past is not None:
+        title = f"{len(data)} legs live at {stamp}, the past, not now ({describe(params, who)})"
     styles = [DIRECTION_STYLES.get(leg["direction"], "") for leg in data]
     return table.rich_table(title, HEADERS, body, styles)
 

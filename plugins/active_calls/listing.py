@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -9,13 +10,15 @@ from sqlalchemy import Connection
 
 from pbxcontrol.plugin import ApiError, ApiRequest, Caller, Journal
 
-from . import params, query, view_answers
+from . import params, past, query, view_answers
 from .cache import ResponseCache
 from .names import NameBook, named
 from .params import ListRequest
+from .shapes import Statements
 from .view import LegView
 
 PRIVILEGES = frozenset({"callshop", "telephone line reports", "user"})
+DAY = 86400
 
 
 def list_active_calls(
@@ -23,11 +26,14 @@ def list_active_calls(
     journal: Journal,
     cache: ResponseCache | None = None,
     view: LegView | None = None,
+    history_days: int = 0,
 ) -> Any:
-    wanted, errors = parse(request)
+    wanted, errors = parse(request, history_days)
     caller = request.caller
     conn = request.conn
-    if cache is None or errors:
+    # Not a past moment either: the data version counts changes of the live legs, and an
+    # ended leg can reach the history without one (born and gone within one batch).
+    if cache is None or errors or wanted.at is not None:
         return _answer(conn, caller, wanted, errors, view)
     # Read before the data: the answer is then at least as new as the version it is kept under.
     # With the in-memory view, the version comes with the journal's position, which the view
@@ -43,12 +49,20 @@ def list_active_calls(
     return orjson.Fragment(raw)
 
 
-def parse(request: ApiRequest) -> tuple[ListRequest, list[tuple[str, str]]]:
-    """The parameters, and what is wrong with them; 402 for the system view unless allowed."""
+def parse(request: ApiRequest, history_days: int = 0) -> tuple[ListRequest, list[tuple[str, str]]]:
+    """The parameters, and what is wrong with them; 402 for the system view unless allowed.
+    `at` must be a past moment whose ended legs are all still kept ([recorder] history_days:
+    the recorder deletes those that ended longer ago; 0 keeps them forever)."""
     wanted, errors = params.parse(request.params)
     if wanted.customer == "system" and not request.caller.is_system_owner:
         # Permission outranks validation: a 402 is the one answer, whatever else is wrong.
         raise ApiError(402, [("customer", "Only the system owner may list the whole system.")])
+    if wanted.at is not None:
+        now = time.time()
+        if wanted.at > now:
+            errors.append(("at", "is in the future"))
+        elif history_days and wanted.at < now - history_days * DAY:
+            errors.append(("at", f"is before the kept history (the last {history_days} days)"))
     return wanted, errors
 
 
@@ -77,8 +91,15 @@ def _answer(
     if view is not None and view_answers.serves(wanted, conn.dialect.name):
         return view_answers.answer(view, conn, caller, wanted, scope, position)
     statements, values = query.statement(wanted, scope, caller)
+    if wanted.at is not None:
+        past.tune(conn)
     if wanted.count:
         return {"count": conn.execute(statements.listing, values).scalar_one()}
+    return orjson.Fragment(rows_json(conn, statements, values))
+
+
+def rows_json(conn: Connection, statements: Statements, values: dict[str, Any]) -> bytes:
+    """The listing's rows as one JSON array."""
     rows = conn.execute(statements.listing, values).all()
     # Each row arrives as its JSON object text (sqlterms.row_json): joined, not re-serialised.
     if statements.names is None:
@@ -86,7 +107,7 @@ def _answer(
     else:
         book = NameBook(conn, statements.names, values)
         objects = [named(book, *row) for row in rows]
-    return orjson.Fragment(f"[{','.join(objects)}]".encode())
+    return f"[{','.join(objects)}]".encode()
 
 
 def _scope(

@@ -12,6 +12,7 @@ from sqlalchemy import (
     ColumnElement,
     CompoundSelect,
     Connection,
+    FromClause,
     Integer,
     Select,
     String,
@@ -41,17 +42,20 @@ class NameStatements:
     candidates: CompoundSelect
 
 
-def statements(conditions: Sequence[ColumnElement[bool]]) -> NameStatements:
-    """Candidate names for every number of the legs matching `conditions`, fetched set-wise:
-    one index probe per number instead of a dozen correlated subqueries per row."""
+def statements(
+    conditions: Sequence[ColumnElement[bool]], source: FromClause = leg
+) -> NameStatements:
+    """Candidate names for every number of the legs of `source` (the live table, or the legs
+    of a past moment) matching `conditions`, fetched set-wise: one index probe per number
+    instead of a dozen correlated subqueries per row."""
     # The leg's owner: the customer billed for it, else the one it was routed to.
-    owner = case((leg.c.scustomer != 0, leg.c.scustomer), else_=leg.c.dcustomer)
+    owner = case((source.c.scustomer != 0, source.c.scustomer), else_=source.c.dcustomer)
     page = (
         select(
             owner.label("owner"),
-            leg.c.scustomer,
-            leg.c.dcustomer,
-            *(leg.c[n] for n in NAMED_NUMBERS),
+            source.c.scustomer,
+            source.c.dcustomer,
+            *(source.c[n] for n in NAMED_NUMBERS),
         )
         .where(*conditions)
         .cte("page")
@@ -103,7 +107,8 @@ def _lines(page: CTE, wanted: CTE) -> Select:
 
 
 class NameBook:
-    """The candidates of one listing, indexed so that naming a row is a few dict lookups."""
+    """The candidates of one listing, indexed by number: naming a number nobody names (most
+    external ones) is one lookup; the names are kept as JSON text, ready for the row."""
 
     def __init__(self, conn: Connection, found: NameStatements, values: dict[str, Any]):
         nearest: dict[tuple[int, str], tuple[int, str]] = {}  # (owner, number) -> depth, name
@@ -120,22 +125,37 @@ class NameBook:
                     everyone[number] = (entry_id, name)
             elif (who, number) not in nearest or depth < nearest[(who, number)][0]:
                 nearest[(who, number)] = (depth, name)  # `who` is the leg's owner
-        self.nearest = {key: name for key, (_, name) in nearest.items()}
-        self.everyone = {number: name for number, (_, name) in everyone.items()}
-        self.lines = {key: name for key, (_, name) in lines.items()}
+        # number -> (owner -> name, the global name or None, line's customer -> name)
+        self.numbers: dict[str, tuple[dict[int, str], str | None, dict[int, str]]] = {}
+        for number in {n for _, n in nearest} | set(everyone) | {n for _, n in lines}:
+            self.numbers[number] = ({}, None, {})
+        for (owner, number), (_, name) in nearest.items():
+            self.numbers[number][0][owner] = _json(name)
+        for number, (_, name) in everyone.items():
+            owners, _, by_line = self.numbers[number]
+            self.numbers[number] = (owners, _json(name), by_line)
+        for (customer, number), (_, name) in lines.items():
+            self.numbers[number][2][customer] = _json(name)
 
     def name(self, owner: int, scustomer: int, dcustomer: int, number: str) -> str:
-        if not number:
-            return ""
+        """The number's name as JSON text ("" when none)."""
+        entry = self.numbers.get(number) if number else None
+        if entry is None:
+            return '""'
+        owners, everyone, lines = entry
         # A name may be "" and still win: only a missing entry falls through to the next rule.
-        found = self.nearest.get((owner, number))
+        found = owners.get(owner)
         if found is None:
-            found = self.everyone.get(number)
+            found = everyone
         if found is None:
-            found = self.lines.get((scustomer, number))
+            found = lines.get(scustomer)
         if found is None:
-            found = self.lines.get((dcustomer, number), "")
+            found = lines.get(dcustomer, '""')
         return found
+
+
+def _json(name: str) -> str:
+    return orjson.dumps(name).decode()
 
 
 def named(
@@ -149,8 +169,9 @@ def named(
 ) -> str:
     """The row's JSON object with the three names added at its end."""
     owner = scustomer or dcustomer
-    sname, cname, dname = (
-        orjson.dumps(book.name(owner, scustomer, dcustomer, number)).decode()
-        for number in (snumber, cnumber, dnumber)
+    name = book.name
+    return (
+        f'{obj[:-1]},"snumber_name":{name(owner, scustomer, dcustomer, snumber)},'
+        f'"cnumber_name":{name(owner, scustomer, dcustomer, cnumber)},'
+        f'"dnumber_name":{name(owner, scustomer, dcustomer, dnumber)}}}'
     )
-    return f'{obj[:-1]},"snumber_name":{sname},"cnumber_name":{cname},"dnumber_name":{dname}}}'

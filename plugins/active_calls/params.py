@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import datetime
 
 # The choices in the order `pbxcontrol calls --help` and shell completion offer them.
 SORTS = (
@@ -39,6 +40,10 @@ TEXT_FILTERS = {
 }
 MAX_LENGTH = 255  # no leg column is longer; anything longer cannot match and is garbage
 _CUSTOMER_ID = re.compile(r"[0-9]{1,18}")
+_UNIX_TIME = re.compile(r"[0-9]{1,11}(\.[0-9]{1,9})?")
+# An offset's "+" sent unencoded in a query string arrives as a space ("14:03:00 01:00").
+_SPACED_OFFSET = re.compile(r"(.*[0-9]) ([0-9]{2}(:?[0-9]{2})?)")
+AT_FORMS = "a Unix time or an ISO 8601 date and time with an offset (Z, +01:00)"
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class ListRequest:
     types: dict[str, str] = field(default_factory=dict)  # column -> exact value
     texts: tuple[TextFilter, ...] = ()
     phone: str = ""
+    at: float | None = None  # a past moment (Unix time); None = now, the live list
 
 
 def parse(params: dict[str, str]) -> tuple[ListRequest, list[tuple[str, str]]]:
@@ -91,8 +97,28 @@ def parse(params: dict[str, str]) -> tuple[ListRequest, list[tuple[str, str]]]:
         types=types,
         texts=texts,
         phone=read.text("phone"),
+        at=read.moment("at"),
     )
     return request, read.errors
+
+
+def moment(raw: str) -> float:
+    """`at` as a Unix time: given as one (seconds, decimals allowed), or as ISO 8601 with an
+    offset. ValueError says what is wrong."""
+    if _UNIX_TIME.fullmatch(raw):
+        return float(raw)
+    spaced = _SPACED_OFFSET.fullmatch(raw)
+    if spaced and ("T" in raw or raw.count(" ") == 2):
+        raw = f"{spaced[1]}+{spaced[2]}"
+    try:
+        when = datetime.fromisoformat(raw)
+        if when.tzinfo is None:
+            raise ValueError(f"must have an offset: {AT_FORMS}")
+        return when.timestamp()
+    except OverflowError as exc:
+        raise ValueError(f"must be {AT_FORMS}") from exc
+    except ValueError as exc:
+        raise ValueError(str(exc) if "offset" in str(exc) else f"must be {AT_FORMS}") from exc
 
 
 class _Reader:
@@ -124,6 +150,16 @@ class _Reader:
         if value not in allowed:
             self.errors.append((name, message))
         return value
+
+    def moment(self, name: str) -> float | None:
+        raw = self.text(name)
+        if not raw:  # unset or empty: now
+            return None
+        try:
+            return moment(raw)
+        except ValueError as exc:
+            self.errors.append((name, str(exc)))
+            return None
 
     def customer(self) -> int | str | None:
         raw = self.params.get("customer")

@@ -7,6 +7,7 @@ listing takes SQLite to run.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -15,25 +16,24 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Select,
-    String,
     and_,
     bindparam,
     exists,
     func,
-    or_,
     select,
     tuple_,
 )
 
 from pbxcontrol.plugin import Caller, tables
 
-from .names import NameStatements
+from . import past
 from .names import statements as name_statements
-from .params import ListRequest, TextFilter
+from .params import ListRequest
+from .shapes import NAME_INPUTS, Shape, Statements, pattern, phone_lines_of
+from .shapes import conditions as shape_conditions
 from .sqlterms import ordered, row_json_of_leg
 
-tree, leg, line = tables.customer_tree, tables.legs, tables.lines
-ESCAPE = "/"
+tree, leg = tables.customer_tree, tables.legs
 
 
 @dataclass(frozen=True)
@@ -54,27 +54,8 @@ def customer_depth(conn: Connection, ancestor: int, customer: int) -> int | None
     ).scalar()
 
 
-def _phone_lines(me: int | ColumnElement[int], phone: str | ColumnElement[str]) -> Select:
-    """Telephone lines in `me`'s subtree that `phone` names, by endpoint or by number (a
-    number may name lines of several customers)."""
-    return (
-        select(line.c.number, line.c.customer_id)
-        .join(tree, tree.c.descendant_id == line.c.customer_id)
-        .where(tree.c.ancestor_id == me, or_(line.c.endpoint == phone, line.c.number == phone))
-    )
-
-
 def phone_is_visible(conn: Connection, caller: Caller, phone: str) -> bool:
-    return conn.execute(select(exists(_phone_lines(caller.customer_id, phone)))).scalar_one()
-
-
-@dataclass(frozen=True)
-class Statements:
-    """What one shape of request runs: the listing (or count), and with names=1 the
-    statements that fetch candidate names for the same legs."""
-
-    listing: Select
-    names: NameStatements | None = None
+    return conn.execute(select(exists(phone_lines_of(caller.customer_id, phone)))).scalar_one()
 
 
 def statement(
@@ -101,8 +82,10 @@ def statement(
     for column, value in request.types.items():
         values[f"type_{column}"] = value
     for i, wanted in enumerate(request.texts):
-        values[f"text_{i}"] = _pattern(wanted)
-    shape = _Shape(
+        values[f"text_{i}"] = pattern(wanted)
+    if request.at is not None:  # `start` holds whole seconds: compared with whole seconds
+        values["at"], values["at_second"] = request.at, math.floor(request.at)
+    shape = Shape(
         scope=scope_shape,
         directions=bool(request.directions),
         callid=bool(request.callid),
@@ -115,28 +98,9 @@ def statement(
         descending=request.descending,
         keyed=keyed,
         changed=changed,
+        past=request.at is not None,
     )
     return _build(shape), values
-
-
-@dataclass(frozen=True)
-class _Shape:
-    scope: tuple[bool, bool, bool] | None  # (subtree, min_depth?, max_depth?); None = system
-    directions: bool
-    callid: bool
-    types: tuple[str, ...]
-    texts: tuple[tuple[tuple[str, ...], str], ...]
-    phone: bool
-    count: bool
-    names: bool
-    sort: str
-    descending: bool
-    keyed: bool = False
-    changed: bool = False
-
-
-#: With names=1, the listing's columns after the row's JSON: what naming a row needs.
-NAME_INPUTS = ("scustomer", "dcustomer", "snumber", "cnumber", "dnumber")
 
 
 @lru_cache(maxsize=8)
@@ -146,7 +110,7 @@ def targets(by_callid: bool, machine: bool) -> Select:
     their customer, with recursive=1), the same conditions `calls/active/list` runs. One
     statement whether the leg is missing or invisible, so neither the answer nor its timing
     tells the two apart."""
-    shape = _Shape(
+    shape = Shape(
         scope=(True, False, False),
         directions=False,
         callid=by_callid,
@@ -158,7 +122,7 @@ def targets(by_callid: bool, machine: bool) -> Select:
         sort="start",
         descending=False,
     )
-    conditions = _conditions(shape)
+    conditions = shape_conditions(shape, leg)
     if not by_callid:
         conditions.append(leg.c.uniqueid == bindparam("uniqueid"))
     if machine:
@@ -167,8 +131,10 @@ def targets(by_callid: bool, machine: bool) -> Select:
 
 
 @lru_cache(maxsize=1024)
-def _build(shape: _Shape) -> Statements:
-    conditions = _conditions(shape)
+def _build(shape: Shape) -> Statements:
+    if shape.past:
+        return past.build(shape)
+    conditions = shape_conditions(shape, leg)
     if shape.count:
         return Statements(select(func.count()).select_from(leg).where(*conditions))
     if shape.changed:  # the same conditions, on the legs that changed
@@ -225,64 +191,4 @@ def scope_customers(conn: Connection, scope: Scope | None) -> set[int] | None:
 
 def phone_lines(conn: Connection, caller: Caller, phone: str) -> set[tuple[str, int]]:
     """(number, customer) of the lines `phone` names in the caller's subtree."""
-    return {(n, c) for n, c in conn.execute(_phone_lines(caller.customer_id, phone))}
-
-
-def _conditions(shape: _Shape) -> list[ColumnElement[bool]]:
-    conditions = []
-    if shape.scope is not None:
-        subtree, has_min, has_max = shape.scope
-        if subtree:
-            members = select(tree.c.descendant_id).where(tree.c.ancestor_id == bindparam("scope"))
-            if has_min:
-                members = members.where(tree.c.depth >= bindparam("min_depth"))
-            if has_max:
-                members = members.where(tree.c.depth <= bindparam("max_depth"))
-            conditions.append(or_(leg.c.scustomer.in_(members), leg.c.dcustomer.in_(members)))
-        else:
-            conditions.append(
-                or_(leg.c.scustomer == bindparam("scope"), leg.c.dcustomer == bindparam("scope"))
-            )
-    if shape.directions:
-        conditions.append(leg.c.direction.in_(bindparam("directions", expanding=True)))
-    if shape.callid:
-        conditions.append(leg.c.callid == bindparam("callid"))
-    conditions += [leg.c[column] == bindparam(f"type_{column}") for column in shape.types]
-    for i, (columns, mode) in enumerate(shape.texts):
-        conditions.append(
-            or_(*(_match(leg.c[c], mode, bindparam(f"text_{i}", type_=String)) for c in columns))
-        )
-    if shape.phone:
-        # A leg's source is a line when the call came from that phone: the recorder gives
-        # every leg of the call the originating line's number and customer.
-        lines = _phone_lines(bindparam("me"), bindparam("phone")).subquery()
-        conditions.append(
-            and_(
-                leg.c.stype == "phone",
-                exists().where(
-                    lines.c.number == leg.c.snumber, lines.c.customer_id == leg.c.scustomer
-                ),
-            )
-        )
-    return conditions
-
-
-def _match(column: ColumnElement[str], mode: str, value: ColumnElement[str]):
-    if mode == "exact":
-        return column == value
-    # lower() on both sides: SQLite's LIKE ignores ASCII case and PostgreSQL's does not;
-    # this answers alike on both.
-    return func.lower(column).like(func.lower(value), escape=ESCAPE)
-
-
-def _pattern(wanted: TextFilter) -> str:
-    """The bound value: the text itself for exact, else a LIKE pattern in which the user's
-    % and _ are literal."""
-    if wanted.mode == "exact":
-        return wanted.value
-    text = (
-        wanted.value.replace(ESCAPE, ESCAPE * 2)
-        .replace("%", ESCAPE + "%")
-        .replace("_", ESCAPE + "_")
-    )
-    return {"starts": f"{text}%", "ends": f"%{text}", "contains": f"%{text}%"}[wanted.mode]
+    return {(n, c) for n, c in conn.execute(phone_lines_of(caller.customer_id, phone))}

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, String, literal_column, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    FromClause,
+    Integer,
+    String,
+    literal_column,
+    select,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -28,8 +36,18 @@ def _row_json(element, compiler, **kw):  # SQLite's JSON1 (built in since 3.38)
 
 
 @compiles(row_json, "postgresql")
-def _row_json_pg(element, compiler, **kw):  # text, so the driver does not parse it back
-    return f"CAST(json_build_object({compiler.process(element.clauses, **kw)}) AS TEXT)"
+def _row_json_pg(element, compiler, **kw):
+    """Text (the driver does not parse it back) joined from the fields, each string through
+    to_json: json_build_object, which works out how to write each argument's type again on
+    every row, cost 2.5 times as much (PostgreSQL 15, 29 fields)."""
+    clauses = list(element.clauses)
+    parts = []
+    for i in range(0, len(clauses), 2):
+        key, value = compiler.process(clauses[i], **kw).strip("'"), clauses[i + 1]
+        sql = compiler.process(value, **kw)
+        text = sql if isinstance(value.type, Integer) else f"to_json({sql})"
+        parts.append(f"'{',' if i else '{'}\"{key}\":' || CAST({text} AS TEXT)")
+    return "(" + " || ".join(parts) + " || '}')"
 
 
 def check_json_support(conn: Connection) -> None:
@@ -44,10 +62,11 @@ def check_json_support(conn: Connection) -> None:
         ) from exc
 
 
-def row_json_of_leg() -> row_json:
+def row_json_of_leg(source: FromClause = leg) -> row_json:
+    """The row of a leg of `source` (the live table, or any selectable with its columns)."""
     pairs = []
     for name in tables.leg_fields:  # the API's field order; names are trusted constants
-        pairs += [literal_column(f"'{name}'"), leg.c[name]]
+        pairs += [literal_column(f"'{name}'"), source.c[name]]
     return row_json(*pairs)
 
 

@@ -18,21 +18,34 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
-from pbxcontrol.plugin import ApiRequest, Caller, Event, Journal
+from pbxcontrol.plugin import ApiRequest, Caller, Event, Journal, OneSnapshot
 
-from . import query
-from .listing import parse, resolve
+from . import past, query
+from .listing import parse, resolve, rows_json
 from .names import NameBook, named
 from .params import ListRequest
 
 Key = tuple[int, str]  # (machine, uniqueid)
 
 
-def open_stream(request: ApiRequest) -> ListView:
-    """The list's validation and scope (ApiError 400/402 as for the list), as a view."""
-    wanted, errors = parse(request)
+def open_stream(
+    request: ApiRequest, journal: Journal, history_days: int = 0
+) -> ListView | OneSnapshot:
+    """The list's validation and scope (ApiError 400/402 as for the list), as a view; with
+    `at`, the board at that moment as one snapshot, and the stream ends (SPEC §14)."""
+    wanted, errors = parse(request, history_days)
     scope = resolve(request.conn, request.caller, wanted, errors)
-    return ListView(request.caller, wanted, scope)
+    if wanted.at is None:
+        return ListView(request.caller, wanted, scope)
+    conn = request.conn
+    statements, values = query.statement(wanted, scope, request.caller)
+    past.tune(conn)
+    if wanted.count:
+        data = orjson.dumps({"count": conn.execute(statements.listing, values).scalar_one()})
+    else:
+        data = b'{"data":' + rows_json(conn, statements, values) + b"}"
+    # The id: the journal's head the answer was read at (there is nothing to resume).
+    return OneSnapshot(journal.position(conn).head, data)
 
 
 class ListView:

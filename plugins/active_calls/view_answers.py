@@ -31,7 +31,10 @@ _WALK_SHARE = 8
 
 
 def serves(wanted: ListRequest, dialect: str) -> bool:
-    """Whether the view answers this request exactly as the SQL would."""
+    """Whether the view answers this request exactly as the SQL would (it holds the present:
+    a past moment is answered by the SQL, past.py)."""
+    if wanted.at is not None:
+        return False
     return dialect == "sqlite" or all(t.mode == "exact" for t in wanted.texts)
 
 
@@ -104,7 +107,7 @@ def _equals(at: int, wanted: Any) -> Check:
 
 
 def _text(text: TextFilter) -> Check:
-    """Any of the filter's columns matches (query._match): exact as is, the other modes on
+    """Any of the filter's columns matches (shapes._match): exact as is, the other modes on
     ASCII-folded text, as SQLite's lower() ... LIKE lower(...) does."""
     columns = [AT[column] for column in text.columns]
     if text.mode == "exact":
@@ -123,6 +126,6 @@ def _fold(text: str) -> str:
 
 
 def _from_line(lines: set[tuple[str, int]]) -> Check:
-    """The leg came from one of the phone's lines (query._conditions, `phone`)."""
+    """The leg came from one of the phone's lines (shapes.conditions, `phone`)."""
     stype, snumber, scustomer = AT["stype"], AT["snumber"], AT["scustomer"]
     return lambda values: values[stype] == "phone" and (values[snumber], values[scustomer]) in lines

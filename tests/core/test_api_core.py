@@ -3,6 +3,7 @@
 import logging
 
 import pytest
+import webtest
 
 from tests.conftest import LIST, responses
 
@@ -80,9 +81,35 @@ def test_unknown_function_is_404_envelope(app):
     assert envelope_code(app.get("/api/json/")) == "404"
 
 
-def test_unknown_method_is_an_envelope(app):
-    resp = app.request(LIST, method="PUT")
-    assert envelope_code(resp) == "405"
+METHODS = ["HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "PROPFIND", "BREW"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_methods_other_than_get_and_post_are_405_with_allow_and_run_nothing(rt, method):
+    """SPEC §13: on the API, streams, static pages, /health and /metrics (HEAD ran functions,
+    the hang-up included, and only dropped the answer)."""
+    ran = []
+    rt.api.add("test/spy", lambda request: ran.append(request.caller.username) or {}, ["*"])
+    app = webtest.TestApp(rt.app, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
+    creds = "?auth_username=acme;auth_password=acme-pass"
+    for path in (
+        "/api/json/test/spy/" + creds,
+        LIST + creds,
+        "/api/json/",
+        "/api/stream/calls/active/list/" + creds,
+        "/wallboard/",
+        "/wallboard/wallboard.js",
+        "/health",
+        "/metrics",
+        "/no/such/page",
+    ):
+        resp = app.request(path, method=method, status=405)
+        assert resp.headers["Allow"] == "GET, POST", path
+        if method != "HEAD":  # HEAD: the same headers, no body
+            assert resp.json["responses"][0]["code"] == "405", path
+    assert ran == []
+    assert app.get("/api/json/test/spy/" + creds).json["data"] == {}
+    assert ran == ["acme"]  # the same request with GET runs it
 
 
 def test_invalid_utf8_is_a_400_per_parameter(app):

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from pbxcontrol.plugins.active_calls import command as calls_mod
@@ -21,7 +22,7 @@ from pbxcontrol import cli
 from pbxcontrol import config as config_mod
 from pbxcontrol.db.models import LEG_INT_FIELDS, LEG_STRING_FIELDS, LEGS_TABLE
 from pbxcontrol.ops import commands
-from tests.conftest import LIST, build_provisioned, write_config
+from tests.conftest import LIST, build_provisioned, sqlite_only, write_config
 from tests.conftest import cli as run_cli
 
 NOW = int(time.time())
@@ -76,6 +77,29 @@ def uniqueids(output: str) -> set[str]:
 def test_check_config_says_ok_for_a_good_file(config_path):
     done = run_cli(config_path, "check-config")
     assert (done.returncode, done.stdout) == (0, f"{config_path}: OK\n"), done.stderr
+
+
+@sqlite_only("the permissions of the SQLite database's files")
+def test_check_config_names_a_database_file_others_may_read_and_its_chmod(config_path):
+    """SPEC §13: the line names the file and `chmod 0600`, exit status 2; start-up logs the
+    same line as a warning."""
+    db = Path(config_mod.load(str(config_path)).database_url.removeprefix("sqlite:///"))
+    wal = Path(f"{db}-wal")
+    wal.write_bytes(b"")
+    for path, mode in ((db, 0o644), (wal, 0o604)):
+        path.chmod(mode)
+    done = run_cli(config_path, "check-config")
+    lines = [
+        f"{path}: is readable by every user but holds password hashes and the token signing "
+        f"key: chmod 0600 {path}"
+        for path in (db, wal)
+    ]
+    assert (done.returncode, done.stdout.splitlines()) == (2, lines)
+    started = run_cli(config_path, "status")  # any command that reads the config
+    assert [f"WARNING pbxcontrol: {line}" in started.stderr for line in lines] == [True, True]
+    wal.unlink(missing_ok=True)  # (SQLite removes it when its last connection closes)
+    db.chmod(0o640)  # the group may read: others may not
+    assert run_cli(config_path, "check-config").stdout == f"{config_path}: OK\n"
 
 
 def test_check_config_reports_every_problem_one_per_line(tmp_path, config_path):

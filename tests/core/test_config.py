@@ -48,6 +48,8 @@ def test_config_from_environment_variable(tmp_path):
     [
         ("[http]\nport = eighty\n", "[http] port: 'eighty' is not an integer"),
         ("[http]\nport = 70000\n", "[http] port: 70000 must be between 0 and 65535"),
+        ("[recorder]\naudit_days = -1\n", "[recorder] audit_days: -1 must be at least 0"),
+        ("[recorder]\naudit_days = a year\n", "[recorder] audit_days: 'a year' is not an integer"),
         ("[logging]\nlevel = LOUD\n", "[logging] level: 'LOUD' is not one of"),
         ("[asterisk:1]\nusername = u\npassword = p\n", "[asterisk:1] ari_url: is required"),
         (
@@ -78,6 +80,22 @@ def test_config_from_environment_variable(tmp_path):
         (
             "[recorder]\nhistory_days = a week\n",
             "[recorder] history_days: 'a week' is not an integer",
+        ),
+        (
+            "[recorder]\ntakeover_seconds = 5\nforget_seconds = 9\n",
+            "[recorder] forget_seconds: 9 is not between 2 x takeover_seconds (10) and 2592000",
+        ),
+        (
+            "[recorder]\nforget_seconds = never\n",
+            "[recorder] forget_seconds: 'never' is not a number",
+        ),
+        (
+            "[http]\nstream_buffer = 1000\n",
+            "[http] stream_buffer: 1000 must be between 65536 and 1073741824",
+        ),
+        (
+            "[asterisk:1]\nari_url = http://a/ari\nusername = u\npassword = p\nmax_message = 16M\n",
+            "[asterisk:1] max_message: '16M' is not an integer",
         ),
     ],
 )
@@ -134,6 +152,13 @@ def test_duplicate_key(tmp_path):
     assert "[database] url: is given twice" in proc.stderr
 
 
+def test_audit_days_defaults_to_a_year_and_zero_keeps_the_audit(tmp_path):
+    assert config_mod.load(str(write_config(tmp_path))).audit_days == 365
+    kept = write_config(tmp_path, "[recorder]\naudit_days = 0\n")
+    assert config_mod.load(str(kept)).audit_days == 0
+    assert config_mod.check(str(kept)) == []
+
+
 def test_sample_config_parses():
     from pathlib import Path
 
@@ -144,7 +169,11 @@ def test_sample_config_parses():
     assert [m.id for m in config.machines] == [1]
     assert config.machines[0].app == "pbxcontrol-1"
     assert config.history_days == 30
+    assert config.audit_days == 365
     assert "secret" not in repr(config.machines[0])
+    # SPEC §12's keys, each shown (commented) with its default.
+    assert (config.forget_seconds, config.stream_buffer) == (3600, 4 * 1024 * 1024)
+    assert config.machines[0].max_message == 16 * 1024 * 1024
 
 
 @pytest.mark.parametrize(
@@ -278,3 +307,18 @@ def test_check_of_a_good_file_is_empty_and_of_a_missing_file_one_line(tmp_path):
     assert config_mod.check(str(headless)) == [
         f"{headless}: not a valid INI file: line 1 comes before any [section]"
     ]
+
+
+def test_ops_allow_is_addresses_or_networks_loopback_by_default(tmp_path):
+    from pbxcontrol.auth.proxy import parse_networks
+
+    path = write_config(tmp_path)
+    assert config_mod.load(str(path)).ops_allow == parse_networks("127.0.0.1, ::1")
+    path.write_text(path.read_text().replace("port = 0\n", "port = 0\nops_allow = 10.0.0.0/8\n"))
+    assert config_mod.load(str(path)).ops_allow == parse_networks("10.0.0.0/8")
+    path.write_text(path.read_text().replace("10.0.0.0/8", "10.0.0.0/8, monitor.example"))
+    assert config_mod.check(str(path)) == [
+        f"{path}: [http] ops_allow: 'monitor.example' is not an IP address or network"
+    ]
+    with pytest.raises(ConfigError):
+        config_mod.load(str(path))

@@ -15,17 +15,27 @@ import pytest
 from sqlalchemy import text
 
 from pbxcontrol.db import failover, journal
-from pbxcontrol.db.dataversion import data_version
 from pbxcontrol.db.engine import make_engine
 
 postgresql_only = pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 
 
-def counters(url: str) -> dict[str, int]:
+def timeline(url: str) -> int:
+    """The timeline kept in `counters` (a connection of this engine notes it if unset)."""
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            return dict(conn.execute(text("SELECT name, value FROM counters")).all())
+            found = conn.execute(text("SELECT value FROM counters WHERE name = 'timeline'"))
+            return int(found.scalar_one())
+    finally:
+        engine.dispose()
+
+
+def position(url: str) -> journal.Position:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return journal.position(conn)
     finally:
         engine.dispose()
 
@@ -38,30 +48,26 @@ def kept_timeline(url: str, value: int) -> None:
 
 
 @postgresql_only
-def test_a_new_timeline_moves_the_counters_on_once_with_a_reset(db_url):
-    first = counters(db_url)  # the first connection notes the timeline, moves nothing
-    timeline = first["timeline"]
-    assert timeline >= 1
-    kept_timeline(db_url, timeline + 41)  # the counters were last moved on another timeline
-    before = counters(db_url)
-    # That connection found the timeline changed: moved on, in the same breath.
-    assert before["timeline"] == timeline
-    assert before["journal"] == first["journal"] + failover.GAP
-    assert before["api_data"] == first["api_data"] + failover.GAP
+def test_a_new_timeline_moves_the_journal_on_once_with_a_reset(db_url):
+    noted = timeline(db_url)  # the first connection notes the timeline, moves nothing
+    assert noted >= 1
+    first = position(db_url)
+    kept_timeline(db_url, noted + 41)  # the counters were last moved on another timeline
+    moved = position(db_url)  # that connection found the timeline changed: moved on first
+    assert timeline(db_url) == noted
+    assert moved.head >= first.head + failover.GAP
+    assert moved.version >= first.version + failover.GAP  # no answer cached before matches
     engine = make_engine(db_url)
     with engine.connect() as conn:
-        head, _pruned = journal.head(conn)
-        entries = journal.since(conn, first["journal"], head)
-        assert data_version(conn) == before["api_data"]
+        entries = journal.since(conn, first.head, moved.head)
     engine.dispose()
-    assert [(e.id, e.op) for e in entries] == [(head, journal.RESET)]
-    assert counters(db_url) == before  # the next connections move nothing
+    assert [(e.id, e.op) for e in entries] == [(moved.head, journal.RESET)]
+    assert position(db_url) == moved  # the next connections move nothing
 
 
 @postgresql_only
 def test_many_processes_meeting_a_new_timeline_move_the_counters_on_once(db_url):
-    timeline = counters(db_url)["timeline"]
-    kept_timeline(db_url, timeline + 1)
+    kept_timeline(db_url, timeline(db_url) + 1)
     start = threading.Barrier(6)
     moved: list[bool] = []
 

@@ -1,11 +1,13 @@
 """Failed logins are throttled per username and per client address, across processes."""
 
 import json
+import logging
+import time
 import urllib.request
 
 from sqlalchemy import select
 
-from pbxcontrol.auth.throttle import LoginThrottle
+from pbxcontrol.auth.throttle import MAX_SLOW_DOWN, LoginThrottle, counted_address
 from pbxcontrol.db.models import LoginFailure
 from tests.conftest import LIST, cli, provision_tree, start_server, stop_server, write_config
 
@@ -23,18 +25,19 @@ def retry_after(rt, throttle: LoginThrottle, username: str, address: str) -> int
         return throttle.check(conn, username, address).retry_after
 
 
-def test_throttle_counts_per_user_and_ages_out(rt):
+def test_a_username_is_refused_only_at_the_address_that_failed(rt):
     clock = Clock()
     throttle = LoginThrottle(rt.engine, per_user=3, per_address=100, window=60, clock=clock)
     for _ in range(3):
         assert retry_after(rt, throttle, "acme", "10.0.0.1") == 0
         throttle.failed("acme", "10.0.0.1")
-    assert retry_after(rt, throttle, "acme", "10.0.0.2") == 60
+    assert retry_after(rt, throttle, "acme", "10.0.0.1") == 60
+    assert retry_after(rt, throttle, "acme", "10.0.0.2") == 0  # elsewhere: the customer
     assert retry_after(rt, throttle, "beta", "10.0.0.1") == 0
     clock.now += 30
-    assert retry_after(rt, throttle, "acme", "x") == 30
+    assert retry_after(rt, throttle, "acme", "10.0.0.1") == 30
     clock.now += 31
-    assert retry_after(rt, throttle, "acme", "x") == 0
+    assert retry_after(rt, throttle, "acme", "10.0.0.1") == 0
 
 
 def test_throttle_counts_per_address_across_usernames(rt):
@@ -45,32 +48,119 @@ def test_throttle_counts_per_address_across_usernames(rt):
     assert retry_after(rt, throttle, "d", "10.0.0.8") == 0
 
 
-def test_success_clears_the_user_count(rt):
-    throttle = LoginThrottle(rt.engine, per_user=2, per_address=100, window=60, clock=Clock())
+def test_an_ipv6_client_counts_by_its_64(rt):
+    throttle = LoginThrottle(rt.engine, per_user=2, per_address=3, window=60, clock=Clock())
+    assert counted_address("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert counted_address("::ffff:192.0.2.7") == "192.0.2.7"
+    assert counted_address("192.0.2.7") == "192.0.2.7"
+    throttle.failed("acme", "2001:db8:1:2::1")
+    throttle.failed("acme", "2001:db8:1:2:ffff:ffff:ffff:ffff")  # the same /64: the same pair
+    assert retry_after(rt, throttle, "acme", "2001:db8:1:2::99") == 60
+    assert retry_after(rt, throttle, "acme", "2001:db8:1:3::1") == 0  # the next /64
+    throttle.failed("beta", "2001:db8:1:2::7")  # any username: the /64's third failure
+    assert retry_after(rt, throttle, "gamma", "2001:db8:1:2:1234::5") == 60
+    assert retry_after(rt, throttle, "gamma", "2001:db8:1:3::1") == 0
+
+
+def test_success_clears_that_address_for_that_username_only(rt):
+    throttle = LoginThrottle(rt.engine, per_user=2, per_address=4, window=60, clock=Clock())
     throttle.failed("acme", "a")
-    throttle.succeeded("acme")
+    throttle.failed("beta", "a")
+    throttle.succeeded("acme", "a")
     throttle.failed("acme", "a")
     assert retry_after(rt, throttle, "acme", "a") == 0
+    throttle.failed("gamma", "a")  # the address's 4th (one right login wiped none of them)
+    assert retry_after(rt, throttle, "acme", "a") == 60
 
 
-def test_brute_force_gets_a_401_with_retry_hint_even_for_the_right_password(app, rt):
+def test_past_the_ceiling_a_username_is_slowed_never_refused(rt):
+    clock = Clock()
+    throttle = LoginThrottle(
+        rt.engine, per_user=10, per_address=50, window=60, clock=clock, slow_down_after=4
+    )
+    for i in range(3):
+        throttle.failed("acme", f"10.9.0.{i}")
+    with rt.engine.connect() as conn:
+        assert throttle.check(conn, "acme", "10.8.0.1").slow_down == 0
+        throttle.failed("acme", "10.9.0.3")  # the 4th from anywhere
+        first = throttle.check(conn, "acme", "10.8.0.1")
+        assert first.retry_after == 0 and 0 < first.slow_down < MAX_SLOW_DOWN
+        for i in range(4, 40):
+            throttle.failed("acme", f"10.9.0.{i}")
+        flood = throttle.check(conn, "acme", "10.8.0.1")
+        assert flood.retry_after == 0 and flood.slow_down == MAX_SLOW_DOWN == 2.0
+        assert throttle.check(conn, "beta", "10.8.0.1").slow_down == 0
+    clock.now += 61
+    with rt.engine.connect() as conn:
+        assert throttle.check(conn, "acme", "10.8.0.1").slow_down == 0
+
+
+def test_a_slowed_username_still_logs_in_within_the_slow_down(app, rt):
+    rt.api.authenticator.throttle = LoginThrottle(
+        rt.engine, per_user=10, per_address=50, window=300, slow_down_after=2
+    )
+    for i in range(2):
+        guess = app.get(LIST + "?auth_username=acme;auth_password=guess", extra_environ=at(i))
+        assert guess.json["responses"][0]["code"] == "401"
+    started = time.monotonic()
+    resp = app.get(LIST + "?auth_username=acme;auth_password=acme-pass", extra_environ=at(99))
+    took = time.monotonic() - started
+    assert resp.json["responses"][0]["code"] == "200"
+    assert 0.9 <= took < 2.0, took  # 2 failures past a ceiling of 2: a 1 s slow-down
+
+
+def at(i: int) -> dict[str, str]:
+    return {"REMOTE_ADDR": f"198.51.100.{i}"}
+
+
+def test_brute_force_locks_that_address_out_and_no_other(app, rt):
     rt.api.authenticator.throttle = LoginThrottle(
         rt.engine, per_user=3, per_address=100, window=300
     )
     for _ in range(3):
-        resp = app.get(LIST + "?auth_username=acme;auth_password=guess")
+        resp = app.get(LIST + "?auth_username=acme;auth_password=guess", extra_environ=at(1))
         assert resp.json["responses"][0]["message"] == (
             "The authentication details provided are invalid."
         )
-    resp = app.get(LIST + "?auth_username=acme;auth_password=acme-pass")
+    resp = app.get(LIST + "?auth_username=acme;auth_password=acme-pass", extra_environ=at(1))
     assert resp.status_int == 200
     entry = resp.json["responses"][0]
     assert entry["code"] == "401"
     assert entry["message"].startswith("Too many failed logins; retry in ")
+    wait = int(entry["message"].split("retry_after=")[1].rstrip(")."))
+    assert 240 <= wait <= 300  # the first failure's age out (a loaded machine is slow)
     assert "data" not in resp.json
-    # Other people are not locked out by it.
-    ok = app.get(LIST + "?auth_username=beta;auth_password=beta-pass")
+    # The customer, from their own address, is not locked out by it; nor is anyone else.
+    ok = app.get(LIST + "?auth_username=acme;auth_password=acme-pass", extra_environ=at(2))
     assert ok.json["responses"][0]["code"] == "200"
+    ok = app.get(LIST + "?auth_username=beta;auth_password=beta-pass", extra_environ=at(1))
+    assert ok.json["responses"][0]["code"] == "200"
+
+
+def test_every_failure_and_every_lock_is_one_log_line(rt, caplog):
+    throttle = LoginThrottle(rt.engine, per_user=3, per_address=5, window=60, clock=Clock())
+    caplog.set_level(logging.INFO, logger="pbxcontrol.auth")
+
+    def fail(user, address):
+        with rt.engine.connect() as conn:
+            verdict = throttle.check(conn, user, address)
+        assert verdict.retry_after == 0
+        throttle.failed(user, address, verdict)
+
+    for _ in range(3):
+        fail("acme", "192.0.2.1")
+    fail("evil\nWARNING forged", "192.0.2.1")
+    fail("beta", "192.0.2.1")  # the address's 5th
+    fail("acme", "2001:db8::5")
+    records = [r for r in caplog.records if r.name == "pbxcontrol.auth"]
+    assert [r.levelno for r in records].count(logging.INFO) == 6
+    locks = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert locks == [
+        "login locked: address 192.0.2.1, user 'acme': 3 failed logins in 60 s; retry in 60 s",
+        "login locked: address 192.0.2.1, any user: 5 failed logins in 60 s; retry in 60 s",
+    ]
+    assert all("\n" not in r.getMessage() for r in records)
+    assert "user 'evil\\nWARNING forged'" in records[4].getMessage()
 
 
 def test_failures_are_stored_as_digests_and_pruned(rt):
@@ -79,16 +169,21 @@ def test_failures_are_stored_as_digests_and_pruned(rt):
     throttle.failed("acme", "10.1.2.3")
     with rt.engine.connect() as conn:
         rows = conn.execute(select(LoginFailure.key, LoginFailure.at)).all()
-    assert len(rows) == 2
+    assert len(rows) == 3  # (username, address), address, username
     assert not [key for key, _ in rows if "acme" in key or "10.1.2.3" in key]
     clock.now += 61
-    throttle.failed("beta", "10.1.2.4")  # the first two have aged out and go
+    throttle.failed("beta", "10.1.2.4")  # the first three have aged out and go
     with rt.engine.connect() as conn:
-        assert conn.execute(select(LoginFailure.at)).scalars().all() == [clock.now] * 2
+        assert conn.execute(select(LoginFailure.at)).scalars().all() == [clock.now] * 3
+    clock.now += 61
+    throttle.succeeded("beta", "10.1.2.5")  # a login prunes too
+    with rt.engine.connect() as conn:
+        assert conn.execute(select(LoginFailure.at)).scalars().all() == []
 
 
 def test_one_count_for_every_api_process(config_path):
-    """With `[http] processes = 3`, failures seen by any process lock the name out in all."""
+    """With `[http] processes = 3`, failures seen by any process lock the name out in all
+    (for this address)."""
     config = config_path
     config.write_text(
         config.read_text().replace(

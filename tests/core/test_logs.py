@@ -167,6 +167,18 @@ def test_outside_journald_lines_start_with_the_time(captured, monkeypatch):
     )
 
 
+@pytest.mark.parametrize("journald", [False, True])
+def test_a_message_is_one_line_whatever_a_client_put_in_it(captured, journald):
+    """A path or username with line breaks cannot forge a line (fail2ban reads them)."""
+    text = captured("text", journald=journald)
+    forged = "WARNING pbxcontrol.auth: login locked: address 9.9.9.9, x"
+    for brk in ("\n", "\r", "\r\n", "\u2028", "\x85", "\x0b"):
+        logging.getLogger("pbxcontrol.access").info("GET /api/json/x%s%s 404", brk, forged)
+    lines = text().splitlines()
+    assert len(lines) == 6
+    assert all("INFO pbxcontrol.access: GET /api/json/x\\" in line for line in lines), lines
+
+
 def test_a_journal_stream_of_another_file_is_not_ours(captured, monkeypatch, tmp_path):
     """stderr redirected elsewhere under systemd: JOURNAL_STREAM names another file."""
     other = os.stat(tmp_path)

@@ -2,10 +2,11 @@
 keeps serving on the schema this release migrated to, while this release serves too, and both
 answer calls/active/list correctly; restarted after the migration, it still starts.
 
-The previous release is the commit before the work on SPEC §12 (issue 22), laid out as it is
-installed (its plugins in pbxcontrol/plugins/) and run with `python -m pbxcontrol` from that
-directory, on the same dependencies. It knows nothing of the compatibility floor: it starts
-because `alembic_version` still names its head (pbxcontrol/db/migrate.py).
+The previous release is main as it was before the work on SPEC §12's waits, failover and
+upgrades landed (schema 0017), laid out as it is installed (its plugins in
+pbxcontrol/plugins/) and run with `python -m pbxcontrol` from that directory, on the same
+dependencies. It knows nothing of the compatibility floor: it starts because
+`alembic_version` still names its head (migrate.LEGACY_HEAD, pbxcontrol/db/migrate.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import MetaData, Table, insert
 
 from pbxcontrol.db import migrate
 from pbxcontrol.db.engine import make_engine
@@ -27,9 +28,9 @@ from tests.plugins.active_calls.conftest import CALLS, leg
 from tests.processes import ADMIN, Service
 
 REPO = Path(__file__).resolve().parents[2]
-#: The last commit before the work on SPEC §12: the release hosts still run mid-upgrade.
-PREVIOUS = "4c727e51a52b0519b498a7c7397294179f90d039"
-PREVIOUS_HEAD = "0013"
+#: main before SPEC §12's waits, failover and upgrades: the release hosts still run mid-upgrade.
+PREVIOUS = "1fd83f1a5e57a831806641e4d7538bab315b6c63"
+PREVIOUS_HEAD = "0017"
 
 
 @pytest.fixture(scope="session")
@@ -83,8 +84,12 @@ def test_the_previous_release_serves_on_the_new_schema_beside_this_one(
     doc.write_text(json.dumps(TREE))
     assert run_previous(previous_release, config, "provision", str(doc)).returncode == 0
     engine = make_engine(empty_db_url)
-    with engine.begin() as conn:
-        conn.execute(insert(tables.legs), CALLS)
+    with engine.begin() as conn:  # the legs table as the previous release made it
+        old_legs = Table(tables.legs.name, MetaData(), autoload_with=conn)
+        columns = set(old_legs.c.keys())
+        conn.execute(
+            insert(old_legs), [{k: v for k, v in r.items() if k in columns} for r in CALLS]
+        )
     old = Service(config, "api", cwd=previous_release)
     new: Service | None = None
     try:

@@ -13,7 +13,7 @@ from sqlalchemy import delete, select, text
 
 from pbxcontrol import config as config_mod
 from pbxcontrol import runtime
-from pbxcontrol.auth.tokens import load_key
+from pbxcontrol.auth.keys import load_keys
 from pbxcontrol.config import ConfigError
 from pbxcontrol.db import migrate
 from pbxcontrol.db.engine import make_engine
@@ -62,7 +62,7 @@ def test_an_installation_that_upgrades_gets_a_key(tmp_path):
         )  # fmt: skip
     migrate.upgrade(engine)
     with engine.connect() as conn:
-        assert load_key(conn) is not None
+        assert load_keys(conn)
         assert conn.execute(select(Person.token_epoch)).scalar() == ""
     engine.dispose()
 

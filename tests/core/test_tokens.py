@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 
@@ -126,10 +128,13 @@ def test_a_token_and_a_password_together_are_400(app):
     assert listing(app, auth_token=token, auth_username="", auth_password="")["data"] == []
 
 
-def test_a_token_does_not_renew_itself(app):
+def test_a_token_renews_itself_as_a_new_token_of_the_same_person(app):
     token = token_of(app, "acme")
     assert app.get(LOGIN, {"auth_token": token}).json["data"]["username"] == "acme"
-    assert responses(app.get(LOGIN, {"auth_token": token, "token": "1"}))[0]["key"] == "token"
+    fresh = app.get(LOGIN, {"auth_token": token, "token": "1"}).json["data"]["auth_token"]
+    assert fresh != token
+    assert claims(fresh)["sub"] == "acme" and claims(fresh)["jti"] != claims(token)["jti"]
+    assert listing(app, auth_token=fresh)["data"] == []
 
 
 def test_an_expired_token_is_401(rt, app, monkeypatch):
@@ -175,18 +180,35 @@ def test_forged_and_malformed_tokens_are_401(app, kind):
     assert listing(app, auth_token=token)["data"] == []  # the genuine one still works
 
 
-@pytest.mark.parametrize("claim", ["exp", "epoch", "sub", "aud", "iss"])
+@pytest.mark.parametrize("claim", ["exp", "epoch", "sub", "aud", "iss", "jti", "scope"])
 def test_a_token_signed_with_our_key_but_missing_or_wrong_claims_is_401(rt, app, claim):
     body = claims(token_of(app, "acme"))
-    key = signer(rt)._key
-    assert listing(app, auth_token=jwt.encode(body, key, algorithm="HS256"))["data"] == []
+    kid = max(signer(rt).keys())
+    key, header = signer(rt).keys()[kid], {"kid": str(kid)}
+
+    def signed(payload: dict, algorithm: str = "HS256") -> str:
+        return jwt.encode(payload, key, algorithm=algorithm, headers=header)
+
+    assert listing(app, auth_token=signed(body))["data"] == []
     wrong = {k: v for k, v in body.items() if k != claim}
-    assert refused(listing(app, auth_token=jwt.encode(wrong, key, algorithm="HS256")))
-    if claim in ("aud", "iss", "sub"):
-        other = {**body, claim: "someone else"}
-        assert refused(listing(app, auth_token=jwt.encode(other, key, algorithm="HS256")))
+    assert refused(listing(app, auth_token=signed(wrong)))
+    if claim in ("aud", "iss", "sub", "jti", "scope"):
+        assert refused(listing(app, auth_token=signed({**body, claim: "someone else"})))
     # Same key, another algorithm of the family: only HS256 is accepted.
-    assert refused(listing(app, auth_token=jwt.encode(body, key, algorithm="HS512")))
+    assert refused(listing(app, auth_token=signed(body, "HS512")))
+
+
+@pytest.mark.parametrize("kid", [None, "", "0", "2", "01", "x", 1, "1" * 12, ["1"]])
+def test_a_token_naming_no_key_we_have_is_401(rt, app, kid):
+    body = claims(token_of(app, "acme"))
+    key = signer(rt).keys()[1]
+    header = {"alg": "HS256", "typ": "JWT"} if kid is None else {"alg": "HS256", "kid": kid}
+    signing_input = f"{_b64(header)}.{_b64(body)}"
+    mac = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    signature = base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+    assert refused(listing(app, auth_token=f"{signing_input}.{signature}"))
+    if kid == "1":
+        assert listing(app, auth_token=f"{signing_input}.{signature}")["data"] == []
 
 
 def test_a_password_change_revokes_the_persons_tokens_only(rt, app):

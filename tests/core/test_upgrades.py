@@ -10,14 +10,19 @@ import sys
 import time
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from pbxcontrol.db import migrate
 from pbxcontrol.db.engine import make_engine
 from tests.conftest import cli, write_config
 
 HEAD = migrate.head_revision()
-LAST_BEFORE_THE_FLOOR = "0013"  # the last revision of the releases that predate the floor
+LAST_BEFORE_THE_FLOOR = "0013"  # the last revision before migrations said whether additive
+
+
+def errors(stderr: str) -> list[str]:
+    """The command's error lines (other lines: warnings, e.g. about a file's mode)."""
+    return [line for line in stderr.splitlines() if line.startswith("pbxcontrol: error:")]
 
 
 def set_revisions(url: str, revision: str | None, floor: str | None) -> None:
@@ -40,6 +45,11 @@ def migrated_to(url: str, revision: str) -> None:
     engine.dispose()
 
 
+def floor(url: str) -> str | None:
+    """This release's floor on the engine of `url`."""
+    return migrate.floor_of(HEAD, make_url(url).get_backend_name())
+
+
 def revisions(url: str) -> tuple[str, str]:
     engine = make_engine(url)
     with engine.connect() as conn:
@@ -60,16 +70,30 @@ def test_every_migration_after_0013_says_whether_it_is_additive():
     ]
     assert later, "no migration after 0013: the check checks nothing"
     for rev in later:
-        assert isinstance(getattr(rev.module, "additive", None), bool), (
+        said = getattr(rev.module, "additive", None)
+        by_engine = isinstance(said, dict) and set(said) == {"sqlite", "postgresql"}
+        assert isinstance(said, bool) or by_engine, (
             f"migration {rev.revision} must say `additive = True` (older releases keep "
-            "running on its schema) or `additive = False`: see pbxcontrol/db/migrate.py"
+            "running on its schema), `additive = False`, or a dict of both engines: see "
+            "pbxcontrol/db/migrate.py"
         )
 
 
 def test_the_floor_is_the_newest_revision_that_is_not_additive():
-    assert migrate.floor_of("0013") == "0013"
-    assert migrate.floor_of("0014") == "0013"  # 0014 is additive
-    assert migrate.floor_of("0005") == "0005"
+    for engine in ("sqlite", "postgresql"):
+        # Up to LEGACY_HEAD the releases compare alembic_version with their head: exactly.
+        assert migrate.floor_of("0013", engine) == "0013"
+        assert migrate.floor_of("0015", engine) == "0015"
+        assert migrate.floor_of("0005", engine) == "0005"
+        assert migrate.floor_of(migrate.LEGACY_HEAD, engine) == migrate.LEGACY_HEAD
+        # After it, additive migrations keep the floor: the release before this one runs.
+        assert migrate.floor_of("0018", engine) == migrate.LEGACY_HEAD
+    # 0016 moved the journal's ids to a sequence on PostgreSQL; on SQLite it added an index.
+    script = migrate._script()
+    module = script.get_revision("0016").module
+    assert not migrate.additive(module, "postgresql")
+    assert migrate.additive(module, "sqlite")
+    assert migrate.additive(script.get_revision("0018").module, "postgresql")
 
 
 def test_initdb_on_many_hosts_at_once_migrates_once(tmp_path, empty_db_url):
@@ -86,7 +110,7 @@ def test_initdb_on_many_hosts_at_once_migrates_once(tmp_path, empty_db_url):
     outs = [out for _status, out, _err in done]
     assert sum("upgraded from empty" in out for out in outs) == 1, outs
     assert sum("up to date" in out for out in outs) == 3, outs
-    assert revisions(empty_db_url) == (HEAD, migrate.floor_of(HEAD))
+    assert revisions(empty_db_url) == (HEAD, floor(empty_db_url))
 
 
 def test_a_database_of_a_release_before_the_floor_is_upgraded_by_initdb(tmp_path, empty_db_url):
@@ -98,20 +122,20 @@ def test_a_database_of_a_release_before_the_floor_is_upgraded_by_initdb(tmp_path
     config = write_config(tmp_path, db=db_url)
     refused = cli(config, "api")
     assert refused.returncode == 2
-    [line] = refused.stderr.strip().splitlines()
+    [line] = errors(refused.stderr)
     assert f"revision 0013, this version needs {HEAD}" in line
     assert "run `pbxcontrol initdb`" in line
     done = cli(config, "initdb")
     assert done.returncode == 0, done.stderr
     assert f"upgraded from 0013 to revision {HEAD}" in done.stdout
-    assert revisions(db_url) == (HEAD, migrate.floor_of(HEAD))
+    assert revisions(db_url) == (HEAD, floor(db_url))
 
 
 def test_an_older_schema_is_refused_in_one_line_naming_initdb(tmp_path, empty_db_url):
     migrated_to(empty_db_url, "0012")
     done = cli(write_config(tmp_path, db=empty_db_url), "record")
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
+    assert errors(done.stderr) == [
         f"pbxcontrol: error: database schema is at revision 0012, this version needs {HEAD}: "
         "run `pbxcontrol initdb` to upgrade"
     ]
@@ -146,7 +170,7 @@ def test_a_newer_schema_past_a_breaking_migration_is_refused(tmp_path, db_url):
     for command in ("api", "initdb"):
         done = cli(config, command)
         assert done.returncode == 2, (command, done.stderr)
-        [line] = done.stderr.strip().splitlines()
+        [line] = errors(done.stderr)
         assert "migrated by a newer release" in line and "needs at least 9998" in line, line
         assert "upgrade pbxcontrol" in line
 

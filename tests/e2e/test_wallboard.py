@@ -1,112 +1,28 @@
-"""The wallboard in a real headless Chromium, against `pbxcontrol serve` and real SIP calls.
-
-Debian's `chromium` (installed here with apt-get when missing, as the sandbox installs its
-tools), driven by Playwright for Python with that browser: Playwright never downloads one.
-"""
+"""The wallboard in a real headless Chromium (tests/browser.py), against `pbxcontrol serve`
+and real SIP calls."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
 import time
-from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 import pytest
 import requests
 
+from tests.browser import Page
 from tests.e2e.support import USERS, of, wait_ari
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 LIVE_WITHIN = 2.0  # a row appears / disappears this long after Asterisk has / drops the leg
 STREAM = "/api/stream/calls/active/list/"
 SCREENSHOT = os.environ.get("PBXCONTROL_WALLBOARD_SCREENSHOT", "")
 
 
-def ensure_chromium() -> str:
-    if not os.path.exists(CHROMIUM):
-        if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium", pytrace=False)
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (
-            ["apt-get", "update", "-q"],
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
-        ):
-            done = subprocess.run(
-                cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL
-            )
-            if done.returncode != 0:
-                pytest.fail(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}", pytrace=False)
-    return CHROMIUM
-
-
 def free_port() -> int:
     with socket.create_server(("127.0.0.1", 0)) as sock:
         return sock.getsockname()[1]
-
-
-class Page:
-    """One browser page with every request, console error and page error it caused."""
-
-    def __init__(self, page) -> None:
-        self.page = page
-        self.requests: list[str] = []
-        self.errors: list[str] = []
-        self.outage = False  # console errors of a deliberate server stop are expected
-        page.on("request", lambda r: self.requests.append(r.url))
-        page.on("console", self._console)
-        page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
-
-    def _console(self, msg) -> None:
-        if msg.type == "error" and not (self.outage and "net::ERR_" in msg.text):
-            self.errors.append(f"console: {msg.text}")
-
-    def rows(self) -> set[str]:
-        return set(
-            self.page.locator("#rows tr").evaluate_all("rs => rs.map(r => r.dataset.uniqueid)")
-        )
-
-    def check_clean(self) -> None:
-        assert not self.errors, self.errors
-        foreign = [u for u in self.requests if urlsplit(u).hostname != "127.0.0.1"]
-        assert not foreign, f"requests to another host: {foreign}"
-
-
-@pytest.fixture(scope="session")
-def playwright():
-    ensure_chromium()
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
-    with sync_api.sync_playwright() as pw:
-        yield pw
-
-
-@pytest.fixture
-def browser(playwright, tmp_path) -> Iterator[Page]:
-    context = playwright.chromium.launch_persistent_context(
-        str(tmp_path / "chromium-profile"),  # a fresh --user-data-dir
-        executable_path=CHROMIUM,
-        args=FLAGS,
-        headless=True,
-        viewport={"width": 1920, "height": 1080},
-    )
-    try:
-        yield Page(context.new_page())
-    finally:
-        context.close()
 
 
 class Site:
@@ -210,8 +126,16 @@ def test_hang_up_button_ends_the_call_after_a_confirmation(idle, server, sipp, b
     browser.page.click("#confirm button[value=cancel]")
     time.sleep(0.5)
     assert legs <= {c["id"] for c in ari.channels()}  # cancelled: nothing happened
+    # The board's token may only read: a wrong password hangs nothing up...
     button.click()
+    browser.page.fill("#confirm-password", "not-the-password")
     browser.page.click("#confirm-hangup")
+    browser.page.locator("#toast", has_text="Wrong password").wait_for(timeout=3000)
+    assert legs <= {c["id"] for c in ari.channels()}
+    # ...the person's password does (Enter confirms).
+    button.click()
+    browser.page.fill("#confirm-password", USERS["acme"])
+    browser.page.press("#confirm-password", "Enter")
     wait_ari(ari, "the call to end", lambda ch: not legs & {c["id"] for c in ch}, 5)
     browser.page.locator("#toast", has_text="Call hung up").wait_for(timeout=3000)
     follow(browser, ari, party_legs("PJSIP/alice", "PJSIP/bob"), False, "row gone", legs)

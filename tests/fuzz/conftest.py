@@ -12,7 +12,7 @@ from pbxcontrol.service.server import listen, make_server
 from tests.conftest import build_provisioned, write_config
 from tests.fakeari_http import FakeAriHttp
 
-legs = tables.legs
+legs, leg_history = tables.legs, tables.leg_history
 
 LEGS = [
     # (uniqueid, callid, scustomer, dcustomer, stype, snumber, dtype, dnumber, direction)
@@ -40,28 +40,44 @@ def service(tmp_path_factory):
         "[plugin:active_calls]\nhangups_per_minute = 0\n",
     )
     path.write_text(path.read_text().replace("port = 0\n", "port = 0\n" + body))
+    # The ended legs are kept forever: every past `at` the fuzzer makes up is valid and
+    # reaches the query over the history (a future one is still a 400).
+    path.write_text(path.read_text() + "[recorder]\nhistory_days = 0\n")
     rt = build_provisioned(path)
+    rows = [
+        dict(
+            machine=1,
+            uniqueid=u,
+            callid=c,
+            channel=f"PJSIP/x-{u}",
+            start=1000 + i,
+            status="Up",
+            scustomer=s,
+            dcustomer=d,
+            stype=st,
+            snumber=sn,
+            dtype=dt,
+            dnumber=dn,
+            direction=di,
+            recorded=i % 2,  # both values of `recorded` in the answers (SPEC §12)
+        )
+        for i, (u, c, s, d, st, sn, dt, dn, di) in enumerate(LEGS)
+    ]
     with rt.engine.begin() as conn:
+        conn.execute(insert(legs), rows)
+        # The same calls once before, ended: from 2001 on, lasting a day to three years.
         conn.execute(
-            insert(legs),
+            insert(leg_history),
             [
                 dict(
-                    machine=1,
-                    uniqueid=u,
-                    callid=c,
-                    channel=f"PJSIP/x-{u}",
-                    start=1000 + i,
-                    status="Up",
-                    scustomer=s,
-                    dcustomer=d,
-                    stype=st,
-                    snumber=sn,
-                    dtype=dt,
-                    dnumber=dn,
-                    direction=di,
+                    row, uniqueid=f"h{row['uniqueid']}", start=10**9 + i, ended=10**9 + 86400 * 4**i
                 )
-                for i, (u, c, s, d, st, sn, dt, dn, di) in enumerate(LEGS)
+                for i, row in enumerate(rows)
             ],
+        )
+        # A machine flagged not recorded: calls/active/unrecorded answers an entry.
+        conn.execute(
+            insert(tables.machines).values(id=1, name="m1", recorded=False, renewed_at=999.5)
         )
     server = make_server(rt.app, listen("127.0.0.1", 0), 4, rt.streams)  # with the live stream
     thread = threading.Thread(target=server.run, daemon=True)

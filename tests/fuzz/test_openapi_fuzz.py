@@ -27,6 +27,7 @@ def test_every_served_function_is_described(service):
     rt, _ = service
     served = {f"/api/json/{name}/" for name in rt.api.functions}
     served |= {f"/api/stream/{name}/" for name in rt.api.streams}
+    served |= {"/health", "/metrics"}  # not functions, but served and fuzzed (test_ops_fuzz)
     assert set(json.loads(DOC.read_text())["paths"]) == served
 
 
@@ -57,8 +58,9 @@ def check_envelope(response) -> None:
     assert ("data" in body) == (codes == ["200"]), body
 
 
-# The stream's answer never ends: tests/fuzz/test_stream_fuzz.py reads it bounded.
-@schema.exclude(path="/api/stream/calls/active/list/").parametrize()
+# The stream's answer never ends: tests/fuzz/test_stream_fuzz.py reads it bounded. /health and
+# /metrics are not the envelope: tests/fuzz/test_ops_fuzz.py.
+@schema.exclude(path=["/api/stream/calls/active/list/", "/health", "/metrics"]).parametrize()
 @settings(
     max_examples=60,
     deadline=None,
@@ -70,14 +72,17 @@ def test_any_input_gets_a_conforming_envelope(case, service):
     response = case.call(base_url=base)
     case.validate_response(response, checks=checks)
     check_envelope(response)
-    # The same input from a known person reaches validation and the query, by password and
-    # by token (user/login included).
-    for user in ("admin", "acme", "token"):
-        credentials = (
-            {"auth_token": token_of(base)}
-            if user == "token"
-            else {"auth_username": user, "auth_password": f"{user}-pass"}
-        )
+    # The same input from a known person reaches validation and the query, by password, by
+    # token and by a read-only token (user/login included). user/logout revokes the token it
+    # gets: it gets a fresh one each time, so the shared ones stay good.
+    logout = case.path == "/api/json/user/logout/"
+    for user in ("admin", "acme", "token", "read"):
+        if user in ("token", "read"):
+            scope = "read" if user == "read" else "all"
+            token = new_token(base, scope) if logout else token_of(base, scope)
+            credentials = {"auth_token": token}
+        else:
+            credentials = {"auth_username": user, "auth_password": f"{user}-pass"}
         params = case.query if case.query is not None else case.body
         if isinstance(params, dict):
             for name in ("auth_username", "auth_password", "auth_token"):
@@ -89,8 +94,12 @@ def test_any_input_gets_a_conforming_envelope(case, service):
 
 
 @functools.cache
-def token_of(base: str) -> str:
-    """A token of acme's from user/login (one per run: a login costs a KDF)."""
-    query = "auth_username=acme;auth_password=acme-pass;token=1"
+def token_of(base: str, scope: str = "all") -> str:
+    """A token of acme's from user/login (one per run and scope: a login costs a KDF)."""
+    return new_token(base, scope)
+
+
+def new_token(base: str, scope: str = "all") -> str:
+    query = f"auth_username=acme;auth_password=acme-pass;token=1;scope={scope}"
     with urllib.request.urlopen(f"{base}/api/json/user/login/?{query}") as resp:
         return json.load(resp)["data"]["auth_token"]

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 PATH = "/api/json/calls/active/list/"
 NAMES = [
+    "at",
     "auth_username",
     "auth_password",
     "customer",
@@ -77,25 +78,32 @@ def encode(pairs_, sep) -> str:
     return sep.join(f"{name}={value}" for name, value in pairs_)
 
 
+# Every JSON function's parameters and then some: the token functions get the list's
+# parameters too, and it theirs.
+FUNCTIONS = [PATH, "/api/json/user/login/", "/api/json/user/logout/", "/api/json/stream/ticket/"]
+TOKEN_NAMES = ["auth_token", "token", "scope", "ticket"]
+
+
 @given(
-    pairs=pairs,
+    pairs=st.lists(st.tuples(st.sampled_from(NAMES + TOKEN_NAMES), raw_values), max_size=12),
     sep=st.sampled_from([";", "&"]),
     auth=st.booleans(),
     method=st.sampled_from(["GET", "POST"]),
+    path=st.sampled_from(FUNCTIONS),
 )
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_random_parameters_always_get_an_envelope(service, pairs, sep, auth, method):
+def test_random_parameters_always_get_an_envelope(service, pairs, sep, auth, method, path):
     _, base = service
     if auth:
         pairs = list(GOOD.items()) + pairs
     query = encode(pairs, sep)
     if method == "GET":
-        result = request(base, "GET", f"{PATH}?{query}")
+        result = request(base, "GET", f"{path}?{query}")
     else:
         result = request(
             base,
             "POST",
-            PATH,
+            path,
             query.encode(),
             {"Content-Type": "application/x-www-form-urlencoded"},
         )
@@ -212,17 +220,72 @@ def test_requests_the_server_refuses_get_the_envelope(service):
 def test_garbage_request_heads_get_the_envelope_or_nothing(service, line, header):
     _, base = service
     answer = raw_exchange(base, line + b"\r\n" + header + b"\r\n\r\n")
-    if answer:  # a head waitress cannot even frame may be dropped; never a page of text
-        assert_envelope(
-            *parse_raw(answer), allowed=("200", "400", "401", "404", "405", "413", "431", "501")
-        )
+    if not answer:  # a head waitress cannot even frame may be dropped; never a page of text
+        return
+    status, ctype, raw = parse_raw(answer)
+    if status == 405:  # a method other than GET and POST: HTTP 405 (SPEC §13)
+        assert answer.count(b"\r\nAllow: GET, POST\r\n") == 1
+        status = 200  # the envelope is the same
+    assert_envelope(
+        status, ctype, raw, allowed=("200", "400", "401", "404", "405", "413", "431", "501")
+    )
+
+
+def method_refused(base: str, method: str, target: str) -> None:
+    """HTTP 405, `Allow: GET, POST` and (but for HEAD) the 405 envelope: SPEC §13."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request(method, target)
+        resp = conn.getresponse()
+        raw = resp.read()
+    finally:
+        conn.close()
+    assert resp.status == 405, (method, target, raw[:200])
+    assert resp.getheader("Allow") == "GET, POST"
+    if method != "HEAD":
+        assert resp.getheader("Content-Type") == "application/json; charset=utf-8"
+        assert json.loads(raw)["responses"][0]["code"] == "405"
+
+
+TARGETS = [
+    f"{PATH}?auth_username=admin;auth_password=admin-pass",
+    "/api/json/calls/hangup/?auth_username=admin;auth_password=admin-pass;uniqueid=1.1",
+    "/api/json/user/login/?auth_username=admin;auth_password=admin-pass;token=1",
+    "/api/stream/calls/active/list/?auth_username=admin;auth_password=admin-pass",
+    "/wallboard/",
+    "/health",
+    "/metrics",
+    "/",
+]
+# Methods of HTTP, WebDAV and made-up ones (waitress takes any upper-case token).
+METHODS = ["HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "PROPFIND", "MKCOL"]
+
+
+@given(
+    method=st.sampled_from(METHODS) | st.from_regex(r"[A-Z]{1,12}", fullmatch=True),
+    target=st.sampled_from(TARGETS),
+)
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_every_other_method_is_405_with_allow_everywhere(service, method, target):
+    if method in ("GET", "POST"):
+        return
+    method_refused(service[1], method, target)
+
+
+def test_a_head_answer_is_headers_only(service):
+    """405 to HEAD, from bottle's routes and from the stream's own socket path alike."""
+    for target in TARGETS:
+        answer = raw_exchange(service[1], f"HEAD {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 405 "), (target, head)
+        assert b"\r\nAllow: GET, POST" in head and body == b"", (target, answer)
 
 
 def test_unknown_methods_bodies_on_get_and_malformed_forms(service):
     _, base = service
-    for method in ("PUT", "DELETE", "PATCH", "OPTIONS"):
-        body = assert_envelope(*request(base, method, PATH))
-        assert body["responses"][0]["code"] == "405"
+    for method in ("PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"):
+        method_refused(base, method, PATH)
     auth = "auth_username=admin&auth_password=admin-pass"
     body = assert_envelope(
         *request(

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from pbxcontrol.ari.client import AriClient, AriError
-from pbxcontrol.ari.frames import FrameBuffer, FrameError
+from pbxcontrol.ari.frames import FrameBuffer, FrameError, MessageTooBig
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -144,3 +144,34 @@ def test_the_frame_buffer_keeps_a_cut_frame_and_refuses_broken_framing():
         frames.feed(frame(b"orphan", opcode=0x0))
     with pytest.raises(FrameError):
         FrameBuffer().feed(frame(b"", opcode=0x3))
+
+
+def test_a_message_over_max_message_is_refused_from_its_header_not_buffered():
+    """SPEC §12: a frame header announcing more than max_message bytes ends the connection
+    at once (the recorder reconnects and resyncs), without reading the announced body."""
+    frames = FrameBuffer(max_message=1000)
+    assert frames.feed(frame(b"y" * 1000)) == [(0x1, b"y" * 1000)]  # up to the bound: fine
+    huge = frame(b"z" * 70_000)
+    with pytest.raises(MessageTooBig, match="over max_message"):
+        frames.feed(huge[:10])  # the header alone: nothing of the body is awaited
+    announced = struct.pack("!BBQ", 0x81, 127, 2**40)  # 1 TiB announced, nothing sent
+    with pytest.raises(MessageTooBig):
+        FrameBuffer(max_message=1000).feed(announced)
+    fragments = FrameBuffer(max_message=1000)
+    assert fragments.feed(frame(b"a" * 600, fin=False)) == []
+    with pytest.raises(MessageTooBig):  # the fragments joined would be over it
+        fragments.feed(frame(b"b" * 600, opcode=0x0))
+
+
+def test_a_client_closes_the_websocket_on_a_message_over_max_message():
+    def script(conn: socket.socket) -> None:
+        conn.sendall(frame(b"small") + struct.pack("!BBQ", 0x81, 127, 2**33))
+
+    server = Server(script)
+    port = server.sock.getsockname()[1]
+    client = AriClient(f"http://127.0.0.1:{port}/ari", "u", "p", "app", max_message=4096)
+    stream = client.open_events()
+    assert stream.recv(5) == "small"
+    with pytest.raises(AriError, match="over max_message"):
+        stream.recv(5)
+    stream.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import insert, select
 
 from pbxcontrol.db.models import LegHistory
-from pbxcontrol.recorder import machine
+from pbxcontrol.recorder import retention
 from pbxcontrol.recorder.machine import MachineRecorder
 from tests.fakeari import FakeAri
 
@@ -59,7 +59,7 @@ def test_zero_keeps_everything(sessions):
 
 
 def test_a_backlog_goes_in_chunks(sessions, monkeypatch):
-    monkeypatch.setattr(machine, "PRUNE_CHUNK", 3)
+    monkeypatch.setattr(retention, "PRUNE_CHUNK", 3)
     add_history(sessions, 1, [50] * 10 + [1])
     assert recorder(sessions, 30).prune_history(NOW) == 10
     assert remaining(sessions) == ["1.10"]

@@ -142,3 +142,33 @@ def test_migration_0006_keeps_the_machine_rows(tmp_path):
     assert kept["name"] == "m" and kept["last_sync"] == 9
     assert (kept["holder"], kept["connected"], kept["heartbeat_at"]) == ("", 0, 0)
     assert (kept["events_total"], kept["events_per_second"], kept["last_event_at"]) == (0, 0, 0)
+
+
+def test_ages_are_on_the_databases_clock_not_the_hosts(db_url, sessions, tmp_path, monkeypatch):
+    """SPEC §12: the recorder's host runs an hour fast; `pbxcontrol status` on another
+    (here: this host's real clock) still shows ages of seconds, as does /health: every time
+    is written and compared on the database's clock."""
+    from pbxcontrol.http import health
+
+    config = write_config(tmp_path, MACHINE_1, db=db_url)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)  # the recorder's clock only
+    startup, before, _ = split("trunk_to_phone_answered", "answered")
+    fake = FakeAri(startup)
+    rec = MachineRecorder(1, fake, sessions, heartbeat=0.2)
+    rec.start()
+    try:
+        wait_until(rec.synced.is_set, what="recording")
+        for event in before:
+            fake.emit(event)
+        wait_until(converged(sessions, fake), what="legs recorded")
+        time.sleep(0.5)  # a few beats
+        shown = status(config)  # another process: the real clock
+        assert shown["state"] == "recording"
+        for age in ("heartbeat_age", "last_sync_age", "last_event_age"):
+            assert 0 <= shown[age] < 60, (age, shown)  # seconds, not an hour
+        with sessions() as session:
+            (entry,) = health.machines(session.connection(), [1], 5.0)
+        assert 0 <= entry.last_event_age < 60 and 0 <= entry.renewed_age < 5
+    finally:
+        rec.stop()

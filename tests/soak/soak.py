@@ -1,15 +1,23 @@
-"""Soak with faults against the sandbox Asterisk (not part of `make test`; run by hand):
+"""Soak with faults against the sandbox Asterisk (not part of `make test`; run by hand, and
+alone on the sandbox: other calls would spoil its comparisons with Asterisk's channels):
 
     .venv/bin/python -m tests.soak.soak --minutes 30 --rate 20
 
 sipp places `rate` calls/s (carrier -> DID 0201112222 -> alice, each talking `talk` s) for the
-whole run while: the ARI websocket is cut every `--cut-every` s (a TCP proxy between pbxcontrol
-and Asterisk), Asterisk is restarted once (at 45% of the run), pbxcontrol is killed with -9
-once and restarted (at 70%), and the API is queried continuously. Every `--check-every` s it
-compares the API's system view with GET /ari/channels; after each fault it measures the time
-until they agree again. Memory (VmRSS, split into heap and file pages) is sampled all along;
-at the end every call is over, the list must be empty and `PRAGMA integrity_check` must say
-ok. Writes tests/soak/results.json.
+whole run, recorded by `pbxcontrol record` (through a TCP proxy to ARI) and listed by
+`pbxcontrol api`, both on one SQLite database, while (SPEC §12's bad day, one at a time):
+the ARI websocket is cut every `--cut-every` s; the machine goes dark (its recorder killed
+with -9 and kept away `--dark` s: its legs must be flagged `recorded` = 0 within
+2 x takeover_seconds + 1 s); a stream subscriber stops reading (it must be dropped, memory
+bounded); Asterisk restarts; the database is out (SQLite: its write lock held by another
+process for `--outage` s); both processes start while the database is not there (its
+directory appears after `--down` s: they must wait, not exit, and work within 10 s of it);
+the API process is killed with -9. The API is queried continuously as a wallboard would.
+
+Every `--check-every` s a checkpoint compares the API's system view with GET /ari/channels
+(read before and after it): 0 missing and 0 ghost legs, outside a fault; after each fault the
+time until they agree again. Memory is sampled all along; at the end every call is over, the
+list must be empty and `PRAGMA integrity_check` must say ok. Writes tests/soak/results.json.
 """
 
 from __future__ import annotations
@@ -21,7 +29,9 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sandbox.sippctl import (
     ASTERISK_SIP,
@@ -35,37 +45,20 @@ from sandbox.sippctl import (
 )
 from tests.e2e.proxy import CuttableProxy
 from tests.e2e.support import PbxServer
+from tests.soak.faults import Faults
+from tests.soak.services import Check, compare, converge, launch, memory_mb, wait_up
 
 RESULTS = Path(__file__).with_name("results.json")
-
-
-def compare(pbx: PbxServer, ari: Ari) -> tuple[int, int] | None:
-    """(missing, left over): channels Asterisk had before and after our read that the API
-    lacks, and API legs Asterisk had at neither moment. None if the API did not answer."""
-    before = {c["id"] for c in ari.channels()}
-    rows = pbx.list("admin", customer="system")
-    after = {c["id"] for c in ari.channels()}
-    if rows is None:
-        return None
-    api = {r["uniqueid"] for r in rows}
-    return len((before & after) - api), len(api - (before | after))
-
-
-def memory_mb(pbx: PbxServer) -> list[float | None]:
-    """[VmRSS, RssAnon, RssFile] of the pbxcontrol process in MB. RssAnon is the heap;
-    RssFile includes the database pages SQLite reads through mmap (they grow with the file and
-    belong to the kernel's page cache)."""
-    if pbx.proc is None:
-        return [None, None, None]
-    fields = {}
-    try:
-        for line in Path(f"/proc/{pbx.proc.pid}/status").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "RssAnon", "RssFile"):
-                fields[name] = round(int(value.split()[0]) / 1024, 1)
-    except OSError:
-        return [None, None, None]
-    return [fields.get("VmRSS"), fields.get("RssAnon"), fields.get("RssFile")]
+TAKEOVER = 5.0  # [recorder] takeover_seconds of the soak's processes
+#: Each fault once, at this share of the run (the websocket cuts come in between).
+SCHEDULE = (
+    (0.10, "dark machine"),
+    (0.25, "stalled subscriber"),
+    (0.40, "asterisk restart"),
+    (0.55, "database outage"),
+    (0.70, "database down at start"),
+    (0.85, "kill -9 api"),
+)
 
 
 class Querier(threading.Thread):
@@ -74,7 +67,8 @@ class Querier(threading.Thread):
     def __init__(self, pbx: PbxServer):
         super().__init__(daemon=True)
         self.pbx, self.stop_flag = pbx, threading.Event()
-        self.ok = self.unanswered = self.errors = 0
+        self.ok = self.unanswered = 0
+        self.codes: dict[str, int] = {}
         self.latencies: list[float] = []
 
     def run(self) -> None:
@@ -82,29 +76,46 @@ class Querier(threading.Thread):
             started = time.perf_counter()
             try:
                 body = self.pbx.call_api("acme", names="1")
-            except Exception:  # connection refused while pbxcontrol is down
+            except Exception:  # connection refused while a process is down
                 self.unanswered += 1
                 time.sleep(0.2)
                 continue
-            if body["responses"][0]["code"] == "200":
+            code = body["responses"][0]["code"]
+            if code == "200":
                 self.ok += 1
                 self.latencies.append((time.perf_counter() - started) * 1000)
             else:
-                self.errors += 1
+                self.codes[code] = self.codes.get(code, 0) + 1
             time.sleep(0.05)
 
 
-def converge(pbx: PbxServer, ari: Ari, timeout: float = 60.0) -> float | None:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        result = compare(pbx, ari)
-        if result == (0, 0):
-            return round(time.monotonic() - started, 2)
-        time.sleep(0.2)
-    return None
+class Checkpoints(threading.Thread):
+    """Every `every` s: the API against Asterisk, labelled with the fault under way (None:
+    steady). A steady checkpoint that is not exact is read again for up to 2 s (a call that
+    began or ended between the reads), and both results are kept."""
+
+    def __init__(self, api: PbxServer, ari: Ari, every: float, t0: float):
+        super().__init__(daemon=True)
+        self.api, self.ari, self.every, self.t0 = api, ari, every, t0
+        self.fault: str | None = None
+        self.rows: list[dict[str, Any]] = []
+        self.stop_flag = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_flag.wait(self.every):
+            fault = self.fault
+            check = compare(self.api, self.ari)
+            row: dict[str, Any] = {
+                "at_s": round(time.monotonic() - self.t0),
+                "fault": fault,
+                "check": check.__dict__ if check else None,
+            }
+            if fault is None and (check is None or not check.exact):
+                row["settled_s"] = converge(self.api, self.ari, 2.0)
+            self.rows.append(row)
 
 
-def main() -> None:  # noqa: C901 - one linear script
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -113,8 +124,110 @@ def main() -> None:  # noqa: C901 - one linear script
     parser.add_argument("--talk", type=float, default=4.0, help="seconds per call")
     parser.add_argument("--cut-every", type=float, default=120.0)
     parser.add_argument("--check-every", type=float, default=10.0)
+    parser.add_argument("--dark", type=float, default=2 * TAKEOVER + 15, help="seconds dark")
+    parser.add_argument("--outage", type=float, default=30.0, help="seconds of database outage")
+    parser.add_argument("--down", type=float, default=20.0, help="seconds without a database")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the report goes")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def start_calls(pool: SippPool, args: argparse.Namespace, total: float) -> None:
+    calls = int(args.rate * total)
+    pool.phone_answers("alice", ring_ms=200, calls=calls * 2, timeout_s=int(total + 300))
+    talk, rate = str(int(args.talk * 1000)), str(args.rate)
+    pool._start(
+        "carrier-uac",
+        TRUNK_IP,
+        ["-sf", str(SIPP_DIR / "uac.xml"), "-p", str(UAC_PORT), "-mp", "6300"]
+        + ["-s", "0201112222", "-key", "cnum", "0207946000", "-key", "cname", "Dentist"]
+        + ["-d", talk, "-r", rate, "-l", str(args.rate * int(args.talk + 4))]
+        + ["-cid_str", "soak-%u@%s", ASTERISK_SIP],
+        calls=calls,
+        timeout_s=int(total + 300),
+    )
+
+
+def run_faults(
+    faults: Faults, args: argparse.Namespace, total: float, report: dict, watch: Checkpoints
+) -> None:
+    """The run: each scheduled fault once, websocket cuts in between, memory every 30 s."""
+    actions: dict[str, Callable[[], dict[str, Any]]] = {
+        "dark machine": lambda: faults.dark_machine(args.dark),
+        "stalled subscriber": faults.stalled_subscriber,
+        "asterisk restart": faults.asterisk_restart,
+        "database outage": lambda: faults.database_outage(args.outage),
+        "database down at start": lambda: faults.database_down_at_start(args.down),
+        "kill -9 api": faults.kill_api,
+        "websocket cut": faults.websocket_cut,
+    }
+    pending = list(SCHEDULE)
+    next_cut, next_mem = args.cut_every, 0.0
+    while (elapsed := time.monotonic() - watch.t0) < total:
+        if elapsed >= next_mem:
+            report["memory_mb"].append(
+                [round(elapsed), *memory_mb(faults.api), *memory_mb(faults.record)]
+            )
+            next_mem += 30
+        fault = None
+        if pending and elapsed >= pending[0][0] * total:
+            fault = pending.pop(0)[1]
+        elif elapsed >= next_cut:
+            next_cut += args.cut_every
+            fault = "websocket cut"
+        if fault:
+            watch.fault = fault
+            try:
+                measured = actions[fault]()
+            finally:
+                watch.fault = None
+            report["faults"].append({"at_s": round(elapsed), "fault": fault, **measured})
+            print(f"{elapsed:7.0f}s {fault}: {json.dumps(measured)}", flush=True)
+        time.sleep(0.5)
+
+
+def finish(record: PbxServer, api: PbxServer, ari: Ari, db: Path, report: dict) -> None:
+    """Every call over: the list must be empty; a clean stop; the database intact."""
+    for chan in ari.channels():
+        ari.hangup(chan["id"])
+    report["final"] = {
+        "reconverged_s": converge(api, ari, 60),
+        "ari_channels": len(ari.channels()),
+    }
+    report["sigterm_exit"] = {"api": api.stop(), "record": record.stop()}
+    with sqlite3.connect(db) as conn:
+        report["integrity_check"] = conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def summary(report: dict, querier: Querier) -> dict[str, Any]:
+    steady = [c for c in report["checks"] if c["fault"] is None]
+    faults = report["faults"]
+
+    def cut(fault: dict[str, Any]) -> bool:
+        return fault["fault"] == "websocket cut"
+
+    exact = [c for c in steady if c["check"] and Check(**c["check"]).exact]
+    mem = [m[1] for m in report["memory_mb"] if m[1]]
+    return {
+        "checkpoints": len(report["checks"]),
+        "steady_checkpoints": len(steady),
+        "steady_exact_at_once": len(exact),
+        "steady_settled_within_2s": sum(
+            1 for c in steady if c in exact or c.get("settled_s") is not None
+        ),
+        "steady_max_missing": max((c["check"]["missing"] for c in steady if c["check"]), default=0),
+        "steady_max_ghosts": max((c["check"]["ghosts"] for c in steady if c["check"]), default=0),
+        "reconverged_s": {f["fault"]: f["reconverged_s"] for f in faults if not cut(f)},
+        "websocket_cuts_reconverged_s": [f["reconverged_s"] for f in faults if cut(f)],
+        "api_rss_first_last_max_mb": [mem[0], mem[-1], max(mem)] if mem else None,
+        "api_ok": querier.ok,
+        "api_other_codes": querier.codes,
+        "api_unanswered": querier.unanswered,
+        "api_p50_ms": round(statistics.median(querier.latencies), 2) if querier.latencies else None,
+    }
+
+
+def main() -> None:
+    args = arguments()
     total = args.minutes * 60
     started_sandbox = False
     if not sandbox_running():
@@ -123,130 +236,48 @@ def main() -> None:  # noqa: C901 - one linear script
             raise SystemExit(f"sandbox did not start:\n{done.stdout}{done.stderr}")
         started_sandbox = True
     work = Path(tempfile.mkdtemp(prefix="pbx-soak-"))
+    (work / "db").mkdir()
+    db = work / "db" / "pbx.db"
     ari, proxy = Ari(), CuttableProxy()
-    pbx = PbxServer(work / "pbx", proxy.url, f"pbxcontrol-soak-{int(time.time())}")
+    app = f"pbxcontrol-soak-{int(time.time())}"
+    extra = f"[recorder]\ntakeover_seconds = {TAKEOVER:g}\n"
+    record = PbxServer(
+        work / "record", proxy.url, app, f"sqlite:///{db}", command="record", extra=extra
+    )
+    api = PbxServer(work / "api", proxy.url, app, f"sqlite:///{db}", command="api", extra=extra)
     pool = SippPool(work / "sipp", tag="soak")
-    report: dict = {
-        "minutes": args.minutes,
-        "rate": args.rate,
-        "faults": [],
-        "checks": [],
-        "memory_mb": [],
-    }
-    querier = Querier(pbx)
+    report: dict[str, Any] = {"minutes": args.minutes, "rate": args.rate, "takeover_s": TAKEOVER}
+    report.update(faults=[], checks=[], memory_mb=[])
+    querier = Querier(api)
+    watch = Checkpoints(api, ari, args.check_every, time.monotonic())
     try:
-        pbx.provision()
-        pbx.start()
-        calls = int(args.rate * total)
-        pool.phone_answers("alice", ring_ms=200, calls=calls * 2, timeout_s=int(total + 300))
-        pool._start(
-            "carrier-uac",
-            TRUNK_IP,
-            [
-                "-sf",
-                str(SIPP_DIR / "uac.xml"),
-                "-p",
-                str(UAC_PORT),
-                "-mp",
-                "6300",
-                "-s",
-                "0201112222",
-                "-key",
-                "cnum",
-                "0207946000",
-                "-key",
-                "cname",
-                "Dentist",
-                "-d",
-                str(int(args.talk * 1000)),
-                "-r",
-                str(args.rate),
-                "-l",
-                str(args.rate * int(args.talk + 4)),
-                "-cid_str",
-                "soak-%u@%s",
-                ASTERISK_SIP,
-            ],
-            calls=calls,
-            timeout_s=int(total + 300),
-        )
+        record.provision()
+        for pbx in (record, api):
+            up_s, status = wait_up(pbx, launch(pbx), 60)
+            assert up_s is not None, f"{pbx.command} did not start ({status}):\n{pbx.tail()}"
+        start_calls(pool, args, total)
         querier.start()
-        t0 = time.monotonic()
-        next_cut, next_check, next_mem = args.cut_every, args.check_every, 0.0
-        restarted = killed = False
-        while (elapsed := time.monotonic() - t0) < total:
-            if elapsed >= next_mem:
-                report["memory_mb"].append([round(elapsed), *memory_mb(pbx)])
-                next_mem += 30
-            fault = None
-            if not restarted and elapsed >= 0.45 * total:
-                restarted, fault = True, "asterisk restart"
-                sandbox("cli", "core restart now")
-                deadline = time.monotonic() + 90
-                while not ari.answers() and time.monotonic() < deadline:
-                    time.sleep(0.5)
-            elif not killed and elapsed >= 0.70 * total:
-                killed, fault = True, "kill -9 pbxcontrol"
-                pbx.kill9()
-                time.sleep(2)  # calls start and end meanwhile
-                pbx.start(timeout=60)
-            elif elapsed >= next_cut:
-                next_cut += args.cut_every
-                fault = "websocket cut"
-                proxy.cut()
-            if fault:
-                seconds = converge(pbx, ari)
-                report["faults"].append(
-                    {"at_s": round(elapsed), "fault": fault, "reconverged_s": seconds}
-                )
-                print(f"{elapsed:7.0f}s {fault}: reconverged in {seconds} s", flush=True)
-            if elapsed >= next_check:
-                next_check += args.check_every
-                result = compare(pbx, ari)
-                report["checks"].append([round(elapsed), result])
-            time.sleep(0.5)
+        watch.t0 = time.monotonic()
+        watch.start()
+        run_faults(Faults(record, api, ari, proxy, db), args, total, report, watch)
+        watch.stop_flag.set()
         querier.stop_flag.set()
-        pool.stop()  # no new calls; Asterisk hangs up the rest
-        for chan in ari.channels():
-            ari.hangup(chan["id"])
-        end = converge(pbx, ari, 60)
-        report["final"] = {
-            "reconverged_s": end,
-            "api_legs": len(pbx.list("admin", customer="system") or []),
-            "ari_channels": len(ari.channels()),
-        }
-        exit_status = pbx.stop()
-        with sqlite3.connect(work / "pbx" / "pbx.db") as db:
-            report["integrity_check"] = db.execute("PRAGMA integrity_check").fetchone()[0]
-        report["sigterm_exit"] = exit_status
+        pool.stop()  # no new calls; the rest are hung up
+        finish(record, api, ari, db, report)
     finally:
+        watch.stop_flag.set()
         querier.stop_flag.set()
+        report["checks"] = watch.rows
         pool.stop()
         for chan in ari.channels():  # also when interrupted: leave Asterisk empty
             ari.hangup(chan["id"])
-        if pbx.proc is not None:
-            pbx.stop()
+        for pbx in (api, record):
+            if pbx.proc is not None:
+                pbx.stop()
         proxy.close()
         if started_sandbox:
             sandbox("down")
-    checks = [c for _, c in report["checks"] if c is not None]
-    mem = [m for _, m, _, _ in report["memory_mb"] if m]
-    anon = [a for _, _, a, _ in report["memory_mb"] if a]
-    report["summary"] = {
-        "checks": len(checks),
-        "checks_exact": sum(1 for c in checks if c == (0, 0)),
-        "max_missing": max((c[0] for c in checks), default=0),
-        "max_left_over": max((c[1] for c in checks), default=0),
-        "reconvergence_s": [f["reconverged_s"] for f in report["faults"]],
-        "memory_first_last_max_mb": [round(mem[0], 1), round(mem[-1], 1), round(max(mem), 1)]
-        if mem
-        else None,
-        "heap_first_last_max_mb": [anon[0], anon[-1], max(anon)] if anon else None,
-        "api_ok": querier.ok,
-        "api_errors": querier.errors,
-        "api_unanswered": querier.unanswered,
-        "api_p50_ms": round(statistics.median(querier.latencies), 2) if querier.latencies else None,
-    }
+    report["summary"] = summary(report, querier)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report["summary"], indent=1))
     print(

@@ -1,5 +1,8 @@
-// pbxcontrol wallboard: logs in for a token, follows /api/stream/calls/active/list/ (SPEC §8)
-// and keeps a live table of the legs. No framework, no build step, nothing from another host.
+// pbxcontrol wallboard: logs in for a read-only token (scope=read) and renews it before it
+// expires, follows /api/stream/calls/active/list/ (SPEC §8) opened with one-use tickets (no
+// credential in a URL), and keeps a live table of the legs; or shows the board as it was at a
+// chosen past moment (calls/active/list with `at`, SPEC §14), read-only and marked as the
+// past, until "Back to live". No framework, no build step, nothing from another host.
 "use strict";
 
 (function () {
@@ -11,6 +14,9 @@
   const state = {
     token: "",
     expires: 0, // Unix seconds, 0 = unknown
+    renewAt: 0, // Unix seconds: when to ask for a fresh token
+    renewing: false,
+    generation: 0, // bumped by each stream (re)opening: a late ticket is for an old one
     me: null, // the calls/active/scopes answer
     names: new Map(), // customer id -> name
     scope: "",
@@ -24,6 +30,10 @@
     quiet: true, // the next render shows a snapshot
     skew: 0, // server clock - our clock, seconds
     pending: null, // the call whose hang-up is being confirmed
+    unrecorded: new Map(), // machine -> since (Unix seconds, 0 = not known yet), SPEC §12
+    asking: false, // a calls/active/unrecorded request is under way
+    at: null, // the past moment shown (Unix seconds); null: live
+    pastSeq: 0, // the latest past-moment request (an older answer is dropped)
   };
 
   // -- the API -------------------------------------------------------------------------------
@@ -75,13 +85,23 @@
     }
   }
 
-  function tokenExpiry(token) {
+  function claims(token) {
     try {
       const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-      return Number(JSON.parse(atob(part)).exp) || 0;
+      return JSON.parse(atob(part)) || {};
     } catch (_) {
-      return 0;
+      return {};
     }
+  }
+
+  const tokenExpiry = (token) => Number(claims(token).exp) || 0;
+
+  function planRenewal(token) {
+    // A quarter of the lifetime before the end (at most 5 minutes): time to retry a few
+    // times if the server is briefly away, so a screen runs for days on one sign-in.
+    const { iat, exp } = claims(token);
+    const lifetime = Number(exp) - Number(iat) || 3600;
+    state.renewAt = state.expires - Math.min(300, lifetime / 4);
   }
 
   function tokenFromFragment() {
@@ -103,10 +123,14 @@
     document.body.className = "signed-out";
     $("board").hidden = true;
     $("banner").hidden = true;
+    $("unrecorded").hidden = true;
+    state.unrecorded.clear();
     $("logout").hidden = true;
     $("who").textContent = "";
     $("scope").disabled = true;
     $("scope").replaceChildren();
+    leavePast();
+    $("past-form").hidden = true;
     setLive("signed-out");
     $("login").hidden = false;
     $("login-error").textContent = message || "";
@@ -125,6 +149,7 @@
         auth_username: form.elements.auth_username.value,
         auth_password: form.elements.auth_password.value,
         token: "1",
+        scope: "read", // a wallboard only watches: its token cannot hang up
       });
       if (code !== "200") {
         $("login-error").textContent = loginError(code, message);
@@ -149,6 +174,13 @@
   async function start(token, expires) {
     state.token = token;
     state.expires = expires || tokenExpiry(token);
+    planRenewal(token);
+    // A token from the fragment may do more than read: trade it for a read-only one now.
+    if (claims(token).scope !== "read") {
+      await renew();
+      if (!state.token) return; // refused: the login form is shown
+      token = state.token;
+    }
     const { code, answer, message } = await call("calls/active/scopes", { auth_token: token });
     if (code === "401") return showLogin("Your session has ended: log in again.");
     if (code !== "200") return showLogin(loginError(code, message));
@@ -163,10 +195,43 @@
     $("who").textContent = state.me.username + " · " + customerName(state.me.customer);
     document.body.className = "";
     if (!canHangUp()) document.body.classList.add("no-actions");
+    $("past-form").hidden = false;
+    $("past-at").value = localInput(now() - 60);
     openStream(false);
   }
 
-  const canHangUp = () => state.me && state.me.privileges.includes("actions");
+  // The board of a past moment is read-only.
+  const canHangUp = () => state.at === null && state.me && state.me.privileges.includes("actions");
+
+  // A fresh token of the same scope for the current one (user/login with auth_token and
+  // token=1), then the stream moves to it quietly. True when renewed.
+  async function renew() {
+    if (state.renewing) return false;
+    state.renewing = true;
+    try {
+      const { code, answer } = await call("user/login", {
+        auth_token: state.token,
+        token: "1",
+        scope: "read",
+      });
+      if (code === "401") {
+        showLogin("Your session has ended: log in again.");
+        return false;
+      }
+      if (code !== "200") throw new Error("code " + code);
+      state.token = answer.data.auth_token;
+      state.expires = answer.data.auth_token_expires;
+      planRenewal(state.token);
+      saveSession();
+      if (state.source) openStream(true, true);
+      return true;
+    } catch (_) {
+      state.renewAt = now() + 5; // the server is away: try again soon, until the end
+      return false;
+    } finally {
+      state.renewing = false;
+    }
+  }
 
   // -- scope ---------------------------------------------------------------------------------
 
@@ -212,40 +277,150 @@
   function changeScope() {
     state.scope = $("scope").value;
     saveSession();
+    if (state.at !== null) {
+      return showPast(state.at).catch((err) => toast("The server did not answer (" + err.message + ").", true));
+    }
     state.rows.clear();
     render();
     openStream(false);
   }
 
+  // -- a past moment -------------------------------------------------------------------------
+
+  async function submitPast(event) {
+    event.preventDefault();
+    // datetime-local is the browser's local time, which Date reads it as.
+    const at = new Date($("past-at").value).getTime() / 1000;
+    if (Number.isNaN(at)) return toast("Choose a date and a time.", true);
+    try {
+      await showPast(at);
+    } catch (err) {
+      toast("The server did not answer (" + err.message + ").", true);
+    }
+  }
+
+  async function showPast(at) {
+    const asked = ++state.pastSeq;
+    const params = Object.fromEntries(new URLSearchParams(state.scope));
+    const { code, answer, message } = await call("calls/active/list", {
+      ...params,
+      auth_token: state.token,
+      names: "1",
+      at: String(at),
+    });
+    if (asked !== state.pastSeq) return; // another moment, or back to live, since
+    if (code === "401") return showLogin("Your session has ended: log in again.");
+    if (code !== "200") return toast("That moment cannot be shown. " + message, true);
+    stopStream();
+    state.at = at;
+    state.rows = new Map(answer.data.map((r) => [key(r), r]));
+    state.quiet = true;
+    document.body.classList.add("past");
+    setLive("past");
+    $("past-banner").hidden = false;
+    $("past-text").textContent =
+      "The board as it was at " + moment(at) + ": read-only, durations counted to then.";
+    render();
+    tickClock();
+  }
+
+  function leavePast() {
+    state.pastSeq += 1;
+    state.at = null;
+    document.body.classList.remove("past");
+    $("past-banner").hidden = true;
+  }
+
+  function backToLive() {
+    leavePast();
+    state.rows.clear();
+    render();
+    tickClock();
+    openStream(false);
+  }
+
+  function moment(at) {
+    return new Date(at * 1000).toLocaleString([], {
+      weekday: "short",
+      year: "numeric",
+      month: "short",
+      day: "numeric",
+      hour: "2-digit",
+      minute: "2-digit",
+      second: "2-digit",
+      hour12: false,
+    });
+  }
+
+  function localInput(seconds) {
+    const d = new Date(seconds * 1000);
+    const pad = (n) => String(n).padStart(2, "0");
+    return (
+      d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + "T" +
+      pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds())
+    );
+  }
+
   // -- the stream ----------------------------------------------------------------------------
 
-  function streamUrl(resume) {
+  // The stream's URL: the scope and a one-use ticket (stream/ticket), never the token or a
+  // password, which a proxy's access log would keep. "" when no ticket could be had (then
+  // `retryIn` or the login form has been shown).
+  async function streamUrl(resume) {
+    let got;
+    try {
+      got = await call("stream/ticket", { auth_token: state.token });
+    } catch (_) {
+      retryIn(2000, "The server does not answer.");
+      return "";
+    }
+    if (got.code === "401") {
+      showLogin("Your session has ended: log in again.");
+      return "";
+    }
+    if (got.code !== "200") {
+      retryIn(5000, "The server answered " + got.code + ". " + got.message);
+      return "";
+    }
     const params = new URLSearchParams(state.scope);
-    params.set("auth_token", state.token);
+    params.set("ticket", got.answer.data.ticket);
     params.set("names", "1");
     if (resume && state.lastId) params.set("last_event_id", state.lastId);
     return STREAM + "?" + params.toString();
   }
 
   function stopStream() {
+    state.generation += 1;
     if (state.source) state.source.close();
     state.source = null;
     clearTimeout(state.retry);
   }
 
-  function openStream(resume) {
+  // `quiet`: moving a live stream to a new ticket (after a token renewal), not a loss: the
+  // board stays "Live"; the new stream resumes where the old one was.
+  async function openStream(resume, quiet) {
     stopStream();
+    const generation = state.generation;
     if (!resume) state.lastId = "";
-    setLive(false);
-    const source = new EventSource(streamUrl(resume));
+    if (!quiet) setLive(false);
+    const url = await streamUrl(resume);
+    if (!url || generation !== state.generation) return;
+    const source = new EventSource(url);
     state.source = source;
-    source.onopen = () => setLive(true);
+    source.onopen = () => {
+      source.opened = true;
+      setLive(true);
+    };
     source.onerror = () => {
       if (state.source !== source) return;
+      // EventSource would retry by itself with the same URL, but its ticket is used up:
+      // reconnect with a new one. A stream that was open resumes at once; one that never
+      // opened was answered with the JSON envelope: find out what.
+      const opened = source.opened;
+      stopStream();
       setLive(false);
-      // CONNECTING: EventSource retries by itself, with Last-Event-ID. CLOSED: the server
-      // answered something else than a stream (the JSON envelope): find out what.
-      if (source.readyState === EventSource.CLOSED) diagnose();
+      if (opened) openStream(true);
+      else diagnose();
     };
     source.addEventListener("snapshot", (e) => {
       const rows = JSON.parse(e.data).data;
@@ -271,7 +446,10 @@
   }
 
   async function diagnose() {
-    const url = streamUrl(true);
+    if (state.at !== null) return;
+    const generation = state.generation;
+    const url = await streamUrl(true);
+    if (!url || generation !== state.generation) return;
     const abort = new AbortController();
     let resp;
     try {
@@ -292,7 +470,9 @@
     const first = (answer.responses && answer.responses[0]) || {};
     const code = String(first.code || "");
     const text = messages(answer);
-    if (code === "401") return showLogin("Your session has ended: log in again.");
+    // The stream refused its ticket (a slow network let it expire) or its person: the next
+    // ticket's request tells which (a 401 there is the login form).
+    if (code === "401") return retryIn(2000, text);
     if (code === "402") return fatal("This person may not list these calls. " + text);
     if (code === "400") return fatal("The server refused this scope: " + text);
     if (code === "429") return retryIn(30000, "Too many open streams for this person. " + text);
@@ -301,8 +481,9 @@
 
   function retryIn(ms, why) {
     stopStream();
+    if (state.at !== null) return;
     setLive(false, why);
-    state.retry = setTimeout(() => state.token && openStream(true), ms);
+    state.retry = setTimeout(() => state.token && state.at === null && openStream(true), ms);
   }
 
   function fatal(why) {
@@ -313,12 +494,20 @@
   function setLive(live, why) {
     const indicator = $("live");
     const signedOut = live === "signed-out";
+    const past = live === "past"; // marked by its own banner, not as an outage
     state.live = live === true;
     if (state.live) state.lastLive = Date.now();
-    indicator.className = "live " + (state.live ? "on" : state.lastLive ? "off" : "connecting");
-    $("live-text").textContent = state.live ? "Live" : signedOut ? "Signed out" : "Not live";
-    document.body.classList.toggle("stale", !state.live && !signedOut);
-    $("banner").hidden = state.live || signedOut;
+    const look = past ? "past" : state.live ? "on" : state.lastLive ? "off" : "connecting";
+    indicator.className = "live " + look;
+    $("live-text").textContent = past
+      ? "Past"
+      : state.live
+        ? "Live"
+        : signedOut
+          ? "Signed out"
+          : "Not live";
+    document.body.classList.toggle("stale", !state.live && !signedOut && !past);
+    $("banner").hidden = state.live || signedOut || past;
     state.why = why || "";
     tickBanner();
   }
@@ -391,6 +580,61 @@
     $("empty").hidden = rows.length > 0;
     totals(rows);
     perCustomer(rows);
+    unrecordedMachines(rows);
+  }
+
+  // -- machines nobody records (SPEC §12) ----------------------------------------------------
+
+  function unrecordedMachines(rows) {
+    // The machines of the rows flagged recorded: 0; since when comes from the server. A past
+    // moment's rows say what was recorded then: no banner about now over them.
+    const flagged = state.at === null ? rows.filter((r) => r.recorded === 0) : [];
+    const now = new Set(flagged.map((r) => r.machine));
+    for (const machine of [...state.unrecorded.keys()]) {
+      if (!now.has(machine)) state.unrecorded.delete(machine);
+    }
+    let unknown = false;
+    for (const machine of now) {
+      if (!state.unrecorded.has(machine)) state.unrecorded.set(machine, 0);
+      unknown = unknown || !state.unrecorded.get(machine);
+    }
+    if (unknown) askSince();
+    showUnrecorded();
+  }
+
+  async function askSince() {
+    if (state.asking || !state.token) return;
+    state.asking = true;
+    try {
+      const { code, answer } = await call("calls/active/unrecorded", { auth_token: state.token });
+      if (code === "200") {
+        for (const entry of answer.data) {
+          if (state.unrecorded.has(entry.machine)) state.unrecorded.set(entry.machine, entry.since);
+        }
+      }
+    } catch (_) {
+      // Shown without its time; asked again with the next change.
+    } finally {
+      state.asking = false;
+    }
+    showUnrecorded();
+  }
+
+  function showUnrecorded() {
+    const machines = [...state.unrecorded.keys()].sort((a, b) => a - b);
+    const banner = $("unrecorded");
+    banner.hidden = machines.length === 0;
+    if (banner.hidden) return;
+    const parts = machines.map((m) => {
+      const since = state.unrecorded.get(m);
+      if (!since) return "machine " + m;
+      const at = new Date(since * 1000).toLocaleString([], { hour12: false });
+      return "machine " + m + " since " + at;
+    });
+    const one = parts.length === 1;
+    $("unrecorded-text").textContent =
+      "Nobody records " + parts.join(", ") + ": " + (one ? "its" : "their") +
+      " calls are greyed and may have ended.";
   }
 
   function fillRow(tr, row, first) {
@@ -405,8 +649,10 @@
       "dir-" + (row.direction || "none"),
       first ? "call-first" : "leg-more",
       ringing ? "is-ringing" : "",
+      row.recorded === 0 ? "unrecorded" : "",
       tr.classList.contains("fresh") ? "fresh" : "",
     ].join(" ");
+    tr.title = row.recorded === 0 ? "Machine " + row.machine + " is not recorded: this call may have ended." : "";
     const cells = [
       cell("c-duration", span("duration", "")),
       cell("c-dir", pill(row.direction)),
@@ -480,7 +726,8 @@
 
   function tickRow(tr, row) {
     const since = row.answered || row.start;
-    tr.querySelector(".duration").textContent = clockDuration(now() - since);
+    const until = state.at === null ? now() : state.at;
+    tr.querySelector(".duration").textContent = clockDuration(until - since);
   }
 
   function clockDuration(seconds) {
@@ -544,6 +791,7 @@
     const from = row.snumber + (row.snumber_name ? " (" + row.snumber_name + ")" : "");
     const to = (row.dnumber || row.cnumber) + (row.dnumber_name ? " (" + row.dnumber_name + ")" : "");
     state.pending = row;
+    $("confirm-password").value = "";
     $("confirm-text").textContent =
       "From " + (from || "unknown") + " to " + (to || "unknown") + ", " + legs.length +
       (legs.length === 1 ? " leg" : " legs") + ", " + clockDuration(now() - (row.answered || row.start)) + ".";
@@ -552,16 +800,21 @@
 
   async function closeConfirm() {
     const row = state.pending;
+    const password = $("confirm-password").value;
+    $("confirm-password").value = "";
     state.pending = null;
     if ($("confirm").returnValue !== "hangup" || !row) return;
     try {
+      // The board's token may only read (scope=read): a hang-up is confirmed with the
+      // password, sent in this request's body and kept nowhere.
       const { code, message } = await call("calls/hangup", {
-        auth_token: state.token,
+        auth_username: state.me.username,
+        auth_password: password,
         callid: row.callid,
       });
       if (code === "204" || code === "200") toast("Call hung up.", false);
       else if (code === "404") toast("That call has already ended.", true);
-      else if (code === "401") showLogin("Your session has ended: log in again.");
+      else if (code === "401") toast("Wrong password: the call was not hung up. " + message, true);
       else if (code === "402") toast("You may not hang up calls. " + message, true);
       else if (code === "429") toast("Too many hang-ups: wait a minute. " + message, true);
       else toast("Hang-up failed (" + code + "): " + message, true);
@@ -581,9 +834,16 @@
 
   // -- every second --------------------------------------------------------------------------
 
+  function tickClock() {
+    // In the past, the clock shows the moment shown, not the time now.
+    $("clock").textContent =
+      state.at === null
+        ? new Date(Date.now() + state.skew * 1000).toLocaleTimeString([], { hour12: false })
+        : moment(state.at);
+  }
+
   function tick() {
-    const date = new Date(Date.now() + state.skew * 1000);
-    $("clock").textContent = date.toLocaleTimeString([], { hour12: false });
+    tickClock();
     for (const tr of $("rows").children) {
       const row = state.rows.get(tr.dataset.key);
       if (row) tickRow(tr, row);
@@ -591,11 +851,20 @@
     tickBanner();
     if (state.token && state.expires && now() > state.expires) {
       showLogin("Your session has expired: log in again.");
+    } else if (state.token && state.me && state.renewAt && now() > state.renewAt) {
+      renew();
     }
     setTimeout(tick, 1000 - (Date.now() % 1000) + 5);
   }
 
   // -- start ---------------------------------------------------------------------------------
+
+  function logout() {
+    // Revoked on the server too (every process and host), not only forgotten here.
+    const token = state.token;
+    showLogin("");
+    if (token) call("user/logout", { auth_token: token }).catch(() => {});
+  }
 
   function offline(err) {
     showLogin("The server did not answer (" + err.message + ").");
@@ -604,8 +873,17 @@
   function boot() {
     $("login-form").addEventListener("submit", submitLogin);
     $("scope").addEventListener("change", changeScope);
-    $("logout").addEventListener("click", () => showLogin(""));
+    $("past-form").addEventListener("submit", submitPast);
+    $("back-live").addEventListener("click", backToLive);
+    $("logout").addEventListener("click", logout);
     $("confirm").addEventListener("close", closeConfirm);
+    $("confirm-password").addEventListener("keydown", (e) => {
+      // Enter confirms (the form's first button, which Enter would press, is Cancel).
+      if (e.key === "Enter") {
+        e.preventDefault();
+        $("confirm").close("hangup");
+      }
+    });
     // A wallboard URL pasted into a tab that shows this page only changes the fragment.
     window.addEventListener("hashchange", () => {
       const token = tokenFromFragment();

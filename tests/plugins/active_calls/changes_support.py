@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from hypothesis import strategies as st
+from sqlalchemy import insert, select
 
+from pbxcontrol.db import unrecorded
 from tests.conftest import TREE
 from tests.plugins.active_calls.conftest import leg
 from tests.plugins.active_calls.stream_support import write_legs
@@ -34,6 +36,7 @@ PARAMS = {
     "phone": ["PJSIP/alice", "1001", "PJSIP/erin"],
 }
 UIDS = [f"{n}.1" for n in range(6)]
+MACHINES = unrecorded.MACHINES
 
 
 @st.composite
@@ -51,13 +54,21 @@ def fields(draw) -> dict[str, Any]:
     )
 
 
-#: One step: up to three legs, each inserted (if not live), updated or ended (if live).
+#: A machine's lease gone silent (its legs flagged recorded = 0) or its holder reconciled
+#: (recorded = 1 again): SPEC §12, written with journal entries by pbxcontrol.db.unrecorded.
+FLIPS = [("dark", 1), ("dark", 2), ("vouch", 1), ("vouch", 2)]
+
+#: One step: up to three legs, each inserted (if not live), updated or ended (if live); or,
+#: now and then, a machine's legs flagged or vouched for.
 steps = st.lists(
-    st.lists(
-        st.tuples(st.sampled_from(UIDS), st.integers(1, 2), st.booleans(), fields()),
-        min_size=1,
-        max_size=3,
-        unique_by=lambda op: (op[0], op[1]),
+    st.one_of(
+        st.lists(
+            st.tuples(st.sampled_from(UIDS), st.integers(1, 2), st.booleans(), fields()),
+            min_size=1,
+            max_size=3,
+            unique_by=lambda op: (op[0], op[1]),
+        ),
+        st.sampled_from(FLIPS),
     ),
     min_size=1,
     max_size=6,
@@ -73,8 +84,24 @@ def subtree(top: int) -> set[int]:
     return {c for c in PARENTS if top in chain(c)}
 
 
+def flip(rt, kind: str, machine: int) -> None:
+    """Machine `machine`'s legs flagged not recorded (its lease silent since ever) or vouched
+    for again, as a watch or the holder writes it."""
+    with rt.engine.begin() as conn:
+        if conn.execute(select(MACHINES.c.id).where(MACHINES.c.id == machine)).first() is None:
+            conn.execute(insert(MACHINES).values(id=machine, name=f"machine {machine}"))
+        if kind == "dark":
+            unrecorded.flag(conn, machine, 0.0)
+        else:
+            unrecorded.vouch(conn, machine)
+
+
 def apply_step(rt, live: dict[tuple[int, str], dict], ops, clock: list[int]) -> None:
-    """Write one step through the store, one transaction per machine, as the recorder does."""
+    """Write one step through the store, one transaction per machine, as the recorder does
+    (or flip a machine's `recorded`)."""
+    if isinstance(ops, tuple):
+        flip(rt, *ops)
+        return
     for machine in (1, 2):
         inserts, updates, ended = [], [], []
         for uid, m, end, values in ops:

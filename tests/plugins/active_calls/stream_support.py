@@ -20,10 +20,12 @@ STREAM = "/api/stream/calls/active/list/"
 
 
 @contextmanager
-def serving(rt, threads: int = 4) -> Iterator[tuple[str, int]]:
-    """The runtime's app and streams served by waitress with the hub, as `pbxcontrol api`."""
+def serving(rt, threads: int = 4, **hub: Any) -> Iterator[tuple[str, int]]:
+    """The runtime's app and streams served by waitress with the hub, as `pbxcontrol api`
+    (`hub`: the hub's settings, make_server's `watch` and `stream_buffer`)."""
     sock = http_server.listen("127.0.0.1", 0)
-    server = http_server.make_server(rt.app, sock, threads, rt.streams)
+    hub.setdefault("stream_buffer", rt.config.stream_buffer)
+    server = http_server.make_server(rt.app, sock, threads, rt.streams, **hub)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

@@ -15,13 +15,14 @@ def test_rows_carry_every_leg_field_with_its_json_type(calls):
     for row in rows:
         assert list(row) == list(LEG_FIELDS)
         for name, value in row.items():
-            expected = int if name in LEG_INT_FIELDS else str
+            expected = int if name in (*LEG_INT_FIELDS, "recorded") else str
             assert type(value) is expected, (name, value)
+        assert row["recorded"] == 1  # nobody flagged machine 1 (SPEC §12)
 
 
 def test_row_values_are_the_stored_leg(calls):
     row = get(calls, callid="120.1")["data"][1]
-    assert row == {name: BY_ID["120.2"][name] for name in LEG_FIELDS}
+    assert row == {name: BY_ID["120.2"].get(name, 1) for name in LEG_FIELDS}  # recorded: 1
     assert row["recording"] == "/var/spool/rec/120.wav"
     assert (row["peer"], row["billing_peer"], row["outgroup"]) == (1, 1, 20)
 

@@ -268,3 +268,61 @@ def test_clients_that_leave_at_once_free_their_slots(site):
     first, second = started(address, query("acme")), started(address, query("acme"))
     first.close()
     second.close()
+
+
+@pytest.mark.parametrize("site", ["streams_per_person = 1"], indirect=True)
+def test_a_stream_whose_snapshot_fails_is_closed_and_frees_its_slot(site, monkeypatch):
+    """SPEC §12: the database fails while a stream joins the hub: that stream is closed (its
+    client reconnects) and its person's slot is free again, not leaked."""
+    from pbxcontrol.plugins.active_calls import stream as stream_module
+    from sqlalchemy.exc import OperationalError
+
+    _, address, _ = site
+    real = stream_module.ListView.snapshot
+    failures = [OperationalError("SELECT", {}, Exception("server closed the connection"))]
+
+    def snapshot(self, conn, replace):
+        if failures:
+            raise failures.pop()
+        return real(self, conn, replace)
+
+    monkeypatch.setattr(stream_module.ListView, "snapshot", snapshot)
+    with pytest.raises(EOFError):  # closed without a snapshot (perhaps before its head)
+        Client(address, query("acme", names="1")).read_until(lambda c: c.events)
+    assert not failures
+    client = started(address, query("acme", names="1"))  # the one slot is free again
+    assert client.events[0][1] == "snapshot"
+    client.close()
+
+
+@pytest.mark.parametrize("site", ["stream_buffer = 65536"], indirect=True)
+def test_a_client_that_stops_reading_is_dropped_past_stream_buffer(site, caplog):
+    """SPEC §12: once more than `[http] stream_buffer` bytes of its events wait in the process
+    (beyond what its socket took), the stream ends: memory stays bounded."""
+    import logging
+    import socket
+
+    rt, address, _ = site
+    caplog.set_level(logging.INFO, "pbxcontrol.http")
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # reads nothing, keeps little
+    stalled.connect(address)
+    stalled.sendall(f"GET /api/stream/calls/active/list/?{query('acme')} HTTP/1.1\r\n\r\n".encode())
+    reader = started(address, query("acme"))  # another client of the same view, reading
+    rows = [leg(f"9{i}.1", f"9{i}.1", 900 + i, scustomer=3, snumber="1" * 100) for i in range(40)]
+    dropped = False
+    for step in range(400):  # each round ~40 upserts of ~1 KB for both clients
+        changed = [dict(row, status=f"S{step}") for row in rows]
+        write_legs(rt, 1, upsert=changed if step == 0 else [], update=changed if step else [])
+        status = f"S{step}"
+        reader.read_until(lambda c, s=status: c.rows.get((1, "90.1"), {}).get("status") == s)
+        if "does not read" in caplog.text:
+            dropped = True
+            break
+    assert dropped, "the stalled client was never dropped"
+    (line,) = [r.getMessage() for r in caplog.records if "does not read" in r.getMessage()]
+    waiting = int(line.split(": ")[1].split()[0])
+    assert 65536 < waiting < 65536 + 200_000  # the bound, plus at most one round's events
+    assert reader.rows  # the reading client goes on
+    stalled.close()
+    reader.close()

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import time
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import bottle
+import jwt
 import pytest
 import webtest
 
 from pbxcontrol.http import static
+from tests.conftest import LIST, build_provisioned, write_config
+from tests.plugins.active_calls.conftest import CALLS, leg
+from tests.plugins.active_calls.stream_support import serving, write_legs
 
 SCOPES = "/api/json/calls/active/scopes/"
 WALLBOARD = Path(__file__).resolve().parents[3] / "plugins" / "active_calls" / "wallboard"
@@ -186,3 +194,165 @@ def test_scopes_accepts_a_token(calls):
     token = login["data"]["auth_token"]
     data = calls.get(SCOPES, params={"auth_token": token}).json["data"]
     assert [c["id"] for c in data["customers"]] == [3, 5]
+
+
+# -- the page in a real Chromium: read-only token, renewal, tickets, logout (SPEC §13) ------
+
+STREAM = "/api/stream/calls/active/list/"
+LOGIN = "/api/json/user/login/"
+CREDENTIALS = {"auth_token", "auth_password", "auth_username"}
+
+
+@pytest.fixture
+def board(database, databases, tmp_path, request):
+    """A provisioned runtime with live legs, served on loopback: (runtime, base URL)."""
+    lifetime = getattr(request, "param", 3600)
+    with databases.fresh(database, tmp_path) as url:
+        config = write_config(tmp_path, db=url)
+        config.write_text(
+            config.read_text().replace("[http]\n", f"[http]\ntoken_lifetime = {lifetime}\n", 1)
+        )
+        rt = build_provisioned(config)
+        write_legs(rt, 1, upsert=[r for r in CALLS if r["machine"] == 1])
+        with serving(rt) as (host, port):
+            yield rt, f"http://{host}:{port}"
+        rt.close()
+
+
+def sign_in(browser, base: str, who: str = "acme") -> None:
+    page = browser.page
+    page.goto(base + "/wallboard/")
+    page.fill("input[name=auth_username]", who)
+    page.fill("input[name=auth_password]", f"{who}-pass")
+    page.press("input[name=auth_password]", "Enter")
+    page.locator("#live.on").wait_for(timeout=10000)
+
+
+def held_token(browser) -> str:
+    """The token the page keeps (its tab's sessionStorage)."""
+    saved = browser.page.evaluate("sessionStorage.getItem('pbxcontrol.wallboard')")
+    return json.loads(saved)["token"]
+
+
+def claims(token: str) -> dict:
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def queries(browser, path: str) -> list[dict[str, list[str]]]:
+    return [parse_qs(urlsplit(u).query) for u in browser.requests if path in urlsplit(u).path]
+
+
+def test_the_page_holds_a_read_token_and_opens_streams_with_tickets(board, browser):
+    rt, base = board
+    sign_in(browser, base)
+    assert claims(held_token(browser))["scope"] == "read"
+    streams = queries(browser, STREAM)
+    assert streams and all("ticket" in q and not CREDENTIALS & set(q) for q in streams)
+    # acme may hang up: the button is there, the password is asked for in the dialog.
+    browser.page.locator("#rows button.hangup").first.wait_for(timeout=5000)
+    browser.check_clean()
+
+
+@pytest.mark.parametrize("board", [6], indirect=True)
+def test_the_page_renews_its_token_before_it_expires_and_stays_live(board, browser):
+    rt, base = board
+    sign_in(browser, base)
+    first = held_token(browser)
+    time.sleep(14)  # more than two lifetimes
+    page = browser.page
+    assert page.locator("#live.on").count() == 1 and page.locator("#login").is_hidden()
+    now = held_token(browser)
+    assert claims(now)["exp"] >= claims(first)["exp"] + 6 and claims(now)["scope"] == "read"
+    renewals = [parse_qs(body) for url, body in browser.posted if urlsplit(url).path == LOGIN]
+    assert len([r for r in renewals if "auth_token" in r]) >= 2, renewals
+    assert all("auth_password" not in r for r in renewals[1:])
+    # The stream moved to tickets of the new tokens and still brings changes.
+    assert len(queries(browser, STREAM)) >= 3
+    write_legs(rt, 1, upsert=[leg("900.1", "900.1", 900, scustomer=3, dcustomer=3)])
+    page.locator('#rows tr[data-uniqueid="900.1"]').wait_for(timeout=5000)
+    browser.check_clean()
+
+
+def test_log_out_revokes_the_token_on_the_server(board, browser):
+    rt, base = board
+    sign_in(browser, base)
+    token = held_token(browser)
+    browser.page.click("#logout")
+    browser.page.locator("#login").wait_for(state="visible", timeout=5000)
+    app = webtest.TestApp(rt.app)
+    deadline = time.monotonic() + 5
+    while app.get(LIST, {"auth_token": token}).json["responses"][0]["code"] != "401":
+        assert time.monotonic() < deadline, "the token still works after Log out"
+        time.sleep(0.1)
+    browser.check_clean()
+
+
+def test_a_full_token_in_the_fragment_is_traded_for_a_read_token(board, browser):
+    rt, base = board
+    app = webtest.TestApp(rt.app)
+    params = {"auth_username": "acme", "auth_password": "acme-pass", "token": "1"}
+    full = app.get(LOGIN, params).json["data"]["auth_token"]
+    browser.page.goto(f"{base}/wallboard/#auth_token={full}")
+    browser.page.locator("#live.on").wait_for(timeout=10000)
+    held = held_token(browser)
+    assert held != full and claims(held)["scope"] == "read"
+    browser.check_clean()
+
+
+# -- a machine nobody records, in Chromium (SPEC §12) ----------------------------------------
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    """Polled from here: the page's CSP (no eval) refuses Playwright's wait_for_function."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_the_wallboard_greys_a_silent_machines_rows_and_says_which_since_when(
+    database, databases, tmp_path, browser
+):
+    from pbxcontrol.db import unrecorded
+    from tests.plugins.active_calls.test_unrecorded import ON_2, renew
+
+    with databases.fresh(database, tmp_path) as url:
+        rt = build_provisioned(write_config(tmp_path, db=url))
+        for machine in (1, 2):
+            write_legs(rt, machine, upsert=[r for r in CALLS if r["machine"] == machine])
+            renew(rt, machine)
+        page = browser.page
+        with serving(rt, watch=unrecorded.Watch(2.0, 3600)) as (host, port):
+            sign_in(browser, f"http://{host}:{port}", "admin")
+            rows = page.locator("#rows tr")
+            wait_for(lambda: rows.count() == len(CALLS), 5, "the rows")
+            assert page.locator("#rows tr.unrecorded").count() == 0
+            assert page.locator("#unrecorded").is_hidden()
+
+            renew(rt, 1)
+            since = renew(rt, 2, age=4.5)  # silent for more than 2 x takeover_seconds
+            grey = page.locator("#rows tr.unrecorded")
+            wait_for(lambda: grey.count() == len(ON_2), 3, "machine 2's rows greyed")
+            assert sorted(grey.evaluate_all("rs => rs.map(r => r.dataset.uniqueid)")) == ON_2
+            assert set(grey.evaluate_all("rs => rs.map(r => r.dataset.machine)")) == {"2"}
+            assert float(grey.first.evaluate("r => getComputedStyle(r).opacity")) < 0.6
+            banner = page.locator("#unrecorded")
+            banner.wait_for(state="visible", timeout=2000)
+            shown = page.evaluate(f"new Date({since} * 1000).toLocaleString([], {{hour12: false}})")
+            page.wait_for_function(
+                "t => document.getElementById('unrecorded-text').textContent.includes(t)",
+                arg=f"machine 2 since {shown}",
+                timeout=3000,
+            )
+            assert "NOT RECORDED" in banner.inner_text()
+            assert rows.count() == len(CALLS)  # kept: they may well be up
+            if os.environ.get("PBXCONTROL_UNRECORDED_SCREENSHOT"):
+                page.screenshot(path=os.environ["PBXCONTROL_UNRECORDED_SCREENSHOT"])
+
+            with rt.engine.begin() as conn:  # a recorder takes machine 2 and reconciles
+                renew(rt, 2)
+                unrecorded.vouch(conn, 2)
+            banner.wait_for(state="hidden", timeout=3000)
+            assert page.locator("#rows tr.unrecorded").count() == 0
+            browser.check_clean()
+        rt.close()

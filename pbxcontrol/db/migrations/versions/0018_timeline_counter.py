@@ -2,20 +2,20 @@
 
 The row `timeline` of `counters` (0 until the first connection reads the server's timeline):
 after a failover the first connection to the promoted standby finds a new timeline and moves
-the change journal and the data version on past anything the old primary may have handed out
-(pbxcontrol/db/failover.py). Unused on SQLite.
+the change journal (and with it the data version) on past anything the old primary may have
+handed out (pbxcontrol/db/failover.py). Unused on SQLite.
 
 Additive: a row older releases never read.
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0018
+Revises: 0017
 Create Date: 2026-12-06
 """
 
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0018"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 #: Older releases keep working on this schema (pbxcontrol/db/migrate.py).
