@@ -79,6 +79,9 @@ class Cluster:
         return done.stdout
 
     def start(self) -> None:
+        if self.proc is not None:  # stopped before (its runuser exits with it): reaped
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
         self.proc = subprocess.Popen(
             ["runuser", "-u", OS_USER, "--", str(self.bin / "postgres")]
             + ["-D", str(self.data), "-c", "listen_addresses=127.0.0.1"]
@@ -106,10 +109,10 @@ class Cluster:
             == 0
         )
 
-    def sql(self, statement: str) -> list[tuple]:
+    def sql(self, statement: str, dbname: str = "postgres") -> list[tuple]:
         """As the superuser, over the unix socket (autocommit)."""
         with psycopg.connect(
-            host=str(self.root), port=self.port, user=OS_USER, dbname="postgres", autocommit=True
+            host=str(self.root), port=self.port, user=OS_USER, dbname=dbname, autocommit=True
         ) as conn:
             cur = conn.execute(statement)
             return cur.fetchall() if cur.description else []
