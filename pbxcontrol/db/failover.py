@@ -93,7 +93,12 @@ def check_timeline(connection: Any) -> bool:
             return False  # an empty database (initdb has not run)
         if timeline is None or kept is None or timeline == kept:
             return False
-        return _move_on(connection, int(kept), int(timeline))
+        try:
+            return _move_on(connection, int(kept), int(timeline))
+        except psycopg.errors.InsufficientPrivilege:
+            # A role that writes no journal (`pbxcontrol grants`' API role): it may read on;
+            # the first writer's connection moves the journal on before its first write.
+            return False
     finally:
         if not connection.closed:
             connection.autocommit = before

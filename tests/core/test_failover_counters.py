@@ -105,3 +105,32 @@ def test_the_host_that_last_answered_is_tried_first_and_the_dead_one_last():
     assert order() == "10.0.0.2,10.0.0.3,10.0.0.1"
     hosts.dead = hosts.last
     assert order() == "10.0.0.1,10.0.0.3,10.0.0.2"
+
+
+@postgresql_only
+def test_least_privilege_roles_after_a_promotion_the_api_serves_and_the_recorder_moves_on(db_url):
+    """`pbxcontrol grants`' roles (SPEC §13): the API role may not move the journal (it
+    writes none: it connects, finds the timeline new, leaves it to a writer); the recorder
+    role's first connection moves it on, before its first write."""
+    from tests.core.test_grants import roles
+
+    noted = timeline(db_url)
+    first = position(db_url)
+    with roles(db_url) as (record_url, api_url):
+        kept_timeline(db_url, noted + 7)  # a promotion since the counters were last moved
+        api = make_engine(api_url)
+        try:
+            with api.connect() as conn:  # no permission error: the API serves
+                assert journal.position(conn).head == first.head
+                kept = conn.execute(text("SELECT value FROM counters WHERE name = 'timeline'"))
+                assert kept.scalar_one() == noted + 7  # left to a writer
+        finally:
+            api.dispose()
+        recorder = make_engine(record_url)
+        try:
+            with recorder.connect() as conn:
+                moved = journal.position(conn)
+        finally:
+            recorder.dispose()
+        assert moved.head >= first.head + failover.GAP
+        assert timeline(db_url) == noted
