@@ -55,7 +55,11 @@ from tests.soak.database import PostgresPair, SqliteDatabase
 from tests.soak.faults import Faults
 from tests.soak.services import Check, compare, converge, launch, memory_mb, wait_up
 
-RESULTS = Path(__file__).with_name("results.json")
+#: Where each engine's report goes (the PostgreSQL run's apart: the two are different runs).
+RESULTS = {
+    "sqlite": Path(__file__).with_name("results.json"),
+    "postgresql": Path(__file__).with_name("results-postgresql.json"),
+}
 TAKEOVER = 5.0  # [recorder] takeover_seconds of the soak's processes
 #: Each fault once, at this share of the run (the websocket cuts come in between).
 SCHEDULE = (
@@ -134,10 +138,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--dark", type=float, default=2 * TAKEOVER + 15, help="seconds dark")
     parser.add_argument("--outage", type=float, default=30.0, help="seconds of database outage")
     parser.add_argument("--down", type=float, default=20.0, help="seconds without a database")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where the report goes")
+    parser.add_argument("--out", type=Path, help="where the report goes (default: by engine)")
     parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--skip", default="", help="faults left out, comma-separated")
-    return parser.parse_args()
+    args = parser.parse_args()
+    args.out = args.out or RESULTS[args.engine]
+    return args
 
 
 def start_calls(pool: SippPool, args: argparse.Namespace, total: float) -> None:
