@@ -7,18 +7,21 @@ outcome (`code`, `message`, `legs`, `created`). `action_id` names the request's 
 `call_actions`, written first (code 0 until the answer is known). Index (machine, state): the
 holder looks for its pending intents.
 
-Revision ID: 0018
-Revises: 0017
+Revision ID: 0019
+Revises: 0018
 Create Date: 2026-12-06
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0018"
-down_revision = "0017"
+revision = "0019"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
+#: Older releases keep working on this schema (pbxcontrol/db/migrate.py): a table they never
+#: read.
+additive = True
 
 
 def upgrade() -> None:
