@@ -63,7 +63,13 @@ TREE = {
             "callername_internal": "Alice",
             "callername_external": "Acme Ltd",
         },
-        {"endpoint": "PJSIP/bob", "customer": 3, "number": "1002", "name": "Bob Jones"},
+        {
+            "endpoint": "PJSIP/bob",
+            "customer": 3,
+            "number": "1002",
+            "name": "Bob Jones",
+            "owner": "panel",  # `panel` acts on bob's calls (SPEC §11.1)
+        },
         {"endpoint": "PJSIP/carol", "customer": 4, "number": "2001", "name": "Carol White"},
         {"endpoint": "PJSIP/dave", "customer": 4, "number": "2002", "name": "Dave Brown"},
         {"endpoint": "PJSIP/erin", "customer": 7, "number": "3001", "name": "Erin Green"},

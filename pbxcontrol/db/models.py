@@ -126,6 +126,11 @@ class Customer(Base):
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
     name: Mapped[str] = _s()
     max_calls: Mapped[int] = _i()  # 0 = unlimited
+    # Call-control policy (SPEC §11.7); NULL = inherited from the parent (migration 0020).
+    monitor: Mapped[str | None] = mapped_column(String(8))
+    monitor_announce: Mapped[int | None] = mapped_column(Integer)
+    record: Mapped[int | None] = mapped_column(Integer)
+    context: Mapped[str | None] = mapped_column(String(79))
 
 
 class CustomerTree(Base):
@@ -285,6 +290,8 @@ class Line(Base):
     callerid_external: Mapped[str] = _s(64)
     callername_internal: Mapped[str] = _s(128)
     callername_external: Mapped[str] = _s(128)
+    owner: Mapped[str] = _s(128)
+    machine: Mapped[int | None] = mapped_column(Integer)  # where click-to-call rings it
 
 
 class Peer(Base):

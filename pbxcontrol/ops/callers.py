@@ -9,7 +9,7 @@ from pbxcontrol.db.models import Customer
 from pbxcontrol.ops import OpsError
 
 # What the built-in "system owner" role may do (SPEC §5).
-SYSTEM_PRIVILEGES = frozenset({"user", "telephone line reports", "callshop", "actions"})
+SYSTEM_PRIVILEGES = frozenset({"user", "telephone line reports", "callshop", "actions", "monitor"})
 
 
 def system_owner(conn: Connection) -> Caller:

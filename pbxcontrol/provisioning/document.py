@@ -12,7 +12,13 @@ from sqlalchemy.orm import Session
 from pbxcontrol.db.models import Base, Customer, Line, Peer, Person, Role
 from pbxcontrol.provisioning.fields import Item, items
 
-PRIVILEGES = frozenset({"user", "telephone line reports", "callshop", "panel", "actions"})
+PRIVILEGES = frozenset(
+    {"user", "telephone line reports", "callshop", "panel", "actions", "monitor"}
+)
+#: Call-control policy (SPEC §11.7): absent or null = inherited from the parent customer.
+MONITOR_MODES = ("none", "listen", "whisper", "barge")
+POLICY_FIELDS = ("monitor", "monitor_announce", "record", "context")
+_CONTEXT = re.compile(r"^[A-Za-z0-9_-]{1,79}$")
 _ENDPOINT = re.compile(r"^[A-Za-z0-9_]+/[^\s/]+$")
 LINE_FIELDS = (
     "name",
@@ -113,7 +119,8 @@ def validate(session: Session, doc: dict[str, Any]) -> Plan:
     people = _people(session, doc, tree, set(roles) | set(session.scalars(select(Role.name))))
     peer_endpoints = dict(session.execute(select(Peer.endpoint, Peer.id)).all())
     line_endpoints = set(session.scalars(select(Line.endpoint)))
-    lines = _lines(doc, tree, peer_endpoints, line_endpoints)
+    usernames = {p.username for p in people} | set(session.scalars(select(Person.username)))
+    lines = _lines(doc, tree, peer_endpoints, line_endpoints, usernames)
     peers = _peers(doc, peer_endpoints, line_endpoints)
     numbers = _rows("numbers", "numbers", ("number", "customer_id"), ("number",))
     for item, number in items(doc, "numbers", {"number", "customer"}, _number):
@@ -122,18 +129,20 @@ def validate(session: Session, doc: dict[str, Any]) -> Plan:
 
 
 def _customers(doc: dict[str, Any], tree: Customers) -> Rows:
-    rows = _rows("customers", "customers", ("id", "parent_id", "name", "max_calls"), ("id",))
+    columns = ("id", "parent_id", "name", "max_calls", *POLICY_FIELDS)
+    rows = _rows("customers", "customers", columns, ("id",))
     listed: list[tuple[Item, int]] = []
     for item, cid in items(
         doc,
         "customers",
-        {"id", "name", "parent", "max_calls"},
+        {"id", "name", "parent", "max_calls", *POLICY_FIELDS},
         lambda it: it.integer("id", required=True, minimum=1),
     ):
         tree.parents[cid] = item.nullable_integer("parent", minimum=1)
         listed.append((item, cid))
         name = item.text("name", required=True, nonempty=True)
-        rows.rows.append((cid, tree.parents[cid], name, item.integer("max_calls")))
+        row = (cid, tree.parents[cid], name, item.integer("max_calls"), *_policy(item))
+        rows.rows.append(row)
     doc_roots = [cid for _, cid in listed if tree.parents[cid] is None]
     roots = tree.stored_roots or doc_roots
     root = roots[0] if roots else None
@@ -142,6 +151,25 @@ def _customers(doc: dict[str, Any], tree: Customers) -> Rows:
     # Parents first: a child's row references its parent's.
     rows.rows.sort(key=lambda row: tree.depth(row[0]))
     return rows
+
+
+def _policy(item: Item) -> tuple[str | None, int | None, int | None, str | None]:
+    """The customer's own policy fields; None where it inherits its parent's."""
+    monitor = item.value("monitor", False, None)
+    if monitor is not None and monitor not in MONITOR_MODES:
+        item.fail(
+            "monitor", f"must be one of {', '.join(MONITOR_MODES)} (or null), not {monitor!r}"
+        )
+    flags = []
+    for name in ("monitor_announce", "record"):
+        value = item.value(name, False, None)
+        if value is not None and (isinstance(value, bool) or value not in (0, 1)):
+            item.fail(name, f"must be 0 or 1 (or null), not {value!r}")
+        flags.append(value)
+    context = item.value("context", False, None)
+    if context is not None and not (isinstance(context, str) and _CONTEXT.match(context)):
+        item.fail("context", f"must be a dialplan context name (A-Z a-z 0-9 _ -), not {context!r}")
+    return monitor, flags[0], flags[1], context
 
 
 def _roles(session: Session, doc: dict[str, Any]) -> dict[str, frozenset[str]]:
@@ -187,11 +215,15 @@ def _people(
 
 
 def _lines(
-    doc: dict[str, Any], tree: Customers, peer_endpoints: dict[str, int], line_endpoints: set[str]
+    doc: dict[str, Any],
+    tree: Customers,
+    peer_endpoints: dict[str, int],
+    line_endpoints: set[str],
+    usernames: set[str],
 ) -> Rows:
-    columns = ("endpoint", "customer_id", "number", *LINE_FIELDS)
+    columns = ("endpoint", "customer_id", "number", *LINE_FIELDS, "owner", "machine")
     rows = _rows("lines", "lines", columns, ("endpoint",))
-    fields = {"endpoint", "customer", "number", *LINE_FIELDS}
+    fields = {"endpoint", "customer", "number", *LINE_FIELDS, "owner", "machine"}
     for item, endpoint in items(doc, "lines", fields, _endpoint):
         if endpoint in peer_endpoints:
             item.fail("endpoint", f"{endpoint} is already a peer")
@@ -207,9 +239,19 @@ def _lines(
                 item.text("callerid_external", default=number, max_len=64),
                 item.text("callername_internal", max_len=128),
                 item.text("callername_external", max_len=128),
+                _owner(item, usernames),
+                item.nullable_integer("machine", minimum=1),
             )
         )
     return rows
+
+
+def _owner(item: Item, usernames: set[str]) -> str:
+    """The person who owns the line (`panel` acts on its calls): a known username, or ""."""
+    owner = item.text("owner", max_len=128)
+    if owner and owner not in usernames:
+        item.fail("owner", f"unknown person {owner!r}")
+    return owner
 
 
 def _peers(doc: dict[str, Any], peer_endpoints: dict[str, int], line_endpoints: set[str]) -> Rows:

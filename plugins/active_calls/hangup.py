@@ -30,9 +30,11 @@ from pbxcontrol.plugin import (
 )
 
 from . import query
+from .policy import check_panel
 
 call_actions = tables.call_actions
-PRIVILEGES = frozenset({"actions"})
+#: `panel` acts only on calls of the lines the person owns (SPEC §11.1, policy.check_panel).
+PRIVILEGES = frozenset({"actions", "panel"})
 NOT_FOUND = "Call does not exist, or you do not have permission to view it"
 ACCEPTED = "Hangup accepted; the legs leave the list within a second."
 WINDOW = 60.0  # seconds: the rate limit is per minute
@@ -206,6 +208,8 @@ def _targets(conn: Connection, caller: Caller, wanted: HangupRequest) -> list[Le
     legs = [Leg(machine, uniqueid) for machine, uniqueid in conn.execute(statement, values)]
     if not legs:
         raise ApiError(404, [("callid" if wanted.callid else "uniqueid", NOT_FOUND)])
+    for leg in legs:
+        check_panel(conn, caller, leg.machine, leg.uniqueid)
     return legs
 
 

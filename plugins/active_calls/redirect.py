@@ -30,9 +30,11 @@ from pbxcontrol.plugin import (
 
 from . import query
 from .hangup import MAX_LENGTH, NOT_FOUND, _message, _stored, check_rate
+from .policy import check_panel, owner_of, policy_of
 
 legs_table, call_actions = tables.legs, tables.call_actions
-PRIVILEGES = frozenset({"actions"})
+#: `panel` acts only on calls of the lines the person owns (SPEC §11.1, policy.check_panel).
+PRIVILEGES = frozenset({"actions", "panel"})
 ACCEPTED = "Redirect accepted; the leg runs the dialplan at the new number."
 INVALID_NUMBER = "Invalid called number specified."
 _NUMBER = re.compile(r"[0-9*#+]{1,64}")
@@ -113,13 +115,17 @@ class Redirects:
                 raise ApiError(400, errors)
             check_rate(request.conn, request.caller.username, now, self.per_minute)
             machine, target = _target(request.conn, request.caller.customer_id, wanted)
+            check_panel(request.conn, request.caller, machine, target)
+            # The dialling context is the owning customer's (SPEC §11.3, §11.7).
+            owner = owner_of(request.conn, machine, target)
+            context = policy_of(request.conn, owner, self.context).context
         except ApiError as err:
             outcome = Outcome(err.code, err.entries)
             refused = {"code": err.code, "message": _message(outcome), "legs": "[]"}
             request.conn.execute(insert(call_actions), audit | refused)
             self._log(request, wanted, [], outcome)
             return outcome
-        params = {"context": self.context, "ctype": wanted.ctype, "cnumber": wanted.cnumber}
+        params = {"context": context, "ctype": wanted.ctype, "cnumber": wanted.cnumber}
         intent = Intent(machine, "redirect", (target,), params)
         action_id, [result] = self.control.carry_out(ControlRequest(**audit), [intent], arrived)
         reached = result.legs or [[machine, target, "pending"]]

@@ -186,6 +186,30 @@ BAD_DOCUMENTS = {
         lambda d: d["people"][0].__setitem__("enabled", "yes"),
         'people[0].enabled: must be true or false, not "yes"',
     ),
+    "monitor mode": (
+        lambda d: d["customers"][2].__setitem__("monitor", "spy"),
+        "customers[2].monitor: must be one of none, listen, whisper, barge (or null), not 'spy'",
+    ),
+    "record not 0/1": (
+        lambda d: d["customers"][2].__setitem__("record", 2),
+        "customers[2].record: must be 0 or 1 (or null), not 2",
+    ),
+    "announce not bool": (
+        lambda d: d["customers"][2].__setitem__("monitor_announce", True),
+        "customers[2].monitor_announce: must be 0 or 1 (or null), not True",
+    ),
+    "context": (
+        lambda d: d["customers"][2].__setitem__("context", "a b"),
+        "customers[2].context: must be a dialplan context name",
+    ),
+    "line owner": (
+        lambda d: d["lines"][0].__setitem__("owner", "nobody"),
+        "lines[0].owner: unknown person 'nobody'",
+    ),
+    "line machine": (
+        lambda d: d["lines"][0].__setitem__("machine", 0),
+        "lines[0].machine: must be at least 1",
+    ),
     "unknown section": (lambda d: d.__setitem__("trunks", []), "trunks: unknown section"),
     "section not list": (lambda d: d.__setitem__("numbers", {}), "numbers: must be a list"),
     "item not object": (lambda d: d["numbers"].append("0201"), "numbers[3]: must be an object"),
@@ -254,7 +278,8 @@ def test_builtin_roles(rt):
             for r, _ in rows
         }
     full = {"user", "telephone line reports", "callshop", "actions"}  # SPEC §5
-    assert privileges["system owner"] == privileges["reseller"] == full
+    assert privileges["system owner"] == full | {"monitor"}  # SPEC §11.1: only the system owner
+    assert privileges["reseller"] == full
     assert privileges["administrator"] == full
     assert privileges["user"] == {"user"}
     assert privileges["callshop"] == {"callshop"}

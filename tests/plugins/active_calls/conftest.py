@@ -30,6 +30,9 @@ def leg(uniqueid: str, callid: str, start: int, **fields: Any) -> dict[str, Any]
         direction="internal",
     )
     row.update(fields)
+    if not row.get("endpoint"):  # as the recorder files it (recorder/leg.py endpoint_of)
+        head, sep, _ = row["channel"].split(";", 1)[0].rpartition("-")
+        row["endpoint"] = head if sep and "/" in head else row["channel"]
     return row
 
 

@@ -93,7 +93,7 @@ def test_invalid_parameters_are_400_by_key_and_hang_nothing_up(svc, params, expe
 # -- who may --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("who", ["beta", "gamma", "panel", "wall"])
+@pytest.mark.parametrize("who", ["beta", "gamma", "wall"])
 def test_role_without_actions_is_402(svc, who):
     assert codes(hang_up(svc.app, who, callid="130.1")) == [("402", "")]
     assert svc.ari.deleted == []

@@ -129,7 +129,7 @@ def test_an_invalid_number_says_so_as_enswitch_does(svc):
     assert svc.last[0]["message"] == "Invalid called number specified."
 
 
-@pytest.mark.parametrize("who", ["beta", "gamma", "panel", "wall"])
+@pytest.mark.parametrize("who", ["beta", "gamma", "wall"])
 def test_role_without_actions_is_402(svc, who):
     assert svc.redirect(who, uniqueid="130.1", cnumber="1002") == [("402", "")]
     assert svc.ari.originated == []
