@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from pbxcontrol.ari.client import AriError
 from pbxcontrol.db.intents import DONE, REFUSED, Claimed
+from pbxcontrol.recorder.make import make
 
 #: (state, code, message, legs [[machine, uniqueid, what became of it]], ids created)
 Result = tuple[str, int, str, list[list[Any]], dict[str, Any]]
@@ -103,6 +104,7 @@ def _quietly_hang_up(ari: ControlAri, channel: str) -> None:
 EXECUTORS: dict[str, Callable[[ControlAri, Claimed], Result]] = {
     "hangup": hang_up,
     "redirect": redirect,
+    "make": make,
 }
 
 

@@ -1,8 +1,8 @@
 """calls/active/list: the live call legs a person may see, filtered, sorted and named;
-calls/hangup and calls/redirect: end or redirect the calls among them, audited and rate-limited
-(carried out by the recording process); calls/active/scopes,
-calls/active/unrecorded and the wallboard page (/wallboard/) that shows them live;
-`pbxcontrol calls`, the list in a terminal."""
+calls/hangup and calls/redirect: end or redirect the calls among them, and calls/make
+(click-to-call), audited and rate-limited (carried out by the recording process);
+calls/active/scopes, calls/active/unrecorded and the wallboard page (/wallboard/) that shows
+them live; `pbxcontrol calls`, the list in a terminal."""
 
 import functools
 from pathlib import Path
@@ -14,6 +14,8 @@ from .cache import ResponseCache
 from .hangup import PRIVILEGES as HANGUP_PRIVILEGES
 from .hangup import Hangups
 from .listing import PRIVILEGES, list_active_calls
+from .make import PRIVILEGES as MAKE_PRIVILEGES
+from .make import Makes
 from .redirect import PRIVILEGES as REDIRECT_PRIVILEGES
 from .redirect import Redirects
 from .scopes import scopes
@@ -51,6 +53,9 @@ def setup(ctx: PluginContext) -> None:
     context = ctx.config.get("context", "default")  # the dialling context (SPEC §11.7)
     redirects = Redirects(ctx.control, per_minute, context, ctx.log)
     ctx.add_api_function("calls/redirect", redirects, REDIRECT_PRIVILEGES)
+    ctx.add_api_function(
+        "calls/make", Makes(ctx.control, per_minute, context, ctx.log), MAKE_PRIVILEGES
+    )
     ctx.add_api_function("calls/active/scopes", scopes, PRIVILEGES, read=True)
     # The wallboard's banner (a read token): since when a machine is not recorded (SPEC §12).
     ctx.add_api_function("calls/active/unrecorded", unrecorded, PRIVILEGES, read=True)
