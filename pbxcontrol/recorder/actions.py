@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from pbxcontrol.ari.client import AriError
 from pbxcontrol.db.intents import DONE, REFUSED, Claimed
 from pbxcontrol.recorder.make import make
+from pbxcontrol.recorder.monitor import monitor
 
 #: (state, code, message, legs [[machine, uniqueid, what became of it]], ids created)
 Result = tuple[str, int, str, list[list[Any]], dict[str, Any]]
@@ -105,6 +106,7 @@ EXECUTORS: dict[str, Callable[[ControlAri, Claimed], Result]] = {
     "hangup": hang_up,
     "redirect": redirect,
     "make": make,
+    "monitor": monitor,
 }
 
 

@@ -16,6 +16,8 @@ from .hangup import Hangups
 from .listing import PRIVILEGES, list_active_calls
 from .make import PRIVILEGES as MAKE_PRIVILEGES
 from .make import Makes
+from .monitor import PRIVILEGES as MONITOR_PRIVILEGES
+from .monitor import Monitors
 from .redirect import PRIVILEGES as REDIRECT_PRIVILEGES
 from .redirect import Redirects
 from .scopes import scopes
@@ -56,6 +58,8 @@ def setup(ctx: PluginContext) -> None:
     ctx.add_api_function(
         "calls/make", Makes(ctx.control, per_minute, context, ctx.log), MAKE_PRIVILEGES
     )
+    monitors = Monitors(ctx.control, per_minute, ctx.log)
+    ctx.add_api_function("calls/monitor", monitors, MONITOR_PRIVILEGES)
     ctx.add_api_function("calls/active/scopes", scopes, PRIVILEGES, read=True)
     # The wallboard's banner (a read token): since when a machine is not recorded (SPEC §12).
     ctx.add_api_function("calls/active/unrecorded", unrecorded, PRIVILEGES, read=True)
