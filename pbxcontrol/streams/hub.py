@@ -188,11 +188,13 @@ class Hub:
             settling = journal.settling(conn)
             if last > self.position:
                 upto = min(last, self.position + BATCH)
+                # The followers first: a stream view may answer its changes from a
+                # follower's state (the list's in-memory legs) once it is that new.
+                self._follow(conn)
                 self._advance(conn, journal.since(conn, self.position, upto), upto)
                 self.position = upto
                 if upto < last:
                     self.fanout.poller.wake()
-                self._follow(conn)
             self._join_waiting(conn)
             now = time.monotonic()
             if self._trim_due and now >= self._next_trim:

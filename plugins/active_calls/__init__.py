@@ -38,7 +38,7 @@ def setup(ctx: PluginContext) -> None:
         PRIVILEGES,
         read=True,
     )
-    opener = functools.partial(open_stream, journal=ctx.journal, history_days=days)
+    opener = functools.partial(open_stream, journal=ctx.journal, history_days=days, legs=view)
     ctx.add_stream_function("calls/active/list", opener, PRIVILEGES)
     hangups = Hangups(ctx.channels, _whole_number(ctx, "hangups_per_minute", "30"), ctx.log)
     ctx.add_api_function("calls/hangup", hangups, HANGUP_PRIVILEGES)

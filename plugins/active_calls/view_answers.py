@@ -49,7 +49,7 @@ def answer(
     """The list's answer; `position`, if given, the journal's as this request read it first."""
     customers = query.scope_customers(conn, scope)
     lines = query.phone_lines(conn, caller, wanted.phone) if wanted.phone else None
-    keep = _filter(wanted, lines)
+    keep = row_filter(wanted, lines)
     with view.lock:
         view.current(conn, position)
         if customers is None and keep is None:  # the system view, unfiltered
@@ -85,7 +85,7 @@ def _chosen(
     return sorted(found, key=lambda row: sort_key(row, sort))
 
 
-def _filter(
+def row_filter(
     wanted: ListRequest, lines: set[tuple[str, int]] | None
 ) -> Callable[[Row], bool] | None:
     """The request's filters as one test of a row (None: keep every row)."""
