@@ -74,7 +74,9 @@ _SHARED = tuple(
     if name not in ("machine", "uniqueid", "start", "scustomer", "dcustomer", "peer")
 )
 _START, _UID, _MACHINE = AT["start"], AT["uniqueid"], AT["machine"]
-#: More changed legs than this in one catch-up: reading every leg is cheaper.
+#: More changed legs than this in one catch-up, and than a third of those held: reading every
+#: leg is cheaper. (Not a fixed bound alone: at 20,000+ legs and thousands of changes a second,
+#: a reload took long enough for the next catch-up to pass it again, and again.)
 MAX_CHANGED = 2000
 _CHUNK = 500  # legs per IN list (SQLite's bound on parameters)
 
@@ -122,7 +124,7 @@ class LegView:
             self._reload(conn, now)
         elif now.head > seen.head:
             touched = self.journal.touched(conn, seen, now)
-            if touched.reset or len(touched.legs) > MAX_CHANGED:
+            if touched.reset or len(touched.legs) > max(MAX_CHANGED, len(self.rows) // 3):
                 self._reload(conn, now)
             else:
                 self._apply(conn, touched.legs)
