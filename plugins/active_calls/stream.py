@@ -40,7 +40,7 @@ def open_stream(
     wanted, errors = parse(request, history_days)
     scope = resolve(request.conn, request.caller, wanted, errors)
     if wanted.at is None:
-        served = not wanted.count and view_answers.serves(wanted, request.conn.dialect.name)
+        served = view_answers.serves(wanted, request.conn.dialect.name)
         return ListView(request.caller, wanted, scope, legs if served else None)
     conn = request.conn
     statements, values = query.statement(wanted, scope, request.caller)
