@@ -9,12 +9,14 @@ import sys
 
 import shtab
 
-from pbxcontrol import __version__, runtime
+from pbxcontrol import __version__, database, runtime
 from pbxcontrol.config import ConfigError
+from pbxcontrol.db.outage import DatabaseUnavailable
 from pbxcontrol.ops import commands
 from pbxcontrol.plugin import PluginError
 
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # a configuration error: restarting cannot fix it
+EXIT_UNAVAILABLE = 1  # the database does not answer now (a tool, initdb): try again later
 #: Quiet by default, as every plugin's command is: their output is the point.
 TOOLS = ("backup", "status", "rotate-token-key", "forget-machine")
 
@@ -105,9 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return run(args)
-    except (ConfigError, runtime.StartupError, PluginError) as exc:
+    except (ConfigError, database.StartupError, PluginError) as exc:
         print(f"pbxcontrol: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return getattr(exc, "status", EXIT_USAGE)
+    except DatabaseUnavailable as exc:
+        print(f"pbxcontrol: error: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"pbxcontrol: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if command == "initdb":
-        print(runtime.initdb(config))
+        print(database.initdb(config))
     elif command == "provision":
         print(runtime.provision(config, args.document, dry_run=args.dry_run))
     else:

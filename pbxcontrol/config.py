@@ -68,6 +68,9 @@ class Config:
     ops_allow: tuple[Network, ...] = parse_networks(OPS_ALLOW)
     plugin_sections: dict[str, dict[str, str]] = field(default_factory=dict)
     log_format: str = "text"
+    #: [database] connect_timeout (per host of a multi-host URL) and statement_timeout, seconds.
+    connect_timeout: int = 3
+    statement_timeout: int = 5
 
     def plugin_section(self, name: str) -> dict[str, str]:
         return dict(self.plugin_sections.get(name, {}))
@@ -195,6 +198,8 @@ def _build(r: IniReader, known_plugins: frozenset[str] | None) -> Config:
             if s.startswith("plugin:")
         },
         log_format=log_format,
+        connect_timeout=r.integer("database", "connect_timeout", 3, lo=2, hi=60),
+        statement_timeout=r.integer("database", "statement_timeout", 5, lo=1, hi=3600),
     )
 
 

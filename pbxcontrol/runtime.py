@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,18 +20,19 @@ from pbxcontrol.ari.control import AriChannels
 from pbxcontrol.auth import login as user_login
 from pbxcontrol.auth import tickets as stream_tickets
 from pbxcontrol.auth.authenticator import Authenticator
-from pbxcontrol.auth.keys import ensure_key, key_reader
+from pbxcontrol.auth.keys import key_reader
 from pbxcontrol.auth.proxy import ClientAddress
 from pbxcontrol.auth.throttle import LoginThrottle
 from pbxcontrol.auth.tokens import TokenSigner
 from pbxcontrol.config import Config
-from pbxcontrol.db import migrate
+from pbxcontrol.database import StartupError, database_engine, open_database, ready_schema
 from pbxcontrol.db.commits import CommitSignal
-from pbxcontrol.db.engine import make_engine, make_sessionmaker
+from pbxcontrol.db.engine import make_sessionmaker
 from pbxcontrol.db.journal import Journal
+from pbxcontrol.db.outage import describe, outage_in
 from pbxcontrol.db.unrecorded import Watch
 from pbxcontrol.http.api import JsonApi, build_app
-from pbxcontrol.service import lifecycle, notify, supervisor
+from pbxcontrol.service import lifecycle, notify, starting, supervisor
 from pbxcontrol.service import server as http_server
 from pbxcontrol.streams.slots import PersonSlots
 from pbxcontrol.streams.stream import StreamApi
@@ -39,10 +42,6 @@ if TYPE_CHECKING:  # the recorder is imported when recorders are built (build_re
     from pbxcontrol.recorder.machine import MachineRecorder
 
 log = logging.getLogger("pbxcontrol")
-
-
-class StartupError(Exception):
-    """Start-up cannot go on; the message (one line) is for the operator."""
 
 
 @dataclass
@@ -79,46 +78,74 @@ def configure(path: str | None, log_level: str | None = None) -> Config:
     return config
 
 
-def open_database(config: Config, *, create_if_empty: bool = True) -> tuple[Engine, sessionmaker]:
-    # One pooled connection per HTTP worker thread and recorder (plus spare): with the default
-    # pool of 5, 8 waitress threads overflow and open/close a connection (and rerun the SQLite
-    # pragmas) on most requests.
-    engine = make_engine(
-        config.database_url, pool_size=config.http_threads + len(config.machines) + 2
-    )
-    try:
-        current = migrate.current_revision(engine)
-        if current is None and create_if_empty:
-            log.info("empty database: creating the schema")
-            migrate.upgrade(engine)
-        elif current != migrate.head_revision():
-            raise StartupError(
-                f"database schema is at revision {current}, this version needs "
-                f"{migrate.head_revision()}: run `pbxcontrol initdb` to upgrade"
-            )
-    except StartupError:
-        engine.dispose()
-        raise
-    except Exception as exc:
-        engine.dispose()
-        raise StartupError(f"cannot open database: {_first_line(exc)}") from exc
-    return engine, make_sessionmaker(engine)
-
-
 def build(config: Config, *, http: bool = True, record: bool = True) -> Runtime:
     """Everything but the server: the database, the API app with its plugins and streams, the
     metrics, the recorders; each object built with its collaborators."""
     engine, sessions = open_database(config)
     try:
-        commits = CommitSignal()
-        parts: dict[str, Any] = {}
-        if http:
-            parts = _build_http(config, engine)
-        recorders = build_recorders(config, sessions, commits) if record else []
+        return assemble(config, engine, sessions, http=http, record=record)
     except BaseException:
         engine.dispose()
         raise
+
+
+def assemble(
+    config: Config,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    *,
+    http: bool = True,
+    record: bool = True,
+) -> Runtime:
+    """The runtime on a database that answers (its plugins' start-up checks read it)."""
+    commits = CommitSignal()
+    parts: dict[str, Any] = {}
+    if http:
+        parts = _build_http(config, engine)
+    recorders = build_recorders(config, sessions, commits) if record else []
     return Runtime(config, engine, sessions, recorders=recorders, commits=commits, **parts)
+
+
+def start(
+    config: Config, sock: socket.socket | None, stop: threading.Event, *, http: bool, record: bool
+) -> Runtime | None:
+    """The runtime, once the database answers (SPEC §12): until then one log line per try,
+    the pause growing to 6 s (starting.PAUSES), and HTTP 503 on `sock`
+    (starting.WaitingServer). None when stopped meanwhile."""
+    engine = database_engine(config)
+    waiting: starting.WaitingServer | None = None
+    tries = 0
+    try:
+        for pause in starting.pauses():
+            tries += 1
+            try:
+                ready_schema(engine, waited=tries > 1)
+                built = assemble(
+                    config, engine, make_sessionmaker(engine), http=http, record=record
+                )
+                if tries > 1:
+                    log.info("database %s answers (after %d tries)", starting.masked(engine), tries)
+                return built
+            except Exception as exc:
+                if (outage := outage_in(exc)) is None or isinstance(exc, StartupError):
+                    raise
+                log.warning(
+                    "database %s unreachable (try %d: %s); next try in %.1f s",
+                    *(starting.masked(engine), tries, describe(outage), pause),
+                )
+            if waiting is None and sock is not None:
+                waiting = starting.WaitingServer(sock)
+            notify.notify(f"READY=1\nSTATUS=waiting for the database (try {tries})")
+            if not starting.sleep(stop, pause):
+                engine.dispose()
+                return None
+    except BaseException:
+        engine.dispose()
+        raise
+    finally:
+        if waiting is not None:
+            waiting.close()
+    raise AssertionError("unreachable")  # pauses() never ends
 
 
 def _build_http(config: Config, engine: Engine) -> dict[str, Any]:
@@ -239,25 +266,6 @@ def token_signer(config: Config, engine: Engine) -> TokenSigner:
         ) from None
 
 
-def initdb(config: Config) -> str:
-    """Create or upgrade the schema; what was done, for the operator."""
-    engine = make_engine(config.database_url)
-    try:
-        with notify.extending_start():  # a long migration, under systemd's ExecStartPre
-            before = migrate.current_revision(engine)
-            migrate.upgrade(engine)
-            after = migrate.current_revision(engine)
-        new_key = ensure_key(engine)  # made by the migration; again here if deleted (rotation)
-    except Exception as exc:
-        raise StartupError(f"initdb failed: {_first_line(exc)}") from None
-    finally:
-        engine.dispose()
-    if before == after:
-        made = "; made a new token signing key" if new_key else ""
-        return f"database schema is up to date (revision {after}){made}"
-    return f"database schema upgraded from {before or 'empty'} to revision {after}"
-
-
 def provision(config: Config, document: str, *, dry_run: bool = False) -> str:
     """Apply a provisioning document, all or nothing; what was done, for the operator."""
     from pbxcontrol import provisioning
@@ -287,12 +295,15 @@ def serve(config: Config, *, http: bool = True, record: bool = True) -> None:
     lifecycle.limit_malloc_arenas()
     stop = lifecycle.Stop()
     lifecycle.metrics_directory(config.http_processes if http else 1)
-    rt = build(config, http=http, record=record)
+    sock = _listen(config) if http else None
+    rt = start(config, sock, stop.event, http=http, record=record)
+    if rt is None:
+        log.info("stopped while waiting for the database")
+        return
     workers = watchdog = None
     try:
         server = None
-        if http:
-            sock = _listen(config)
+        if sock is not None:
             proxies = ClientAddress(config.trusted_proxies) if config.trusted_proxies else None
 
             hub = _hub_settings(rt)
@@ -359,8 +370,3 @@ def _listen(config: Config):
         raise StartupError(
             f"cannot listen on {config.http_host}:{config.http_port}: {exc.strerror}"
         ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

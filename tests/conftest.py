@@ -175,13 +175,17 @@ def responses(resp) -> list[dict]:
     return resp.json["responses"]
 
 
-def cli(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """`pbxcontrol --config CONFIG ARGS...` as an operator runs it."""
+def cli(
+    config: Path, *args: str, timeout: float = 60, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """`pbxcontrol --config CONFIG ARGS...` as an operator runs it (`cwd`: a directory whose
+    pbxcontrol package is imported first, another release's)."""
     return subprocess.run(
         [sys.executable, "-m", "pbxcontrol", "--config", str(config), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=cwd,
     )
 
 

@@ -220,10 +220,13 @@ def head(conn: Connection) -> tuple[int, int]:
     return now.head, now.pruned
 
 
-def since(conn: Connection, after: int, upto: int) -> list[Entry]:
-    """The entries after `after` up to `upto`, in order."""
+def since(conn: Connection, after: int, upto: int, limit: int | None = None) -> list[Entry]:
+    """The entries after `after` up to `upto`, in order (the first `limit` of them)."""
     rows = conn.execute(
-        select(JOURNAL).where(JOURNAL.c.id > after, JOURNAL.c.id <= upto).order_by(JOURNAL.c.id)
+        select(JOURNAL)
+        .where(JOURNAL.c.id > after, JOURNAL.c.id <= upto)
+        .order_by(JOURNAL.c.id)
+        .limit(limit)
     )
     return [
         Entry(

@@ -17,6 +17,7 @@ import orjson
 from sqlalchemy import Connection, Engine
 
 from pbxcontrol.auth.authenticator import Authenticator, Caller
+from pbxcontrol.db.outage import OutageLog, is_outage
 from pbxcontrol.http import envelope, params, static
 from pbxcontrol.http.envelope import ApiError
 
@@ -95,6 +96,8 @@ class JsonApi:
     functions: dict[str, ApiFunction] = field(default_factory=dict)
     streams: dict[str, ApiFunction] = field(default_factory=dict)  # their handlers open them
     statics: dict[str, Path] = field(default_factory=dict)  # /<prefix>/ -> directory
+    #: Requests answered 503 because the database did not answer: logged once in a while.
+    outages: OutageLog = field(default_factory=lambda: OutageLog(log))
 
     def add_static(self, prefix: str, directory: Path) -> None:
         if prefix in self.statics:
@@ -163,7 +166,10 @@ class JsonApi:
             return 200, payload
         except ApiError as err:
             return err.code, envelope.error(err)
-        except Exception:
+        except Exception as exc:
+            if is_outage(exc):
+                self.outages.seen(exc)
+                return 503, envelope.error(envelope.unreachable())
             log.exception("unexpected error in %s %s", method, path)
             return 500, envelope.error(ApiError(500))
 

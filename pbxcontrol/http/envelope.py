@@ -20,6 +20,8 @@ MESSAGES = {
     500: "Internal error.",
     503: "Service unavailable.",
 }
+#: The message of code 503 while the database does not answer (SPEC §12).
+UNREACHABLE = "The database is unreachable."
 
 
 class ApiError(Exception):
@@ -33,6 +35,11 @@ class ApiError(Exception):
     @classmethod
     def invalid(cls, key: str, message: str) -> ApiError:
         return cls(400, [(key, message)])
+
+
+def unreachable() -> ApiError:
+    """Code 503: the database does not answer (down, failing over); the client tries again."""
+    return ApiError(503, [("", UNREACHABLE)])
 
 
 @dataclass(frozen=True)

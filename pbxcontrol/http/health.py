@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from pbxcontrol.auth.proxy import Network, within
 from pbxcontrol.db.clock import db_now
 from pbxcontrol.db.models import LEGS_TABLE, Base
+from pbxcontrol.db.outage import is_outage
 from pbxcontrol.http import envelope
 from pbxcontrol.http.envelope import ApiError
 
@@ -137,9 +138,10 @@ def check(engine: Engine, ids: list[int], takeover: float) -> tuple[int, dict[st
         with engine.connect() as conn:
             conn.execute(select(literal(1)))
             found = machines(conn, ids, takeover)
-    except SQLAlchemyError:
+    except SQLAlchemyError as exc:
+        state = "unreachable" if is_outage(exc) else "error"
         problems = ["the database does not answer"]
-        return 503, {"status": "fail", "database": "error", "machines": {}, "problems": problems}
+        return 503, {"status": "fail", "database": state, "machines": {}, "problems": problems}
     entries = {str(m.machine): m.public() for m in found}
     problems = [p for m in found if m.machine in ids and (p := m.problem()) is not None]
     return (503 if problems else 200), {

@@ -10,7 +10,7 @@ from functools import partial
 
 from sqlalchemy import Engine
 
-from pbxcontrol import plugin, runtime
+from pbxcontrol import database, plugin, runtime
 from pbxcontrol.auth.authenticator import Caller
 from pbxcontrol.config import Config
 from pbxcontrol.ops import callers
@@ -50,7 +50,7 @@ def add_parser(commands: argparse._SubParsersAction, command: plugin.Command) ->
 def context(config: Config) -> Iterator[plugin.CommandContext]:
     """A command's context: the database (closed after) and the JSON API with the enabled
     plugins, built as the service builds them but serving no HTTP."""
-    engine, _sessions = runtime.open_database(config, create_if_empty=False)
+    engine, _sessions = database.open_database(config, create_if_empty=False)
     try:
         api = runtime.build_api(config, engine)
         yield plugin.CommandContext(api.call, partial(_caller, engine))

@@ -32,7 +32,8 @@ RECORDER: dict[str, tuple[str, ...]] = {
     "numbers": SELECT,
     "peers": SELECT,
     "call_actions": ("SELECT", "DELETE"),  # the audit's retention (recorder/retention.py)
-    "alembic_version": SELECT,  # start-up checks the schema's revision
+    "alembic_version": SELECT,  # start-up checks the schema's revision and floor
+    "schema_revision": SELECT,  # (pbxcontrol/db/migrate.py)
 }
 
 #: `pbxcontrol api`: reads what it answers and whom it authenticates; writes the login
@@ -57,14 +58,17 @@ API: dict[str, tuple[str, ...]] = {
     "peers": SELECT,
     "directory": SELECT,
     "alembic_version": SELECT,
+    "schema_revision": SELECT,
 }
 
 #: Neither role: only the owner reads or writes these (none today).
 OWNER_ONLY: frozenset[str] = frozenset()
 
 #: Sequences no table's key names (PostgreSQL, migration 0016): the change journal's ids,
-#: taken by the recorders' pbx_journal_append and read by every reader's pbx_journal_probe.
-RECORDER_SEQUENCES: dict[str, tuple[str, ...]] = {"leg_changes_ids": ("USAGE", "SELECT")}
+#: taken by the recorders' pbx_journal_append and read by every reader's pbx_journal_probe;
+#: UPDATE: a recorder's first connection to a promoted standby moves them on (setval,
+#: pbxcontrol/db/failover.py), the API role's cannot and leaves it to the writers.
+RECORDER_SEQUENCES: dict[str, tuple[str, ...]] = {"leg_changes_ids": ("USAGE", "SELECT", "UPDATE")}
 API_SEQUENCES: dict[str, tuple[str, ...]] = {"leg_changes_ids": ("SELECT",)}
 
 

@@ -8,7 +8,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from sqlalchemy import Connection, func, select
 
-from pbxcontrol import runtime
+from pbxcontrol import database
 from pbxcontrol.config import Config
 from pbxcontrol.db.clock import db_now
 from pbxcontrol.db.models import LEGS_TABLE, Machine
@@ -95,7 +95,7 @@ def _ago(seconds: float | None) -> str:
 
 def show(config: Config, *, as_json: bool = False, out: TextIO | None = None) -> int:
     """Print the status of every machine; exit status 0."""
-    engine, _sessions = runtime.open_database(config, create_if_empty=False)
+    engine, _sessions = database.open_database(config, create_if_empty=False)
     try:
         with engine.connect() as conn:
             found = machines(conn, config)

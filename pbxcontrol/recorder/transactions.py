@@ -8,9 +8,10 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pbxcontrol.db.outage import describe, is_outage
 from pbxcontrol.liveness import Pulse
 from pbxcontrol.recorder.checkpoint import no_autocheckpoint
 from pbxcontrol.recorder.lease import Lease, LeaseLost
@@ -18,31 +19,6 @@ from pbxcontrol.recorder.lease import Lease, LeaseLost
 log = logging.getLogger("pbxcontrol.recorder")
 T = TypeVar("T")
 REFUSED_BACKOFF_MAX = 30.0
-
-
-#: PostgreSQL SQLSTATE classes of a database that cannot write right now, not of a wrong
-#: write: connection (08), read-only transaction (25), serialization/deadlock (40), disk full
-#: (53), lock not available (55), shutdown/cancel (57), I/O (58).
-OUTAGE_CLASSES = frozenset({"08", "25", "40", "53", "55", "57", "58"})
-
-
-def is_outage(exc: SQLAlchemyError) -> bool:
-    """A failure of the database, not of the write (server down, network cut, connection
-    killed, read-only, disk full): retry. Anything else (a constraint violated, bad SQL, a
-    value out of range) is a bug."""
-    if isinstance(exc, (OperationalError, InterfaceError)):
-        return True
-    state = getattr(getattr(exc, "orig", None), "sqlstate", None)
-    if isinstance(state, str) and state[:2] in OUTAGE_CLASSES:
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
-
-
-def describe(exc: SQLAlchemyError) -> str:
-    """The driver's message and detail, without the statement and its parameters."""
-    orig = getattr(exc, "orig", None)
-    lines = str(orig if orig is not None else exc).strip().splitlines()
-    return " ".join(line.strip() for line in lines[:2]) or type(exc).__name__
 
 
 class Transactions:
@@ -73,6 +49,7 @@ class Transactions:
         self.back = False
         self.refusals = 0  # in a row: the wait before the next resync grows with them
         self.failing_since: float | None = None
+        self.tries = 0  # of the current outage
 
     def run(self, work: Callable[[Session], T], what: str, fenced: bool = True) -> T | None:
         """`work(session)` in one transaction; its result, or None when it did not commit."""
@@ -122,12 +99,15 @@ class Transactions:
             )
             self.pulse.wait(self.stopping, min(REFUSED_BACKOFF_MAX, 0.5 * 2 ** (self.refusals - 1)))
             return
+        now = time.monotonic()
         if self.failing_since is None:
-            self.failing_since = time.monotonic()
-            log.error(
-                "%s: database error while %s (%s); retrying",
-                self.name,
-                what,
-                str(exc).splitlines()[0],
-            )
-        self.pulse.wait(self.stopping, min(5.0, 0.2 + time.monotonic() - self.failing_since))
+            self.failing_since, self.tries = now, 0
+        self.tries += 1
+        pause = min(5.0, 0.2 + now - self.failing_since)
+        # One line per try (the first an error): the outage is visible while it lasts.
+        log.log(
+            logging.ERROR if self.tries == 1 else logging.WARNING,
+            "%s: database unreachable while %s (try %d, %.0f s: %s); next try in %.1f s",
+            *(self.name, what, self.tries, now - self.failing_since, describe(exc), pause),
+        )
+        self.pulse.wait(self.stopping, pause)

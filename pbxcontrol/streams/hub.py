@@ -36,9 +36,11 @@ from sqlalchemy import Connection, Engine
 
 from pbxcontrol.db import journal
 from pbxcontrol.db.commits import CommitSignal
+from pbxcontrol.db.outage import describe, is_outage
 from pbxcontrol.db.unrecorded import Watch
 from pbxcontrol.http.api import _release_memory
 from pbxcontrol.liveness import Pulse
+from pbxcontrol.streams.notices import Notices
 from pbxcontrol.streams.outlet import BACKLOG, Fanout, Outlet, Stream
 from pbxcontrol.streams.stream import Opened, StreamApi, StreamView, event
 
@@ -86,6 +88,9 @@ class Hub:
         self.api = streams
         self.poll = poll if engine.dialect.name != "postgresql" else PG_POLL
         self.position = 0  # the last journal id every group has been brought to
+        #: The first round reads the head (the database may not answer when the hub starts).
+        self.placed = False
+        self.failing = False  # the database did not answer the last round
         self.pruned = 0
         self.groups: dict[Any, Group] = {}
         self.fanout = Fanout(self._forget, stream_buffer)
@@ -110,12 +115,10 @@ class Hub:
     def start(self) -> None:
         """Run in this process (after any fork)."""
         sys.setswitchinterval(SWITCH_INTERVAL)
-        with self.engine.connect() as conn:
-            self.position, self.pruned = journal.head(conn)
         self._thread = threading.Thread(target=self._run, name="stream hub", daemon=True)
         self._thread.start()
         if self.engine.dialect.name == "postgresql":
-            threading.Thread(target=self._listen, name="stream listen", daemon=True).start()
+            Notices(self.engine, self.fanout.poller.wake, self._stop).start()
 
     def changed(self) -> None:
         """A writer in this process committed journal entries: read them now, not at the next
@@ -163,13 +166,9 @@ class Hub:
                     self.fanout.ready(stream, events)
                 if woken or time.monotonic() >= due:
                     due = time.monotonic() + self.poll
-                    try:
-                        if self._round():
-                            due = min(due, time.monotonic() + PG_SETTLE)
-                        self.counted(self.count)
-                    except Exception:
-                        log.exception("stream hub: round failed; retrying")
-                        self.pulse.wait(self._stop, 1.0)
+                    if self._guarded_round():
+                        due = min(due, time.monotonic() + PG_SETTLE)
+                    self.counted(self.count)
                 if self.watch is not None and time.monotonic() >= self._watch_due:
                     self._look()
                 # Whatever became of the round (a database that fails): no stream goes
@@ -181,17 +180,39 @@ class Hub:
                 self.fanout.close(stream)
             self.fanout.poller.close()
 
+    def _guarded_round(self) -> bool:
+        """A round (True: the head settles); while the database does not answer, one line
+        when it stops and one when it is back (no traceback a second), the streams kept."""
+        try:
+            settling = self._round()
+        except Exception as exc:
+            if not is_outage(exc):
+                log.exception("stream hub: round failed; retrying")
+            elif not self.failing:
+                log.warning("stream hub: the database does not answer (%s)", describe(exc))
+            self.failing = True
+            self.pulse.wait(self._stop, 1.0)
+            return False
+        if self.failing:
+            self.failing = False
+            log.info("stream hub: the database answers again at journal id %s", self.position)
+        return settling
+
     def _round(self) -> bool:
         """One round; True when the journal's head waits for writers in flight."""
         with self.engine.connect() as conn:
             last, self.pruned = journal.head(conn)
             settling = journal.settling(conn)
-            if last > self.position:
-                upto = min(last, self.position + BATCH)
+            if not self.placed or last < self.position:
+                self._rewound(conn, last)
+            elif last > self.position:
                 # The followers first: a stream view may answer its changes from a
                 # follower's state (the list's in-memory legs) once it is that new.
                 self._follow(conn)
-                self._advance(conn, journal.since(conn, self.position, upto), upto)
+                # By entries, not ids: ids have gaps (a failover's: pbxcontrol.db.failover).
+                entries = journal.since(conn, self.position, last, limit=BATCH)
+                upto = entries[-1].id if len(entries) == BATCH else last
+                self._advance(conn, entries, upto)
                 self.position = upto
                 if upto < last:
                     self.fanout.poller.wake()
@@ -206,6 +227,14 @@ class Hub:
                 self._last_recheck, self._next_recheck = now, float("inf")
                 self._recheck(conn)
         return settling
+
+    def _rewound(self, conn: Connection, last: int) -> None:
+        """The first round (position unknown), or the journal's head went back (a database
+        restored from a backup): every group starts afresh at the head."""
+        if self.placed:
+            log.warning("stream hub: the journal went back (%d -> %d)", self.position, last)
+            self._advance(conn, [journal.Entry(last, 0, "", journal.RESET, None, None)], last)
+        self.position, self.placed = last, True
 
     def _look(self) -> None:
         """The watch's look at the machines' leases; what it wrote (legs flagged or ended,
@@ -348,22 +377,3 @@ class Hub:
             group.streams.discard(stream)
             if not group.streams:
                 del self.groups[key]
-
-    def _listen(self) -> None:
-        """PostgreSQL: wake the hub on every NOTIFY on the journal's channel (recorders do not
-        send one: the hub polls; an operator's tool may)."""
-        while not self._stop.is_set():
-            try:
-                raw = self.engine.raw_connection()
-                try:
-                    pg: Any = raw.driver_connection
-                    pg.autocommit = True
-                    pg.execute(f"LISTEN {journal.CHANNEL}")
-                    while not self._stop.is_set():
-                        for _ in pg.notifies(timeout=1.0, stop_after=1):
-                            self.fanout.poller.wake()
-                finally:
-                    raw.invalidate()
-            except Exception as exc:
-                log.warning("stream hub: LISTEN failed (%s); polling until it is back", exc)
-                self._stop.wait(2.0)

@@ -20,6 +20,7 @@ from pbxcontrol.auth import tickets
 from pbxcontrol.auth.authenticator import Caller
 from pbxcontrol.auth.tokens import Claims
 from pbxcontrol.db.journal import Entry
+from pbxcontrol.db.outage import is_outage
 from pbxcontrol.http import envelope, params
 from pbxcontrol.http.api import ALLOW, JsonApi, check_privileges
 from pbxcontrol.http.envelope import ApiError
@@ -120,9 +121,13 @@ class StreamApi:
             code = 200
         except ApiError as err:
             code, answer = err.code, envelope.error(err)
-        except Exception:
-            log.exception("unexpected error opening stream %s", name)
-            code, answer = 500, envelope.error(ApiError(500))
+        except Exception as exc:
+            if is_outage(exc):
+                self.api.outages.seen(exc)
+                code, answer = 503, envelope.error(envelope.unreachable())
+            else:
+                log.exception("unexpected error opening stream %s", name)
+                code, answer = 500, envelope.error(ApiError(500))
         access_log.info(
             "%s /api/stream/%s %s %.1fms", method, name, code, (time.perf_counter() - started) * 1e3
         )

@@ -155,7 +155,7 @@ def test_unhealthy_when_the_database_does_not_answer(tmp_path):
         503,
         {
             "status": "fail",
-            "database": "error",
+            "database": "unreachable",
             "machines": {},
             "problems": ["the database does not answer"],
         },

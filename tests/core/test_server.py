@@ -2,6 +2,7 @@
 
 import json
 import signal
+import time
 import urllib.request
 
 import pytest
@@ -91,6 +92,11 @@ def test_several_processes_share_the_port_and_all_stop_on_sigterm(tmp_path):
     proc, base, _ = start_server(config)
     try:
         (supervisor,) = children_of(proc.pid)  # it keeps the other two serving
+        # The first process logs "listening" as it serves; the supervisor forks its workers
+        # meanwhile (a race the test lost under load on main too): wait for them.
+        deadline = time.monotonic() + 10
+        while len(children_of(supervisor)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         children = [supervisor, *children_of(supervisor)]
         assert len(children) == 3
         for _ in range(20):

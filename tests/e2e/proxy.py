@@ -5,17 +5,21 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 
 class CuttableProxy:
     """Forwards 127.0.0.1:<port> to `target`. `cut()` drops every connection; while
-    `blocked`, new connections are accepted and closed at once (ARI "unreachable")."""
+    `blocked`, new connections are accepted and closed at once (ARI "unreachable"); while
+    `frozen`, nothing is forwarded but every connection stays open and new ones are accepted,
+    as with a server frozen by SIGSTOP or a host whose kernel still acknowledges."""
 
     def __init__(self, target: tuple[str, int] = ("127.0.0.1", 8088)) -> None:
         self.target = target
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.blocked = threading.Event()
+        self.frozen = threading.Event()
         self.lock = threading.Lock()
         self.conns: list[socket.socket] = []
         self.accepted = 0
@@ -36,6 +40,8 @@ class CuttableProxy:
             if self.blocked.is_set():
                 client.close()
                 continue
+            while self.frozen.is_set() and not self.closing:
+                time.sleep(0.05)  # accepted (the kernel's backlog), never answered
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -50,7 +56,14 @@ class CuttableProxy:
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
-            while data := src.recv(65536):
+            while True:
+                while self.frozen.is_set() and not self.closing:
+                    time.sleep(0.05)
+                data = src.recv(65536)
+                if not data:
+                    break
+                while self.frozen.is_set() and not self.closing:
+                    time.sleep(0.05)  # read while thawed, held back once frozen
                 dst.sendall(data)
         except OSError:
             pass

@@ -5,17 +5,16 @@ equals Asterisk's channels again (every leg recorded)."""
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
 from sandbox.sippctl import Ari, sandbox
 from tests.e2e.proxy import CuttableProxy
 from tests.e2e.support import USERS, PbxServer
 from tests.soak import services
+from tests.soak.database import PostgresPair, SqliteDatabase
 from tests.soak.services import answer, compare, converge, health, launch, memory_mb, wait_up
 
 STREAM = "/api/stream/calls/active/list/"
@@ -23,7 +22,12 @@ STREAM = "/api/stream/calls/active/list/"
 
 class Faults:
     def __init__(
-        self, record: PbxServer, api: PbxServer, ari: Ari, proxy: CuttableProxy, db: Path
+        self,
+        record: PbxServer,
+        api: PbxServer,
+        ari: Ari,
+        proxy: CuttableProxy,
+        db: SqliteDatabase | PostgresPair,
     ) -> None:
         self.record, self.api, self.ari, self.proxy, self.db = record, api, ari, proxy, db
 
@@ -116,7 +120,8 @@ class Faults:
         """SQLite: another process holds the database's write lock for `seconds` (what an
         outage is to a file database: every write waits, then fails, and is retried); the
         API's answers meanwhile, and the time from the release until the list is right."""
-        hold = sqlite3.connect(self.db, isolation_level=None, timeout=30)
+        assert isinstance(self.db, SqliteDatabase)
+        hold = sqlite3.connect(self.db.path, isolation_level=None, timeout=30)
         answers: dict[str, int] = {}
         try:
             hold.execute("BEGIN IMMEDIATE")
@@ -130,14 +135,44 @@ class Faults:
             hold.close()
         return {"outage_s": seconds, "api_answers": answers, **self._back(self.api)}
 
+    def database_failover(self) -> dict[str, Any]:
+        """PostgreSQL: the primary freezes (SIGSTOP) and the standby is promoted while calls
+        go on. `failover_s`: from the fault until the list equals Asterisk's (the recorder
+        wrote the calls of the failover on the promoted server); the API's answers meanwhile;
+        `health_ok_s` when /health says the database is ok again."""
+        assert isinstance(self.db, PostgresPair)
+        fault = time.monotonic()
+        self.db.failover()
+        promoted = round(time.monotonic() - fault, 2)
+        answers: dict[str, int] = {}
+        failover_s = health_ok_s = None
+        while time.monotonic() - fault < 60 and failover_s is None:
+            check = compare(self.api, self.ari)
+            if check is None:
+                answers["not 200"] = answers.get("not 200", 0) + 1
+            elif check.exact:
+                failover_s = round(time.monotonic() - fault, 2)
+            _status, body = health(self.api)
+            if health_ok_s is None and body and body.get("database") == "ok":
+                health_ok_s = round(time.monotonic() - fault, 2)
+            time.sleep(0.1)
+        return {
+            "how": "primary frozen (SIGSTOP), standby promoted (pg_ctl promote)",
+            "promoted_after_s": promoted,
+            "failover_s": failover_s,
+            "health_ok_s": health_ok_s,
+            "api_answers_meanwhile": answers,
+            "reconverged_s": converge(self.api, self.ari),
+        }
+
     def database_down_at_start(self, seconds: float) -> dict[str, Any]:
-        """Both processes stopped, then started while the database's directory is not there
-        (storage not mounted yet); after `seconds` it appears. Do they wait (not exit), what
+        """Both processes stopped, then started while the database is not there (SQLite: its
+        directory, storage not mounted yet; PostgreSQL: its server stopped); after `seconds`
+        it is back. Do they wait (not exit), what
         does the API answer meanwhile, and how long after it appears are they working. One
         that exited is started again by the soak (systemd would not: exit status 2)."""
         statuses = {"api": self.api.stop(), "record": self.record.stop()}
-        away = self.db.parent.with_name(self.db.parent.name + ".away")
-        os.rename(self.db.parent, away)
+        self.db.away()
         offsets = {pbx.command: launch(pbx) for pbx in (self.record, self.api)}
         answers: dict[str, int] = {}
         started = time.monotonic()
@@ -147,7 +182,7 @@ class Faults:
                 code, _ = answer(self.api)
                 answers[code] = answers.get(code, 0) + 1
             time.sleep(0.5)
-        os.rename(away, self.db.parent)
+        self.db.back()
         restored = time.monotonic()
         report: dict[str, Any] = {
             "down_s": seconds,

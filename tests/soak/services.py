@@ -17,7 +17,8 @@ import requests
 from sandbox.sippctl import Ari
 from tests.e2e.support import REPO, PbxServer
 
-LISTENING = re.compile(r"HTTP API listening on http://[^:]+:(\d+)/")
+#: "answering 503 on": waiting for the database (SPEC §12), its port already answers.
+LISTENING = re.compile(r"HTTP API (?:listening|answering 503) on http://[^:]+:(\d+)/")
 
 
 def launch(pbx: PbxServer) -> int:

@@ -2,29 +2,35 @@
 alone on the sandbox: other calls would spoil its comparisons with Asterisk's channels):
 
     .venv/bin/python -m tests.soak.soak --minutes 30 --rate 20
+    .venv/bin/python -m tests.soak.soak --engine postgresql   # a primary and standby (root)
 
 sipp places `rate` calls/s (carrier -> DID 0201112222 -> alice, each talking `talk` s) for the
 whole run, recorded by `pbxcontrol record` (through a TCP proxy to ARI) and listed by
-`pbxcontrol api`, both on one SQLite database, while (SPEC §12's bad day, one at a time):
+`pbxcontrol api`, both on one database — a SQLite file, or with `--engine postgresql` a
+PostgreSQL primary and its streaming standby of the soak's own (tests/pgpair.py) named by the
+multi-host URL — while (SPEC §12's bad day, one at a time):
 the ARI websocket is cut every `--cut-every` s; the machine goes dark (its recorder killed
 with -9 and kept away `--dark` s: its legs must be flagged `recorded` = 0 within
 2 x takeover_seconds + 1 s); a stream subscriber stops reading (it must be dropped, memory
 bounded); Asterisk restarts; the database is out (SQLite: its write lock held by another
-process for `--outage` s); both processes start while the database is not there (its
-directory appears after `--down` s: they must wait, not exit, and work within 10 s of it);
-the API process is killed with -9. The API is queried continuously as a wallboard would.
+process for `--outage` s) or, on PostgreSQL, fails over (the primary frozen with SIGSTOP, the
+standby promoted: the list must equal Asterisk's within 15 s); both processes start while the
+database is not there (SQLite: its directory appears after `--down` s; PostgreSQL: its server
+starts again after them: they must wait, not exit, and work within 10 s of it); the API
+process is killed with -9. `--skip` leaves faults out (a short run). The API is queried
+continuously as a wallboard would.
 
 Every `--check-every` s a checkpoint compares the API's system view with GET /ari/channels
 (read before and after it): 0 missing and 0 ghost legs, outside a fault; after each fault the
 time until they agree again. Memory is sampled all along; at the end every call is over, the
-list must be empty and `PRAGMA integrity_check` must say ok. Writes tests/soak/results.json.
+list must be empty and the database intact (SQLite: `PRAGMA integrity_check`; PostgreSQL:
+no journal id above its sequence). Writes tests/soak/results.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import statistics
 import tempfile
 import threading
@@ -45,17 +51,22 @@ from sandbox.sippctl import (
 )
 from tests.e2e.proxy import CuttableProxy
 from tests.e2e.support import PbxServer
+from tests.soak.database import PostgresPair, SqliteDatabase
 from tests.soak.faults import Faults
 from tests.soak.services import Check, compare, converge, launch, memory_mb, wait_up
 
-RESULTS = Path(__file__).with_name("results.json")
+#: Where each engine's report goes (the PostgreSQL run's apart: the two are different runs).
+RESULTS = {
+    "sqlite": Path(__file__).with_name("results.json"),
+    "postgresql": Path(__file__).with_name("results-postgresql.json"),
+}
 TAKEOVER = 5.0  # [recorder] takeover_seconds of the soak's processes
 #: Each fault once, at this share of the run (the websocket cuts come in between).
 SCHEDULE = (
     (0.10, "dark machine"),
     (0.25, "stalled subscriber"),
     (0.40, "asterisk restart"),
-    (0.55, "database outage"),
+    (0.55, "database outage"),  # SQLite; on PostgreSQL "database failover"
     (0.70, "database down at start"),
     (0.85, "kill -9 api"),
 )
@@ -127,8 +138,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--dark", type=float, default=2 * TAKEOVER + 15, help="seconds dark")
     parser.add_argument("--outage", type=float, default=30.0, help="seconds of database outage")
     parser.add_argument("--down", type=float, default=20.0, help="seconds without a database")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where the report goes")
-    return parser.parse_args()
+    parser.add_argument("--out", type=Path, help="where the report goes (default: by engine)")
+    parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--skip", default="", help="faults left out, comma-separated")
+    args = parser.parse_args()
+    args.out = args.out or RESULTS[args.engine]
+    return args
 
 
 def start_calls(pool: SippPool, args: argparse.Namespace, total: float) -> None:
@@ -151,16 +166,23 @@ def run_faults(
     faults: Faults, args: argparse.Namespace, total: float, report: dict, watch: Checkpoints
 ) -> None:
     """The run: each scheduled fault once, websocket cuts in between, memory every 30 s."""
+    pg = faults.db.engine == "postgresql"
     actions: dict[str, Callable[[], dict[str, Any]]] = {
         "dark machine": lambda: faults.dark_machine(args.dark),
         "stalled subscriber": faults.stalled_subscriber,
         "asterisk restart": faults.asterisk_restart,
         "database outage": lambda: faults.database_outage(args.outage),
+        "database failover": faults.database_failover,
         "database down at start": lambda: faults.database_down_at_start(args.down),
         "kill -9 api": faults.kill_api,
         "websocket cut": faults.websocket_cut,
     }
-    pending = list(SCHEDULE)
+    skipped = set(filter(None, args.skip.split(",")))
+    pending = [
+        (share, "database failover" if fault == "database outage" and pg else fault)
+        for share, fault in SCHEDULE
+        if fault not in skipped
+    ]
     next_cut, next_mem = args.cut_every, 0.0
     while (elapsed := time.monotonic() - watch.t0) < total:
         if elapsed >= next_mem:
@@ -185,7 +207,9 @@ def run_faults(
         time.sleep(0.5)
 
 
-def finish(record: PbxServer, api: PbxServer, ari: Ari, db: Path, report: dict) -> None:
+def finish(
+    record: PbxServer, api: PbxServer, ari: Ari, db: SqliteDatabase | PostgresPair, report: dict
+) -> None:
     """Every call over: the list must be empty; a clean stop; the database intact."""
     for chan in ari.channels():
         ari.hangup(chan["id"])
@@ -194,8 +218,7 @@ def finish(record: PbxServer, api: PbxServer, ari: Ari, db: Path, report: dict) 
         "ari_channels": len(ari.channels()),
     }
     report["sigterm_exit"] = {"api": api.stop(), "record": record.stop()}
-    with sqlite3.connect(db) as conn:
-        report["integrity_check"] = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    report["integrity_check"] = db.integrity()
 
 
 def summary(report: dict, querier: Querier) -> dict[str, Any]:
@@ -236,17 +259,15 @@ def main() -> None:
             raise SystemExit(f"sandbox did not start:\n{done.stdout}{done.stderr}")
         started_sandbox = True
     work = Path(tempfile.mkdtemp(prefix="pbx-soak-"))
-    (work / "db").mkdir()
-    db = work / "db" / "pbx.db"
+    db = PostgresPair() if args.engine == "postgresql" else SqliteDatabase(work)
     ari, proxy = Ari(), CuttableProxy()
     app = f"pbxcontrol-soak-{int(time.time())}"
     extra = f"[recorder]\ntakeover_seconds = {TAKEOVER:g}\n"
-    record = PbxServer(
-        work / "record", proxy.url, app, f"sqlite:///{db}", command="record", extra=extra
-    )
-    api = PbxServer(work / "api", proxy.url, app, f"sqlite:///{db}", command="api", extra=extra)
+    record = PbxServer(work / "record", proxy.url, app, db.url, command="record", extra=extra)
+    api = PbxServer(work / "api", proxy.url, app, db.url, command="api", extra=extra)
     pool = SippPool(work / "sipp", tag="soak")
     report: dict[str, Any] = {"minutes": args.minutes, "rate": args.rate, "takeover_s": TAKEOVER}
+    report.update(engine=db.engine, skipped=args.skip)
     report.update(faults=[], checks=[], memory_mb=[])
     querier = Querier(api)
     watch = Checkpoints(api, ari, args.check_every, time.monotonic())
@@ -275,6 +296,7 @@ def main() -> None:
             if pbx.proc is not None:
                 pbx.stop()
         proxy.close()
+        db.close()
         if started_sandbox:
             sandbox("down")
     report["summary"] = summary(report, querier)

@@ -9,6 +9,8 @@ context.configure(
     connection=connection,
     target_metadata=Base.metadata,
     render_as_batch=connection.dialect.name == "sqlite",
+    # pbxcontrol.db.migrate: alembic_version holds the compatibility floor since 0014.
+    version_table=context.config.attributes["version_table"],
 )
 with context.begin_transaction():
     context.run_migrations()

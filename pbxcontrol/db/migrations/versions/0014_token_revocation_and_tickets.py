@@ -16,6 +16,9 @@ revision = "0014"
 down_revision = "0013"
 branch_labels = None
 depends_on = None
+#: Older releases keep working on this schema (pbxcontrol/db/migrate.py): new tables and a nullable
+#: column older releases never read.
+additive = True
 
 
 def upgrade() -> None:

@@ -20,6 +20,9 @@ revision = "0015"
 down_revision = "0014"
 branch_labels = None
 depends_on = None
+#: Older releases keep working on this schema (pbxcontrol/db/migrate.py): a column the database
+#: computes and indexes: older releases' inserts name their columns.
+additive = True
 
 # As written at this revision (db/legs.py HISTORY_SPAN_SQL builds the same text).
 LIMITS = [60 * 4**k for k in range(10)]

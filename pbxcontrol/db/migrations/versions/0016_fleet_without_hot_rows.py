@@ -27,6 +27,11 @@ revision = "0016"
 down_revision = "0015"
 branch_labels = None
 depends_on = None
+#: Not on PostgreSQL (pbxcontrol/db/migrate.py): the journal's ids move to a sequence and the
+#: data version skips journalled leg writes, so a release before it would read a journal head
+#: and a data version that no longer move (stale lists and streams beside newer recorders),
+#: and its recorders would take ids the newer readers never see. On SQLite it adds an index.
+additive = {"sqlite": True, "postgresql": False}
 
 #: The advisory lock class of a transaction that appends to the journal (pbxcontrol.db.journal).
 JOURNAL_CLASS = 727021

@@ -18,6 +18,9 @@ revision = "0017"
 down_revision = "0016"
 branch_labels = None
 depends_on = None
+#: Older releases keep working on this schema (pbxcontrol/db/migrate.py): columns with server
+#: defaults: rows older releases write are recorded.
+additive = True
 
 
 def upgrade() -> None:
