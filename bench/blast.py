@@ -74,7 +74,7 @@ def bare_run() -> tuple[float, int]:
     return done - start, events
 
 
-def recorder_run() -> tuple[float, int]:
+def recorder_run() -> tuple[float, int, int]:
     stand_in = StandIns(1, COPIES, KEEP)
     service = RecorderService(stand_in.url(1))
     try:
@@ -92,11 +92,20 @@ def recorder_run() -> tuple[float, int]:
                 done = time.time()
                 rows = _list(service)
                 if {r["uniqueid"]: r["status"] for r in rows} == union:
-                    return done - start, sum(stand_in.burst_events[1])
+                    return done - start, sum(stand_in.burst_events[1]), _reopens(service)
             time.sleep(0.005)
     finally:
         service.stop()
         stand_in.stop()
+
+
+def _reopens(service: RecorderService) -> int:
+    """How often the recorder closed its events websocket during the run: a backlog over its
+    bound (SPEC §12) drops the events read and not written and reconciles from GET /channels,
+    which also ends at the final state — fast, but not an ingest of the events (answer times,
+    destinations are lost), so such a run does not count."""
+    text = (service.dir / "serve.log").read_text(errors="replace")
+    return text.count("closing the events websocket") + text.count("events connection lost")
 
 
 def _list(service: RecorderService, **params: str):
@@ -110,13 +119,24 @@ def _list(service: RecorderService, **params: str):
 def run(results: common.Results, quick: bool) -> None:
     check_channelvars()
     pairs = 1 if quick else 3
-    bare, recorder, events = [], [], 0
+    bare, recorder, events, reopens = [], [], 0, []
     for _ in range(pairs):
         seconds, events = bare_run()
         bare.append(seconds)
-        recorder.append(recorder_run()[0])
+        took, _, reopened = recorder_run()
+        recorder.append(took)
+        reopens.append(reopened)
     ratios = [b / r for b, r in zip(bare, recorder, strict=True)]
     ratio = common.median(ratios)
+    results.add(
+        "blast.recorder_websocket_reopens",
+        sum(reopens),
+        "reopens",
+        target="== 0",
+        met=not any(reopens),
+        note="per run: " + ", ".join(map(str, reopens)) + " (a backlog over its bound, SPEC §12: "
+        "the events read and not written dropped, the state reconciled from GET /channels)",
+    )
     results.add(
         "blast.events_per_s",
         events / common.median(recorder),
@@ -131,9 +151,11 @@ def run(results: common.Results, quick: bool) -> None:
         "blast.ratio_to_bare_reader",
         ratio,
         "x",
-        target=">= 0.75",
-        met=ratio >= 0.75,
-        note="bare time / recorder time per pair: " + ", ".join(f"{r:.3f}" for r in ratios),
+        target=">= 0.75, no reopen",
+        met=ratio >= 0.75 and not any(reopens),
+        note="bare time / recorder time per pair: "
+        + ", ".join(f"{r:.3f}" for r in ratios)
+        + ("" if not any(reopens) else " (runs with a reopen: not an ingest of the events)"),
     )
 
 

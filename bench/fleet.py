@@ -240,7 +240,8 @@ class Scale:
         if not delays:
             self.add(results, "push latency p99", float("nan"), "ms",
                      note=f"{len(created)} new legs sent, none seen by a tracked subscriber "
-                     f"({len(first)} legs seen)")  # fmt: skip
+                     f"({len(first)} legs seen; their process used {_busy(report):.0%} of a "
+                     "core)")  # fmt: skip
             return
         p50, p99 = common.percentile(delays, 50), common.percentile(delays, 99)
         self.figures["push_p99"] = p99
@@ -252,7 +253,8 @@ class Scale:
             "ms",
             target="<= 250",
             met=p99 <= 250,
-            note=f"{len(delays)} new legs, {lost} never seen by a tracked subscriber",
+            note=f"{len(delays)} new legs, {lost} never seen by a tracked subscriber; the "
+            f"tracked subscribers' process used {_busy(report):.0%} of a core",
         )
 
     def costs(self, results, fleet: Fleet) -> None:
@@ -264,6 +266,12 @@ class Scale:
         f["api_rss_mb"] = fleet.api_rss
         print("  costs: " + json.dumps(f, default=str), flush=True)
         results.info.setdefault("fleet", {})[self.m] = f
+
+
+def _busy(report: dict) -> float:
+    """The share of a core the tracked subscribers' process used since it started (near 1:
+    it may be what lags, not the APIs)."""
+    return report["cpu"] / max(report["wall"], 1e-9)
 
 
 def main() -> None:

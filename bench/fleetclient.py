@@ -2,8 +2,10 @@
 
 Standalone (no project imports), like bench/streamclient.py. Reads one JSON line from stdin —
 {"subscriptions": [[host, port, query, track], ...]} — opens one SSE connection per entry on
-one epoll set, prints `ready` once every connection has its snapshot, and on `stop` (and on
-`report`, going on) prints one JSON line: {"first": {uniqueid: receipt time}, "events": n,
+one epoll set, prints `ready` once every connection has its snapshot (one refused before its
+snapshot, e.g. a 503 while the API's password-check slots are all busy as 1,000 subscribers
+arrive at once, SPEC §13, is opened again after a pause, as a wallboard would), and on `stop`
+(and on `report`, going on) prints one JSON line: {"first": {uniqueid: receipt time}, "events": n,
 "closed": n, "cpu": s, "wall": s}.
 `first` holds, over the connections with `track` true, the first receipt of an upsert of each
 leg (how the push latency is measured); the others only count their events. The receipt time
@@ -25,7 +27,8 @@ STREAM = "/api/stream/calls/active/list/"
 
 
 class Connection:
-    def __init__(self, track: bool) -> None:
+    def __init__(self, order: list, track: bool) -> None:
+        self.order = order  # [host, port, query, track]: to open it again
         self.track = track
         self.rest = b""
         self.snapshot = False
@@ -34,26 +37,36 @@ class Connection:
 def main() -> None:
     order = json.loads(sys.stdin.readline())
     selector = selectors.DefaultSelector()
-    state = {"waiting": len(order["subscriptions"]), "closed": 0, "events": 0}
+    state: dict = {"waiting": len(order["subscriptions"]), "closed": 0, "events": 0}
     first: dict[str, float] = {}
     started, begun = time.process_time(), time.monotonic()
-    for host, port, query, track in order["subscriptions"]:
-        sock = socket.create_connection((host, port))
-        sock.sendall(f"GET {STREAM}?{query} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-        sock.setblocking(False)
-        selector.register(sock, selectors.EVENT_READ, Connection(track))
+    state["again"] = []
+    for subscription in order["subscriptions"]:
+        _open(selector, subscription)
         _read(selector, selector.select(0), first, state)
     selector.register(sys.stdin, selectors.EVENT_READ, None)
     while True:
-        events = selector.select(1.0)
+        events = selector.select(1.0 if not state["again"] else 0.2)
+        again, state["again"] = state["again"], []
+        for subscription in again:
+            _open(selector, subscription)
         if any(key.data is None for key, _ in events):
             line = sys.stdin.readline()
-            report = {"first": first, "events": state["events"], "closed": state["closed"]}
+            report = {"first": first, "events": state["events"], "closed": state["closed"],
+                      "refused": state.get("refused", 0)}  # fmt: skip
             report.update(cpu=time.process_time() - started, wall=time.monotonic() - begun)
             print(json.dumps(report), flush=True)
             if not line or line.strip() == "stop":
                 return
         _read(selector, [(k, m) for k, m in events if k.data is not None], first, state)
+
+
+def _open(selector, subscription: list) -> None:
+    host, port, query, track = subscription
+    sock = socket.create_connection((host, port))
+    sock.sendall(f"GET {STREAM}?{query} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+    sock.setblocking(False)
+    selector.register(sock, selectors.EVENT_READ, Connection(subscription, track))
 
 
 def _read(selector, events, first: dict[str, float], state: dict) -> None:
@@ -69,7 +82,11 @@ def _read(selector, events, first: dict[str, float], state: dict) -> None:
         if not data:
             selector.unregister(key.fileobj)
             key.fileobj.close()
-            state["closed"] += 1
+            if conn.snapshot:
+                state["closed"] += 1
+            else:
+                state["refused"] = state.get("refused", 0) + 1
+                state["again"].append(conn.order)
             continue
         buffer = conn.rest + data
         cut = buffer.rfind(b"\n\n") + 2 if b"\n\n" in buffer else 0

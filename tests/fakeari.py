@@ -41,6 +41,9 @@ class FakeStream:
             raise AriError("events websocket closed (fake)")
         return message
 
+    def buffered(self) -> list[str]:
+        return []  # one message per recv, as a slow trickle would give
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True

@@ -33,6 +33,10 @@ class EventStream(Protocol):
         """The next text message, None after `timeout` seconds of silence; raises AriError
         when the connection is gone."""
 
+    def buffered(self) -> list[str]:
+        """The messages already read off the connection and not yet returned (no waiting):
+        a reader takes them with the one `recv` gave, and checks its lease once for all."""
+
     def close(self) -> None: ...
 
 
@@ -171,6 +175,11 @@ class WebsocketStream:
         self._frames = FrameBuffer(max_message)
         self._messages: deque[str] = deque()
         self._closed = False  # Asterisk sent a close frame: the messages before it come first
+
+    def buffered(self) -> list[str]:
+        messages = list(self._messages)
+        self._messages.clear()
+        return messages
 
     def recv(self, timeout: float) -> str | None:
         if self._messages:

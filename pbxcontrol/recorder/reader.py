@@ -155,26 +155,13 @@ class EventReader:
                 message = stream.recv(RECV_TIMEOUT)
                 if message is None:
                     continue
-                if is_application_replaced(message):
-                    log.warning(
-                        "%s: another client took over our ARI application name: closing this "
-                        "websocket and checking the lease",
-                        self.name,
-                    )
-                    self.on_replaced()
-                    self.out.put(REPLACED)
-                    return True
-                if not self.out.fits(message):
-                    log.warning(
-                        "%s: the writer is %d MB of events behind (a slow database?): "
-                        "closing the events websocket, dropping them and reconciling",
-                        *(self.name, self.out.size // 2**20),
-                    )
-                    self.out.overflowed.set()
-                    return True
-                self.received += 1
+                # The messages the same read brought come along: the lease above, and the
+                # heartbeat's time below, once per read, not per message (a blast of small
+                # events spent a tenth of the reader's time on them).
+                queued = self._queue([message, *stream.buffered()])
                 self.status.heard(self.received)
-                self.out.put_message(self.received, message)
+                if not queued:
+                    return True
         except AriError as exc:
             if not self.stopping.is_set() and self.may_keep():  # not closed by a drop
                 log.warning("%s: events connection lost (%s); reconnecting", self.name, exc)
@@ -183,4 +170,29 @@ class EventReader:
             self.stream = None
             stream.close()
             self.out.put(DISCONNECTED)
+        return True
+
+    def _queue(self, messages: list[str]) -> bool:
+        """Queue the messages for the writer, in order; False when the websocket must close
+        (ApplicationReplaced, or the writer too far behind)."""
+        for message in messages:
+            if is_application_replaced(message):
+                log.warning(
+                    "%s: another client took over our ARI application name: closing this "
+                    "websocket and checking the lease",
+                    self.name,
+                )
+                self.on_replaced()
+                self.out.put(REPLACED)
+                return False
+            if not self.out.fits(message):
+                log.warning(
+                    "%s: the writer is %d MB of events behind (a slow database?): "
+                    "closing the events websocket, dropping them and reconciling",
+                    *(self.name, self.out.size // 2**20),
+                )
+                self.out.overflowed.set()
+                return False
+            self.received += 1
+            self.out.put_message(self.received, message)
         return True

@@ -206,6 +206,9 @@ class Hub:
             if not self.placed or last < self.position:
                 self._rewound(conn, last)
             elif last > self.position:
+                # The followers first: a stream view may answer its changes from a
+                # follower's state (the list's in-memory legs) once it is that new.
+                self._follow(conn)
                 # By entries, not ids: ids have gaps (a failover's: pbxcontrol.db.failover).
                 entries = journal.since(conn, self.position, last, limit=BATCH)
                 upto = entries[-1].id if len(entries) == BATCH else last
@@ -213,7 +216,6 @@ class Hub:
                 self.position = upto
                 if upto < last:
                     self.fanout.poller.wake()
-                self._follow(conn)
             self._join_waiting(conn)
             now = time.monotonic()
             if self._trim_due and now >= self._next_trim:

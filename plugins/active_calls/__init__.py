@@ -45,7 +45,7 @@ def setup(ctx: PluginContext) -> None:
         PRIVILEGES,
         read=True,
     )
-    opener = functools.partial(open_stream, journal=ctx.journal, history_days=days)
+    opener = functools.partial(open_stream, journal=ctx.journal, history_days=days, legs=view)
     ctx.add_stream_function("calls/active/list", opener, PRIVILEGES)
     # One budget per person for every control function (SPEC §11.1).
     per_minute = _whole_number(ctx, "hangups_per_minute", "30")

@@ -13,16 +13,22 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
     Connection,
+    Integer,
     Select,
+    String,
     and_,
+    any_,
     bindparam,
     exists,
     func,
     select,
     tuple_,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.compiler import compiles
 
 from pbxcontrol.plugin import Caller, tables
 
@@ -158,12 +164,41 @@ def _build(shape: Shape) -> Statements:
 def changed_legs() -> ColumnElement[bool]:
     """The legs whose (machine, uniqueid) are bound by `changed_values`. A row-value IN alone
     makes SQLite scan every leg; the machine and uniqueid lists first let both engines probe
-    the unique (machine, uniqueid) index, and the row values keep the answer exact."""
+    the unique (machine, uniqueid) index, and the row values keep the answer exact. On
+    PostgreSQL the two lists are bound as arrays (`= ANY`): one statement text whatever the
+    number of legs — an expanding IN is rendered and parsed again for every count, which was
+    most of the stream hub's time in a 50-machine busy hour — and no row values, so a leg with
+    a listed machine and a listed uniqueid of another listed leg may come too: every caller
+    looks up the legs it asked for, and ignores it."""
+    return _Changed()
+
+
+class _Changed(ColumnElement[bool]):
+    """changed_legs(), compiled per engine (_compile_changed)."""
+
+    inherit_cache = True
+    type = Boolean()
+
+
+@compiles(_Changed)
+def _compile_changed(element: _Changed, compiler: Any, **kw: Any) -> str:
     key = tuple_(leg.c.machine, leg.c.uniqueid)
-    return and_(
-        leg.c.machine.in_(bindparam("changed_machines", expanding=True)),
-        leg.c.uniqueid.in_(bindparam("changed_uids", expanding=True)),
-        key.in_(bindparam("changed", expanding=True)),
+    return compiler.process(
+        and_(
+            leg.c.machine.in_(bindparam("changed_machines", expanding=True)),
+            leg.c.uniqueid.in_(bindparam("changed_uids", expanding=True)),
+            key.in_(bindparam("changed", expanding=True)),
+        ),
+        **kw,
+    )
+
+
+@compiles(_Changed, "postgresql")
+def _compile_changed_pg(element: _Changed, compiler: Any, **kw: Any) -> str:
+    machines = bindparam("changed_machines", type_=ARRAY(Integer))
+    uids = bindparam("changed_uids", type_=ARRAY(String))
+    return compiler.process(
+        and_(leg.c.machine == any_(machines), leg.c.uniqueid == any_(uids)), **kw
     )
 
 

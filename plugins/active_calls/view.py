@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from bisect import bisect_left, insort
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -44,6 +43,7 @@ from pbxcontrol.plugin import Journal, tables
 from . import query, sqlterms
 from .names import NameBook, NameStatements, named
 from .names import statements as name_statements
+from .order import Order
 
 leg = tables.legs
 Key = tuple[int, str]  # (machine, uniqueid)
@@ -74,7 +74,9 @@ _SHARED = tuple(
     if name not in ("machine", "uniqueid", "start", "scustomer", "dcustomer", "peer")
 )
 _START, _UID, _MACHINE = AT["start"], AT["uniqueid"], AT["machine"]
-#: More changed legs than this in one catch-up: reading every leg is cheaper.
+#: More changed legs than this in one catch-up, and than a third of those held: reading every
+#: leg is cheaper. (Not a fixed bound alone: at 20,000+ legs and thousands of changes a second,
+#: a reload took long enough for the next catch-up to pass it again, and again.)
 MAX_CHANGED = 2000
 _CHUNK = 500  # legs per IN list (SQLite's bound on parameters)
 
@@ -108,7 +110,7 @@ class LegView:
         self.lock = threading.Lock()
         self.rows: dict[Key, Row] = {}
         self.by_customer: dict[int, set[Row]] = {}
-        self.orders: dict[str, list[tuple[Any, ...]]] = {}  # sort -> sorted (*key, row)
+        self.orders: dict[str, Order] = {}  # sort -> every (*key, row) in order
         self.seen: Journal.Position | None = None  # what the view was made current to
         self.reloads = 0  # full reads (tests look)
 
@@ -122,7 +124,7 @@ class LegView:
             self._reload(conn, now)
         elif now.head > seen.head:
             touched = self.journal.touched(conn, seen, now)
-            if touched.reset or len(touched.legs) > MAX_CHANGED:
+            if touched.reset or len(touched.legs) > max(MAX_CHANGED, len(self.rows) // 3):
                 self._reload(conn, now)
             else:
                 self._apply(conn, touched.legs)
@@ -137,11 +139,12 @@ class LegView:
             if self.seen is not None:
                 self.current(conn)
 
-    def ordered(self, sort: str) -> list[tuple[Any, ...]]:
+    def ordered(self, sort: str) -> Order:
         """Every row in the list's order for `sort`, kept in order from now on."""
         order = self.orders.get(sort)
         if order is None:
-            order = self.orders[sort] = sorted((*sort_key(r, sort), r) for r in self.rows.values())
+            entries = sorted((*sort_key(r, sort), r) for r in self.rows.values())
+            order = self.orders[sort] = Order(entries)
         return order
 
     def of_customers(self, customers: Iterable[int]) -> set[Row]:
@@ -179,7 +182,7 @@ class LegView:
         for customer in _customers_of(row):
             self.by_customer.setdefault(customer, set()).add(row)
         for sort, order in self.orders.items():
-            insort(order, (*sort_key(row, sort), row))
+            order.add((*sort_key(row, sort), row))
 
     def _forget(self, row: Row) -> None:
         for customer in _customers_of(row):
@@ -189,9 +192,7 @@ class LegView:
                 if not held:
                     del self.by_customer[customer]
         for sort, order in self.orders.items():
-            at = bisect_left(order, sort_key(row, sort))
-            if at < len(order) and order[at][-1] is row:
-                del order[at]
+            order.remove((*sort_key(row, sort), row))
 
 
 def _customers_of(row: Row) -> set[int]:

@@ -49,10 +49,17 @@ def answer(
     """The list's answer; `position`, if given, the journal's as this request read it first."""
     customers = query.scope_customers(conn, scope)
     lines = query.phone_lines(conn, caller, wanted.phone) if wanted.phone else None
-    keep = _filter(wanted, lines)
+    keep = row_filter(wanted, lines)
     with view.lock:
         view.current(conn, position)
-        rows = _chosen(view, customers, wanted.sort, keep)
+        found = None if customers is None else view.of_customers(customers)
+        # Every leg (the system view, or a scope that holds them all), unfiltered:
+        if keep is None and (found is None or len(found) == len(view.rows)):
+            if wanted.count:
+                return {"count": len(view.rows)}
+            if not wanted.descending:  # the kept order's blocks, joined (order.py)
+                return orjson.Fragment(view.ordered(wanted.sort).joined(wanted.names))
+        rows = _chosen(view, found, wanted.sort, keep)
     if wanted.count:
         return {"count": len(rows)}
     if wanted.descending:  # every ORDER BY term descending: exactly the reverse
@@ -65,14 +72,13 @@ def answer(
 
 
 def _chosen(
-    view: LegView, customers: set[int] | None, sort: str, keep: Callable[[Row], bool] | None
+    view: LegView, found: set[Row] | None, sort: str, keep: Callable[[Row], bool] | None
 ) -> list[Row]:
-    """The rows in the list's ascending order."""
-    if customers is None:
+    """The rows in the list's ascending order; `found`: the scope's rows (None: all)."""
+    if found is None:
         if keep is None:
             return [entry[-1] for entry in view.ordered(sort)]
         return [entry[-1] for entry in view.ordered(sort) if keep(entry[-1])]
-    found = view.of_customers(customers)
     if keep is not None:
         found = {row for row in found if keep(row)}
     if len(found) * _WALK_SHARE > len(view.rows):
@@ -80,7 +86,7 @@ def _chosen(
     return sorted(found, key=lambda row: sort_key(row, sort))
 
 
-def _filter(
+def row_filter(
     wanted: ListRequest, lines: set[tuple[str, int]] | None
 ) -> Callable[[Row], bool] | None:
     """The request's filters as one test of a row (None: keep every row)."""

@@ -93,6 +93,23 @@ def test_a_burst_of_messages_cut_anywhere_arrives_whole_and_in_order():
     stream.close()
 
 
+def test_buffered_gives_the_messages_a_read_brought_without_waiting():
+    """The reader takes, with each message `recv` returns, those the same read completed
+    (recorder/reader.py checks its lease once for them): all of them, in order, none twice."""
+    messages = [f'{{"n": {i}}}' for i in range(300)]
+    data = b"".join(frame(m.encode()) for m in messages)
+    server = Server(lambda conn: conn.sendall(data))
+    stream = server.client().open_events()
+    got: list[str] = []
+    while len(got) < len(messages):
+        first = stream.recv(5)
+        assert first is not None
+        got += [first, *stream.buffered()]
+    assert got == messages
+    assert stream.buffered() == [] and stream.recv(0.05) is None
+    stream.close()
+
+
 def test_fragments_are_joined_and_a_ping_between_them_is_answered():
     def script(conn: socket.socket) -> None:
         conn.sendall(
