@@ -29,6 +29,7 @@ from pbxcontrol.db.models import Person
 from tests.conftest import LIST, build_provisioned, start_server, stop_server, write_config
 from tests.databases import password_url, sandbox
 from tests.fakeari_http import FakeAriHttp
+from tests.plugins.active_calls.hangup_support import hold
 
 REPO = Path(__file__).resolve().parents[2]
 STREAM = "/api/stream/calls/active/list/"
@@ -159,6 +160,7 @@ def test_head_runs_no_function_not_even_a_hangup(tmp_path, db_url):
         db=db_url,
     )
     rt = build_provisioned(config)
+    holder = hold(rt, 1, ari.url)  # the recording process that carries out hang-ups (§11.2)
     try:
         with rt.engine.begin() as conn:
             leg = dict(machine=1, uniqueid="1.1", callid="1.1", channel="PJSIP/alice-1")
@@ -172,6 +174,7 @@ def test_head_runs_no_function_not_even_a_hangup(tmp_path, db_url):
         assert app.get(target).json["responses"][0]["code"] == "204"  # GET does
         assert ari.deleted == ["1.1"]
     finally:
+        holder.stop()
         rt.close()
         ari.close()
 
