@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from pbxcontrol.db import intents
+from pbxcontrol.db.outage import is_outage
 from pbxcontrol.recorder.actions import ControlAri, Result, execute
 from pbxcontrol.recorder.lease import Lease, LeaseLost
 
@@ -73,8 +74,12 @@ class IntentWorker:
                 self.round(epoch)
             except LeaseLost:
                 continue  # the writer's own fence stands the recording by
-            except Exception:  # the database is down, or a bug: the next round retries
-                log.exception("%s: carrying out call-control intents failed", self.name)
+            except Exception as exc:  # the database is down, or a bug: the next round retries
+                if is_outage(exc):  # one line, as every other wait for the database logs
+                    log.warning("%s: call-control intents wait for the database (%s)",
+                                self.name, str(exc).splitlines()[0])  # fmt: skip
+                else:
+                    log.exception("%s: carrying out call-control intents failed", self.name)
                 self.stopping.wait(poll)
 
     def round(self, epoch: int) -> int:
@@ -136,11 +141,16 @@ def listen(url: str, on_machine: Callable[[int], None], stopping: threading.Even
     """PostgreSQL: LISTEN on the intents' channel and call `on_machine` with each notified
     machine id, until a stop; reconnects after a failure (polling covers the gap)."""
     import psycopg
+    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    # The dialect's own reading of the URL: a multi-host URL's hosts and ports as libpq takes
+    # them (a string DSN would keep "host:port" as one host name), and the primary only
+    # (a standby cannot LISTEN, and the NOTIFY is sent on the primary).
+    cargs, cparams = PGDialect_psycopg().create_connect_args(make_url(url))
+    cparams = {"connect_timeout": 5, "target_session_attrs": "read-write", **cparams}
     while not stopping.is_set():
         try:
-            with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            with psycopg.connect(*cargs, autocommit=True, **cparams) as conn:
                 conn.execute(f"LISTEN {intents.CHANNEL}")
                 while not stopping.is_set():
                     for note in conn.notifies(timeout=1.0):
