@@ -41,6 +41,19 @@ WINDOW = 60.0  # seconds: the rate limit is per minute
 MAX_LENGTH = 255
 _MACHINE = re.compile(r"[0-9]{1,9}")
 
+
+def machine_param(params: dict[str, str], errors: list[tuple[str, str]]) -> int | None:
+    """The optional `machine` of a control function (SPEC §11.1): None when not given; a
+    keyed error in `errors` when it is not a machine ID."""
+    raw = params.get("machine", "")
+    if not raw:
+        return None
+    if _MACHINE.fullmatch(raw):
+        return int(raw)
+    errors.append(("machine", "must be a machine ID (a whole number)"))
+    return None
+
+
 # Requests of this person in the window that the limiter let through (refusals do not count,
 # so a client that keeps knocking is let in again once the window passes).
 _RECENT = select(func.count()).where(
@@ -79,13 +92,7 @@ def parse(params: dict[str, str]) -> tuple[HangupRequest, list[tuple[str, str]]]
     if not errors and bool(callid) == bool(uniqueid):
         message = "give callid or uniqueid, not both" if callid else "callid or uniqueid needed"
         errors += [("callid", message), ("uniqueid", message)]
-    machine = None
-    raw = params.get("machine", "")
-    if raw != "":
-        if _MACHINE.fullmatch(raw):
-            machine = int(raw)
-        else:
-            errors.append(("machine", "must be a machine ID (a whole number)"))
+    machine = machine_param(params, errors)
     return HangupRequest(callid, uniqueid, machine), errors
 
 

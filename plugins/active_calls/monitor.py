@@ -26,14 +26,13 @@ from pbxcontrol.plugin import (
     tables,
 )
 
-from .hangup import MAX_LENGTH, _message, _stored, check_rate
+from .hangup import MAX_LENGTH, _message, _stored, check_rate, machine_param
 from .policy import MODES, forbid, owner_of, policy_of
 from .redirect import RedirectRequest, _target
 
 legs, lines, tree = tables.legs, tables.lines, tables.customer_tree
 call_actions = tables.call_actions
 PRIVILEGES = frozenset({"monitor"})
-_MACHINE = re.compile(r"[0-9]{1,9}")
 _PHONE = re.compile(r"[A-Za-z0-9_/@.+*#-]{1,128}")
 
 
@@ -55,13 +54,7 @@ def parse(params: dict[str, str]) -> tuple[dict[str, Any], list[tuple[str, str]]
     answer = params.get("answer", "0") or "0"
     if answer not in ("0", "1"):
         errors.append(("answer", "must be 0 or 1"))
-    machine = None
-    raw = params.get("machine", "")
-    if raw:
-        if _MACHINE.fullmatch(raw):
-            machine = int(raw)
-        else:
-            errors.append(("machine", "must be a machine ID (a whole number)"))
+    machine = machine_param(params, errors)
     side = int(channel) if channel in ("1", "2") else 1
     wanted = dict(uniqueid=uniqueid, channel=side, mode=mode, phone=phone, answer=answer == "1")
     return wanted | {"machine": machine}, errors

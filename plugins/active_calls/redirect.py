@@ -29,7 +29,7 @@ from pbxcontrol.plugin import (
 )
 
 from . import query
-from .hangup import MAX_LENGTH, NOT_FOUND, _message, _stored, check_rate
+from .hangup import MAX_LENGTH, NOT_FOUND, _message, _stored, check_rate, machine_param
 from .policy import check_panel, owner_of, policy_of
 
 legs_table, call_actions = tables.legs, tables.call_actions
@@ -39,7 +39,6 @@ ACCEPTED = "Redirect accepted; the leg runs the dialplan at the new number."
 INVALID_NUMBER = "Invalid called number specified."
 _NUMBER = re.compile(r"[0-9*#+]{1,64}")
 _CTYPE = re.compile(r"[a-z]{0,32}")
-_MACHINE = re.compile(r"[0-9]{1,9}")
 #: A leg may be redirected while Up; the calling side also while it is still in the dialplan.
 CALLING_STATES = frozenset({"Up", "Ring", "Ringing", "Down", "Dialing", "Pre-ring"})
 CONTEXT = re.compile(r"[A-Za-z0-9_-]{1,79}")
@@ -71,13 +70,7 @@ def parse(params: dict[str, str]) -> tuple[RedirectRequest, list[tuple[str, str]
     channel = params.get("channel", "1")
     if channel not in ("1", "2"):
         errors.append(("channel", "must be 1 (calling side) or 2 (called side)"))
-    machine = None
-    raw = params.get("machine", "")
-    if raw:
-        if _MACHINE.fullmatch(raw):
-            machine = int(raw)
-        else:
-            errors.append(("machine", "must be a machine ID (a whole number)"))
+    machine = machine_param(params, errors)
     side = int(channel) if channel in ("1", "2") else 1
     return RedirectRequest(uniqueid, ctype, cnumber, side, machine), errors
 
