@@ -62,6 +62,8 @@ LEG_TABLE: tuple[LegField, ...] = (
     _F("sip_callid", str, 255, LEG, "Channel.protocol_id", "take_snapshot: PJSIP/ only"),
     _F("recording", str, 1024, LEG, "ChannelVarset MIXMONITOR_FILENAME, Recording*",
        "take_varset; live.py on RecordingStarted/Finished of target channel:<id>"),
+    _F("recording_paused", int, 0, LEG, "ChannelVarset PBXC_RECORDING_PAUSED on our snoop",
+       "live.py: 1 while our recording of the leg is paused (SPEC §11.8)"),
     _F("snumber", str, 128, SOURCE, "origin Channel.caller_number", "source_of: line number"
        " for a phone, caller number otherwise"),
     _F("stype", str, 32, SOURCE, "origin endpoint", "source_of: phone / external / \"\""),

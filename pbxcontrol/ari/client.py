@@ -136,6 +136,21 @@ class AriClient:
         if resp.status_code != 200:
             raise AriError(f"POST /channels: HTTP {resp.status_code}")
 
+    def call(self, method: str, path: str, **params: str) -> tuple[int, Any]:
+        """Any ARI REST request (the call-control executors' snoops, recordings and
+        variables): (HTTP status, the JSON answer or None). AriError only when Asterisk cannot
+        be reached: the status is the executor's to judge."""
+        try:
+            resp = self._http.request(
+                method, self.base_url + path, params=params, timeout=self.timeout
+            )
+        except requests.RequestException as exc:
+            raise AriError(f"{method} {path.split('/')[1]}: {type(exc).__name__}") from None
+        try:
+            return resp.status_code, resp.json() if resp.content else None
+        except ValueError:
+            return resp.status_code, None
+
     def events_url(self) -> str:
         parts = urlsplit(self.base_url)
         scheme = "wss" if parts.scheme == "https" else "ws"

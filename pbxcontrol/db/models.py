@@ -278,6 +278,26 @@ class CallIntent(Base):
     created: Mapped[str] = mapped_column(Text, nullable=False, default="{}", server_default="{}")
 
 
+class CallControl(Base):
+    """A recording session the holder of a machine's lease runs (SPEC §11.2 item 5;
+    pbxcontrol/db/controls.py): the next holder reconciles the rows not `ended`."""
+
+    __tablename__ = "call_controls"
+    __table_args__ = (Index("ix_call_controls_machine_state", "machine", "state"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    machine: Mapped[int] = mapped_column(Integer, nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # "record"
+    uniqueid: Mapped[str] = mapped_column(String(150), nullable=False)  # the target leg
+    snoop: Mapped[str] = _s(150)  # the snoop channel's id, pbxc-<intent>-record
+    name: Mapped[str] = _s(512)  # the live recording's name
+    path: Mapped[str] = _s(1024)  # its file on the Asterisk host
+    state: Mapped[str] = mapped_column(String(16), nullable=False)  # controls.STATES
+    intent_id: Mapped[int] = _i()
+    epoch: Mapped[int] = _i()  # the lease epoch that last wrote it
+    started: Mapped[float] = mapped_column(Float, nullable=False)  # the database's clock
+    ended: Mapped[float] = mapped_column(Float, nullable=False, default=0.0, server_default="0")
+
+
 class Line(Base):
     """A telephone line: a provisioned phone endpoint such as PJSIP/alice."""
 

@@ -34,6 +34,7 @@ RECORDER: dict[str, tuple[str, ...]] = {
     "call_actions": ("SELECT", "DELETE"),  # the audit's retention (recorder/retention.py)
     # Call control (SPEC §11.2): claims and outcomes of intents, pruned with the audit.
     "call_intents": ("SELECT", "UPDATE", "DELETE"),
+    "call_controls": ("SELECT", "INSERT", "UPDATE"),  # recording sessions (SPEC §11.2 item 5)
     "alembic_version": SELECT,  # start-up checks the schema's revision and floor
     "schema_revision": SELECT,  # (pbxcontrol/db/migrate.py)
 }

@@ -21,6 +21,10 @@ Result = tuple[str, int, str, list[list[Any]], dict[str, Any]]
 class ControlAri(Protocol):
     """The ARI REST calls the executors make (AriClient provides them)."""
 
+    app: str  # the application snoops enter (recorder/recording.py)
+
+    def call(self, method: str, path: str, **params: str) -> tuple[int, Any]: ...
+
     def hang_up(self, channel_id: str) -> bool: ...
 
     def originate(self, endpoint: str, variables: dict[str, str], **params: str) -> None: ...

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pbxcontrol.db import intents
 from pbxcontrol.db.outage import is_outage
+from pbxcontrol.recorder import recording
 from pbxcontrol.recorder.actions import ControlAri, Result, execute
 from pbxcontrol.recorder.lease import Lease, LeaseLost
 
@@ -55,6 +57,7 @@ class IntentWorker:
         self.name = name or f"machine {machine}"
         self._epoch: int | None = None  # the epoch whose orphans were marked
         self.carried = 0  # intents carried out by this process
+        self._next_sweep = 0.0  # monotonic: when to end the sessions whose leg ended
 
     @property
     def poll(self) -> float:
@@ -88,7 +91,11 @@ class IntentWorker:
             gone = self._fenced(lambda s: intents.orphan(s, self.machine, epoch), epoch)
             if gone:
                 log.warning("%s: %d intents of the previous holder marked unknown", self.name, gone)
+            self._reconcile(epoch)
             self._epoch = epoch
+        if time.monotonic() >= self._next_sweep:  # a recording ends by itself with its leg
+            recording.Rows(self.sessions, self.machine, epoch).sweep()
+            self._next_sweep = time.monotonic() + recording.SWEEP
         # One at a time: each is claimed just before it runs, so one that waited behind a
         # slow Asterisk call is claimed late, and expires instead of running late.
         count = 0
@@ -99,7 +106,7 @@ class IntentWorker:
             claimed = self._fenced(lambda s: intents.claim(s, self.machine, epoch), epoch)
             if not claimed:
                 return count
-            result = self._carry_out(claimed[0])
+            result = self._carry_out(claimed[0], epoch)
             self._finish(claimed[0].id, epoch, result)
             self.carried, count = self.carried + 1, count + 1
         return count
@@ -120,8 +127,21 @@ class IntentWorker:
                 else:
                     self.stopping.wait(0.2 * (attempt + 1))
 
-    def _carry_out(self, intent: intents.Claimed) -> Result:
+    def _reconcile(self, epoch: int) -> None:
+        """The recording sessions an earlier holder (or this process before a restart) left
+        (SPEC §11.2 item 5): what still runs is kept, what is orphaned is ended."""
+        rows = recording.Rows(self.sessions, self.machine, epoch)
+        kept, ended = recording.reconcile(self.ari, rows)
+        if kept or ended:
+            log.warning(
+                "%s: recording sessions taken over: %d kept, %d ended", self.name, kept, ended
+            )
+
+    def _carry_out(self, intent: intents.Claimed, epoch: int) -> Result:
         try:
+            if intent.function in recording.FUNCTIONS:
+                rows = recording.Rows(self.sessions, self.machine, epoch)
+                return recording.execute(self.ari, intent, rows)
             return execute(self.ari, intent)
         except Exception as exc:  # a bug in an executor: the intent is answered all the same
             log.exception("%s: %s failed", self.name, intent.function)

@@ -37,6 +37,7 @@ class LiveLeg:
     callid: str = ""
     sip_callid: str = ""
     recording: str = ""
+    recording_paused: int = 0  # our recording of it paused (recorder/recording.py)
     caller_number: str = ""
     caller_name: str = ""
     cnumber: str = ""  # the number dialled on this leg; a row shows its call's (source)

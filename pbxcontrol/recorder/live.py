@@ -84,6 +84,10 @@ class LiveLegs:
                     self._leg_for(lazy.parse(), ts, seq)
             case ChannelSnapshotEvent(timestamp=ts, channel=channel):
                 self._leg_for(channel, ts, seq)
+            case ChannelVarset(channel=channel, variable="PBXC_RECORDING", value=value):
+                self._snooped(channel, recording=value, recording_paused=0)
+            case ChannelVarset(channel=channel, variable="PBXC_RECORDING_PAUSED", value=value):
+                self._snooped(channel, recording_paused=int(value == "1"))
             case ChannelVarset(timestamp=ts, channel=channel, variable=variable, value=value):
                 if (leg := self._leg_for(channel, ts, seq)) is not None:
                     self._varset(leg, variable, value)
@@ -170,6 +174,18 @@ class LiveLegs:
         elif leg.recording == ev.name:
             leg.recording = ""
         self._dirty_calls.add(leg.callid)
+
+    def _snooped(self, snoop: Channel, **fields: Any) -> None:
+        """Our recording of a leg (recorder/recording.py): the holder sets PBXC_RECORDING
+        (the path) and PBXC_RECORDING_PAUSED on the snoop, which Asterisk names
+        `Snoop/<target uniqueid>-<n>`; the target shows them (SPEC §11.8)."""
+        if not PLUMBING.fullmatch(snoop.id) or not snoop.name.startswith("Snoop/"):
+            return
+        leg = self.legs.get(snoop.name[len("Snoop/") :].rpartition("-")[0])
+        if leg is not None:
+            for name, value in fields.items():
+                setattr(leg, name, value)
+            self._dirty_calls.add(leg.callid)
 
     # -- reconciliation ------------------------------------------------------------------
     def reconcile(

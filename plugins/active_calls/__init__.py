@@ -1,8 +1,8 @@
 """calls/active/list: the live call legs a person may see, filtered, sorted and named;
-calls/hangup and calls/redirect: end or redirect the calls among them, and calls/make
-(click-to-call), audited and rate-limited (carried out by the recording process);
-calls/active/scopes, calls/active/unrecorded and the wallboard page (/wallboard/) that shows
-them live; `pbxcontrol calls`, the list in a terminal."""
+calls/hangup, calls/redirect and recording/recordings/start|stop|pause: end, redirect or
+record the calls among them, and calls/make (click-to-call), audited and rate-limited (carried
+out by the recording process); calls/active/scopes, calls/active/unrecorded and the wallboard
+page (/wallboard/) that shows them live; `pbxcontrol calls`, the list in a terminal."""
 
 import functools
 from pathlib import Path
@@ -18,6 +18,9 @@ from .make import PRIVILEGES as MAKE_PRIVILEGES
 from .make import Makes
 from .monitor import PRIVILEGES as MONITOR_PRIVILEGES
 from .monitor import Monitors
+from .recording import FUNCTIONS as RECORDING_FUNCTIONS
+from .recording import PRIVILEGES as RECORDING_PRIVILEGES
+from .recording import Recordings
 from .redirect import PRIVILEGES as REDIRECT_PRIVILEGES
 from .redirect import Redirects
 from .scopes import scopes
@@ -55,6 +58,14 @@ def setup(ctx: PluginContext) -> None:
     context = ctx.config.get("context", "default")  # the dialling context (SPEC §11.7)
     redirects = Redirects(ctx.control, per_minute, context, ctx.log)
     ctx.add_api_function("calls/redirect", redirects, REDIRECT_PRIVILEGES)
+    # SPEC §11.5: where Asterisk writes recordings, and in which format.
+    recorded = {
+        "format": ctx.config.get("record_format", "wav"),
+        "directory": ctx.config.get("recording_dir", "/var/spool/asterisk/recording"),
+    }
+    for name in RECORDING_FUNCTIONS:
+        recordings = Recordings(name, ctx.control, per_minute, recorded, ctx.log)
+        ctx.add_api_function(name, recordings, RECORDING_PRIVILEGES)
     ctx.add_api_function(
         "calls/make", Makes(ctx.control, per_minute, context, ctx.log), MAKE_PRIVILEGES
     )
