@@ -22,6 +22,7 @@ call) originated into `bench`; each round runs every function once, interleaved.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -227,9 +228,12 @@ def run(results: Results, quick: bool) -> None:
 @contextlib.contextmanager
 def bob_answers(work: Path, calls: int):
     """Bob's phone: a sipp answering `calls` calls at once, stopped by its pid."""
-    from sandbox.sippctl import SippPool
-
-    pool = SippPool(work / "sipp", tag="bench-control")
+    # By its path: bench/sandbox.py shadows the repository's sandbox/ package for bench/run.py.
+    spec = importlib.util.spec_from_file_location("sippctl", ROOT / "sandbox" / "sippctl.py")
+    assert spec is not None and spec.loader is not None
+    sippctl = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sippctl)
+    pool = sippctl.SippPool(work / "sipp", tag="bench-control")
     try:
         pool.phone_answers("bob", ring_ms=0, calls=calls, timeout_s=None)
         yield
