@@ -232,6 +232,7 @@ def bob_answers(work: Path, calls: int):
     spec = importlib.util.spec_from_file_location("sippctl", ROOT / "sandbox" / "sippctl.py")
     assert spec is not None and spec.loader is not None
     sippctl = importlib.util.module_from_spec(spec)
+    sys.modules["sippctl"] = sippctl  # its dataclasses look their module up
     spec.loader.exec_module(sippctl)
     pool = sippctl.SippPool(work / "sipp", tag="bench-control")
     try:
