@@ -8,6 +8,9 @@ the claim itself is a compare-and-set on the intent's state, so each intent runs
 also across a takeover: a new epoch first marks what an older one claimed and did not finish
 `unknown` (`orphan`), never runs it.
 
+Scheduled intents (calls/make's `delay`) are claimed once due; the worker sleeps no longer than
+until the next one is due.
+
 Wake-ups: the `Doorbell` event of this process (an API in the same process, `serve`), and on
 PostgreSQL a LISTEN on the intents' channel (the API's `pg_notify` is delivered at its commit):
 only the rare transactions that write an intent notify, never the recorders' ingest, so
@@ -66,15 +69,16 @@ class IntentWorker:
 
     def run(self) -> None:
         """The worker thread, until a stop."""
-        poll = self.poll
+        poll = wait = self.poll
         while not self.stopping.is_set():
-            self.wake.wait(poll)
+            self.wake.wait(wait)
             self.wake.clear()
-            epoch = self.lease.epoch
+            wait, epoch = poll, self.lease.epoch
             if not self.holding.is_set() or epoch is None:
                 continue
             try:
                 self.round(epoch)
+                wait = self._until_due(poll)
             except LeaseLost:
                 continue  # the writer's own fence stands the recording by
             except Exception as exc:  # the database is down, or a bug: the next round retries
@@ -110,6 +114,13 @@ class IntentWorker:
             self._finish(claimed[0].id, epoch, result)
             self.carried, count = self.carried + 1, count + 1
         return count
+
+    def _until_due(self, poll: float) -> float:
+        """How long to sleep: the poll, or less when a scheduled intent (calls/make's `delay`)
+        is due sooner, so it runs on time rather than up to a poll late."""
+        with self.sessions() as session:
+            due = intents.due_in(session, self.machine)
+        return poll if due is None else min(poll, max(due, 0.005))
 
     def _finish(self, intent_id: int, epoch: int, result: Result) -> None:
         """The outcome, tried a few times: the action happened, and its row must say so (a
