@@ -163,7 +163,7 @@ class Rounds:
 
 def measure(results: Results, engine: str, api_port: int, rounds: int) -> None:
     r = Rounds(api_port)
-    more = Functions(api_port, r.ari, r.call, lambda uid: uid in r._listed())
+    more = Functions(api_port, r.ari, r.call)
     for _ in range(3):  # warm: connections, caches, the holder's first claim
         r.intent(r.call())
         r.direct(r.call())
