@@ -95,7 +95,7 @@ class Functions:
 
     def _listed_up(self, channel: str) -> bool:
         """The API lists the leg as Up (the functions act on what the database says)."""
-        rows = self._api("calls/active/list").get("data") or []
+        rows = self._api("calls/active/list", recursive="1").get("data") or []
         return any(r["uniqueid"] == channel and r["status"] == "Up" for r in rows)
 
     def redirect(self) -> None:
