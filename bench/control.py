@@ -58,7 +58,7 @@ class Pbx:
         self.config.write_text(
             f"[database]\nurl = {url}\n[http]\nhost = 127.0.0.1\nport = {self.port}\n"
             "[logging]\nlevel = WARNING\n[plugins]\nenabled = active_calls\n"
-            "[plugin:active_calls]\nhangups_per_minute = 0\n" + asterisk
+            "[plugin:active_calls]\nactions_per_minute = 0\n" + asterisk
         )
         self.config.chmod(0o600)
         self.command = command
