@@ -117,7 +117,10 @@ class IntentWorker:
 
     def _until_due(self, poll: float) -> float:
         """How long to sleep: the poll, or less when a scheduled intent (calls/make's `delay`)
-        is due sooner, so it runs on time rather than up to a poll late."""
+        is due sooner, so it runs on time rather than up to a poll late. A poll of 100 ms
+        (SQLite) is on time enough: that read is spared."""
+        if poll <= POLL_SQLITE:
+            return poll
         with self.sessions() as session:
             due = intents.due_in(session, self.machine)
         return poll if due is None else min(poll, max(due, 0.005))
