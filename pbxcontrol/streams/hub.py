@@ -36,6 +36,7 @@ from sqlalchemy import Connection, Engine
 
 from pbxcontrol.db import journal
 from pbxcontrol.db.commits import CommitSignal
+from pbxcontrol.db.engine import KeptReader
 from pbxcontrol.db.outage import describe, is_outage
 from pbxcontrol.db.unrecorded import Watch
 from pbxcontrol.http.api import _release_memory
@@ -103,6 +104,7 @@ class Hub:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.pulse = Pulse()  # the thread's: waiting in its poll, or working (the watchdog)
+        self._reader = KeptReader(engine)  # the rounds' connection
         # The intervals are read each round (a test may shorten them on a running hub).
         self._last_recheck = -RECHECK
         self._next_recheck = float("inf")  # sooner: a token that expires
@@ -179,6 +181,7 @@ class Hub:
             for stream in [*self.fanout.streams.values(), *self.fanout.closing.values()]:
                 self.fanout.close(stream)
             self.fanout.poller.close()
+            self._reader.close()
 
     def _guarded_round(self) -> bool:
         """A round (True: the head settles); while the database does not answer, one line
@@ -200,31 +203,34 @@ class Hub:
 
     def _round(self) -> bool:
         """One round; True when the journal's head waits for writers in flight."""
-        with self.engine.connect() as conn:
-            last, self.pruned = journal.head(conn)
+        with self._reader.round() as conn:
+            now = journal.position(conn)
+            last, self.pruned = now.head, now.pruned
             settling = journal.settling(conn)
             if not self.placed or last < self.position:
                 self._rewound(conn, last)
             elif last > self.position:
-                # The followers first: a stream view may answer its changes from a
-                # follower's state (the list's in-memory legs) once it is that new.
-                self._follow(conn)
                 # By entries, not ids: ids have gaps (a failover's: pbxcontrol.db.failover).
                 entries = journal.since(conn, self.position, last, limit=BATCH)
                 upto = entries[-1].id if len(entries) == BATCH else last
+                # The followers first: a stream view may answer its changes from a
+                # follower's state (the list's in-memory legs) once it is that new. They
+                # get what was read (all of it, or None: only part was).
+                whole = upto == last
+                self._follow(conn, journal.Batch(self.position, now, entries) if whole else None)
                 self._advance(conn, entries, upto)
                 self.position = upto
                 if upto < last:
                     self.fanout.poller.wake()
             self._join_waiting(conn)
-            now = time.monotonic()
-            if self._trim_due and now >= self._next_trim:
+            now_t = time.monotonic()
+            if self._trim_due and now_t >= self._next_trim:
                 # Opening streams checks passwords (argon2: 19 MiB each, on several worker
                 # threads at once) and builds snapshots: give the freed heap back.
-                self._trim_due, self._next_trim = False, now + TRIM_EVERY
+                self._trim_due, self._next_trim = False, now_t + TRIM_EVERY
                 _release_memory()
-            if now >= min(self._next_recheck, self._last_recheck + RECHECK):
-                self._last_recheck, self._next_recheck = now, float("inf")
+            if now_t >= min(self._next_recheck, self._last_recheck + RECHECK):
+                self._last_recheck, self._next_recheck = now_t, float("inf")
                 self._recheck(conn)
         return settling
 
@@ -252,10 +258,10 @@ class Hub:
         if wrote:
             self.fanout.poller.wake()
 
-    def _follow(self, conn: Connection) -> None:
+    def _follow(self, conn: Connection, batch: journal.Batch | None) -> None:
         for follower in self.api.followers:
             try:
-                follower(conn)
+                follower(conn, batch)
             except Exception:  # a plugin's state; the streams go on
                 log.exception("stream hub: a journal follower failed")
 

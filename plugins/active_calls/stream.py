@@ -148,7 +148,9 @@ class ListView:
             return []
         if self._count is not None:  # one event, the count after all of them
             kind = "upsert" if any(k == "upsert" for _, k, _ in events) else "remove"
-            return [(events[-1][0], kind, self._count_data(conn))]
+            count = self._count_of_legs(max(last.values())) if update else None
+            data = self._count_data(conn) if count is None else orjson.dumps({"count": count})
+            return [(events[-1][0], kind, data)]
         return [
             (ident, kind, visible[key].encode() if kind == "upsert" else _removed(key))
             for ident, kind, key in events
@@ -175,6 +177,20 @@ class ListView:
                 if mine is None or v[SCUSTOMER] in mine or v[DCUSTOMER] in mine:
                     visible[key] = (row.named if names else row.plain()).decode()
         return visible
+
+    def _count_of_legs(self, newest: int) -> int | None:
+        """The count from the in-memory view when it serves this view and is at least as new
+        as the journal id `newest` (counted as the list's count is: view_answers), else None
+        (the SQL counts): no query over every leg of the scope each round."""
+        legs = self.legs
+        if legs is None or not self._mine_known:
+            return None
+        keep = self._keep
+        with legs.lock:
+            if legs.seen is None or legs.seen.head < newest:
+                return None
+            rows = legs.rows.values() if self._mine is None else legs.of_customers(self._mine)
+            return len(rows) if keep is None else sum(1 for row in rows if keep(row))
 
     def _rows(self, conn: Connection, statements: Any, extra: dict) -> list[tuple[Key, str]]:
         values = {**self._values, **extra}
