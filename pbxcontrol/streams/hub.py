@@ -6,7 +6,9 @@ The thread sleeps in one epoll set (pbxcontrol.streams.outlet) of the streams' s
 wake-up pipe. Each round: read the journal's head (every `poll` seconds, at once after a commit
 of a writer in this process, and on PostgreSQL soon again while the head waits for writers in
 flight: pbxcontrol/db/horizon.py; recorders do not NOTIFY, whose commits PostgreSQL
-serialises), read the new entries once, and hand them to each
+serialises) — but never sooner after a round than that round took: a busy hub takes fewer,
+larger rounds —, read the new entries once, let the journal's followers (the list's in-memory
+legs) take them, and hand them to each
 *group* — the streams with the same view key (caller scope + parameters) share one view, so
 one query serves them all — then queue the group's events, encoded once, on each of its
 streams (the same bytes object, not a copy per stream) and send them at once without
@@ -58,6 +60,8 @@ PG_POLL, PG_SETTLE = 0.05, 0.01
 #: each of the several times a request takes the GIL back after I/O.
 SWITCH_INTERVAL = 0.001
 TRIM_EVERY = 1.0  # seconds between malloc_trim calls while streams open
+#: After a round of t seconds, the next waits REST * t (at most MAX_REST seconds).
+REST, MAX_REST = 1.0, 0.5
 #: Open streams one process holds at most (they are not in waitress's connection_limit).
 STREAMS_PER_PROCESS = 4096
 
@@ -155,21 +159,30 @@ class Hub:
 
     # -- the hub's thread ------------------------------------------------------------------
     def _run(self) -> None:
-        due = 0.0
+        due = rested = 0.0  # monotonic: the next round at the latest; at the soonest
+        wanted = False  # woken: a round as soon as the hub has rested
         self.pulse.attach()
         try:
             while not self._stop.is_set():
-                soonest = min(due, self._quiet_due, self._watch_due if self.watch else due)
+                soonest = min(due, max(rested, 0.0) if wanted else due, self._quiet_due)
+                if self.watch is not None:
+                    soonest = min(soonest, self._watch_due)
                 with self.pulse.waiting():
                     woken, ready = self.fanout.poller.wait(soonest - time.monotonic())
                 if self._stop.is_set():
                     return
                 for stream, events in ready:
                     self.fanout.ready(stream, events)
-                if woken or time.monotonic() >= due:
-                    due = time.monotonic() + self.poll
-                    if self._guarded_round():
-                        due = min(due, time.monotonic() + PG_SETTLE)
+                wanted = wanted or woken
+                began = time.monotonic()
+                if (wanted and began >= rested) or began >= due:
+                    wanted, settling = False, self._guarded_round()
+                    ended = time.monotonic()
+                    # Rest in proportion to the round: a busy hub takes fewer, larger rounds
+                    # (a round's sends to every stream and its queries cost the same for one
+                    # change as for hundreds), and never spends all its time on them.
+                    rested = ended + min(REST * (ended - began), MAX_REST)
+                    due = max(ended + (PG_SETTLE if settling else self.poll), rested)
                     self.counted(self.count)
                 if self.watch is not None and time.monotonic() >= self._watch_due:
                     self._look()
