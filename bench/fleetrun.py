@@ -18,6 +18,7 @@ import requests
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
+from bench import fleetcalls
 from bench.common import ROOT
 from bench.fleetsite import Pbx, StandIns, _cpu, config, rss_mb
 
@@ -67,7 +68,9 @@ class Fleet:
         ari = {m: self.stand_ins.url(m) for m in range(1, self.m + 1)}
         self.apis = [Pbx(self.dir, f"api-{x}", "api", config(self.url, ari)) for x in "ab"]
         self.apis[0].cli("initdb")
-        self.apis[0].cli("provision", str(ROOT / "sandbox" / "provision.json"))
+        document = self.dir / "provision.json"  # the sandbox's, with the solo reseller
+        document.write_text(json.dumps(fleetcalls.provisioning()))
+        self.apis[0].cli("provision", str(document))
         for m, url in ari.items():
             own = config(self.url, {m: url})
             self.recorders.append(Pbx(self.dir, f"record-{m}", "record", own))

@@ -60,8 +60,9 @@ PG_POLL, PG_SETTLE = 0.05, 0.01
 #: each of the several times a request takes the GIL back after I/O.
 SWITCH_INTERVAL = 0.001
 TRIM_EVERY = 1.0  # seconds between malloc_trim calls while streams open
-#: After a round of t seconds, the next waits REST * t (at most MAX_REST seconds).
-REST, MAX_REST = 1.0, 0.5
+#: After a round of t seconds, the next waits REST * t (at most MAX_REST seconds): the hub
+#: spends at most two thirds of its time in rounds.
+REST, MAX_REST = 0.5, 0.25
 #: Open streams one process holds at most (they are not in waitress's connection_limit).
 STREAMS_PER_PROCESS = 4096
 
