@@ -193,7 +193,11 @@ class Scale:
         before = fleet.sent()
         cpu = fleet.cpu_seconds()
         pg_cpu, wal = self.pg.cpu_seconds(), fleet.wal_lsn()
+        sampler = PgSampler(fleet.direct)  # a writer's open transaction holds the head back
         time.sleep(window)
+        sampler.stop()
+        print("  busy hour's database: " + sampler.top(), flush=True)
+        self.figures["busy_waits"] = sampler.top()
         sent = fleet.sent() - before
         self.figures["recorder_cpu_pct"] = (fleet.cpu_seconds() - cpu) / window / self.m * 100
         self.figures["busy_pg_cpu_pct"] = (self.pg.cpu_seconds() - pg_cpu) / window * 100
