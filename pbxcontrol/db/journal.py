@@ -220,24 +220,40 @@ def head(conn: Connection) -> tuple[int, int]:
     return now.head, now.pruned
 
 
+_SINCE = (
+    select(
+        JOURNAL.c.id,
+        JOURNAL.c.machine,
+        JOURNAL.c.uniqueid,
+        JOURNAL.c.op,
+        JOURNAL.c.old_scustomer,
+        JOURNAL.c.old_dcustomer,
+        JOURNAL.c.new_scustomer,
+        JOURNAL.c.new_dcustomer,
+    )
+    .where(JOURNAL.c.id > bindparam("after"), JOURNAL.c.id <= bindparam("upto"))
+    .order_by(JOURNAL.c.id)
+)
+#: Built once (the stream hub reads entries every round: no statement built, keyed, looked up).
+_SINCE_LIMITED = _SINCE.limit(bindparam("limit"))
+
+
 def since(conn: Connection, after: int, upto: int, limit: int | None = None) -> list[Entry]:
     """The entries after `after` up to `upto`, in order (the first `limit` of them)."""
-    rows = conn.execute(
-        select(JOURNAL)
-        .where(JOURNAL.c.id > after, JOURNAL.c.id <= upto)
-        .order_by(JOURNAL.c.id)
-        .limit(limit)
-    )
+    values = {"after": after, "upto": upto}
+    if limit is not None:
+        values["limit"] = limit
+    rows = conn.execute(_SINCE if limit is None else _SINCE_LIMITED, values)
     return [
         Entry(
-            r.id,
-            r.machine,
-            r.uniqueid,
-            r.op,
-            None if r.old_scustomer is None else (r.old_scustomer, r.old_dcustomer),
-            None if r.new_scustomer is None else (r.new_scustomer, r.new_dcustomer),
+            ident,
+            machine,
+            uniqueid,
+            op,
+            None if old_s is None else (old_s, old_d),
+            None if new_s is None else (new_s, new_d),
         )
-        for r in rows
+        for ident, machine, uniqueid, op, old_s, old_d, new_s, new_d in rows
     ]
 
 
