@@ -60,8 +60,7 @@ PG_POLL, PG_SETTLE = 0.05, 0.01
 #: each of the several times a request takes the GIL back after I/O.
 SWITCH_INTERVAL = 0.001
 TRIM_EVERY = 1.0  # seconds between malloc_trim calls while streams open
-#: After a round of t seconds, the next waits REST * t (at most MAX_REST seconds): the hub
-#: spends at most two thirds of its time in rounds.
+#: After a round of t seconds the next waits REST * t, at most MAX_REST s (not when behind).
 REST, MAX_REST = 0.5, 0.25
 #: Open streams one process holds at most (they are not in waitress's connection_limit).
 STREAMS_PER_PROCESS = 4096
@@ -110,6 +109,7 @@ class Hub:
         self._thread: threading.Thread | None = None
         self.pulse = Pulse()  # the thread's: waiting in its poll, or working (the watchdog)
         self._reader = KeptReader(engine)  # the rounds' connection
+        self._behind = False  # the last round left entries for the next (BATCH)
         # The intervals are read each round (a test may shorten them on a running hub).
         self._last_recheck = -RECHECK
         self._next_recheck = float("inf")  # sooner: a token that expires
@@ -179,10 +179,11 @@ class Hub:
                 if (wanted and began >= rested) or began >= due:
                     wanted, settling = False, self._guarded_round()
                     ended = time.monotonic()
-                    # Rest in proportion to the round: a busy hub takes fewer, larger rounds
-                    # (a round's sends to every stream and its queries cost the same for one
-                    # change as for hundreds), and never spends all its time on them.
-                    rested = ended + min(REST * (ended - began), MAX_REST)
+                    # A rest in proportion to the round: fewer, larger rounds (a round's sends
+                    # and queries cost the same for one change as for hundreds); none when
+                    # behind (BATCH entries a round: resting would only add to the delay).
+                    rest = 0.0 if self._behind else min(REST * (ended - began), MAX_REST)
+                    rested = ended + rest
                     due = max(ended + (PG_SETTLE if settling else self.poll), rested)
                     self.counted(self.count)
                 if self.watch is not None and time.monotonic() >= self._watch_due:
@@ -233,8 +234,8 @@ class Hub:
                 whole = upto == last
                 self._follow(conn, journal.Batch(self.position, now, entries) if whole else None)
                 self._advance(conn, entries, upto)
-                self.position = upto
-                if upto < last:
+                self.position, self._behind = upto, upto < last
+                if self._behind:
                     self.fanout.poller.wake()
             self._join_waiting(conn)
             now_t = time.monotonic()

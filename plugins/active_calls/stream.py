@@ -134,7 +134,7 @@ class ListView:
         if visible is None:
             visible = dict(self._rows(conn, self._changed, query.changed_values(list(last))))
         events: list[tuple[int, str, Key]] = []
-        for key, ident in sorted(last.items(), key=lambda item: item[1]):
+        for key, ident in last.items():  # in id order (_last_ids)
             if key in visible:
                 events.append((ident, "upsert", key))
             elif key in held:
@@ -210,8 +210,14 @@ class ListView:
 
 
 def _last_ids(entries: list[Journal.Entry]) -> dict[Key, int]:
-    """Each changed leg and the id of its last change (a reset names no leg)."""
-    return {(e.machine, e.uniqueid): e.id for e in entries if not e.is_reset}
+    """Each changed leg and the id of its last change (a reset names no leg), in the order of
+    those ids (the entries are in id order: read backwards, no sort)."""
+    last: dict[Key, int] = {}
+    for e in reversed(entries):
+        key = (e.machine, e.uniqueid)
+        if key not in last and not e.is_reset:
+            last[key] = e.id
+    return dict(reversed(last.items()))
 
 
 def _removed(key: Key) -> bytes:
