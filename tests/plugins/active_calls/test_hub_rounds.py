@@ -7,10 +7,12 @@ stream counted from the view, not by a query over every leg of its scope."""
 from __future__ import annotations
 
 import threading
+import time
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import default
 
+from pbxcontrol.service import server as http_server
 from tests.conftest import LIST
 from tests.plugins.active_calls.conftest import ALICE, leg
 from tests.plugins.active_calls.stream_support import Client, query, serving, write_legs
@@ -67,3 +69,38 @@ def test_a_round_reads_the_journal_once_and_compiles_nothing_again(rt, app):
     uncached = [sql for sql, hit in rounds if hit != default.CACHE_HIT]
     assert not uncached, uncached
     assert not [sql for sql, _ in rounds if "count(" in sql.lower()]
+
+
+def test_a_kept_connection_that_dies_is_replaced_at_the_next_round(rt, database):
+    """PostgreSQL: the hub keeps its connection between rounds; when the server ends it (a
+    restart, a failover, an administrator), the round fails, the connection is dropped and
+    the next round connects afresh: the stream goes on. SQLite: none is kept (a read
+    transaction left open would keep the WAL from being checkpointed)."""
+    sock = http_server.listen("127.0.0.1", 0)
+    server = http_server.make_server(rt.app, sock, 2, rt.streams)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    hub = server.hub
+    try:
+        client = Client(sock.getsockname()[:2], query("admin", customer="system"))
+        client.read_until(lambda c: c.events)
+        if database == "sqlite":
+            assert hub._reader.kept is None
+        else:
+            deadline = time.monotonic() + 5
+            while hub._reader.kept is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            kept = hub._reader.kept
+            assert kept is not None
+            pid = kept.connection.dbapi_connection.info.backend_pid
+            with rt.engine.begin() as conn:
+                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        write_legs(rt, 1, upsert=[leg("k.1", "k.1", 300, **ALICE)])
+        client.read_until(lambda c: (1, "k.1") in c.rows, timeout=10)
+        if database != "sqlite":
+            assert hub._reader.kept is not kept
+        client.close()
+    finally:
+        hub.stop()
+        server.close()
+        thread.join(5)
