@@ -1,19 +1,27 @@
 """calls/monitor (SPEC §11.6) against the sandbox Asterisk, through a `pbxcontrol record` process
 from an `api` with no ARI settings (test_control's `split`, SQLite and PostgreSQL): alice talks
-to bob (alice's sipp sends a tone); the system owner listens from carol's phone: carol's sipp
-receives the INVITE and answers, Asterisk sends RTP to it (the supervisor channel's
-`rtp_statistics`), the supervisor's leg is listed as a call of its own (dtype `monitor`) that
-Acme does not see, no channel of ChanSpy's appears, and the session ends with the call."""
+to bob (alice's sipp sends a 440 Hz tone, bob's silence); the system owner listens from carol's
+phone (which sends a 1000 Hz tone): carol's sipp receives the INVITE and answers, Asterisk sends
+RTP to it, the supervisor's leg is listed as a call of its own (dtype `monitor`) that Acme does
+not see, alice's leg shows `monitor` to the system owner within 1 s and not to Acme, no channel
+of ChanSpy's appears. The same request with `whisper`, then `barge`, changes the mode (204);
+who hears whom is measured from the RTP each phone receives (rtp_ear.py). The supervisor hangs
+up: the session row ends, the field clears. Every request is audited. Then a kill -9 of the
+recording process during a listen session: the standby keeps it, one of it, until it ends."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from sandbox.sippctl import ARI_URL
+from tests.e2e.conftest import APP, show_log_if_failed
 from tests.e2e.rtp_ear import QUIET, Ear, hear_all, level, tone
-from tests.e2e.support import check_legs, of, system_view, wait_ari
+from tests.e2e.support import PbxServer, check_legs, of, system_view, wait_ari
 from tests.e2e.test_control import control, dialplan, split  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.e2e
@@ -179,3 +187,95 @@ def wait_for(condition, seconds: float) -> None:
     while not condition():
         assert time.monotonic() < deadline, "not within the time"
         time.sleep(0.1)
+
+
+@dataclass
+class Pair:
+    api: PbxServer
+    record: PbxServer  # the holder first
+    standby: PbxServer
+    url: str
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def pair(request, dialplan, databases, tmp_path) -> Iterator[Pair]:  # noqa: F811
+    """test_control's `split` with a second `pbxcontrol record` standing by for machine 1."""
+    with databases.fresh(request.param, tmp_path, empty=True) as url:
+        app = f"{APP}-pair-{request.param}"
+        record = PbxServer(tmp_path / "record", ARI_URL, app, url, command="record")
+        standby = PbxServer(tmp_path / "standby", ARI_URL, app, url, command="record")
+        extra = "[plugin:active_calls]\ncontext = phones\nhangups_per_minute = 0\n"
+        api = PbxServer(tmp_path / "api", "", "", url, command="api", machines={}, extra=extra)
+        record.provision()
+        try:
+            record.start(ready="recording (epoch")
+            standby.start(ready="standby, holder")
+            api.start()
+            yield Pair(api, record, standby, url)
+        finally:
+            for server in (api, record, standby):
+                show_log_if_failed(request, server)
+            statuses = [server.stop() for server in (standby, record, api)]
+        assert statuses[0] == 0 and statuses[2] == 0, standby.tail() + api.tail()
+
+
+def test_a_listen_session_survives_kill_9_of_the_recording_process(pair, dialplan, sipp):  # noqa: F811
+    """The holder is killed (kill -9) while a supervisor listens: the standby takes the lease,
+    keeps the session (one row, `monitoring`, its epoch; the list still shows `listen`, one
+    supervisor's leg in Asterisk), and ends it normally when the supervisor hangs up."""
+    ari, pbx = dialplan, pair.api
+    (sipp.workdir / "tone.ulaw").write_bytes(tone(ALICE_HZ))
+    bob = sipp.phone_answers("bob", ring_ms=200)
+    alice = sipp.phone_calls("alice", "1002", scenario="uac_talk.xml")
+    wait_ari(ari, "alice talking to bob", lambda ch: of(ch, "PJSIP/bob", "Up"))
+    alices = check_legs(pbx, ari)["PJSIP/alice"]
+    allow_listening(pair)
+    carol = sipp.phone_answers("carol", ring_ms=200)
+    answer = control(pbx, "monitor", "admin", uniqueid=alices["uniqueid"], phone="2001")
+    assert answer["responses"][0]["code"] == "200", answer
+    supervisor = answer["data"]["uniqueid"]
+    wait_ari(ari, "the supervisor answered", lambda ch: of(ch, "PJSIP/carol", "Up"))
+    shows(pbx, alices["uniqueid"], "listen", time.monotonic())
+    first_epoch = lease_epoch(pair.url)
+    killed = time.monotonic()
+    pair.record.kill9()
+    wait_for(lambda: lease_epoch(pair.url) > first_epoch, 20)  # the standby took over
+    took = time.monotonic() - killed
+    wait_for(lambda: "monitoring sessions taken over: 1 kept, 0 ended" in log(pair.standby), 10)
+    assert sessions(pair.url) == [(supervisor, "listen", "monitoring")]  # neither lost...
+    adopted = one(pair.url, "SELECT epoch FROM call_controls WHERE kind = 'monitor'")
+    assert adopted == [(lease_epoch(pair.url),)]  # the new holder's now
+    assert len(of(ari.channels(), "PJSIP/carol", "Up")) == 1  # ...nor doubled
+    assert modes(pbx, "admin", alices["uniqueid"]) == "listen"
+    again = control(pbx, "monitor", "admin", uniqueid=alices["uniqueid"], phone="2001")
+    assert [r["code"] for r in again["responses"]] == ["409"], again  # still the one session
+    assert len(of(ari.channels(), "PJSIP/carol")) == 1
+    time.sleep(1.0)
+    stats = ari.get(f"/channels/{supervisor}/rtp_statistics")
+    assert stats["txcount"] > 20, stats  # still listening
+    ended = control(pbx, "hangup", "admin", callid=supervisor)  # the supervisor hangs up
+    assert ended["responses"][0]["code"] == "204", ended
+    wait_ari(ari, "the supervisor gone", lambda ch: not of(ch, "PJSIP/carol"), 10)
+    wait_for(lambda: sessions(pair.url) == [(supervisor, "listen", "ended")], 5)
+    wait_for(lambda: modes(pbx, "admin", alices["uniqueid"]) == "", 2)
+    assert control(pbx, "hangup", "admin", callid=alices["callid"])["responses"][0]["code"] == "204"
+    for party in (alice, bob, carol):
+        assert party.proc.wait(15) == 0, party.label
+    print(f"kill -9 during a listen session: the standby held the lease {took:.1f} s later")
+
+
+def one(url: str, sql: str) -> list:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
+
+
+def lease_epoch(url: str) -> int:
+    return int(one(url, "SELECT epoch FROM machines WHERE id = 1")[0][0])
+
+
+def log(server: PbxServer) -> str:
+    return server.log.read_text(errors="replace")
