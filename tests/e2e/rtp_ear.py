@@ -103,3 +103,11 @@ def hear_all(ears: dict[str, Ear], seconds: float) -> dict[str, bytes]:
     for thread in threads:
         thread.join(seconds + 5)
     return heard
+
+
+def loudness(payload: bytes) -> float:
+    """RMS of `payload` (mu-law) relative to full scale: 0 for silence."""
+    samples = [ulaw_to_linear(b) for b in payload]
+    if not samples:
+        return 0.0
+    return math.sqrt(sum(x * x for x in samples) / len(samples)) / 32768

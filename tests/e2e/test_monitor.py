@@ -11,6 +11,7 @@ recording process during a listen session: the standby keeps it, one of it, unti
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from sqlalchemy import create_engine, text
 
 from sandbox.sippctl import ARI_URL
 from tests.e2e.conftest import APP, show_log_if_failed
-from tests.e2e.rtp_ear import QUIET, Ear, hear_all, level, tone
+from tests.e2e.rtp_ear import QUIET, Ear, hear_all, level, loudness, tone
 from tests.e2e.support import PbxServer, check_legs, of, system_view, wait_ari
 from tests.e2e.test_control import control, dialplan, split  # noqa: F401 (fixtures)
 
@@ -279,3 +280,41 @@ def lease_epoch(url: str) -> int:
 
 def log(server: PbxServer) -> str:
     return server.log.read_text(errors="replace")
+
+
+def test_monitor_announce_beeps_to_the_monitored_phone(split, dialplan, sipp):  # noqa: F811
+    """Acme's policy has monitor_announce=1: as the session starts, alice's phone (the leg
+    monitored) receives a beep — bob's phone sends silence and the supervisor listens, so
+    anything loud alice receives is the announcement — and Acme's own administrator sees
+    `monitor` on alice's leg. The helper channels are never listed."""
+    ari, pbx = dialplan, split.api
+    (sipp.workdir / "tone.ulaw").write_bytes(tone(ALICE_HZ))
+    (sipp.workdir / "quiet.ulaw").write_bytes(QUIET)
+    bob = sipp.phone_answers("bob", ring_ms=200, scenario="uas_quiet.xml")
+    alice = sipp.phone_calls("alice", "1002", scenario="uac_talk.xml")
+    wait_ari(ari, "alice talking to bob", lambda ch: of(ch, "PJSIP/bob", "Up"))
+    alices = check_legs(pbx, ari)["PJSIP/alice"]
+    doc = split.record.config.parent / "announce.json"
+    doc.write_text(
+        '{"customers": [{"id": 3, "name": "Acme Ltd", "parent": 2, "monitor": "listen",'
+        ' "monitor_announce": 1}]}'
+    )
+    split.record.cli("provision", str(doc))
+    carol = sipp.phone_answers("carol", ring_ms=200)
+    ear = Ear(sipp.phones["alice"][0], 6000)
+    quiet = loudness(ear.listen(1.0))  # before: bob's silence
+    ear.payloads = []
+    listening = threading.Thread(target=ear.listen, args=(2.0,))
+    listening.start()
+    answer = control(pbx, "monitor", "admin", uniqueid=alices["uniqueid"], phone="2001")
+    assert answer["responses"][0]["code"] == "200", answer
+    listening.join(5)
+    beeped = loudness(b"".join(ear.payloads))
+    print(f"alice's phone: loudness {quiet:.4f} before, {beeped:.4f} as the session starts")
+    assert quiet < 0.001 < 0.01 < beeped
+    wait_ari(ari, "the supervisor answered", lambda ch: of(ch, "PJSIP/carol", "Up"))
+    wait_for(lambda: modes(pbx, "acme", alices["uniqueid"]) == "listen", 2)  # announced
+    assert not [r for r in system_view(pbx) if r.startswith("pbxc-") and "tone" in r]
+    assert control(pbx, "hangup", "admin", callid=alices["callid"])["responses"][0]["code"] == "204"
+    for party in (alice, bob, carol):
+        assert party.proc.wait(15) == 0, party.label
