@@ -150,7 +150,8 @@ class PluginContext:
         self, path: str, handler: Handler, privileges: Iterable[str], *, read: bool = False
     ) -> None:
         """Serve `handler` at /api/json/<path>/ behind auth, the privilege check (the caller
-        needs one of `privileges`) and the envelope. `read=True`: it only reads (changes
+        needs one of `privileges`; `"*"`: any, for a handler that refuses by itself — e.g. to
+        audit the refusal) and the envelope. `read=True`: it only reads (changes
         nothing), so a token of scope `read` (a wallboard's) may call it too; otherwise such a
         token gets 402. Stream functions are all read-only."""
         self._add(path, handler, privileges, read=read)

@@ -30,9 +30,10 @@ from typing import TypeVar
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from pbxcontrol.ari.client import AriError
 from pbxcontrol.db import intents
 from pbxcontrol.db.outage import is_outage
-from pbxcontrol.recorder import recording
+from pbxcontrol.recorder import monitor, recording
 from pbxcontrol.recorder.actions import ControlAri, Result, execute
 from pbxcontrol.recorder.lease import Lease, LeaseLost
 
@@ -61,6 +62,7 @@ class IntentWorker:
         self._epoch: int | None = None  # the epoch whose orphans were marked
         self.carried = 0  # intents carried out by this process
         self._next_sweep = 0.0  # monotonic: when to end the sessions whose leg ended
+        self._next_monitors = 0.0  # monotonic: when to end those whose supervisor hung up
 
     @property
     def poll(self) -> float:
@@ -100,6 +102,12 @@ class IntentWorker:
         if time.monotonic() >= self._next_sweep:  # a recording ends by itself with its leg
             recording.Rows(self.sessions, self.machine, epoch).sweep()
             self._next_sweep = time.monotonic() + recording.SWEEP
+        if time.monotonic() >= self._next_monitors:  # a session ends with the supervisor's leg
+            self._next_monitors = time.monotonic() + monitor.SWEEP
+            try:
+                monitor.reconcile(self.ari, monitor.Rows(self.sessions, self.machine, epoch))
+            except AriError as exc:  # Asterisk away: the intents still get their 503s
+                log.warning("%s: monitoring sessions not checked (%s)", self.name, exc)
         # One at a time: each is claimed just before it runs, so one that waited behind a
         # slow Asterisk call is claimed late, and expires instead of running late.
         count = 0
@@ -150,12 +158,21 @@ class IntentWorker:
             log.warning(
                 "%s: recording sessions taken over: %d kept, %d ended", self.name, kept, ended
             )
+        kept, ended = monitor.reconcile(self.ari, monitor.Rows(self.sessions, self.machine, epoch))
+        self._next_monitors = time.monotonic() + monitor.SWEEP
+        if kept or ended:
+            log.warning(
+                "%s: monitoring sessions taken over: %d kept, %d ended", self.name, kept, ended
+            )
 
     def _carry_out(self, intent: intents.Claimed, epoch: int) -> Result:
+        mine = (self.machine, epoch)
         try:
             if intent.function in recording.FUNCTIONS:
                 rows = recording.Rows(self.sessions, self.machine, epoch)
                 return recording.execute(self.ari, intent, rows)
+            if intent.function == monitor.KIND:
+                return monitor.execute(self.ari, intent, monitor.Rows(self.sessions, *mine))
             return execute(self.ari, intent)
         except Exception as exc:  # a bug in an executor: the intent is answered all the same
             log.exception("%s: %s failed", self.name, intent.function)

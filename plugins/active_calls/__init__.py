@@ -17,7 +17,7 @@ from .hangup import Hangups
 from .listing import PRIVILEGES, list_active_calls
 from .make import PRIVILEGES as MAKE_PRIVILEGES
 from .make import Makes
-from .monitor import PRIVILEGES as MONITOR_PRIVILEGES
+from .monitor import ANY as MONITOR_PRIVILEGES
 from .monitor import Monitors
 from .recording import FUNCTIONS as RECORDING_FUNCTIONS
 from .recording import PRIVILEGES as RECORDING_PRIVILEGES
