@@ -205,7 +205,7 @@ def pair(request, dialplan, databases, tmp_path) -> Iterator[Pair]:  # noqa: F81
         app = f"{APP}-pair-{request.param}"
         record = PbxServer(tmp_path / "record", ARI_URL, app, url, command="record")
         standby = PbxServer(tmp_path / "standby", ARI_URL, app, url, command="record")
-        extra = "[plugin:active_calls]\ncontext = phones\nhangups_per_minute = 0\n"
+        extra = "[plugin:active_calls]\ncontext = phones\nactions_per_minute = 0\n"
         api = PbxServer(tmp_path / "api", "", "", url, command="api", machines={}, extra=extra)
         record.provision()
         try:

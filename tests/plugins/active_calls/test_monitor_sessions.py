@@ -49,7 +49,7 @@ class MonitorAri(RedirectAri):
 class Service:
     def __init__(self, tmp_path, db_url):
         self.ari = MonitorAri()
-        body = "[plugin:active_calls]\nhangups_per_minute = 1000\ncontext = phones\n"
+        body = "[plugin:active_calls]\nactions_per_minute = 1000\ncontext = phones\n"
         self.rt = build_provisioned(write_config(tmp_path, body, db=db_url))
         insert_legs(self.rt, CALLS + EXTRA)
         self.policy(monitor="barge")
