@@ -60,9 +60,9 @@ LEG_TABLE: tuple[LegField, ...] = (
     _F("answered", int, 0, LEG, "event timestamp", "take_snapshot: the first in state Up"),
     _F("status", str, 64, LEG, "Channel.state", "take_snapshot: verbatim"),
     _F("sip_callid", str, 255, LEG, "Channel.protocol_id", "take_snapshot: PJSIP/ only"),
-    _F("recording", str, 1024, LEG, "ChannelVarset MIXMONITOR_FILENAME, Recording*",
-       "take_varset; live.py on RecordingStarted/Finished of target channel:<id>"),
-    _F("recording_paused", int, 0, LEG, "ChannelVarset PBXC_RECORDING_PAUSED on our snoop",
+    _F("recording", str, 1024, LEG, "ChannelVarset MIXMONITOR_FILENAME, Recording*, ours",
+       "take_varset; live.py on Recording* of channel:<id>; our recording: Recorded"),
+    _F("recording_paused", int, 0, LEG, "our recording's executor (Recorded)",
        "live.py: 1 while our recording of the leg is paused (SPEC §11.8)"),
     _F("snumber", str, 128, SOURCE, "origin Channel.caller_number", "source_of: line number"
        " for a phone, caller number otherwise"),
