@@ -115,6 +115,8 @@ class Hangups:
         arrived, now = time.monotonic(), self.clock()
         wanted, errors = parse(request.params)
         try:
+            if not PRIVILEGES & request.caller.privileges:  # permission outranks validation
+                raise ApiError(402)
             if errors:
                 raise ApiError(400, errors)
             check_rate(request.conn, request.caller.username, now, self.per_minute)

@@ -146,6 +146,8 @@ class Makes:
             "machine": wanted.machine or 0,
         }
         try:
+            if not PRIVILEGES & request.caller.privileges:  # permission outranks validation
+                raise ApiError(402)
             if wanted.errors:
                 raise ApiError(400, wanted.errors)
             check_rate(request.conn, request.caller.username, now, self.per_minute)

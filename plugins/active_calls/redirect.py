@@ -104,6 +104,8 @@ class Redirects:
             "machine": wanted.machine or 0,
         }
         try:
+            if not PRIVILEGES & request.caller.privileges:  # permission outranks validation
+                raise ApiError(402)
             if errors:
                 raise ApiError(400, errors)
             check_rate(request.conn, request.caller.username, now, self.per_minute)
