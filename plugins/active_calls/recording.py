@@ -21,6 +21,7 @@ from sqlalchemy import Connection, insert, select
 from pbxcontrol.plugin import (
     ApiError,
     ApiRequest,
+    Caller,
     Control,
     ControlRequest,
     Intent,
@@ -29,11 +30,12 @@ from pbxcontrol.plugin import (
 )
 
 from .hangup import NOT_FOUND, _message, _stored, check_rate
-from .policy import forbid, owner_of, policy_of
+from .policy import check_panel, forbid, owner_of, policy_of
 from .redirect import RedirectRequest, _target
 
 legs_table, call_actions = tables.legs, tables.call_actions
-PRIVILEGES = frozenset({"actions"})
+#: `panel` acts only on calls of the lines the person owns (SPEC §11.1, policy.check_panel).
+PRIVILEGES = frozenset({"actions", "panel"})
 #: The API's function name -> (the holder's executor, the audit's action, the answer on 204).
 FUNCTIONS = {
     "recording/recordings/start": ("record_start", "record_start", "Recording started."),
@@ -100,7 +102,7 @@ class Recordings:
             if errors:
                 raise ApiError(400, errors)
             check_rate(request.conn, request.caller.username, now, self.per_minute)
-            machine, target, customer = _up_leg(request.conn, request.caller.customer_id, wanted)
+            machine, target, customer = _up_leg(request.conn, request.caller, wanted)
         except ApiError as err:
             outcome = Outcome(err.code, err.entries)
             refused = {"code": err.code, "message": _message(outcome), "legs": "[]"}
@@ -139,9 +141,11 @@ class Recordings:
         )
 
 
-def _up_leg(conn: Connection, scope: int, wanted: RedirectRequest) -> tuple[int, str, int]:
-    """(machine, uniqueid, owning customer) of the side asked for, which must be Up (409)."""
-    machine, uniqueid = _target(conn, scope, wanted)
+def _up_leg(conn: Connection, caller: Caller, wanted: RedirectRequest) -> tuple[int, str, int]:
+    """(machine, uniqueid, owning customer) of the side asked for, which must be Up (409);
+    with `panel` alone, of a call involving a line the caller owns (402)."""
+    machine, uniqueid = _target(conn, caller.customer_id, wanted)
+    check_panel(conn, caller, machine, uniqueid)
     lg = legs_table.c
     row = conn.execute(
         select(lg.status, lg.scustomer, lg.dcustomer).where(

@@ -146,10 +146,19 @@ def test_invalid_parameters_are_400_by_key_and_record_nothing(svc, params, expec
     assert svc.audit()[-1]["code"] == 400
 
 
-@pytest.mark.parametrize("who", ["beta", "gamma", "panel", "wall"])
-def test_role_without_actions_is_402(svc, who):
+@pytest.mark.parametrize("who", ["beta", "gamma", "wall"])
+def test_role_without_actions_or_panel_is_402_and_audited(svc, who):
     assert svc.do("start", who, uniqueid="130.1") == [("402", "")]
     assert svc.ari.asked == []
+    assert svc.audit()[-1]["code"] == 402  # refused, still audited (SPEC §11.1)
+
+
+def test_panel_records_a_call_of_a_line_it_owns_and_no_other(svc):
+    # 100.1 is alice calling bob, bob's line owned by `panel`; 170.1 (alice calling carol) is
+    # visible to Acme, Up, and involves no line `panel` owns (tests/conftest.py TREE, CALLS).
+    assert svc.do("start", "panel", uniqueid="100.1") == [("204", "")]
+    assert svc.do("start", "panel", uniqueid="170.1") == [("402", "")]
+    assert svc.audit()[-1]["code"] == 402
 
 
 def test_invisible_call_gets_exactly_the_nonexistent_call_answer(svc):
