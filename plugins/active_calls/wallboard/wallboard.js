@@ -29,7 +29,7 @@
     renderQueued: false,
     quiet: true, // the next render shows a snapshot
     skew: 0, // server clock - our clock, seconds
-    pending: null, // the call whose hang-up is being confirmed
+    pending: null, // { kind, row }: the action being confirmed
     unrecorded: new Map(), // machine -> since (Unix seconds, 0 = not known yet), SPEC §12
     asking: false, // a calls/active/unrecorded request is under way
     at: null, // the past moment shown (Unix seconds); null: live
@@ -662,7 +662,7 @@
       cell("", status(row.status, ringing)),
       cell("customer", customers(row)),
       cell("c-machine", document.createTextNode(String(row.machine))),
-      cell("c-action", first && canHangUp() ? hangupButton(row) : document.createTextNode("")),
+      cell("c-action", first && canHangUp() ? actionButtons(row) : document.createTextNode("")),
     ];
     tr.replaceChildren(...cells);
     tickRow(tr, row);
@@ -715,13 +715,33 @@
     return box;
   }
 
-  function hangupButton(row) {
+  // Per call (its first row): redirect the calling side, record it or stop our recording,
+  // hang up. Each asks for a confirmation with the person's password (the board reads only).
+  function actionButtons(row) {
+    const box = document.createDocumentFragment();
+    const caller = callingLeg(row);
+    const recording = caller && caller.recording;
+    box.append(
+      actionButton("redirect", "Redirect", row),
+      actionButton(recording ? "stop" : "record", recording ? "Stop rec" : "Record", row),
+      actionButton("hangup", "Hang up", row)
+    );
+    return box;
+  }
+
+  function actionButton(kind, text, row) {
     const button = document.createElement("button");
     button.type = "button";
-    button.className = "hangup";
-    button.textContent = "Hang up";
-    button.addEventListener("click", () => confirmHangup(row));
+    button.className = kind === "hangup" ? "hangup" : "action " + kind;
+    button.textContent = text;
+    button.addEventListener("click", () => confirmAction(kind, row));
     return button;
+  }
+
+  function callingLeg(row) {
+    return [...state.rows.values()].find(
+      (r) => r.machine === row.machine && r.uniqueid === row.callid
+    );
   }
 
   function tickRow(tr, row) {
@@ -782,15 +802,28 @@
     $("customers-empty").hidden = entries.length > 0;
   }
 
-  // -- hang-up -------------------------------------------------------------------------------
+  // -- actions: hang-up, redirect, record -------------------------------------------------------------------------------
 
-  function confirmHangup(row) {
+  const ACTIONS = {
+    hangup: { title: "Hang up this call?", hint: "Every leg of the call is ended. This cannot be undone.", button: "Hang up" },
+    redirect: { title: "Redirect the caller?", hint: "The calling side leaves this call and is sent to the number; the other side is released.", button: "Redirect" },
+    record: { title: "Record this call?", hint: "Both directions of the calling side are recorded until you stop it or the call ends.", button: "Record" },
+    stop: { title: "Stop recording this call?", hint: "The recording ends and is kept.", button: "Stop recording" },
+  };
+
+  function confirmAction(kind, row) {
     const legs = [...state.rows.values()].filter(
       (r) => r.callid === row.callid && r.machine === row.machine
     );
     const from = row.snumber + (row.snumber_name ? " (" + row.snumber_name + ")" : "");
     const to = (row.dnumber || row.cnumber) + (row.dnumber_name ? " (" + row.dnumber_name + ")" : "");
-    state.pending = row;
+    state.pending = { kind, row };
+    $("confirm-title").textContent = ACTIONS[kind].title;
+    $("confirm-hint").textContent = ACTIONS[kind].hint;
+    $("confirm-hangup").textContent = ACTIONS[kind].button;
+    $("confirm-hangup").className = kind === "hangup" ? "danger" : "";
+    $("confirm-number-label").hidden = kind !== "redirect";
+    $("confirm-number").value = "";
     $("confirm-password").value = "";
     $("confirm-text").textContent =
       "From " + (from || "unknown") + " to " + (to || "unknown") + ", " + legs.length +
@@ -798,26 +831,46 @@
     $("confirm").showModal();
   }
 
+  // What each action sends, and what its 204 and 409 mean to the person.
+  function request(kind, row, number) {
+    const leg = { uniqueid: row.callid, machine: row.machine };
+    if (kind === "hangup") return ["calls/hangup", { callid: row.callid }, "Call hung up.", ""];
+    if (kind === "redirect") {
+      return ["calls/redirect", { ...leg, cnumber: number }, "Caller redirected to " + number + ".",
+        "That side of the call cannot be redirected now."];
+    }
+    if (kind === "record") {
+      return ["recording/recordings/start", leg, "Recording started.", "This call is already being recorded."];
+    }
+    return ["recording/recordings/stop", leg, "Recording stopped.", "This call is not being recorded by us."];
+  }
+
   async function closeConfirm() {
-    const row = state.pending;
+    const pending = state.pending;
     const password = $("confirm-password").value;
+    const number = $("confirm-number").value.trim();
     $("confirm-password").value = "";
     state.pending = null;
-    if ($("confirm").returnValue !== "hangup" || !row) return;
+    if ($("confirm").returnValue !== "hangup" || !pending) return;
+    const [path, params, done, conflict] = request(pending.kind, pending.row, number);
+    const what = ACTIONS[pending.kind].button.toLowerCase();
     try {
-      // The board's token may only read (scope=read): a hang-up is confirmed with the
+      // The board's token may only read (scope=read): an action is confirmed with the
       // password, sent in this request's body and kept nowhere.
-      const { code, message } = await call("calls/hangup", {
+      const { code, message } = await call(path, {
         auth_username: state.me.username,
         auth_password: password,
-        callid: row.callid,
+        ...params,
       });
-      if (code === "204" || code === "200") toast("Call hung up.", false);
+      if (code === "204" || code === "200") toast(done, false);
       else if (code === "404") toast("That call has already ended.", true);
-      else if (code === "401") toast("Wrong password: the call was not hung up. " + message, true);
-      else if (code === "402") toast("You may not hang up calls. " + message, true);
-      else if (code === "429") toast("Too many hang-ups: wait a minute. " + message, true);
-      else toast("Hang-up failed (" + code + "): " + message, true);
+      else if (code === "409") toast(conflict + " " + message, true);
+      else if (code === "400") toast("Check the number: " + message, true);
+      else if (code === "401") toast("Wrong password: nothing was done. " + message, true);
+      else if (code === "402") toast("You may not " + what + " calls. " + message, true);
+      else if (code === "403") toast("The customer's policy does not allow this. " + message, true);
+      else if (code === "429") toast("Too many actions: wait a minute. " + message, true);
+      else toast(ACTIONS[pending.kind].button + " failed (" + code + "): " + message, true);
     } catch (err) {
       toast("The server did not answer (" + err.message + ").", true);
     }
