@@ -831,7 +831,9 @@
 
   // -- actions: hang-up, redirect, recording, monitoring (SPEC §9, §11) ----------------------
 
-  const RECORDS = ["actions", "panel"]; // SPEC §11.1: `panel` acts on calls of its own lines
+  // SPEC §9, §11.1: `actions` acts on any call the person sees, `panel` on calls of its own
+  // lines (the API checks which); `monitor` is a privilege of its own.
+  const RECORDS = ["actions", "panel"];
   const ACTIONS = {
     redirect: {
       needs: RECORDS, label: "Redirect", path: "calls/redirect", ok: "Redirect",
@@ -866,7 +868,7 @@
       fields: ["mode", "phone", "side"],
     },
     hangup: {
-      needs: ["actions"], label: "Hang up", path: "calls/hangup", ok: "Hang up",
+      needs: RECORDS, label: "Hang up", path: "calls/hangup", ok: "Hang up",
       title: "Hang up this call?",
       hint: "Every leg of the call is ended. This cannot be undone.",
     },
