@@ -754,7 +754,8 @@
   // pause/resume and stop a recording; monitor; hang up. Each opens a confirmation that asks
   // for the person's password (the board's own token only reads).
   function actionButtons(row, call) {
-    const box = document.createDocumentFragment();
+    const box = document.createElement("div");
+    box.className = "actions";
     const recording = !call.recording ? ["record"] : [call.paused ? "resume" : "pause", "stop"];
     for (const kind of ["redirect", ...recording, "monitor", "hangup"]) {
       if (may(kind)) box.append(actionButton(kind, row));
