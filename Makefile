@@ -22,12 +22,12 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m pytest -m "not e2e"
+	$(PY) -m pytest -m "not e2e" -n auto
 	$(PY) -m pytest -m e2e tests/e2e
 
 ## Without the real-Asterisk tier.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not e2e and not slow"
+	$(PY) -m pytest -m "not e2e and not slow" -n auto
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -112,7 +112,9 @@ def databases(tmp_path_factory) -> Iterator[Databases]:
     """New databases on demand; the PostgreSQL sandbox is started on first use (and stopped at
     the end if this session started it). It is never skipped: if it cannot start, the tests on
     PostgreSQL fail with the script's message."""
-    dbs = Databases(tmp_path_factory.mktemp("databases"))
+    base = tmp_path_factory.getbasetemp()
+    run_dir = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    dbs = Databases(tmp_path_factory.mktemp("databases"), run_dir)
     yield dbs
     dbs.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 import uuid
@@ -34,6 +35,17 @@ def sandbox(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str
     )
 
 
+@contextmanager
+def _sandbox_lock() -> Iterator[None]:
+    """Held while starting or stopping the sandbox: one worker at a time (pytest-xdist)."""
+    with SCRIPT.open("rb") as script:
+        fcntl.flock(script, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(script, fcntl.LOCK_UN)
+
+
 def password_url(url) -> str:
     """A URL as a string with its password (str() of a SQLAlchemy URL masks it)."""
     return make_url(url).render_as_string(hide_password=False)
@@ -51,10 +63,12 @@ class Databases:
     PostgreSQL, and `CREATE DATABASE … TEMPLATE` takes 30 ms). Starts the PostgreSQL sandbox
     the first time a PostgreSQL database is asked for, and stops it at the end if it did."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, run_dir: Path) -> None:
         self.workdir = workdir
+        #: Shared by every worker of one pytest run (pytest-xdist): the run's mark that it
+        #: started the sandbox, so the last worker to finish stops it, whichever started it.
+        self.started_mark = run_dir / "postgres-sandbox-started"
         self.session = uuid.uuid4().hex[:12]
-        self.started = False
         self._admin: Engine | None = None
         self._failure: str | None = None
         self._templates: dict[str, tuple[str, tuple[int, ...]]] = {}
@@ -65,17 +79,18 @@ class Databases:
         if self._failure:
             pytest.fail(self._failure, pytrace=False)
         if self._admin is None:
-            if sandbox("status").returncode != 0:
-                up = sandbox("up")
-                if up.returncode != 0:
-                    self._failure = (
-                        "scripts/postgres-sandbox up failed; the tests on PostgreSQL need the "
-                        "server it starts (Debian's `postgresql` package, installed with apt-get "
-                        "when missing; run it as root to see why):\n"
-                        f"{up.stderr.strip()}\n{up.stdout.strip()}"
-                    )
-                    pytest.fail(self._failure, pytrace=False)
-                self.started = True
+            with _sandbox_lock():  # workers of one run (pytest-xdist) start it once
+                if sandbox("status").returncode != 0:
+                    up = sandbox("up")
+                    if up.returncode != 0:
+                        self._failure = (
+                            "scripts/postgres-sandbox up failed; the tests on PostgreSQL need "
+                            "the server it starts (Debian's `postgresql` package, installed "
+                            "with apt-get when missing; run it as root to see why):\n"
+                            f"{up.stderr.strip()}\n{up.stdout.strip()}"
+                        )
+                        pytest.fail(self._failure, pytrace=False)
+                    self.started_mark.touch()
             url = sandbox("url").stdout.strip()
             self._admin = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
         return self._admin
@@ -152,10 +167,12 @@ class Databases:
             return
         if "postgresql" in self._templates:
             self._pg_drop(self._templates["postgresql"][0])
-        others = self._others()
-        self._admin.dispose()
-        if self.started and not others:
-            sandbox("down")
+        with _sandbox_lock():
+            others = self._others()
+            self._admin.dispose()
+            if self.started_mark.exists() and not others:
+                sandbox("down")
+                self.started_mark.unlink()
 
     def _others(self) -> list[str]:
         """Databases of other test sessions still running on the server (then it stays up)."""

@@ -175,6 +175,7 @@ def test_at_is_a_unix_time_or_iso_8601_with_an_offset(past):
         (str(NOW + 365 * DAY), "in the future"),
         (str(NOW - 31 * DAY), "before the kept history (the last 30 days)"),
     ],
+    ids=["word", "no-offset", "float", "future", "too-old"],  # stable ids: NOW moves
 )
 def test_a_bad_at_is_a_400_with_key_at(past, at, says):
     _, app = past
@@ -276,6 +277,7 @@ def test_the_command_line_lists_the_board_at_a_moment_as_the_api_does(past):
         (("--at", "noon"), "error: at: must be a Unix time"),
         (("--at", str(T), "--watch"), "error: --at shows one past moment"),
     ],
+    ids=["future", "word", "watch"],  # stable ids: NOW moves
 )
 def test_the_command_line_says_what_is_wrong_with_at(past, args, error):
     rt, _ = past

@@ -142,7 +142,9 @@ def test_after_forget_seconds_the_stream_removes_the_legs(database, databases, t
 
 def test_forget_machine_refuses_while_a_recorder_holds_it(site):
     rt, _address, app, config = site
-    renew(rt, 2, holder="pbx-b:4242")
+    # Renewed 60 s ahead of the clock: a holder renewing all along, also during the command's
+    # start (seconds on a loaded machine, past 2 x takeover_seconds after a renewal 'now').
+    renew(rt, 2, age=-60.0, holder="pbx-b:4242")
     done = cli(config, "forget-machine", "2")
     assert done.returncode == 2
     assert "pbx-b:4242" in done.stderr and "machine 2" in done.stderr
