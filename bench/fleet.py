@@ -12,8 +12,10 @@ one connection per machine; bare websocket readers of the same bytes), then
   of the machines' GET /channels; pg_stat_activity / pg_locks sampled meanwhile; every field of
   every leg then checked against the reference (the recorder's own LiveLegs fed the same events
   in process);
-- the system and a reseller's view at the peak, each computed after a change (server side,
-  from the API's access log);
+- the system and two resellers' views at the peak, each computed after a change (server
+  side, from the API's access log): Reseller A owns the customers of every machine's phones,
+  Reseller B ("solo") those of one machine's (fleetcalls.SOLO_MACHINE), whatever the fleet's
+  size; the change (a call on machine 1) is in the system's and A's results, not in B's;
 - busy hour: M x 300 concurrent calls of mean 180 s (warm-up: the 300 arrive over the first
   third), push latency from a stand-in's send of ChannelCreated to a subscriber's upsert;
 - recovery: PostgreSQL stopped for 30 s under the busy hour, then started; the stand-ins stop
@@ -162,9 +164,10 @@ class Scale:
 
     # -- views --
     def views(self, results, fleet: Fleet) -> None:
+        mine = {"customer": "recursive", "recursive": "1"}
         for who, params, name in (("admin", {"customer": "system"}, "system view"),
-                                  ("reseller", {"customer": "recursive", "recursive": "1"},
-                                   "reseller view")):  # fmt: skip
+                                  ("reseller", mine, "reseller view"),
+                                  ("solo", mine, "one machine's reseller view")):  # fmt: skip
             served, rows = [], 0
             for _ in range(20):
                 fleet.stand_ins.tell("poke", "poked", first=True)
@@ -190,7 +193,11 @@ class Scale:
         before = fleet.sent()
         cpu = fleet.cpu_seconds()
         pg_cpu, wal = self.pg.cpu_seconds(), fleet.wal_lsn()
+        sampler = PgSampler(fleet.direct)  # a writer's open transaction holds the head back
         time.sleep(window)
+        sampler.stop()
+        print("  busy hour's database: " + sampler.top(), flush=True)
+        self.figures["busy_waits"] = sampler.top()
         sent = fleet.sent() - before
         self.figures["recorder_cpu_pct"] = (fleet.cpu_seconds() - cpu) / window / self.m * 100
         self.figures["busy_pg_cpu_pct"] = (self.pg.cpu_seconds() - pg_cpu) / window * 100
@@ -236,6 +243,7 @@ class Scale:
         ]
         first = report["first"]
         delays = [(first[uid] - at) * 1000 for uid, at in created if uid in first]
+        self.split(results, fleet, {uid: at for uid, at in created if uid in first}, first)
         lost = len(created) - len(delays)
         if not delays:
             self.add(results, "push latency p99", float("nan"), "ms",
@@ -256,6 +264,24 @@ class Scale:
             note=f"{len(delays)} new legs, {lost} never seen by a tracked subscriber; the "
             f"tracked subscribers' process used {_busy(report):.0%} of a core",
         )
+
+    def split(self, results, fleet: Fleet, sent: dict[str, float], seen: dict) -> None:
+        """The push latency in two: the stand-in's send to its recorder's journal entry for
+        the leg (`at`, the recorder's clock when it appended, first in its transaction), and
+        from there to the subscriber (the rest of that transaction, the commit-ordered
+        horizon, the API's stream hub, the socket)."""
+        with fleet.engine().connect() as conn:
+            appended = dict(conn.execute(
+                text("SELECT uniqueid, min(at) FROM leg_changes WHERE uniqueid = ANY(:uids) "
+                     "GROUP BY uniqueid"), {"uids": list(sent)},
+            ).all())  # fmt: skip
+        pairs = [(appended[u] - sent[u], seen[u] - appended[u]) for u in sent if u in appended]
+        if not pairs:
+            return
+        for i, part in enumerate(("send -> journal entry", "journal entry -> subscriber")):
+            ms = [p[i] * 1000 for p in pairs]
+            self.add(results, f"push latency p99, {part}", common.percentile(ms, 99), "ms",
+                     note=f"p50 {common.percentile(ms, 50):.1f} ms, {len(pairs)} legs")  # fmt: skip
 
     def costs(self, results, fleet: Fleet) -> None:
         f = self.figures

@@ -36,6 +36,17 @@ BUSY_SET = (
     "ring_group_local",
 )
 HANGUPS = ("ChannelHangupRequest", "ChannelDestroyed")
+#: The machine whose phones belong to a reseller of its own ("solo": Reseller B's customer Solo
+#: Ltd), so that a reseller's view holds one machine's legs whatever the fleet's size: its
+#: phones' endpoints are renamed PJSIP/alice -> PJSIP/solo-alice (lines of Solo Ltd).
+SOLO_MACHINE, SOLO_PREFIX = 2, "solo-"
+PHONES = ("alice", "bob", "carol", "dave")
+SOLO_CUSTOMERS = [
+    {"id": 5, "name": "Reseller B", "parent": 1, "max_calls": 0},
+    {"id": 6, "name": "Solo Ltd", "parent": 5, "max_calls": 0},
+]
+SOLO_PERSON = {"username": "solo", "password": "solo-pass", "customer": 5, "role": "reseller",
+               "enabled": True}  # fmt: skip
 _SUFFIX = re.compile(r"-([0-9a-f]{8})(?=[;\"/,@ ])")
 
 
@@ -117,6 +128,39 @@ def _seconds(stamp: str) -> float:
     return int(clock[0:2]) * 3600 + int(clock[3:5]) * 60 + float(clock[6:])
 
 
+def provisioning() -> dict:
+    """sandbox/provision.json with the solo reseller: its customer's lines are the sandbox
+    phones' under the renamed endpoints."""
+    document = json.loads((ROOT / "sandbox" / "provision.json").read_text())
+    document["customers"] += SOLO_CUSTOMERS
+    document["people"].append(SOLO_PERSON)
+    phones = {f"PJSIP/{p}" for p in PHONES}
+    document["lines"] += [
+        dict(line, endpoint=line["endpoint"].replace("PJSIP/", "PJSIP/" + SOLO_PREFIX), customer=6)
+        for line in document["lines"]
+        if line["endpoint"] in phones
+    ]
+    return document
+
+
+@cache
+def machine_call(name: str, machine: int) -> Call:
+    """The recording as `machine` sends it (the solo machine: its phones renamed)."""
+    recorded = call(name)
+    if machine != SOLO_MACHINE:
+        return recorded
+
+    def own(steps: tuple[tuple[float, str], ...]) -> tuple[tuple[float, str], ...]:
+        out = []
+        for at, text in steps:
+            for phone in PHONES:
+                text = text.replace(f"PJSIP/{phone}", f"PJSIP/{SOLO_PREFIX}{phone}")
+            out.append((at, text))
+        return tuple(out)
+
+    return Call(name, own(recorded.setup), own(recorded.teardown), recorded.legs)
+
+
 def tag(machine: int, copy: int, kind: str = "c") -> str:
     return f"m{machine}{kind}{copy}"
 
@@ -125,7 +169,9 @@ def burst(machine: int, copies: int, keep: int) -> tuple[list[str], list[str]]:
     """A machine's backlog in two parts: the setups of `copies` copies of CALL_SET interleaved
     (one event of each in turn: every leg is up at the end of it, the peak), and the teardowns
     of all but `keep` copies, interleaved."""
-    units = [(call(name), tag(machine, c)) for c in range(copies) for name in CALL_SET]
+    units = [
+        (machine_call(name, machine), tag(machine, c)) for c in range(copies) for name in CALL_SET
+    ]
     setups = [u.copy(t, "setup") for u, t in units]
     ending = [u.copy(t, "teardown") for i, (u, t) in enumerate(units) if i >= keep * len(CALL_SET)]
     return _round_robin(setups), _round_robin(ending)
@@ -144,7 +190,7 @@ def busy_calls(machine: int, kind: str = "b") -> Iterator[tuple[Call, str]]:
     n = 0
     while True:
         for name in BUSY_SET:
-            yield call(name), tag(machine, n, kind)
+            yield machine_call(name, machine), tag(machine, n, kind)
             n += 1
 
 

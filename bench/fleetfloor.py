@@ -24,7 +24,6 @@ import requests
 import websocket
 
 from bench import fleetcalls
-from bench.common import ROOT
 from bench.fleetsite import AUTH, StandIns
 
 BATCH = 1000
@@ -47,7 +46,7 @@ def reference(machines: int, copies: int, keep: int) -> tuple[dict, dict[int, li
         migrate.upgrade(engine)
         sessions = make_sessionmaker(engine)
         with sessions.begin() as session:
-            provisioning.apply(session, json.loads((ROOT / "sandbox/provision.json").read_text()))
+            provisioning.apply(session, fleetcalls.provisioning())
         cache = ProvisionedCache(sessions)
         for machine in range(1, machines + 1):
             live = LiveLegs(machine, cache.get)

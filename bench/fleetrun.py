@@ -18,6 +18,7 @@ import requests
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
+from bench import fleetcalls
 from bench.common import ROOT
 from bench.fleetsite import Pbx, StandIns, _cpu, config, rss_mb
 
@@ -67,7 +68,9 @@ class Fleet:
         ari = {m: self.stand_ins.url(m) for m in range(1, self.m + 1)}
         self.apis = [Pbx(self.dir, f"api-{x}", "api", config(self.url, ari)) for x in "ab"]
         self.apis[0].cli("initdb")
-        self.apis[0].cli("provision", str(ROOT / "sandbox" / "provision.json"))
+        document = self.dir / "provision.json"  # the sandbox's, with the solo reseller
+        document.write_text(json.dumps(fleetcalls.provisioning()))
+        self.apis[0].cli("provision", str(document))
         for m, url in ari.items():
             own = config(self.url, {m: url})
             self.recorders.append(Pbx(self.dir, f"record-{m}", "record", own))
@@ -215,6 +218,7 @@ class PgSampler:
         self.waits: Counter[str] = Counter()
         self.locks: Counter[str] = Counter()
         self.samples = 0
+        self.oldest: list[float] = []  # per sample: the oldest open transaction's age, s
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -234,6 +238,11 @@ class PgSampler:
                     "WHERE NOT granted GROUP BY 1, 2, 3"
                 )):  # fmt: skip
                     self.locks[f"{kind} {relation or ''} {mode}"] += n
+                self.oldest.append(conn.execute(text(
+                    "SELECT coalesce(extract(epoch FROM max(clock_timestamp() - xact_start)), 0)"
+                    " FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND state <> 'idle'"
+                )).scalar() or 0.0)  # fmt: skip
                 conn.rollback()
 
     def stop(self) -> None:
@@ -245,4 +254,12 @@ class PgSampler:
         n = max(self.samples, 1)
         waits = ", ".join(f"{k} {v / n:.1f}" for k, v in self.waits.most_common(6))
         locks = ", ".join(f"{k} {v / n:.1f}" for k, v in self.locks.most_common(4))
-        return f"backends per sample ({self.samples} samples): {waits}; waiting locks: {locks}"
+        ages = sorted(self.oldest) or [0.0]
+        oldest = (
+            f"; the oldest open transaction: median {ages[len(ages) // 2] * 1000:.0f} ms, "
+            f"p99 {ages[int(len(ages) * 0.99)] * 1000:.0f} ms"
+        )
+        return (
+            f"backends per sample ({self.samples} samples): {waits}; waiting locks: {locks}"
+            + oldest
+        )

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bottle
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from pbxcontrol import config as config_mod
@@ -28,7 +28,7 @@ from pbxcontrol.database import StartupError, database_engine, open_database, re
 from pbxcontrol.db.commits import CommitSignal
 from pbxcontrol.db.engine import make_sessionmaker
 from pbxcontrol.db.intents import Control, Doorbell
-from pbxcontrol.db.journal import Journal
+from pbxcontrol.db.journal import Follower, Journal
 from pbxcontrol.db.outage import describe, outage_in
 from pbxcontrol.db.unrecorded import Watch
 from pbxcontrol.http.api import JsonApi, build_app
@@ -161,7 +161,7 @@ def _build_http(config: Config, engine: Engine, bell: Doorbell) -> dict[str, Any
 
     ids, takeover = [m.id for m in config.machines], config.takeover_seconds
     metrics = metrics_mod.Metrics(engine, ids, takeover)
-    followers: list[Callable[[Connection], None]] = []
+    followers: list[Follower] = []
     api = build_api(config, engine, observe=metrics.observe, followers=followers, bell=bell)
     streams = StreamApi(api, PersonSlots(config.streams_per_person), followers)
     app = build_app(api)
@@ -225,7 +225,7 @@ def build_api(
     engine: Engine,
     *,
     observe: Callable[[str, int, float], None] | None = None,
-    followers: list[Callable[[Connection], None]] | None = None,
+    followers: list[Follower] | None = None,
     bell: Doorbell | None = None,
 ) -> JsonApi:
     """The JSON API: auth with its login throttle, and the enabled plugins' functions and

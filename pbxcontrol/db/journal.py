@@ -220,24 +220,40 @@ def head(conn: Connection) -> tuple[int, int]:
     return now.head, now.pruned
 
 
+_SINCE = (
+    select(
+        JOURNAL.c.id,
+        JOURNAL.c.machine,
+        JOURNAL.c.uniqueid,
+        JOURNAL.c.op,
+        JOURNAL.c.old_scustomer,
+        JOURNAL.c.old_dcustomer,
+        JOURNAL.c.new_scustomer,
+        JOURNAL.c.new_dcustomer,
+    )
+    .where(JOURNAL.c.id > bindparam("after"), JOURNAL.c.id <= bindparam("upto"))
+    .order_by(JOURNAL.c.id)
+)
+#: Built once (the stream hub reads entries every round: no statement built, keyed, looked up).
+_SINCE_LIMITED = _SINCE.limit(bindparam("limit"))
+
+
 def since(conn: Connection, after: int, upto: int, limit: int | None = None) -> list[Entry]:
     """The entries after `after` up to `upto`, in order (the first `limit` of them)."""
-    rows = conn.execute(
-        select(JOURNAL)
-        .where(JOURNAL.c.id > after, JOURNAL.c.id <= upto)
-        .order_by(JOURNAL.c.id)
-        .limit(limit)
-    )
+    values = {"after": after, "upto": upto}
+    if limit is not None:
+        values["limit"] = limit
+    rows = conn.execute(_SINCE if limit is None else _SINCE_LIMITED, values)
     return [
         Entry(
-            r.id,
-            r.machine,
-            r.uniqueid,
-            r.op,
-            None if r.old_scustomer is None else (r.old_scustomer, r.old_dcustomer),
-            None if r.new_scustomer is None else (r.new_scustomer, r.new_dcustomer),
+            ident,
+            machine,
+            uniqueid,
+            op,
+            None if old_s is None else (old_s, old_d),
+            None if new_s is None else (new_s, new_d),
         )
-        for r in rows
+        for ident, machine, uniqueid, op, old_s, old_d, new_s, new_d in rows
     ]
 
 
@@ -281,14 +297,43 @@ class Touched:
     reset: bool
 
 
+@dataclass(frozen=True)
+class Batch:
+    """What the stream hub read in one round: `entries`, every entry after the id `after` up
+    to `now.head`, in order, with the position `now` it read first. A follower that has seen
+    up to some id between the two takes its changes from here, not from the database again."""
+
+    after: int
+    now: Position
+    entries: list[Entry]
+
+    def touched(self, seen: int) -> Touched:
+        """The legs changed after `seen` (after <= seen <= now.head)."""
+        legs: set[Leg] = set()
+        reset = False
+        for e in self.entries:
+            if e.id > seen:
+                if e.op == RESET:
+                    reset = True
+                else:
+                    legs.add((e.machine, e.uniqueid))
+        return Touched(legs, reset)
+
+
+#: A journal follower: called with the hub's connection and what the round read (None: the
+#: round read only part of the new entries; the follower reads for itself).
+Follower: TypeAlias = Callable[[Connection, "Batch | None"], None]
+
+
 class Journal:
     """The change journal as a plugin sees it (`ctx.journal`): one object, a few verbs; the
     functions above are the core's (writers, pruning, the stream hub)."""
 
     Entry: TypeAlias = Entry
     Position: TypeAlias = Position
+    Batch: TypeAlias = Batch
 
-    def __init__(self, follow: Callable[[Callable[[Connection], None]], None] | None = None):
+    def __init__(self, follow: Callable[[Follower], None] | None = None):
         self._follow = follow
 
     def position(self, conn: Connection) -> Position:
@@ -313,12 +358,13 @@ class Journal:
             any(op == RESET for _, _, op in entries),
         )
 
-    def follow(self, follower: Callable[[Connection], None]) -> None:
-        """`follower(conn)` is called in the API process's stream hub thread, on the hub's
-        connection, each time the hub has read new entries: at once after a commit of a
-        recorder in the same process (`serve`), and within the hub's poll (0.1 s on SQLite,
-        0.05 s on PostgreSQL). For keeping in-memory state current off the request
-        path; it must be quick, and what it raises is logged, not propagated. A process that
-        serves no HTTP (the command-line tools) never calls it."""
+    def follow(self, follower: Follower) -> None:
+        """`follower(conn, batch)` is called in the API process's stream hub thread, on the
+        hub's connection, each time the hub has read new entries, with what it read (a
+        `Batch`; None when it read only part of them): at once after a commit of a recorder in
+        the same process (`serve`), and within the hub's poll (0.1 s on SQLite, 0.05 s on
+        PostgreSQL). For keeping in-memory state current off the request path without
+        reading the journal again; it must be quick, and what it raises is logged, not
+        propagated. A process that serves no HTTP (the command-line tools) never calls it."""
         if self._follow is not None:
             self._follow(follower)

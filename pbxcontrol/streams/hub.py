@@ -6,7 +6,9 @@ The thread sleeps in one epoll set (pbxcontrol.streams.outlet) of the streams' s
 wake-up pipe. Each round: read the journal's head (every `poll` seconds, at once after a commit
 of a writer in this process, and on PostgreSQL soon again while the head waits for writers in
 flight: pbxcontrol/db/horizon.py; recorders do not NOTIFY, whose commits PostgreSQL
-serialises), read the new entries once, and hand them to each
+serialises) — but never sooner after a round than that round took: a busy hub takes fewer,
+larger rounds —, read the new entries once, let the journal's followers (the list's in-memory
+legs) take them, and hand them to each
 *group* — the streams with the same view key (caller scope + parameters) share one view, so
 one query serves them all — then queue the group's events, encoded once, on each of its
 streams (the same bytes object, not a copy per stream) and send them at once without
@@ -36,6 +38,7 @@ from sqlalchemy import Connection, Engine
 
 from pbxcontrol.db import journal
 from pbxcontrol.db.commits import CommitSignal
+from pbxcontrol.db.engine import KeptReader
 from pbxcontrol.db.outage import describe, is_outage
 from pbxcontrol.db.unrecorded import Watch
 from pbxcontrol.http.api import _release_memory
@@ -57,6 +60,8 @@ PG_POLL, PG_SETTLE = 0.05, 0.01
 #: each of the several times a request takes the GIL back after I/O.
 SWITCH_INTERVAL = 0.001
 TRIM_EVERY = 1.0  # seconds between malloc_trim calls while streams open
+#: After a round of t seconds the next waits REST * t, at most MAX_REST s (not when behind).
+REST, MAX_REST = 0.5, 0.25
 #: Open streams one process holds at most (they are not in waitress's connection_limit).
 STREAMS_PER_PROCESS = 4096
 
@@ -103,6 +108,8 @@ class Hub:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.pulse = Pulse()  # the thread's: waiting in its poll, or working (the watchdog)
+        self._reader = KeptReader(engine)  # the rounds' connection
+        self._behind = False  # the last round left entries for the next (BATCH)
         # The intervals are read each round (a test may shorten them on a running hub).
         self._last_recheck = -RECHECK
         self._next_recheck = float("inf")  # sooner: a token that expires
@@ -153,21 +160,31 @@ class Hub:
 
     # -- the hub's thread ------------------------------------------------------------------
     def _run(self) -> None:
-        due = 0.0
+        due = rested = 0.0  # monotonic: the next round at the latest; at the soonest
+        wanted = False  # woken: a round as soon as the hub has rested
         self.pulse.attach()
         try:
             while not self._stop.is_set():
-                soonest = min(due, self._quiet_due, self._watch_due if self.watch else due)
+                soonest = min(due, max(rested, 0.0) if wanted else due, self._quiet_due)
+                if self.watch is not None:
+                    soonest = min(soonest, self._watch_due)
                 with self.pulse.waiting():
                     woken, ready = self.fanout.poller.wait(soonest - time.monotonic())
                 if self._stop.is_set():
                     return
                 for stream, events in ready:
                     self.fanout.ready(stream, events)
-                if woken or time.monotonic() >= due:
-                    due = time.monotonic() + self.poll
-                    if self._guarded_round():
-                        due = min(due, time.monotonic() + PG_SETTLE)
+                wanted = wanted or woken
+                began = time.monotonic()
+                if (wanted and began >= rested) or began >= due:
+                    wanted, settling = False, self._guarded_round()
+                    ended = time.monotonic()
+                    # A rest in proportion to the round: fewer, larger rounds (a round's sends
+                    # and queries cost the same for one change as for hundreds); none when
+                    # behind (BATCH entries a round: resting would only add to the delay).
+                    rest = 0.0 if self._behind else min(REST * (ended - began), MAX_REST)
+                    rested = ended + rest
+                    due = max(ended + (PG_SETTLE if settling else self.poll), rested)
                     self.counted(self.count)
                 if self.watch is not None and time.monotonic() >= self._watch_due:
                     self._look()
@@ -179,6 +196,7 @@ class Hub:
             for stream in [*self.fanout.streams.values(), *self.fanout.closing.values()]:
                 self.fanout.close(stream)
             self.fanout.poller.close()
+            self._reader.close()
 
     def _guarded_round(self) -> bool:
         """A round (True: the head settles); while the database does not answer, one line
@@ -200,31 +218,34 @@ class Hub:
 
     def _round(self) -> bool:
         """One round; True when the journal's head waits for writers in flight."""
-        with self.engine.connect() as conn:
-            last, self.pruned = journal.head(conn)
+        with self._reader.round() as conn:
+            now = journal.position(conn)
+            last, self.pruned = now.head, now.pruned
             settling = journal.settling(conn)
             if not self.placed or last < self.position:
                 self._rewound(conn, last)
             elif last > self.position:
-                # The followers first: a stream view may answer its changes from a
-                # follower's state (the list's in-memory legs) once it is that new.
-                self._follow(conn)
                 # By entries, not ids: ids have gaps (a failover's: pbxcontrol.db.failover).
                 entries = journal.since(conn, self.position, last, limit=BATCH)
                 upto = entries[-1].id if len(entries) == BATCH else last
+                # The followers first: a stream view may answer its changes from a
+                # follower's state (the list's in-memory legs) once it is that new. They
+                # get what was read (all of it, or None: only part was).
+                whole = upto == last
+                self._follow(conn, journal.Batch(self.position, now, entries) if whole else None)
                 self._advance(conn, entries, upto)
-                self.position = upto
-                if upto < last:
+                self.position, self._behind = upto, upto < last
+                if self._behind:
                     self.fanout.poller.wake()
             self._join_waiting(conn)
-            now = time.monotonic()
-            if self._trim_due and now >= self._next_trim:
+            now_t = time.monotonic()
+            if self._trim_due and now_t >= self._next_trim:
                 # Opening streams checks passwords (argon2: 19 MiB each, on several worker
                 # threads at once) and builds snapshots: give the freed heap back.
-                self._trim_due, self._next_trim = False, now + TRIM_EVERY
+                self._trim_due, self._next_trim = False, now_t + TRIM_EVERY
                 _release_memory()
-            if now >= min(self._next_recheck, self._last_recheck + RECHECK):
-                self._last_recheck, self._next_recheck = now, float("inf")
+            if now_t >= min(self._next_recheck, self._last_recheck + RECHECK):
+                self._last_recheck, self._next_recheck = now_t, float("inf")
                 self._recheck(conn)
         return settling
 
@@ -252,10 +273,10 @@ class Hub:
         if wrote:
             self.fanout.poller.wake()
 
-    def _follow(self, conn: Connection) -> None:
+    def _follow(self, conn: Connection, batch: journal.Batch | None) -> None:
         for follower in self.api.followers:
             try:
-                follower(conn)
+                follower(conn, batch)
             except Exception:  # a plugin's state; the streams go on
                 log.exception("stream hub: a journal follower failed")
 

@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 from pbxcontrol.auth import tickets
 from pbxcontrol.auth.authenticator import Caller
 from pbxcontrol.auth.tokens import Claims
-from pbxcontrol.db.journal import Entry
+from pbxcontrol.db.journal import Entry, Follower
 from pbxcontrol.db.outage import is_outage
 from pbxcontrol.http import envelope, params
 from pbxcontrol.http.api import ALLOW, JsonApi, check_privileges
@@ -97,9 +97,9 @@ class StreamApi:
 
     api: JsonApi
     slots: PersonSlots
-    #: Called with the hub's connection each time the hub read new journal entries (plugins'
-    #: in-memory state kept current off the request path; Journal.follow).
-    followers: list[Callable[[Connection], None]] = field(default_factory=list)
+    #: Called with the hub's connection and what it read, each time it read new journal
+    #: entries (plugins' in-memory state kept current off the request path; Journal.follow).
+    followers: list[Follower] = field(default_factory=list)
 
     def open(
         self,

@@ -134,7 +134,7 @@ class ListView:
         if visible is None:
             visible = dict(self._rows(conn, self._changed, query.changed_values(list(last))))
         events: list[tuple[int, str, Key]] = []
-        for key, ident in sorted(last.items(), key=lambda item: item[1]):
+        for key, ident in last.items():  # in id order (_last_ids)
             if key in visible:
                 events.append((ident, "upsert", key))
             elif key in held:
@@ -148,7 +148,9 @@ class ListView:
             return []
         if self._count is not None:  # one event, the count after all of them
             kind = "upsert" if any(k == "upsert" for _, k, _ in events) else "remove"
-            return [(events[-1][0], kind, self._count_data(conn))]
+            count = self._count_of_legs(max(last.values())) if update else None
+            data = self._count_data(conn) if count is None else orjson.dumps({"count": count})
+            return [(events[-1][0], kind, data)]
         return [
             (ident, kind, visible[key].encode() if kind == "upsert" else _removed(key))
             for ident, kind, key in events
@@ -176,6 +178,20 @@ class ListView:
                     visible[key] = (row.named if names else row.plain()).decode()
         return visible
 
+    def _count_of_legs(self, newest: int) -> int | None:
+        """The count from the in-memory view when it serves this view and is at least as new
+        as the journal id `newest` (counted as the list's count is: view_answers), else None
+        (the SQL counts): no query over every leg of the scope each round."""
+        legs = self.legs
+        if legs is None or not self._mine_known:
+            return None
+        keep = self._keep
+        with legs.lock:
+            if legs.seen is None or legs.seen.head < newest:
+                return None
+            rows = legs.rows.values() if self._mine is None else legs.of_customers(self._mine)
+            return len(rows) if keep is None else sum(1 for row in rows if keep(row))
+
     def _rows(self, conn: Connection, statements: Any, extra: dict) -> list[tuple[Key, str]]:
         values = {**self._values, **extra}
         rows = conn.execute(statements.listing, values).all()
@@ -194,8 +210,14 @@ class ListView:
 
 
 def _last_ids(entries: list[Journal.Entry]) -> dict[Key, int]:
-    """Each changed leg and the id of its last change (a reset names no leg)."""
-    return {(e.machine, e.uniqueid): e.id for e in entries if not e.is_reset}
+    """Each changed leg and the id of its last change (a reset names no leg), in the order of
+    those ids (the entries are in id order: read backwards, no sort)."""
+    last: dict[Key, int] = {}
+    for e in reversed(entries):
+        key = (e.machine, e.uniqueid)
+        if key not in last and not e.is_reset:
+            last[key] = e.id
+    return dict(reversed(last.items()))
 
 
 def _removed(key: Key) -> bytes:

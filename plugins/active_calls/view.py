@@ -114,16 +114,25 @@ class LegView:
         self.seen: Journal.Position | None = None  # what the view was made current to
         self.reloads = 0  # full reads (tests look)
 
-    def current(self, conn: Connection, now: Journal.Position | None = None) -> None:
+    def current(
+        self,
+        conn: Connection,
+        now: Journal.Position | None = None,
+        batch: Journal.Batch | None = None,
+    ) -> None:
         """Bring the view up to what this request's transaction sees (`now`: the journal's
-        position it read, if it did already). Call under `lock`."""
+        position it read, if it did already; `batch`: the entries up to it, if read too).
+        Call under `lock`."""
         if now is None:
             now = self.journal.position(conn)
         seen = self.seen
         if seen is None or now.pruned > seen.head:
             self._reload(conn, now)
         elif now.head > seen.head:
-            touched = self.journal.touched(conn, seen, now)
+            if batch is not None and batch.after <= seen.head and batch.now.head == now.head:
+                touched = batch.touched(seen.head)
+            else:
+                touched = self.journal.touched(conn, seen, now)
             if touched.reset or len(touched.legs) > max(MAX_CHANGED, len(self.rows) // 3):
                 self._reload(conn, now)
             else:
@@ -132,12 +141,15 @@ class LegView:
         elif now.head == seen.head and now.version > seen.version:
             self._reload(conn, now)  # written without a journal entry
 
-    def follow(self, conn: Connection) -> None:
+    def follow(self, conn: Connection, batch: Journal.Batch | None = None) -> None:
         """Catch up now, off the request path (the stream hub calls this when it has read new
-        journal entries); not before some request has wanted the view."""
+        journal entries, with what it read); not before some request has wanted the view."""
         with self.lock:
             if self.seen is not None:
-                self.current(conn)
+                if batch is None:
+                    self.current(conn)
+                elif batch.now.head >= self.seen.head:  # else: a request caught up further
+                    self.current(conn, batch.now, batch)
 
     def ordered(self, sort: str) -> Order:
         """Every row in the list's order for `sort`, kept in order from now on."""

@@ -103,17 +103,17 @@ def test_a_record_process_stops_pinging_while_its_writer_is_stuck(tmp_path, db_u
 
 @pytest.fixture
 def hanging_journal(monkeypatch):
-    """Set the event to make the hub's next read of the journal's head hang (a dead socket)
-    until it is cleared."""
+    """Set the event to make the hub's next read of the journal's position hang (a dead
+    socket) until it is cleared."""
     hang, released = threading.Event(), threading.Event()
-    real_head = journal.head
+    real_position = journal.position
 
-    def head(conn):
-        if hang.is_set():
+    def position(conn):
+        if hang.is_set() and threading.current_thread().name == "stream hub":
             released.wait(30)
-        return real_head(conn)
+        return real_position(conn)
 
-    monkeypatch.setattr(journal, "head", head)
+    monkeypatch.setattr(journal, "position", position)
     yield hang
     released.set()
 
