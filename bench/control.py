@@ -1,23 +1,28 @@
 """Call control through the recording process (SPEC §11.2) against the sandbox Asterisk:
-calls/hangup's request → answer and request → effect (the channel gone from
-GET /ari/channels/{id}), p50/p99, on SQLite (`serve`: API and recorder in one process, woken
-in-process) and on PostgreSQL (`api` and `record` as two processes, the API's NOTIFY wakes the
-holder), each against the direct path of the same run.
+request → answer and request → effect, p50/p99, of calls/hangup and of every other control
+function (bench/control_more.py: calls/redirect, calls/make, recording/recordings/start and
+stop, calls/monitor), on SQLite (`serve`: API and recorder in one process, woken in-process)
+and on PostgreSQL (`api` and `record` as two processes, the API's NOTIFY wakes the holder),
+each against the direct path of the same run.
 
 The direct path is what calls/hangup did before intents: the API process called ARI's
 `DELETE /channels/{id}` itself, inside the request. Its cost is measured as its two parts in
 the same rounds: `DELETE /channels/{id}` from this process (request → answer, → effect), plus
 the API's own work for a hangup request without the ARI call (a calls/hangup that finds no leg:
 authentication, the scope query, the audit row). The intent path adds at most 50 ms at p99
-(issue 24) when `intent p99 - (direct + API) p99 <= 50 ms`.
+(issue 24) when `intent p99 - (direct + API) p99 <= 50 ms`. The other functions had no path
+before intents: they are printed against the same baseline, their ratios saying what they
+cost beyond a hang-up's.
 
-Calls are Local/<n>@bench pairs originated through ARI with PBX_SCUSTOMER=3 (so Acme's
-administrator may act on them); each round hangs one up one way, interleaved.
+Hang-ups act on Local/<n>@bench pairs originated through ARI with PBX_SCUSTOMER=3 (so Acme's
+administrator may act on them), the other functions on bob's phone (a sipp answering every
+call) originated into `bench`; each round runs every function once, interleaved.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -31,6 +36,7 @@ from sqlalchemy import create_engine, text
 
 from bench.asterisk import preflight
 from bench.common import ROOT, Results, percentile
+from bench.control_more import FUNCTIONS, Functions, policy_document
 from bench.sandbox import ARI, ARI_AUTH, free_port
 
 USER = {"auth_username": "acme", "auth_password": "acme-pass"}
@@ -52,7 +58,7 @@ class Pbx:
         self.config.write_text(
             f"[database]\nurl = {url}\n[http]\nhost = 127.0.0.1\nport = {self.port}\n"
             "[logging]\nlevel = WARNING\n[plugins]\nenabled = active_calls\n"
-            "[plugin:active_calls]\nhangups_per_minute = 0\n" + asterisk
+            "[plugin:active_calls]\nactions_per_minute = 0\n" + asterisk
         )
         self.config.chmod(0o600)
         self.command = command
@@ -157,13 +163,17 @@ class Rounds:
 
 def measure(results: Results, engine: str, api_port: int, rounds: int) -> None:
     r = Rounds(api_port)
+    more = Functions(api_port, r.ari, r.call)
     for _ in range(3):  # warm: connections, caches, the holder's first claim
         r.intent(r.call())
         r.direct(r.call())
+        more.round()
     r.times.clear()
+    more.times.clear()
     for _ in range(rounds):
         r.intent(r.call())
         r.direct(r.call())
+        more.round()
     t = r.times
     slowest = sorted(t["intent.answer"])[-3:]
     print(f"  {engine}: slowest intent answers {[round(v) for v in slowest]} ms", flush=True)
@@ -185,33 +195,77 @@ def measure(results: Results, engine: str, api_port: int, rounds: int) -> None:
                 met=(new - base <= LIMIT_MS) if limit else None,
                 note=f"{rounds} hangups each way, interleaved",
             )
+    _others(results, engine, more.times, old, rounds)
+
+
+def _others(
+    results: Results, engine: str, t: dict[str, list[float]], old: dict, rounds: int
+) -> None:
+    """Every other function against the same baseline: the hang-up's direct path (they had
+    no path before intents; the intent's overhead is what they share with calls/hangup)."""
+    for name in FUNCTIONS:
+        for what in ("answer", "effect"):
+            for p in (50, 99):
+                results.add(
+                    f"control.{engine}.{name}_{what}_p{p}",
+                    percentile(t[f"{name}.{what}"], p),
+                    "ms",
+                    baseline=percentile(old[what], p),
+                    baseline_name="direct path: ARI DELETE + the API's work, same run",
+                    note=f"{rounds} requests, interleaved with the hangups",
+                )
 
 
 def run(results: Results, quick: bool) -> None:
     preflight()
-    rounds = 15 if quick else 150
+    rounds = 15 if quick else 100
     with tempfile.TemporaryDirectory(prefix="pbx-bench-control-") as tmp:
         work = Path(tmp)
-        serve = Pbx(work, f"sqlite:///{work / 'pbx.db'}", "serve", machine=True)
+        # The functions act on real legs: three of bob's calls a round, on each engine.
+        with bob_answers(work, 2 * 3 * (rounds + 3) + 10):
+            _both(results, work, rounds)
+
+
+@contextlib.contextmanager
+def bob_answers(work: Path, calls: int):
+    """Bob's phone: a sipp answering `calls` calls at once, stopped by its pid."""
+    # By its path: bench/sandbox.py shadows the repository's sandbox/ package for bench/run.py.
+    spec = importlib.util.spec_from_file_location("sippctl", ROOT / "sandbox" / "sippctl.py")
+    assert spec is not None and spec.loader is not None
+    sippctl = importlib.util.module_from_spec(spec)
+    sys.modules["sippctl"] = sippctl  # its dataclasses look their module up
+    spec.loader.exec_module(sippctl)
+    pool = sippctl.SippPool(work / "sipp", tag="bench-control")
+    try:
+        pool.phone_answers("bob", ring_ms=0, calls=calls, timeout_s=None)
+        yield
+    finally:
+        pool.stop()
+
+
+def _both(results: Results, work: Path, rounds: int) -> None:
+    serve = Pbx(work, f"sqlite:///{work / 'pbx.db'}", "serve", machine=True)
+    try:
+        serve.cli("provision", str(policy_document(work)))
+        serve.start()
+        _wait_http(serve)
+        time.sleep(2)  # the recorder holds the lease and listens (a call made before is
+        # reconciled without its PBX_* variables: nobody's)
+        measure(results, "sqlite", serve.port, rounds)
+    finally:
+        serve.stop()
+    with _postgresql() as url:
+        record = Pbx(work, url, "record", machine=True)
+        api = Pbx(work, url, "api", machine=False)
         try:
-            serve.cli("provision", str(ROOT / "sandbox" / "provision.json"))
-            serve.start()
-            _wait_http(serve)
-            measure(results, "sqlite", serve.port, rounds)
+            record.start()
+            api.start()
+            _wait_http(api)
+            time.sleep(2)  # the recorder holds the lease and reconciled
+            measure(results, "postgresql", api.port, rounds)
         finally:
-            serve.stop()
-        with _postgresql() as url:
-            record = Pbx(work, url, "record", machine=True)
-            api = Pbx(work, url, "api", machine=False)
-            try:
-                record.start()
-                api.start()
-                _wait_http(api)
-                time.sleep(2)  # the recorder holds the lease and reconciled
-                measure(results, "postgresql", api.port, rounds)
-            finally:
-                api.stop()
-                record.stop()
+            api.stop()
+            record.stop()
 
 
 def _wait_http(pbx: Pbx) -> None:
@@ -241,7 +295,7 @@ def _postgresql():
         with tempfile.TemporaryDirectory() as tmp:
             setup = Pbx(Path(tmp), url, "api", machine=False)  # its config, never started
             setup.cli("initdb")
-            setup.cli("provision", str(ROOT / "sandbox" / "provision.json"))
+            setup.cli("provision", str(policy_document(Path(tmp))))
         yield url
     finally:
         with admin.connect() as conn:

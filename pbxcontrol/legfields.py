@@ -64,6 +64,8 @@ LEG_TABLE: tuple[LegField, ...] = (
        "take_varset; live.py on RecordingStarted/Finished of target channel:<id>"),
     _F("recording_paused", int, 0, LEG, "ChannelVarset PBXC_RECORDING_PAUSED on our snoop",
        "live.py: 1 while our recording of the leg is paused (SPEC §11.8)"),
+    _F("monitor", str, 8, LEG, "ChannelVarset PBXC_MONITOR on a supervisor's leg",
+       "live.py: the strongest live session of the supervisors' legs spying on it (§11.8)"),
     _F("snumber", str, 128, SOURCE, "origin Channel.caller_number", "source_of: line number"
        " for a phone, caller number otherwise"),
     _F("stype", str, 32, SOURCE, "origin endpoint", "source_of: phone / external / \"\""),
@@ -97,6 +99,8 @@ LEG_TABLE: tuple[LegField, ...] = (
     _F("dialled_by", str, 150, BOOKKEEPING, "Dial.caller", "take_dial: the leg that dialled"),
     _F("dialled", str, 150, BOOKKEEPING, "Dial.peer", "take_dial: the leg it dialled"),
     _F("dialstring", str, 255, BOOKKEEPING, "Dial.dialstring", "take_dial"),
+    _F("spying", str, 160, BOOKKEEPING, "ChannelVarset PBXC_MONITOR",
+       "live.py: on a supervisor's leg, <mode>/<uniqueid of the leg it monitors>"),
     _F("overrides", str, -1, BOOKKEEPING, "ChannelVarset PBX_*", "take_varset, as name=value"
        " lines"),
 )
@@ -121,7 +125,8 @@ DESTINATION_FIELDS = tuple(f.name for f in LEG_TABLE if f.made_by == DESTINATION
 #: What classification writes into a leg (rules.py CallClassifier).
 DERIVED_FIELDS = SOURCE_FIELDS + DESTINATION_FIELDS + ("ingroup", "direction")
 #: Fields a dialplan may set with Set(PBX_<FIELD>=value).
-OVERRIDABLE = frozenset(LEG_STRING_FIELDS + LEG_INT_FIELDS) - {"uniqueid", "machine"}
+#: Not `monitor`: it says who is listening, which only the recorder knows (SPEC §11.8).
+OVERRIDABLE = frozenset(LEG_STRING_FIELDS + LEG_INT_FIELDS) - {"uniqueid", "machine", "monitor"}
 
 
 def encode_overrides(overrides: dict[str, Any]) -> str:

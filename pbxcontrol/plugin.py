@@ -18,6 +18,10 @@ A plugin may also offer command-line commands (`pbxcontrol NAME ...`): its modul
 installed plugin (enabled or not), so `commands()` and each command's `arguments(parser)` need
 no database and no config; `run(ctx: CommandContext, args)` then gets this process's JSON API
 with the enabled plugins and returns the exit status.
+
+A plugin may check its `[plugin:NAME]` section without starting: its module's
+`check_config(values)` returns `ConfigNotice`s, which `pbxcontrol check-config` prints (a
+`deprecated` one is a warning: the file still works).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ __all__ = [
     "Caller",
     "Command",
     "CommandContext",
+    "ConfigNotice",
     "Control",
     "ControlRequest",
     "Event",
@@ -145,7 +150,8 @@ class PluginContext:
         self, path: str, handler: Handler, privileges: Iterable[str], *, read: bool = False
     ) -> None:
         """Serve `handler` at /api/json/<path>/ behind auth, the privilege check (the caller
-        needs one of `privileges`) and the envelope. `read=True`: it only reads (changes
+        needs one of `privileges`; `"*"`: any, for a handler that refuses by itself — e.g. to
+        audit the refusal) and the envelope. `read=True`: it only reads (changes
         nothing), so a token of scope `read` (a wallboard's) may call it too; otherwise such a
         token gets 402. Stream functions are all read-only."""
         self._add(path, handler, privileges, read=read)
@@ -220,6 +226,22 @@ def commands_of(module: ModuleType) -> list[Command]:
     if found is None or not all(isinstance(command, Command) for command in found):
         raise PluginError(f"{module.__name__}: commands() must return Commands")
     return found
+
+
+@dataclass(frozen=True)
+class ConfigNotice:
+    """What a plugin's `check_config` says of a key of its section: a problem, or with
+    `deprecated` a warning (an old name that still works)."""
+
+    key: str
+    message: str
+    deprecated: bool = False
+
+
+def config_notices(module: ModuleType, values: Mapping[str, str]) -> list[ConfigNotice]:
+    """A plugin's notices on its section's values (none without `check_config`)."""
+    check = getattr(module, "check_config", None)
+    return list(check(values)) if callable(check) else []
 
 
 def _entry_points() -> dict[str, list[EntryPoint]]:

@@ -1,9 +1,11 @@
-"""Recording sessions as rows (SPEC §11.2 item 5, table `call_controls`): the holder of a
-machine's lease writes a row before it creates anything in Asterisk (state `starting`), keeps
-its state (`recording`, `paused`) and ends it (`ended`); the next holder reconciles the rows
-that are not `ended` with Asterisk (recorder/recording.py), so a takeover in the middle of a
-recording neither loses it (the row names the snoop and the recording to stop) nor starts a
-second one (the row says one runs)."""
+"""Recording and monitoring sessions as rows (SPEC §11.2 item 5, table `call_controls`): the holder
+of a machine's lease writes a row before it creates anything in Asterisk (state `starting`),
+keeps its state (`recording`, `paused`) and ends it (`ended`); the next holder reconciles the
+rows that are not `ended` with Asterisk (recorder/recording.py), so a takeover in the middle of
+a recording neither loses it (the row names the snoop and the recording to stop) nor starts a
+second one (the row says one runs). A monitoring session (kind `monitor`, recorder/monitor.py)
+names its target leg, the supervisor's leg and the mode, states `starting`, `monitoring`,
+`ended`."""
 
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from pbxcontrol.db.models import Base
 CONTROLS = Base.metadata.tables["call_controls"]
 LEGS = Base.metadata.tables["legs"]
 STARTING, RECORDING, PAUSED, ENDED = "starting", "recording", "paused", "ended"
-STATES = (STARTING, RECORDING, PAUSED, ENDED)
-RUNNING = (STARTING, RECORDING, PAUSED)
+MONITORING = "monitoring"
+STATES = (STARTING, RECORDING, PAUSED, MONITORING, ENDED)
+RUNNING = (STARTING, RECORDING, PAUSED, MONITORING)
 
 
 @dataclass(frozen=True)
@@ -34,29 +37,39 @@ class Session_:
     path: str
     state: str
     epoch: int
+    supervisor: str = ""  # kind monitor: the supervisor's leg
+    mode: str = ""  # kind monitor: listen, whisper, barge
 
 
-def running(session: Session, machine: int, uniqueid: str | None = None) -> list[Session_]:
-    """The machine's recording sessions not ended (of one leg when `uniqueid` is given)."""
+def running(
+    session: Session, machine: int, uniqueid: str | None = None, kind: str = "record"
+) -> list[Session_]:
+    """The machine's sessions of `kind` not ended (of one leg when `uniqueid` is given)."""
     c = CONTROLS.c
-    query = select(CONTROLS).where(c.machine == machine, c.kind == "record", c.state.in_(RUNNING))
+    query = select(CONTROLS).where(c.machine == machine, c.kind == kind, c.state.in_(RUNNING))
     if uniqueid is not None:
         query = query.where(c.uniqueid == uniqueid)
     rows = session.execute(query.order_by(c.id)).all()
     return [
-        Session_(r.id, r.machine, r.uniqueid, r.snoop, r.name, r.path, r.state, r.epoch)
+        Session_(
+            *(r.id, r.machine, r.uniqueid, r.snoop, r.name, r.path, r.state, r.epoch),
+            *(r.supervisor, r.mode),
+        )
         for r in rows
     ]
 
 
 def open_session(
     session: Session, machine: int, uniqueid: str, snoop: str, name: str, path: str, intent: int,
-    epoch: int,
+    epoch: int, kind: str = "record", supervisor: str = "", mode: str = "",
 ) -> int:  # fmt: skip
-    """A row `starting`, written (and committed by the caller) before the snoop exists."""
+    """A row `starting`, written (and committed by the caller) before the snoop (or the
+    supervisor's leg) exists."""
     values = {
         "machine": machine,
-        "kind": "record",
+        "kind": kind,
+        "supervisor": supervisor,
+        "mode": mode,
         "uniqueid": uniqueid,
         "snoop": snoop,
         "name": name,
@@ -71,8 +84,12 @@ def open_session(
     return int(key[0])
 
 
-def set_state(session: Session, row_id: int, state: str, epoch: int) -> None:
+def set_state(
+    session: Session, row_id: int, state: str, epoch: int, mode: str | None = None
+) -> None:
     values: dict[str, object] = {"state": state, "epoch": epoch}
+    if mode is not None:
+        values["mode"] = mode
     if state == ENDED:
         values["ended"] = db_now(session.get_bind().dialect.name)
     session.execute(update(CONTROLS).where(CONTROLS.c.id == row_id).values(**values))

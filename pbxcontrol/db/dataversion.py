@@ -32,7 +32,7 @@ What it does not cover: `people`, `roles`, `customers` (names, `max_calls`), `nu
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 
 from pbxcontrol.db.models import Counter
 
@@ -55,3 +55,9 @@ def counted(conn: Connection) -> int | None:
     """The triggers' counter alone: what moved it in this transaction was a write to the
     watched tables without a journal entry (provisioning compares it before and after)."""
     return conn.execute(_VERSION).scalar()
+
+
+def bump(conn: Connection) -> None:
+    """Move the version for a write no trigger watches that changes answers all the same (a
+    customer's `monitor_announce`: who sees the list's `monitor` field, SPEC §11.8)."""
+    conn.execute(update(Counter).where(Counter.name == API_DATA).values(value=Counter.value + 1))

@@ -13,6 +13,12 @@ answer):
 - the holder (pbxcontrol/recorder/intents.py): `claim`, `finish` and `orphan`, each in a
   transaction its caller fences with the lease.
 
+A scheduled intent (calls/make's `delay`, SPEC §11.4) is written `scheduled` with its `deadline`
+the time it is due; the API answers at once. A holder claims it once due, like a pending one;
+nobody claims it before, so a standby that takes the lease meanwhile runs it when due (it is not
+"claimed but unfinished": `orphan` leaves it alone). One due more than `SCHEDULE_GRACE` ago
+(no holder at its time) expires instead of running late.
+
 Deadlines are the database's clock (`db_now`), like the lease: hosts need not agree on theirs.
 """
 
@@ -25,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, insert, select, text, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from pbxcontrol.db.clock import db_now
@@ -36,8 +42,10 @@ ACTIONS = Base.metadata.tables["call_actions"]
 MACHINES = Base.metadata.tables["machines"]
 
 PENDING, CLAIMED, DONE, REFUSED = "pending", "claimed", "done", "refused"
-EXPIRED, UNKNOWN = "expired", "unknown"
-STATES = (PENDING, CLAIMED, DONE, REFUSED, EXPIRED, UNKNOWN)
+EXPIRED, UNKNOWN, SCHEDULED = "expired", "unknown", "scheduled"
+STATES = (PENDING, CLAIMED, DONE, REFUSED, EXPIRED, UNKNOWN, SCHEDULED)
+#: Seconds a scheduled intent may still run after it was due (a takeover took that long).
+SCHEDULE_GRACE = 60.0
 #: Seconds from the request's arrival to its answer at most; the intent's deadline too.
 WAIT = 2.0
 #: How often the API looks at the outcome while it waits.
@@ -55,6 +63,7 @@ class Intent:
     function: str  # the executor's name: "hangup", ...
     targets: tuple[str, ...]  # uniqueids
     params: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds: > 0 is a scheduled intent, run when due (not waited for)
 
 
 @dataclass(frozen=True)
@@ -172,6 +181,8 @@ def _write(
     ids = []
     for intent in intents:
         state = PENDING if intent.machine in held else EXPIRED
+        if state == PENDING and intent.delay > 0:
+            state = SCHEDULED
         row = {
             "action_id": action_id,
             "at": request.at,
@@ -180,9 +191,9 @@ def _write(
             "targets": _json(list(intent.targets)),
             "params": _json(intent.params),
             "state": state,
-            "deadline": db_now(dialect) + wait,
-            "code": 0 if state == PENDING else 503,
-            "message": "" if state == PENDING else NO_HOLDER.format(machine=intent.machine),
+            "deadline": db_now(dialect) + (intent.delay if state == SCHEDULED else wait),
+            "code": 503 if state == EXPIRED else 0,
+            "message": NO_HOLDER.format(machine=intent.machine) if state == EXPIRED else "",
         }
         ids.append(_inserted(conn, insert(INTENTS).values(**row)))
     if dialect == "postgresql":  # delivered at commit, to the holders on other hosts
@@ -220,9 +231,26 @@ class Claimed:
 
 
 def pending(session: Session, machine: int) -> bool:
-    """Whether the machine has an intent waiting (a read, before any fenced write)."""
-    found = select(INTENTS.c.id).where(INTENTS.c.machine == machine, INTENTS.c.state == PENDING)
+    """Whether the machine has an intent waiting or due (a read, before any fenced write)."""
+    now = db_now(session.get_bind().dialect.name)
+    found = select(INTENTS.c.id).where(INTENTS.c.machine == machine, _ready(now))
     return session.execute(found.limit(1)).first() is not None
+
+
+def due_in(session: Session, machine: int) -> float | None:
+    """Seconds until the machine's next scheduled intent is due (None: none scheduled)."""
+    now = db_now(session.get_bind().dialect.name)
+    first = select(func.min(INTENTS.c.deadline) - now).where(
+        INTENTS.c.machine == machine, INTENTS.c.state == SCHEDULED
+    )
+    found = session.execute(first).scalar()
+    return None if found is None else max(0.0, float(found))
+
+
+def _ready(now: Any) -> Any:
+    """Pending, or scheduled and due."""
+    c = INTENTS.c
+    return or_(c.state == PENDING, and_(c.state == SCHEDULED, c.deadline <= now))
 
 
 def fence(session: Session, machine: int, epoch: int) -> bool:
@@ -240,29 +268,35 @@ def fence(session: Session, machine: int, epoch: int) -> bool:
 
 
 def claim(session: Session, machine: int, epoch: int, limit: int = 1) -> list[Claimed]:
-    """Take up to `limit` of the machine's pending intents, oldest first (compare-and-set:
-    exactly one process gets each); those past their deadline become `expired` instead — an
-    action carried out late is worse than none."""
+    """Take up to `limit` of the machine's pending (or scheduled and due) intents, oldest first
+    (compare-and-set: exactly one process gets each); those past their deadline (a scheduled
+    one: past its grace) become `expired` instead — an action carried out late is worse than
+    none."""
     now = db_now(session.get_bind().dialect.name)
-    pending = (
-        select(INTENTS.c.id)
-        .where(INTENTS.c.machine == machine, INTENTS.c.state == PENDING)
+    ready = (
+        select(INTENTS.c.id, INTENTS.c.state)
+        .where(INTENTS.c.machine == machine, _ready(now))
         .order_by(INTENTS.c.id)
     )
     taken: list[int] = []
-    for intent_id in session.execute(pending).scalars().all():
+    for intent_id, state in session.execute(ready).all():
         if len(taken) >= limit:
             break
+        grace = SCHEDULE_GRACE if state == SCHEDULED else 0.0
         late = session.execute(
             update(INTENTS)
-            .where(INTENTS.c.id == intent_id, INTENTS.c.state == PENDING, INTENTS.c.deadline < now)
+            .where(
+                INTENTS.c.id == intent_id,
+                INTENTS.c.state == state,
+                INTENTS.c.deadline + grace < now,
+            )
             .values(state=EXPIRED, code=503, epoch=epoch, message="claimed after its deadline")
         )
         if late.rowcount == 1:  # type: ignore[attr-defined]
             continue
         done = session.execute(
             update(INTENTS)
-            .where(INTENTS.c.id == intent_id, INTENTS.c.state == PENDING)
+            .where(INTENTS.c.id == intent_id, INTENTS.c.state == state)
             .values(state=CLAIMED, epoch=epoch)
         )
         if done.rowcount == 1:  # type: ignore[attr-defined]

@@ -286,11 +286,13 @@ class CallControl(Base):
     __table_args__ = (Index("ix_call_controls_machine_state", "machine", "state"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     machine: Mapped[int] = mapped_column(Integer, nullable=False)
-    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # "record"
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # "record", "monitor"
     uniqueid: Mapped[str] = mapped_column(String(150), nullable=False)  # the target leg
     snoop: Mapped[str] = _s(150)  # the snoop channel's id, pbxc-<intent>-record
     name: Mapped[str] = _s(512)  # the live recording's name
     path: Mapped[str] = _s(1024)  # its file on the Asterisk host
+    supervisor: Mapped[str] = _s(150)  # kind monitor: the supervisor's leg (migration 0024)
+    mode: Mapped[str] = _s(8)  # kind monitor: listen, whisper or barge
     state: Mapped[str] = mapped_column(String(16), nullable=False)  # controls.STATES
     intent_id: Mapped[int] = _i()
     epoch: Mapped[int] = _i()  # the lease epoch that last wrote it

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from pbxcontrol.db import journal
-from pbxcontrol.db.dataversion import counted
+from pbxcontrol.db.dataversion import bump, counted
 from pbxcontrol.provisioning import accounts
 from pbxcontrol.provisioning.bulk import Change, upsert
 from pbxcontrol.provisioning.document import PRIVILEGES, Plan, validate
@@ -85,12 +85,15 @@ def _apply_plan(session: Session, plan: Plan, dry_run: bool, bar: ProgressBar) -
     # (migration 0013), so a second apply in one transaction would not move it again.
     written = any(changes[s].inserted or changes[s].updated for s in LISTED if s in changes)
     if not dry_run and (moved or written or counted(conn) != version):
+        if changes["customers"].inserted or changes["customers"].updated:
+            bump(conn)  # no trigger watches customers; cached answers must go all the same
         journal.record_reset(conn)
     return changes
 
 
-#: Sections whose rows change what calls/active/list answers (scopes and names).
-LISTED = ("lines", "directory")
+#: Sections whose rows change what calls/active/list answers (scopes and names; customers:
+#: their `monitor_announce` says who sees the `monitor` field, SPEC §11.8).
+LISTED = ("customers", "lines", "directory")
 
 
 def _advance(bar: ProgressBar, section: str):

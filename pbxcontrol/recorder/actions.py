@@ -12,7 +12,6 @@ from typing import Any, Protocol
 from pbxcontrol.ari.client import AriError
 from pbxcontrol.db.intents import DONE, REFUSED, Claimed
 from pbxcontrol.recorder.make import make
-from pbxcontrol.recorder.monitor import monitor
 
 #: (state, code, message, legs [[machine, uniqueid, what became of it]], ids created)
 Result = tuple[str, int, str, list[list[Any]], dict[str, Any]]
@@ -68,20 +67,9 @@ def redirect(ari: ControlAri, intent: Claimed) -> Result:
     }
     legs: list[list[Any]] = [[intent.machine, target, "not tried"]]
     try:
-        ari.originate(
-            "Local/redirect@pbxcontrol-actions",
-            variables,
-            context="pbxcontrol-actions",
-            extension="done",
-            channelId=helper,
-            otherChannelId=half,
-            timeout="5",
-        )
-        status = _redirect_status(ari, half)
+        status = channel_redirect(ari, intent.id, "redirect", variables)
     except AriError as exc:
         return REFUSED, 503, f"Asterisk on machine {intent.machine} refused: {exc}", legs, {}
-    finally:
-        _quietly_hang_up(ari, helper)
     created = {"helper": [helper, half]}
     if status == "SUCCESS":
         return DONE, 204, "", [[intent.machine, target, "redirected"]], created
@@ -89,6 +77,28 @@ def redirect(ari: ControlAri, intent: Claimed) -> Result:
         return REFUSED, 404, NOT_FOUND, [[intent.machine, target, "gone"]], created
     message = f"Asterisk on machine {intent.machine} did not confirm the redirect ({status!r})"
     return REFUSED, 503, message, legs, created
+
+
+def channel_redirect(
+    ari: ControlAri, intent: int, extension: str, variables: dict[str, str]
+) -> str:
+    """The helper Local `<extension>@pbxcontrol-actions` (ids pbxc-<intent>-a/-b), whose
+    second half runs ChannelRedirect; its CHANNELREDIRECT_STATUS ("" if none came in time).
+    AriError when Asterisk refuses the originate."""
+    helper, half = f"pbxc-{intent}-a", f"pbxc-{intent}-b"
+    try:
+        ari.originate(
+            f"Local/{extension}@pbxcontrol-actions",
+            variables,
+            context="pbxcontrol-actions",
+            extension="done",
+            channelId=helper,
+            otherChannelId=half,
+            timeout="5",
+        )
+        return _redirect_status(ari, half)
+    finally:
+        _quietly_hang_up(ari, helper)
 
 
 def _redirect_status(ari: ControlAri, half: str) -> str:
@@ -110,8 +120,7 @@ EXECUTORS: dict[str, Callable[[ControlAri, Claimed], Result]] = {
     "hangup": hang_up,
     "redirect": redirect,
     "make": make,
-    "monitor": monitor,
-}
+}  # and "monitor": recorder/monitor.py, which keeps session rows (recorder/intents.py)
 
 
 def execute(ari: ControlAri, intent: Claimed) -> Result:

@@ -8,6 +8,9 @@ the claim itself is a compare-and-set on the intent's state, so each intent runs
 also across a takeover: a new epoch first marks what an older one claimed and did not finish
 `unknown` (`orphan`), never runs it.
 
+Scheduled intents (calls/make's `delay`) are claimed once due; the worker sleeps no longer than
+until the next one is due.
+
 Wake-ups: the `Doorbell` event of this process (an API in the same process, `serve`), and on
 PostgreSQL a LISTEN on the intents' channel (the API's `pg_notify` is delivered at its commit):
 only the rare transactions that write an intent notify, never the recorders' ingest, so
@@ -27,9 +30,10 @@ from typing import TypeVar
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from pbxcontrol.ari.client import AriError
 from pbxcontrol.db import intents
 from pbxcontrol.db.outage import is_outage
-from pbxcontrol.recorder import recording
+from pbxcontrol.recorder import monitor, recording
 from pbxcontrol.recorder.actions import ControlAri, Result, execute
 from pbxcontrol.recorder.lease import Lease, LeaseLost
 
@@ -58,6 +62,7 @@ class IntentWorker:
         self._epoch: int | None = None  # the epoch whose orphans were marked
         self.carried = 0  # intents carried out by this process
         self._next_sweep = 0.0  # monotonic: when to end the sessions whose leg ended
+        self._next_monitors = 0.0  # monotonic: when to end those whose supervisor hung up
 
     @property
     def poll(self) -> float:
@@ -66,15 +71,16 @@ class IntentWorker:
 
     def run(self) -> None:
         """The worker thread, until a stop."""
-        poll = self.poll
+        poll = wait = self.poll
         while not self.stopping.is_set():
-            self.wake.wait(poll)
+            self.wake.wait(wait)
             self.wake.clear()
-            epoch = self.lease.epoch
+            wait, epoch = poll, self.lease.epoch
             if not self.holding.is_set() or epoch is None:
                 continue
             try:
                 self.round(epoch)
+                wait = self._until_due(poll)
             except LeaseLost:
                 continue  # the writer's own fence stands the recording by
             except Exception as exc:  # the database is down, or a bug: the next round retries
@@ -96,6 +102,12 @@ class IntentWorker:
         if time.monotonic() >= self._next_sweep:  # a recording ends by itself with its leg
             recording.Rows(self.sessions, self.machine, epoch).sweep()
             self._next_sweep = time.monotonic() + recording.SWEEP
+        if time.monotonic() >= self._next_monitors:  # a session ends with the supervisor's leg
+            self._next_monitors = time.monotonic() + monitor.SWEEP
+            try:
+                monitor.reconcile(self.ari, monitor.Rows(self.sessions, self.machine, epoch))
+            except AriError as exc:  # Asterisk away: the intents still get their 503s
+                log.warning("%s: monitoring sessions not checked (%s)", self.name, exc)
         # One at a time: each is claimed just before it runs, so one that waited behind a
         # slow Asterisk call is claimed late, and expires instead of running late.
         count = 0
@@ -110,6 +122,16 @@ class IntentWorker:
             self._finish(claimed[0].id, epoch, result)
             self.carried, count = self.carried + 1, count + 1
         return count
+
+    def _until_due(self, poll: float) -> float:
+        """How long to sleep: the poll, or less when a scheduled intent (calls/make's `delay`)
+        is due sooner, so it runs on time rather than up to a poll late. A poll of 100 ms
+        (SQLite) is on time enough: that read is spared."""
+        if poll <= POLL_SQLITE:
+            return poll
+        with self.sessions() as session:
+            due = intents.due_in(session, self.machine)
+        return poll if due is None else min(poll, max(due, 0.005))
 
     def _finish(self, intent_id: int, epoch: int, result: Result) -> None:
         """The outcome, tried a few times: the action happened, and its row must say so (a
@@ -136,12 +158,21 @@ class IntentWorker:
             log.warning(
                 "%s: recording sessions taken over: %d kept, %d ended", self.name, kept, ended
             )
+        kept, ended = monitor.reconcile(self.ari, monitor.Rows(self.sessions, self.machine, epoch))
+        self._next_monitors = time.monotonic() + monitor.SWEEP
+        if kept or ended:
+            log.warning(
+                "%s: monitoring sessions taken over: %d kept, %d ended", self.name, kept, ended
+            )
 
     def _carry_out(self, intent: intents.Claimed, epoch: int) -> Result:
+        mine = (self.machine, epoch)
         try:
             if intent.function in recording.FUNCTIONS:
                 rows = recording.Rows(self.sessions, self.machine, epoch)
                 return recording.execute(self.ari, intent, rows)
+            if intent.function == monitor.KIND:
+                return monitor.execute(self.ari, intent, monitor.Rows(self.sessions, *mine))
             return execute(self.ari, intent)
         except Exception as exc:  # a bug in an executor: the intent is answered all the same
             log.exception("%s: %s failed", self.name, intent.function)

@@ -38,6 +38,7 @@ class LiveLeg:
     sip_callid: str = ""
     recording: str = ""
     recording_paused: int = 0  # our recording of it paused (recorder/recording.py)
+    monitor: str = ""  # the strongest live monitoring session on it (live.py)
     caller_number: str = ""
     caller_name: str = ""
     cnumber: str = ""  # the number dialled on this leg; a row shows its call's (source)
@@ -45,6 +46,7 @@ class LiveLeg:
     dialled_by: str = ""  # the leg whose Dial created this one
     dialled: str = ""  # the leg this one dialled (the answered one, once known)
     dialstring: str = ""  # how this leg was dialled ("PJSIP/0207946000@trunk1")
+    spying: str = ""  # a supervisor's leg: <mode>/<monitored uniqueid> (live.py)
     overrides: dict[str, Any] = field(default_factory=dict)  # PBX_<FIELD> of this leg
     derived: dict[str, Any] = field(default_factory=dict)  # DERIVED_FIELDS, by rules.CallClassifier
     # The call's source as last derived (kept when the originating leg is gone).

@@ -36,6 +36,8 @@ log = logging.getLogger("pbxcontrol.recorder")
 #: §11.2 item 7, §11.8): `pbxc-<intent>-<role>`, every role but the real legs' (party1,
 #: party1b, supervisor). Never rows, never counted.
 PLUMBING = re.compile(r"pbxc-[0-9]+-(?!(?:party1b?|supervisor)$)[a-z0-9]+")
+#: Monitoring modes, weakest first (SPEC §11.6); a leg shows the strongest session on it.
+MODES = ("listen", "whisper", "barge")
 ENDED_MEMORY = 50_000  # ids of ended legs remembered, so late events never resurrect them
 
 
@@ -69,6 +71,7 @@ class LiveLegs:
         self._ending: dict[str, tuple[dict[str, Any], bool]] = {}  # uniqueid -> (row, written)
         self._snapshot_seq: dict[str, int] = {}  # uniqueid -> seq of its last REST snapshot
         self._customer_calls: dict[int, dict[str, int]] = {}  # scustomer -> {callid: legs}
+        self._spied: set[str] = set()  # legs whose supervisors changed (_monitors)
 
     def take_over(self, legs: Iterable[LiveLeg], startup_time: str | None) -> None:
         """Legs written before (by this or an earlier process), and the startup time then."""
@@ -88,6 +91,9 @@ class LiveLegs:
                 self._snooped(channel, recording=value, recording_paused=0)
             case ChannelVarset(channel=channel, variable="PBXC_RECORDING_PAUSED", value=value):
                 self._snooped(channel, recording_paused=int(value == "1"))
+            case ChannelVarset(timestamp=ts, channel=channel, variable="PBXC_MONITOR", value=v):
+                if (leg := self._leg_for(channel, ts, seq)) is not None:
+                    self._spy(leg, v)
             case ChannelVarset(timestamp=ts, channel=channel, variable=variable, value=value):
                 if (leg := self._leg_for(channel, ts, seq)) is not None:
                     self._varset(leg, variable, value)
@@ -187,6 +193,32 @@ class LiveLegs:
                 setattr(leg, name, value)
             self._dirty_calls.add(leg.callid)
 
+    def _spy(self, supervisor: LiveLeg, spying: str) -> None:
+        """A supervisor's leg (the shipped [pbxcontrol-monitor] sets PBXC_MONITOR to
+        `<mode>/<uniqueid>` as ChanSpy starts, again at each mode): the monitored leg's
+        `monitor` is made again at the next write (SPEC §11.8)."""
+        self._spied.update(_target(supervisor.spying), _target(spying))
+        supervisor.spying = spying
+        self._dirty_calls.add(supervisor.callid)
+
+    def _monitors(self) -> None:
+        """Each leg whose supervisors changed shows the strongest live session on it."""
+        if not self._spied:
+            return
+        modes: dict[str, int] = {}
+        for leg in self.legs.values():
+            if leg.spying:
+                mode, _, target = leg.spying.partition("/")
+                if target in self._spied and mode in MODES:
+                    modes[target] = max(modes.get(target, 0), MODES.index(mode))
+        for target in self._spied:
+            spied = self.legs.get(target)
+            mode = MODES[modes[target]] if target in modes else ""
+            if spied is not None and spied.monitor != mode:
+                spied.monitor = mode
+                self._dirty_calls.add(spied.callid)
+        self._spied.clear()
+
     # -- reconciliation ------------------------------------------------------------------
     def reconcile(
         self, info: AsteriskInfo, channels: list[Channel], seq: int, now: float
@@ -221,6 +253,7 @@ class LiveLegs:
 
     def _end(self, leg: LiveLeg, ts: float, cause: int, cause_txt: str) -> None:
         uid = leg.uniqueid
+        self._spied.update(_target(leg.spying))  # a supervisor hung up: its session ended
         if not leg.derived:  # born and gone within one batch: classify it for the history
             self._classifier().classify(self._call_legs(leg.callid))
         self.legs.pop(uid, None)
@@ -271,6 +304,7 @@ class LiveLegs:
     def _classify_changed(self) -> list[LiveLeg]:
         """Classify every call that changed; decide overmax for legs that lack it."""
         changed: list[LiveLeg] = []
+        self._monitors()
         if not self._dirty_calls:
             return changed
         prov = self.provisioned()
@@ -316,3 +350,9 @@ class LiveLegs:
         ended = [row for row, _ in ending.values()]
         gone = [uid for uid, (_, written) in ending.items() if written]
         return Changes(inserts, updates, ended, gone, committed)
+
+
+def _target(spying: str) -> list[str]:
+    """The monitored leg of a supervisor's `spying` (`<mode>/<uniqueid>`), as a list."""
+    target = spying.partition("/")[2]
+    return [target] if target else []

@@ -5,9 +5,10 @@ out by the recording process); calls/active/scopes, calls/active/unrecorded and 
 page (/wallboard/) that shows them live; `pbxcontrol calls`, the list in a terminal."""
 
 import functools
+from collections.abc import Mapping
 from pathlib import Path
 
-from pbxcontrol.plugin import Command, PluginContext
+from pbxcontrol.plugin import Command, ConfigNotice, PluginContext
 
 from . import command, sqlterms
 from .cache import ResponseCache
@@ -16,7 +17,7 @@ from .hangup import Hangups
 from .listing import PRIVILEGES, list_active_calls
 from .make import PRIVILEGES as MAKE_PRIVILEGES
 from .make import Makes
-from .monitor import PRIVILEGES as MONITOR_PRIVILEGES
+from .monitor import ANY as MONITOR_PRIVILEGES
 from .monitor import Monitors
 from .recording import FUNCTIONS as RECORDING_FUNCTIONS
 from .recording import PRIVILEGES as RECORDING_PRIVILEGES
@@ -29,6 +30,8 @@ from .unrecorded import unrecorded
 from .view import LegView
 
 WALLBOARD = Path(__file__).resolve().parent / "wallboard"
+#: The per-person budget of every control function (SPEC §11.1), and its name until issue 24.
+RATE, OLD_RATE = "actions_per_minute", "hangups_per_minute"
 
 
 def setup(ctx: PluginContext) -> None:
@@ -51,7 +54,12 @@ def setup(ctx: PluginContext) -> None:
     opener = functools.partial(open_stream, journal=ctx.journal, history_days=days, legs=view)
     ctx.add_stream_function("calls/active/list", opener, PRIVILEGES)
     # One budget per person for every control function (SPEC §11.1).
-    per_minute = _whole_number(ctx, "hangups_per_minute", "30")
+    problems = [n for n in check_config(ctx.config) if not n.deprecated]
+    if problems:
+        raise ValueError(f"[plugin:active_calls] {problems[0].key}: {problems[0].message}")
+    if OLD_RATE in ctx.config:
+        ctx.log.warning("[plugin:active_calls] %s is deprecated: rename it %s", OLD_RATE, RATE)
+    per_minute = _whole_number(ctx, OLD_RATE if OLD_RATE in ctx.config else RATE, "30")
     ctx.add_api_function(
         "calls/hangup", Hangups(ctx.control, per_minute, ctx.log), HANGUP_PRIVILEGES
     )
@@ -75,6 +83,16 @@ def setup(ctx: PluginContext) -> None:
     # The wallboard's banner (a read token): since when a machine is not recorded (SPEC §12).
     ctx.add_api_function("calls/active/unrecorded", unrecorded, PRIVILEGES, read=True)
     ctx.add_static("wallboard", WALLBOARD)
+
+
+def check_config(values: Mapping[str, str]) -> list[ConfigNotice]:
+    """The rate limit's old name still works, and says so; both names at once is an error."""
+    if OLD_RATE not in values:
+        return []
+    if RATE in values:
+        both = f"set together with {RATE}: keep {RATE} only ({OLD_RATE} is its old name)"
+        return [ConfigNotice(OLD_RATE, both)]
+    return [ConfigNotice(OLD_RATE, f"renamed {RATE} (one budget for every control function)", True)]
 
 
 def commands() -> list[Command]:

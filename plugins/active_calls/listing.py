@@ -10,7 +10,7 @@ from sqlalchemy import Connection
 
 from pbxcontrol.plugin import ApiError, ApiRequest, Caller, Journal
 
-from . import params, past, query, view_answers
+from . import monitored, params, past, query, view_answers
 from .cache import ResponseCache
 from .names import NameBook, named
 from .params import ListRequest
@@ -41,7 +41,7 @@ def list_active_calls(
     position = journal.position(conn) if view is not None else None
     version = journal.version(conn) if position is None else position.version
     # repr: ListRequest holds a dict (not hashable); it is built in a fixed order.
-    key = (caller.customer_id, caller.is_system_owner, repr(wanted))
+    key = (*monitored.viewer_key(caller), repr(wanted))
     raw = cache.get(version, key)
     if raw is None:
         raw = orjson.dumps(_answer(conn, caller, wanted, errors, view, position))
@@ -95,11 +95,15 @@ def _answer(
         past.tune(conn)
     if wanted.count:
         return {"count": conn.execute(statements.listing, values).scalar_one()}
-    return orjson.Fragment(rows_json(conn, statements, values))
+    live = caller if wanted.at is None else None  # a past moment shows no mode
+    return orjson.Fragment(rows_json(conn, statements, values, live))
 
 
-def rows_json(conn: Connection, statements: Statements, values: dict[str, Any]) -> bytes:
-    """The listing's rows as one JSON array."""
+def rows_json(
+    conn: Connection, statements: Statements, values: dict[str, Any], caller: Caller | None
+) -> bytes:
+    """The listing's rows as one JSON array; with `caller`, the modes they may see
+    (monitored.py: only live legs are monitored, so a past moment's rows need none)."""
     rows = conn.execute(statements.listing, values).all()
     # Each row arrives as its JSON object text (sqlterms.row_json): joined, not re-serialised.
     if statements.names is None:
@@ -107,7 +111,19 @@ def rows_json(conn: Connection, statements: Statements, values: dict[str, Any]) 
     else:
         book = NameBook(conn, statements.names, values)
         objects = [named(book, *row) for row in rows]
+    modes = monitored.visible(conn, caller) if caller is not None and objects else {}
+    if modes:
+        objects = [_shown(obj, modes) for obj in objects]
     return f"[{','.join(objects)}]".encode()
+
+
+def _shown(obj: str, modes: dict[tuple[int, str], str]) -> str:
+    """A row of a monitored leg with its mode (parsed only when this viewer may see some)."""
+    if '"monitor":""' not in obj:
+        return obj
+    row = orjson.loads(obj)
+    mode = modes.get((row["machine"], row["uniqueid"]))
+    return obj if mode is None else monitored.show(obj.encode(), mode).decode()
 
 
 def _scope(

@@ -2,8 +2,9 @@
 through the customer's dialling context) and, once it answers, the second party — carried out
 by the recording process holding the machine's lease (`ctx.control`, SPEC §11.2), which
 originates party 1 into the shipped `[pbxcontrol-make]` context with the `PBX_*` variables that
-file the call under the customer from its first events. Audited and rate-limited with
-calls/hangup (one budget per person)."""
+file the call under the customer from its first events. With `delay`, the intent is scheduled
+(answered `204` at once) and the holder of the lease when it is due rings party 1. Audited and
+rate-limited with the other control functions (one budget per person)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ lines, tree, machines = tables.lines, tables.customer_tree, tables.machines
 call_actions = tables.call_actions
 PRIVILEGES = frozenset({"actions", "panel"})
 ACCEPTED = "Call accepted; the first party is ringing."
+SCHEDULED = "Call scheduled; the first party rings in {delay} s."
 _NUMBER = re.compile(r"[0-9*#+]{1,64}")
 _CTYPE = re.compile(r"[a-z]{0,32}")
 _CALLERID = re.compile(r"[0-9*#+]{0,64}")
@@ -87,10 +89,6 @@ def parse(params: dict[str, str]) -> MakeRequest:
     r.delay = _whole(r, params, "delay") or 0
     if r.delay > MAX_DELAY:
         r.errors.append(("delay", f"must be at most {MAX_DELAY} seconds"))
-    elif r.delay:
-        # A delayed call would have to outlive the process holding the lease (SPEC §11.2):
-        # not built yet, so refused rather than silently lost at a takeover.
-        r.errors.append(("delay", "a delayed call is not supported: give 0"))
     for key in UNSUPPORTED:
         if params.get(key, "") not in ("", "0"):
             r.errors.append((key, "is not supported"))
@@ -160,11 +158,14 @@ class Makes:
             return outcome
         audit["machine"] = party1.machine
         params = _params(wanted, party1)
-        intent = Intent(party1.machine, "make", (), params)
+        # With `delay`, a scheduled intent: the holder of the lease when it is due runs it.
+        intent = Intent(party1.machine, "make", (), params, delay=wanted.delay)
         action_id, [result] = self.control.carry_out(ControlRequest(**audit), [intent], arrived)
-        reached = result.legs or [[party1.machine, "", "pending"]]
+        reached = result.legs or [[party1.machine, "", result.state]]
         data: dict[str, Any] | None = None
-        if result.state == "done":
+        if result.state == "scheduled":  # no call yet, hence no ids even with wait=1
+            outcome = Outcome(204, [("", SCHEDULED.format(delay=wanted.delay))])
+        elif result.state == "done":
             uniqueid = result.created.get("party1", "")
             data = {"machine": party1.machine, "callid": uniqueid, "uniqueid": uniqueid}
             outcome = Outcome(200 if wanted.wait else 204, [("", ACCEPTED)])

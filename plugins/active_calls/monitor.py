@@ -33,6 +33,9 @@ from .redirect import RedirectRequest, _target
 legs, lines, tree = tables.legs, tables.lines, tables.customer_tree
 call_actions = tables.call_actions
 PRIVILEGES = frozenset({"monitor"})
+#: What the core checks: any privilege. The 402 for lacking `monitor` is ours, after the audit
+#: row is begun, so that a refused request is audited too (SPEC §11.1).
+ANY = frozenset({"*"})
 _PHONE = re.compile(r"[A-Za-z0-9_/@.+*#-]{1,128}")
 
 
@@ -85,12 +88,14 @@ class Monitors:
             "machine": wanted["machine"] or 0,
         }
         try:
+            if not PRIVILEGES & request.caller.privileges:  # permission outranks validation
+                raise ApiError(402)
             if errors:
                 raise ApiError(400, errors)
             check_rate(request.conn, request.caller.username, now, self.per_minute)
-            machine, target, spy = _monitored(request.conn, request.caller, wanted)
+            machine, target, spy, announce = _monitored(request.conn, request.caller, wanted)
             supervisor = _supervisor_line(request.conn, request.caller, wanted["phone"])
-            _not_yet(request.conn, machine, target, supervisor[1])
+            session = _session(request.conn, machine, target, supervisor[1], wanted["mode"])
         except ApiError as err:
             outcome = Outcome(err.code, err.entries)
             refused = {"code": err.code, "message": _message(outcome), "legs": "[]"}
@@ -105,18 +110,14 @@ class Monitors:
             "spy": spy,
             "mode": wanted["mode"],
             "answer": "1" if wanted["answer"] else "0",
+            "announce": "1" if announce else "0",
         }
+        if session:  # another mode for the live session: the holder moves it (204)
+            params["session"] = session
         intent = Intent(machine, "monitor", (target,), params)
         action_id, [result] = self.control.carry_out(ControlRequest(**audit), [intent], arrived)
         reached = result.legs or [[machine, target, "pending"]]
-        data: dict[str, Any] | None = None
-        if result.state == "done":
-            data = {"machine": machine, "uniqueid": result.created.get("supervisor", "")}
-            outcome = Outcome(200, [("", "The supervisor's phone is ringing.")])
-        elif result.state == "claimed":
-            outcome = Outcome(204, [("", "Accepted; the supervisor's phone rings shortly.")])
-        else:
-            outcome = Outcome(503, [("", result.message)])
+        outcome, data = _answer(result, machine, wanted["mode"], changing=bool(session))
         self.control.complete(action_id, outcome.code, _message(outcome), reached)
         self._log(request, wanted, outcome)
         return data if data is not None else outcome
@@ -132,9 +133,30 @@ class Monitors:
         )
 
 
-def _monitored(conn: Connection, caller: Caller, wanted: dict[str, Any]) -> tuple[int, str, str]:
-    """(machine, uniqueid, channel name) of the leg to spy on: visible (404 otherwise), Up and
-    a real leg (409), its customer's policy allowing the mode (403)."""
+def _answer(
+    result: Any, machine: int, mode: str, changing: bool
+) -> tuple[Outcome, dict[str, Any] | None]:
+    """The holder's outcome as the answer: 200 with the supervisor's leg for a new session,
+    204 for a mode change (or a claimed one, Enswitch's asynchronous answer)."""
+    if result.state == "done" and not changing:
+        data = {"machine": machine, "uniqueid": result.created.get("supervisor", "")}
+        return Outcome(200, [("", "The supervisor's phone is ringing.")]), data
+    if result.state == "done":
+        return Outcome(204, [("", f"The session is now {mode}.")]), None
+    if result.state == "claimed":
+        return Outcome(204, [("", "Accepted; it takes effect shortly.")]), None
+    if result.code == 404:
+        return Outcome(404, [("uniqueid", result.message)]), None
+    if result.code == 409:
+        return Outcome(409, [("mode" if changing else "uniqueid", result.message)]), None
+    return Outcome(503, [("", result.message)]), None
+
+
+def _monitored(
+    conn: Connection, caller: Caller, wanted: dict[str, Any]
+) -> tuple[int, str, str, bool]:
+    """(machine, uniqueid, channel name, announce) of the leg to spy on: visible (404
+    otherwise), Up and a real leg (409), its customer's policy allowing the mode (403)."""
     ask = RedirectRequest(wanted["uniqueid"], "", "", wanted["channel"], wanted["machine"])
     machine, target = _target(conn, caller.customer_id, ask)
     lg = legs.c
@@ -148,7 +170,7 @@ def _monitored(conn: Connection, caller: Caller, wanted: dict[str, Any]) -> tupl
     policy = policy_of(conn, owner_of(conn, machine, target), "default")
     if not policy.allows_mode(wanted["mode"]):
         raise forbid("mode")
-    return machine, target, row.channel
+    return machine, target, row.channel, policy.monitor_announce == 1
 
 
 def _supervisor_line(conn: Connection, caller: Caller, phone: str) -> tuple[str, str, int]:
@@ -171,18 +193,22 @@ def _supervisor_line(conn: Connection, caller: Caller, phone: str) -> tuple[str,
     return found[0].endpoint, found[0].number, found[0].customer_id
 
 
-def _not_yet(conn: Connection, machine: int, target: str, number: str) -> None:
-    """409 when this supervisor's line already has a session on the leg (a live supervisor
-    leg: dtype `monitor`, dnumber the leg). Changing the mode of a live session is not built:
-    hang the supervisor's leg up and ask again."""
+def _session(conn: Connection, machine: int, target: str, number: str, mode: str) -> str:
+    """The supervisor's leg of this line's live session on the leg (a leg with dtype
+    `monitor`, dnumber the leg), "" when none: a request with another mode changes the
+    session's; 409 when it already runs in this mode (`spying`, set as ChanSpy starts: while
+    the phone still rings the holder answers instead)."""
     lg = legs.c
     already = conn.execute(
-        select(lg.uniqueid).where(
+        select(lg.uniqueid, lg.spying).where(
             lg.machine == machine,
             lg.dtype == "monitor",
             lg.dnumber == target,
             lg.snumber == number,
         )
     ).first()
-    if already is not None:
+    if already is None:
+        return ""
+    if already.spying.partition("/")[0] == mode:
         raise ApiError(409, [("uniqueid", "the leg is already monitored by you")])
+    return str(already.uniqueid)

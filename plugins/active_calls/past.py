@@ -43,7 +43,7 @@ from pbxcontrol.plugin import tables
 
 from .names import statements as name_statements
 from .shapes import NAME_INPUTS, Shape, Statements, conditions, members
-from .sqlterms import ordered, row_json
+from .sqlterms import ordered, row_json, shown
 
 history, live, HISTORY_SPANS = tables.leg_history, tables.legs, tables.history_spans
 AT = bindparam("at", type_=Float)  # the moment, Unix time
@@ -141,7 +141,7 @@ def _row(table: FromClause, shape: Shape) -> list[ColumnElement[Any]]:
     then = {"status": status, "answered": case((up, answered), else_=literal(0))}
     pairs: list[ColumnElement[Any]] = []
     for name in tables.leg_fields:  # the API's field order; names are trusted constants
-        pairs += [literal_column(f"'{name}'"), then.get(name, table.c[name])]
+        pairs += [literal_column(f"'{name}'"), then.get(name, shown(name, table.c[name]))]
     extra = {"start", "uniqueid", "machine", "id", shape.sort}
     if shape.names:
         extra |= set(NAME_INPUTS)

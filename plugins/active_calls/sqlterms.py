@@ -64,10 +64,19 @@ def check_json_support(conn: Connection) -> None:
 
 def row_json_of_leg(source: FromClause = leg) -> row_json:
     """The row of a leg of `source` (the live table, or any selectable with its columns)."""
-    pairs = []
+    pairs: list[ColumnElement[Any]] = []
     for name in tables.leg_fields:  # the API's field order; names are trusted constants
-        pairs += [literal_column(f"'{name}'"), source.c[name]]
+        pairs += [literal_column(f"'{name}'"), shown(name, source.c[name])]
     return row_json(*pairs)
+
+
+def shown(name: str, column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """What a row holds for a field: the column, but "" for `monitor`, which is per viewer
+    (SPEC §11.8): monitored.py shows it to whom may see it, after the fact, so that a row
+    kept or cached for many viewers never holds it."""
+    if name == "monitor":
+        return literal_column("CAST('' AS VARCHAR(8))", String)
+    return column
 
 
 class text_order(FunctionElement):  # noqa: N801 (an ORDER BY term)

@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 
 from pbxcontrol.plugin import ApiRequest, Caller, Event, Journal, OneSnapshot
 
-from . import past, query, view_answers
+from . import monitored, past, query, view_answers
 from .listing import parse, resolve, rows_json
 from .names import NameBook, named
 from .params import ListRequest
@@ -48,7 +48,7 @@ def open_stream(
     if wanted.count:
         data = orjson.dumps({"count": conn.execute(statements.listing, values).scalar_one()})
     else:
-        data = b'{"data":' + rows_json(conn, statements, values) + b"}"
+        data = b'{"data":' + rows_json(conn, statements, values, None) + b"}"
     # The id: the journal's head the answer was read at (there is nothing to resume).
     return OneSnapshot(journal.position(conn).head, data)
 
@@ -67,7 +67,7 @@ class ListView:
         self.legs = legs  # answers changes without a query when current (_from_legs)
         self._keep: Callable[[Row], bool] | None = None  # the filters, with _mine
         # The same key the list's answers are cached under: who asks (scope) and what.
-        self.key: Hashable = (caller.customer_id, caller.is_system_owner, repr(wanted))
+        self.key: Hashable = (*monitored.viewer_key(caller), repr(wanted))
         rows = replace(wanted, count=False)
         self._all, self._values = query.statement(rows, scope, caller, keyed=True)
         self._changed, _ = query.statement(rows, scope, caller, keyed=True, changed=True)
@@ -130,7 +130,7 @@ class ListView:
     ) -> list[Event]:
         if not last:
             return []
-        visible = self._from_legs(last) if update else None
+        visible = self._from_legs(conn, last) if update else None
         if visible is None:
             visible = dict(self._rows(conn, self._changed, query.changed_values(list(last))))
         events: list[tuple[int, str, Key]] = []
@@ -156,7 +156,7 @@ class ListView:
             for ident, kind, key in events
         ]
 
-    def _from_legs(self, last: dict[Key, int]) -> dict[Key, str] | None:
+    def _from_legs(self, conn: Connection, last: dict[Key, int]) -> dict[Key, str] | None:
         """The changed legs this view shows now, as the list's rows, from the in-memory view
         when it is at least as new as the changes (else None: the SQL answers). Byte for byte
         the SQL's rows (tests/plugins/active_calls/test_view.py compares the two)."""
@@ -176,7 +176,10 @@ class ListView:
                 v = row.values
                 if mine is None or v[SCUSTOMER] in mine or v[DCUSTOMER] in mine:
                     visible[key] = (row.named if names else row.plain()).decode()
-        return visible
+            shown = legs.monitored & visible.keys()
+        if not shown:
+            return visible
+        return dict(monitored.shown_rows(conn, self.caller, list(visible.items())))
 
     def _count_of_legs(self, newest: int) -> int | None:
         """The count from the in-memory view when it serves this view and is at least as new
@@ -196,9 +199,11 @@ class ListView:
         values = {**self._values, **extra}
         rows = conn.execute(statements.listing, values).all()
         if statements.names is None:
-            return [((row[0], row[1]), row[2]) for row in rows]
-        book = NameBook(conn, statements.names, values)
-        return [((row[0], row[1]), named(book, *row[2:])) for row in rows]
+            found = [((row[0], row[1]), row[2]) for row in rows]
+        else:
+            book = NameBook(conn, statements.names, values)
+            found = [((row[0], row[1]), named(book, *row[2:])) for row in rows]
+        return monitored.shown_rows(conn, self.caller, found)  # the modes this viewer may see
 
     def _count_data(self, conn: Connection) -> bytes:
         assert self._count is not None

@@ -65,6 +65,7 @@ VALUES = (
     "peer",
     "callername_internal",
     "callername_external",
+    "monitor",  # the real mode, never in the rows' JSON (monitored.py shows it per viewer)
 )
 AT = {name: i for i, name in enumerate(VALUES)}
 #: Text values many legs share (directions, types, numbers, caller names): one copy each.
@@ -73,7 +74,7 @@ _SHARED = tuple(
     for name in VALUES
     if name not in ("machine", "uniqueid", "start", "scustomer", "dcustomer", "peer")
 )
-_START, _UID, _MACHINE = AT["start"], AT["uniqueid"], AT["machine"]
+_START, _UID, _MACHINE, _MONITOR = AT["start"], AT["uniqueid"], AT["machine"], AT["monitor"]
 #: More changed legs than this in one catch-up, and than a third of those held: reading every
 #: leg is cheaper. (Not a fixed bound alone: at 20,000+ legs and thousands of changes a second,
 #: a reload took long enough for the next catch-up to pass it again, and again.)
@@ -111,6 +112,7 @@ class LegView:
         self.rows: dict[Key, Row] = {}
         self.by_customer: dict[int, set[Row]] = {}
         self.orders: dict[str, Order] = {}  # sort -> every (*key, row) in order
+        self.monitored: set[Key] = set()  # legs with a live monitoring session (few)
         self.seen: Journal.Position | None = None  # what the view was made current to
         self.reloads = 0  # full reads (tests look)
 
@@ -169,7 +171,7 @@ class LegView:
     # Neither _reload nor _apply moves `seen` before it has all it reads: a read cut short
     # (the database went away) leaves the reason to read again in place for the next request.
     def _reload(self, conn: Connection, now: Journal.Position) -> None:
-        self.rows, self.by_customer, self.orders = {}, {}, {}
+        self.rows, self.by_customer, self.orders, self.monitored = {}, {}, {}, set()
         for key, row in _read(conn, None):
             self._add(key, row)
         self.seen = now
@@ -191,12 +193,15 @@ class LegView:
 
     def _add(self, key: Key, row: Row) -> None:
         self.rows[key] = row
+        if row.values[_MONITOR]:
+            self.monitored.add(key)
         for customer in _customers_of(row):
             self.by_customer.setdefault(customer, set()).add(row)
         for sort, order in self.orders.items():
             order.add((*sort_key(row, sort), row))
 
     def _forget(self, row: Row) -> None:
+        self.monitored.discard((row.values[_MACHINE], row.values[_UID]))
         for customer in _customers_of(row):
             held = self.by_customer.get(customer)
             if held is not None:

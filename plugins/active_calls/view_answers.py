@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 
 from pbxcontrol.plugin import Caller, Journal
 
-from . import query
+from . import monitored, query
 from .params import ListRequest, TextFilter
 from .view import AT, LegView, Row, sort_key
 
@@ -53,11 +53,13 @@ def answer(
     with view.lock:
         view.current(conn, position)
         found = None if customers is None else view.of_customers(customers)
+        # The modes this viewer may see (monitored.py): the rows hold none of them.
+        modes = monitored.visible(conn, caller, view.monitored) if not wanted.count else {}
         # Every leg (the system view, or a scope that holds them all), unfiltered:
         if keep is None and (found is None or len(found) == len(view.rows)):
             if wanted.count:
                 return {"count": len(view.rows)}
-            if not wanted.descending:  # the kept order's blocks, joined (order.py)
+            if not wanted.descending and not modes:  # the kept order's blocks (order.py)
                 return orjson.Fragment(view.ordered(wanted.sort).joined(wanted.names))
         rows = _chosen(view, found, wanted.sort, keep)
     if wanted.count:
@@ -65,10 +67,17 @@ def answer(
     if wanted.descending:  # every ORDER BY term descending: exactly the reverse
         rows.reverse()
     parts = [row.named for row in rows] if wanted.names else [row.plain() for row in rows]
+    if modes:
+        parts = [_shown(row, part, modes) for row, part in zip(rows, parts, strict=True)]
     if len(parts) < 2:
         return orjson.Fragment(b"[" + b"".join(parts) + b"]")
     parts[0], parts[-1] = b"[" + parts[0], parts[-1] + b"]"  # one copy of the whole, not three
     return orjson.Fragment(b",".join(parts))
+
+
+def _shown(row: Row, part: bytes, modes: dict[tuple[int, str], str]) -> bytes:
+    mode = modes.get((row.values[AT["machine"]], row.values[AT["uniqueid"]]))
+    return part if mode is None else monitored.show(part, mode)
 
 
 def _chosen(

@@ -156,7 +156,7 @@ def test_head_runs_no_function_not_even_a_hangup(tmp_path, db_url):
     config = write_config(
         tmp_path,
         f"[asterisk:1]\nari_url = {ari.url}\nusername = u\npassword = p\n"
-        "[plugin:active_calls]\nhangups_per_minute = 0\n",
+        "[plugin:active_calls]\nactions_per_minute = 0\n",
         db=db_url,
     )
     rt = build_provisioned(config)

@@ -49,7 +49,7 @@ def split(request, dialplan, databases, tmp_path) -> Iterator[Split]:
         app = f"{APP}-split-{request.param}"
         record = PbxServer(tmp_path / "record", ARI_URL, app, url, command="record")
         # The sandbox's dialling context for redirects (SPEC §11.7's context).
-        extra = "[plugin:active_calls]\ncontext = phones\nhangups_per_minute = 0\n"
+        extra = "[plugin:active_calls]\ncontext = phones\nactions_per_minute = 0\n"
         api = PbxServer(tmp_path / "api", "", "", url, command="api", machines={}, extra=extra)
         assert "[asterisk" not in api.config.read_text()
         record.provision()

@@ -56,3 +56,30 @@ def test_click_to_call_rings_the_line_then_the_called_party(split, dialplan, sip
     for party in (alice, bob):
         assert party.proc.wait(15) == 0, party.label
     print(f"calls/make through the recording process: API answered in {took * 1000:.0f} ms")
+
+
+def test_a_delayed_click_to_call_rings_the_line_when_due_not_before(split, dialplan, sipp):  # noqa: F811
+    ari, pbx = dialplan, split.api
+    alice = sipp.phone_answers("alice", ring_ms=500)
+    bob = sipp.phone_answers("bob", ring_ms=200)
+    started = time.monotonic()
+    answer = control(pbx, "make", "acme", stype="phone", snumber="1001", cnumber="1002", delay="2")
+    took = time.monotonic() - started
+    assert answer["responses"][0]["code"] == "204" and "data" not in answer, answer
+    assert took < 1.0, took  # scheduled: answered at once, not when the call exists
+    while not of(ari.channels(), "PJSIP/alice"):  # nothing rings before it is due
+        assert time.monotonic() - started < 5, "alice's phone never rang"
+        time.sleep(0.01)
+    rang = time.monotonic() - started
+    assert 2.0 <= rang < 2.6, f"alice's phone rang {rang:.2f} s after the request"
+    wait_ari(ari, "bob answered", lambda ch: of(ch, "PJSIP/bob", "Up"), 15)
+    rows = check_legs(pbx, ari)
+    party1 = rows["PJSIP/alice"]["uniqueid"]
+    assert party1.startswith("pbxc-") and party1.endswith("-party1")
+    assert rows["PJSIP/bob"]["callid"] == party1
+    ended = control(pbx, "hangup", "acme", callid=party1)
+    assert ended["responses"][0]["code"] == "204", ended
+    wait_ari(ari, "the call gone", lambda ch: not of(ch, "PJSIP/alice") and not of(ch, "PJSIP/bob"))
+    for party in (alice, bob):
+        assert party.proc.wait(15) == 0, party.label
+    print(f"calls/make with delay=2: answered in {took * 1000:.0f} ms, rang after {rang:.2f} s")

@@ -36,7 +36,7 @@ def service(tmp_path_factory):
     # lease (SPEC §11.2; legs stay listed: no recorder, so the same legs are hung up again and
     # again), without a rate limit.
     ari = FakeAriHttp({u for u, *_ in LEGS})
-    path = write_config(tmp, "[plugin:active_calls]\nhangups_per_minute = 0\n")
+    path = write_config(tmp, "[plugin:active_calls]\nactions_per_minute = 0\n")
     path.write_text(path.read_text().replace("port = 0\n", "port = 0\n" + body))
     # The ended legs are kept forever: every past `at` the fuzzer makes up is valid and
     # reaches the query over the history (a future one is still a 400).

@@ -102,7 +102,7 @@ def start(tmp_path: Path, db_url: str, per_minute: int = 1000, extra_doc=None) -
     ari = FakeAriHttp({r["uniqueid"] for r in CALLS + EXTRA if r["machine"] == 1})
     body = f"""\
         [plugin:active_calls]
-        hangups_per_minute = {per_minute}
+        actions_per_minute = {per_minute}
         """
     rt = build_provisioned(write_config(tmp_path, body, db=db_url))
     if extra_doc:

@@ -92,7 +92,7 @@ def test_every_action_is_audited_and_logged_once(svc, caplog):
     assert ADDRESS in lines[0] and "acme-pass" not in " ".join(lines)
 
 
-def test_hangups_per_minute_limits_each_person(tmp_path, db_url):
+def test_actions_per_minute_limits_each_person(tmp_path, db_url):
     service = start(tmp_path, db_url, per_minute=2)
     try:
         app = service.app

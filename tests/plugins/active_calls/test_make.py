@@ -4,6 +4,8 @@ the fake ARI of test_redirect (it records each originate)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from pbxcontrol import provisioning
@@ -90,6 +92,25 @@ def test_invalid_parameters_are_400_by_key_and_originate_nothing(svc, params, ex
     assert codes(make(svc, **params)) == expected
     assert svc.ari.originated == []
     assert svc.audit()[-1]["code"] == 400
+
+
+@pytest.mark.parametrize("wait", ["0", "1"])
+def test_a_delayed_call_is_answered_at_once_and_rings_party_1_when_due(svc, wait):
+    started = time.monotonic()
+    body = make(svc, stype="phone", snumber="1001", cnumber="1002", delay="1", wait=wait)
+    answered = time.monotonic() - started
+    assert codes(body) == [("204", "")] and "data" not in body  # no call yet: no ids
+    assert body["responses"][0]["message"] == "Call scheduled; the first party rings in 1 s."
+    assert answered < 0.5 and svc.ari.originated == []
+    assert svc.audit()[-1]["code"] == 204
+    while not svc.ari.originated:
+        assert time.monotonic() - started < 3, "party 1 never rang"
+        time.sleep(0.01)
+    rang = time.monotonic() - started
+    assert 1.0 <= rang < 1.5, rang
+    [(endpoint, variables, params)] = svc.ari.originated
+    assert endpoint == "PJSIP/alice" and params["extension"] == "1002"
+    assert variables["PBX_SCUSTOMER"] == "3"
 
 
 def test_ignored_parameters_are_accepted(svc):

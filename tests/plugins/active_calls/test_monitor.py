@@ -71,6 +71,9 @@ def test_without_the_monitor_privilege_is_402(svc, who):
     allow(svc, "barge")
     assert codes(monitor(svc, who, uniqueid="100.1", phone="1001")) == [("402", "")]
     assert svc.ari.originated == []
+    row = svc.audit()[-1]  # audited, refused or not (SPEC §11.1)
+    assert (row["action"], row["code"], row["username"]) == ("monitor", 402, who)
+    assert codes(monitor(svc, who, phone="x")) == [("402", "")]  # before any validation
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ class Service:
         self, tmp_path: Path, db_url: str, per_minute: int = 1000, record: int = 1, **ari: object
     ):
         self.ari = RecordAri({row["uniqueid"] for row in CALLS}, **ari)  # type: ignore[arg-type]
-        body = f"[plugin:active_calls]\nhangups_per_minute = {per_minute}\n"
+        body = f"[plugin:active_calls]\nactions_per_minute = {per_minute}\n"
         self.rt: Runtime = build_provisioned(write_config(tmp_path, body, db=db_url))
         insert_legs(self.rt, CALLS)
         with self.rt.engine.begin() as conn:  # Acme may record (SPEC §11.7)

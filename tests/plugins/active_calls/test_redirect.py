@@ -52,7 +52,7 @@ class RedirectAri:
 class Service:
     def __init__(self, tmp_path: Path, db_url: str, per_minute: int = 1000):
         self.ari = RedirectAri()
-        body = f"[plugin:active_calls]\nhangups_per_minute = {per_minute}\ncontext = phones\n"
+        body = f"[plugin:active_calls]\nactions_per_minute = {per_minute}\ncontext = phones\n"
         self.rt: Runtime = build_provisioned(write_config(tmp_path, body, db=db_url))
         insert_legs(self.rt, CALLS + EXTRA)
         self.holder: Holder = hold(self.rt, 1, "", self.ari)
