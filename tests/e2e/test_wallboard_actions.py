@@ -14,9 +14,9 @@ import urllib.parse
 import pytest
 
 from tests.browser import Page
+from tests.e2e.rtp_ear import tone
 from tests.e2e.support import USERS, of, wait_ari
 from tests.e2e.test_control import dialplan  # noqa: F401 (fixture)
-from tests.e2e.test_monitor import tone
 from tests.e2e.test_wallboard import Site, base, follow, party_legs
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +42,7 @@ def board(new_pbx, dialplan) -> Site:  # noqa: F811
     pbx = new_pbx(name="actions")
     # The sandbox's dialling context for redirects (SPEC §11.7); no rate limit in a test.
     with pbx.config.open("a") as config:
-        config.write("[plugin:active_calls]\ncontext = phones\nhangups_per_minute = 0\n")
+        config.write("[plugin:active_calls]\ncontext = phones\nactions_per_minute = 0\n")
     policy(pbx, record=1, monitor="whisper")
     return Site(pbx)
 
@@ -174,7 +174,7 @@ def test_monitor_from_the_board_rings_the_supervisors_phone(idle, board, sipp, b
     carol = sipp.phone_answers("carol", ring_ms=300)
     dave = sipp.phone_answers("dave", ring_ms=300)
     # Alice's phone sends audio (a tone, looped): ChanSpy's loop runs on the spied audio.
-    (sipp.workdir / "tone.ulaw").write_bytes(tone())
+    (sipp.workdir / "tone.ulaw").write_bytes(tone(440))
     sipp.phone_calls("alice", "1002", scenario="uac_talk.xml")
     wait_ari(ari, "alice talking to bob", lambda ch: of(ch, "PJSIP/bob", "Up"))
     alice = of(ari.channels(), "PJSIP/alice")[0]["id"]
@@ -198,6 +198,10 @@ def test_monitor_from_the_board_rings_the_supervisors_phone(idle, board, sipp, b
     assert "INVITE sip:" in carol.messages.read_text(errors="replace")
     supervisor = of(ari.channels(), "PJSIP/carol")[0]["id"]
     follow(browser, ari, party_legs("PJSIP/carol"), True, "supervisor's row", expect=1)
+    # The monitored leg carries the session's mode (SPEC §11.8): the row says so.
+    page.locator(f'#rows tr[data-uniqueid="{alice}"] .badge.mon', has_text="LISTEN").wait_for(
+        timeout=3000
+    )
     # The same again while it lives: 409, said so.
     ask(browser, alice, "monitor", mode="listen")
     assert page.locator("#confirm-phone").input_value() == "2001"  # remembered
