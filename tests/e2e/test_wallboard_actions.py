@@ -207,6 +207,13 @@ def test_monitor_from_the_board_rings_the_supervisors_phone(idle, board, sipp, b
     assert page.locator("#confirm-phone").input_value() == "2001"  # remembered
     said = confirm(browser, "admin", API + "calls/monitor/", "409", mode="listen", phone="2001")
     assert said["toast"].startswith("Not possible now:")
+    # Another mode while it lives changes the session's mode (204): the row follows.
+    ask(browser, alice, "monitor", mode="whisper")
+    confirm(browser, "admin", API + "calls/monitor/", "204", mode="whisper", phone="2001")
+    toast(browser, "Now whisper on this call.")
+    page.locator(f'#rows tr[data-uniqueid="{alice}"] .badge.mon', has_text="WHISPER").wait_for(
+        timeout=3000
+    )
     # Whisper to the called side (coaching bob) from dave's phone, once carol hung up.
     ari.hangup(supervisor)
     wait_ari(ari, "carol's session ended", lambda ch: not of(ch, "PJSIP/carol"), 5)
