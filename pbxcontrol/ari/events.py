@@ -11,7 +11,7 @@ import orjson
 from pbxcontrol.ari.channel import Channel, MalformedEvent, parse_channel, parse_time, text_of
 
 #: ChannelVarset variables the recorder acts on; other varsets only matter for their snapshot.
-INTERESTING_VARIABLE_PREFIXES = ("MIXMONITOR_FILENAME", "PBX_", "PBXC_RECORDING", "PBXC_MONITOR")
+INTERESTING_VARIABLE_PREFIXES = ("MIXMONITOR_FILENAME", "PBX_", "PBXC_MONITOR")
 
 
 @dataclass(frozen=True, slots=True)

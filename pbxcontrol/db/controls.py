@@ -104,3 +104,15 @@ def orphaned(session: Session, machine: int) -> list[Session_]:
     live = select(LEGS.c.uniqueid).where(LEGS.c.machine == machine, LEGS.c.uniqueid.in_(ids))
     alive = set(session.scalars(live))
     return [s for s in sessions if s.uniqueid not in alive]
+
+
+def foreign_recording(session: Session, machine: int, uniqueid: str) -> str:
+    """The recording the list shows on a leg when it is none of ours (a MixMonitor the
+    dialplan started, SPEC §11.5: shown, not ours to stop), else ""."""
+    lg, c = LEGS.c, CONTROLS.c
+    where = (lg.machine == machine, lg.uniqueid == uniqueid)
+    shown = session.scalar(select(lg.recording).where(*where)) or ""
+    if not shown:
+        return ""
+    ours = select(c.id).where(c.machine == machine, c.uniqueid == uniqueid, c.path == shown)
+    return "" if session.scalar(ours.limit(1)) is not None else shown

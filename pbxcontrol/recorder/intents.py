@@ -36,6 +36,7 @@ from pbxcontrol.db.outage import is_outage
 from pbxcontrol.recorder import monitor, recording
 from pbxcontrol.recorder.actions import ControlAri, Result, execute
 from pbxcontrol.recorder.lease import Lease, LeaseLost
+from pbxcontrol.recorder.leg import Recorded
 
 log = logging.getLogger("pbxcontrol.recorder")
 POLL_SQLITE, POLL_POSTGRESQL = 0.1, 1.0
@@ -55,8 +56,11 @@ class IntentWorker:
         stopping: threading.Event,
         wake: threading.Event,
         name: str = "",
+        note: Callable[[Recorded], None] | None = None,
     ):
         self.machine, self.ari, self.sessions = machine, ari, sessions
+        # What our recordings of legs are now, to the writer (the list: recorder/live.py).
+        self.note: Callable[[Recorded], None] = note or (lambda news: None)
         self.lease, self.holding, self.stopping, self.wake = lease, holding, stopping, wake
         self.name = name or f"machine {machine}"
         self._epoch: int | None = None  # the epoch whose orphans were marked
@@ -100,7 +104,7 @@ class IntentWorker:
             self._reconcile(epoch)
             self._epoch = epoch
         if time.monotonic() >= self._next_sweep:  # a recording ends by itself with its leg
-            recording.Rows(self.sessions, self.machine, epoch).sweep()
+            recording.Rows(self.sessions, self.machine, epoch, self.note).sweep()
             self._next_sweep = time.monotonic() + recording.SWEEP
         if time.monotonic() >= self._next_monitors:  # a session ends with the supervisor's leg
             self._next_monitors = time.monotonic() + monitor.SWEEP
@@ -152,7 +156,7 @@ class IntentWorker:
     def _reconcile(self, epoch: int) -> None:
         """The recording sessions an earlier holder (or this process before a restart) left
         (SPEC §11.2 item 5): what still runs is kept, what is orphaned is ended."""
-        rows = recording.Rows(self.sessions, self.machine, epoch)
+        rows = recording.Rows(self.sessions, self.machine, epoch, self.note)
         kept, ended = recording.reconcile(self.ari, rows)
         if kept or ended:
             log.warning(
@@ -169,7 +173,7 @@ class IntentWorker:
         mine = (self.machine, epoch)
         try:
             if intent.function in recording.FUNCTIONS:
-                rows = recording.Rows(self.sessions, self.machine, epoch)
+                rows = recording.Rows(self.sessions, self.machine, epoch, self.note)
                 return recording.execute(self.ari, intent, rows)
             if intent.function == monitor.KIND:
                 return monitor.execute(self.ari, intent, monitor.Rows(self.sessions, *mine))

@@ -1,4 +1,5 @@
-"""LiveLeg: one live leg in the recorder's memory, and its row (fields per legfields.py)."""
+"""LiveLeg: one live leg in the recorder's memory, and its row (fields per legfields.py);
+Recorded: the holder's word on our recording of a leg (recorder/recording.py)."""
 
 from __future__ import annotations
 
@@ -88,6 +89,24 @@ class LiveLeg:
         leg.source.update(ingroup=row.ingroup, _inbound=row.direction == "in")
         leg.written = leg.row()
         return leg
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """Our recording of a leg, as the holder's executor knows it (recorder/recording.py),
+    through the writer's queue. Not from ARI: it sends no event for a pause, and a variable
+    set on the recording snoop waits until its recording ends (Asterisk runs a Stasis
+    channel's commands one at a time, and the recording is one)."""
+
+    uniqueid: str
+    path: str  # the file's absolute path on the Asterisk host
+    running: bool  # False: it ended (the leg shows it no more, if it showed this one)
+    paused: int = 0
+
+
+def ours(recording: str, name: str) -> str:
+    """`recording` if it is the file of the ARI recording `name` (`<dir>/<name>.<format>`)."""
+    return recording if recording.rpartition(".")[0].endswith(f"/{name}") else ""
 
 
 _own = attrgetter(*OWN_FIELDS)

@@ -27,7 +27,7 @@ from pbxcontrol.ari.events import (
     RecordingStarted,
 )
 from pbxcontrol.recorder import rules
-from pbxcontrol.recorder.leg import LiveLeg, endpoint_of
+from pbxcontrol.recorder.leg import LiveLeg, Recorded, endpoint_of, ours
 from pbxcontrol.recorder.provisioned import Provisioned
 
 log = logging.getLogger("pbxcontrol.recorder")
@@ -72,6 +72,7 @@ class LiveLegs:
         self._snapshot_seq: dict[str, int] = {}  # uniqueid -> seq of its last REST snapshot
         self._customer_calls: dict[int, dict[str, int]] = {}  # scustomer -> {callid: legs}
         self._spied: set[str] = set()  # legs whose supervisors changed (_monitors)
+        self.snoops: dict[str, str] = {}  # our snoops (plumbing) -> the leg each snoops on
 
     def take_over(self, legs: Iterable[LiveLeg], startup_time: str | None) -> None:
         """Legs written before (by this or an earlier process), and the startup time then."""
@@ -87,10 +88,6 @@ class LiveLegs:
                     self._leg_for(lazy.parse(), ts, seq)
             case ChannelSnapshotEvent(timestamp=ts, channel=channel):
                 self._leg_for(channel, ts, seq)
-            case ChannelVarset(channel=channel, variable="PBXC_RECORDING", value=value):
-                self._snooped(channel, recording=value, recording_paused=0)
-            case ChannelVarset(channel=channel, variable="PBXC_RECORDING_PAUSED", value=value):
-                self._snooped(channel, recording_paused=int(value == "1"))
             case ChannelVarset(timestamp=ts, channel=channel, variable="PBXC_MONITOR", value=v):
                 if (leg := self._leg_for(channel, ts, seq)) is not None:
                     self._spy(leg, v)
@@ -100,6 +97,7 @@ class LiveLegs:
             case ChannelDestroyed(timestamp=ts, channel=channel, cause=cause, cause_txt=text):
                 if (leg := self._leg_for(channel, ts, seq)) is not None:
                     self._end(leg, ts, cause, text)
+                self.snoops.pop(channel.id, None)
             case ChannelEnteredBridge(timestamp=ts, channel=channel):
                 leg = self._leg_for(channel, ts, seq)
                 if leg is not None and self.linkedid_lookup and channel.linkedid is None:
@@ -117,8 +115,12 @@ class LiveLegs:
     def _leg_for(self, ch: Channel, ts: float, seq: int) -> LiveLeg | None:
         leg = self.legs.get(ch.id)
         if leg is None:
-            if ch.id in self.ended or PLUMBING.fullmatch(ch.id):
-                return None  # a late event after the destroy (never resurrect), or plumbing
+            if ch.id in self.ended:
+                return None  # a late event after the destroy: never resurrect
+            if PLUMBING.fullmatch(ch.id):  # never a leg; our snoop names the leg it records
+                if ch.name.startswith("Snoop/"):
+                    self.snoops[ch.id] = ch.name[len("Snoop/") :].rpartition("-")[0]
+                return None
             leg = LiveLeg(ch.id, self.machine, ch.name, int(ch.created), endpoint_of(ch.name))
             self._add(leg)
             self._snapshot(leg, ch, ts)
@@ -172,6 +174,12 @@ class LiveLegs:
 
     def _recording(self, ev: RecordingStarted | RecordingFinished) -> None:
         kind, _, target = ev.target_uri.partition(":")
+        if kind == "channel" and target in self.snoops:  # our snoop's recording of a leg
+            leg = self.legs.get(self.snoops[target])
+            if leg is not None and isinstance(ev, RecordingFinished):
+                # It ended without our stop (a full disk, the snoop hung up by hand).
+                self.recorded(Recorded(leg.uniqueid, ours(leg.recording, ev.name), False))
+            return
         leg = self.legs.get(target) if kind == "channel" else None
         if leg is None:
             return
@@ -181,17 +189,19 @@ class LiveLegs:
             leg.recording = ""
         self._dirty_calls.add(leg.callid)
 
-    def _snooped(self, snoop: Channel, **fields: Any) -> None:
-        """Our recording of a leg (recorder/recording.py): the holder sets PBXC_RECORDING
-        (the path) and PBXC_RECORDING_PAUSED on the snoop, which Asterisk names
-        `Snoop/<target uniqueid>-<n>`; the target shows them (SPEC §11.8)."""
-        if not PLUMBING.fullmatch(snoop.id) or not snoop.name.startswith("Snoop/"):
+    def recorded(self, news: Recorded) -> None:
+        """What the holder's recording executor says of our recording of a leg (SPEC §11.8:
+        `recording` the file's path while it runs, `recording_paused` 1 while paused)."""
+        leg = self.legs.get(news.uniqueid)
+        if leg is None:
             return
-        leg = self.legs.get(snoop.name[len("Snoop/") :].rpartition("-")[0])
-        if leg is not None:
-            for name, value in fields.items():
-                setattr(leg, name, value)
-            self._dirty_calls.add(leg.callid)
+        if news.running:
+            leg.recording, leg.recording_paused = news.path, news.paused
+        elif news.path and leg.recording == news.path:  # never another one's (a MixMonitor)
+            leg.recording, leg.recording_paused = "", 0
+        else:
+            return
+        self._dirty_calls.add(leg.callid)
 
     def _spy(self, supervisor: LiveLeg, spying: str) -> None:
         """A supervisor's leg (the shipped [pbxcontrol-monitor] sets PBXC_MONITOR to

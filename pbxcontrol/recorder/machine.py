@@ -21,6 +21,7 @@ from pbxcontrol.recorder.actions import ControlAri
 from pbxcontrol.recorder.checkpoint import Checkpointer
 from pbxcontrol.recorder.intents import IntentWorker
 from pbxcontrol.recorder.lease import Lease
+from pbxcontrol.recorder.leg import Recorded
 from pbxcontrol.recorder.live import LiveLegs
 from pbxcontrol.recorder.provisioned import ProvisionedCache
 from pbxcontrol.recorder.reader import (
@@ -105,6 +106,7 @@ class MachineRecorder:
             self.stopping,
             wake or threading.Event(),
             self.name,
+            note=self.queue.put,  # the writer applies it in order with the events
         )
 
     @property
@@ -237,6 +239,8 @@ class MachineRecorder:
             self.status.beat(self.tx, self.received, connected=False)
         elif item is REPLACED:
             self.status.beat(self.tx, self.received, connected=False)  # is the lease ours?
+        elif isinstance(item, Recorded):  # the intent worker's (recorder/recording.py)
+            self.live.recorded(item)
         else:
             self._apply(*item)
 

@@ -47,7 +47,8 @@ class Backlog:
         return self.put_chars - self.got_chars
 
     def put(self, item: Any) -> None:
-        """A marker (CONNECTED, DISCONNECTED, REPLACED)."""
+        """A marker (CONNECTED, DISCONNECTED, REPLACED), or the intent worker's news of a
+        recording (recorder/leg.py Recorded)."""
         self._queue.put(item)
 
     def fits(self, message: str) -> bool:

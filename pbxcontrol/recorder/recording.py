@@ -7,9 +7,11 @@ both directions mixed) on the leg into our application, id `pbxc-<intent>-record
 never listed), then `POST /channels/{snoop}/record` once the snoop is in Stasis (until then it
 answers 409: retried for `READY_WAIT`); pause, unpause and stop through
 `/recordings/live/{name}`; `stop` hangs the snoop up (Asterisk ends a snoop only with its
-target). The list learns of it from variables the holder sets on the snoop (it is in Stasis, so
-that works): `PBXC_RECORDING` = the file's absolute path ("" once stopped) and
-`PBXC_RECORDING_PAUSED` = 0|1, which recorder/live.py carries to the snooped leg.
+target). The list learns of it from the executor itself (`Rows.note`: a `Recorded` into the
+writer's queue, recorder/live.py): ARI sends no event for a pause, and a variable set on the
+snoop — the first design — waits on the real Asterisk until the recording ends (a Stasis
+channel runs its commands one at a time, and the recording is one), so the list never showed
+it and every request waited for the ARI client's timeout.
 
 Every session is a row written before the snoop exists, so a holder killed at any point leaves
 a row naming what to find: the next holder keeps what still runs and ends what is orphaned.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -29,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pbxcontrol.ari.client import AriError
 from pbxcontrol.db import controls
 from pbxcontrol.db.intents import DONE, REFUSED, Claimed
+from pbxcontrol.recorder.leg import Recorded
 
 log = logging.getLogger("pbxcontrol.recorder")
 Result = tuple[str, int, str, list[list[Any]], dict[str, Any]]
@@ -57,6 +61,7 @@ class Rows:
     sessions: sessionmaker[Session]
     machine: int
     epoch: int
+    note: Callable[[Recorded], None] = lambda news: None  # to the writer (the list)
 
     def running(self, uniqueid: str | None = None) -> list[controls.Session_]:
         with self.sessions() as session:
@@ -66,6 +71,10 @@ class Rows:
         with self.sessions.begin() as session:
             m, e = self.machine, self.epoch
             return controls.open_session(session, m, uniqueid, snoop, name, path, intent, e)
+
+    def foreign(self, uniqueid: str) -> str:
+        with self.sessions() as session:
+            return controls.foreign_recording(session, self.machine, uniqueid)
 
     def set(self, row_id: int, state: str) -> None:
         with self.sessions.begin() as session:
@@ -101,6 +110,9 @@ def _start(ari: RecordAri, intent: Claimed, rows: Rows, running: Any) -> Result:
     target, p, machine = intent.targets[0], intent.params, intent.machine
     if running is not None:
         return _unpause(ari, rows, running, machine)
+    if rows.foreign(target):  # a MixMonitor of the dialplan: one recording is enough
+        legs = [[machine, target, "recording"]]
+        return REFUSED, 409, "the leg is already being recorded by the dialplan", legs, {}
     day = time.strftime("%Y/%m/%d", time.gmtime())
     name = f"{p.get('customer', '0')}/{day}/{target}-{intent.id}"
     fmt = p.get("format", "wav")
@@ -135,8 +147,8 @@ def _start(ari: RecordAri, intent: Claimed, rows: Rows, running: Any) -> Result:
             [],
             {},
         )
-    _variable(ari, snoop, "PBXC_RECORDING", path)
     rows.set(row, controls.RECORDING)
+    rows.note(Recorded(target, path, True))
     created = {"snoop": snoop, "recording": path}
     return DONE, 204, "", [[machine, target, "recording"]], created
 
@@ -147,8 +159,8 @@ def _unpause(ari: RecordAri, rows: Rows, running: controls.Session_, machine: in
         legs = [[machine, running.uniqueid, "recording"]]
         return REFUSED, 409, "the leg is already being recorded", legs, {}
     _live(ari, running.name, "DELETE", "/pause")
-    _variable(ari, running.snoop, "PBXC_RECORDING_PAUSED", "0")
     rows.set(running.id, controls.RECORDING)
+    rows.note(Recorded(running.uniqueid, running.path, True))
     return DONE, 204, "", [[machine, running.uniqueid, "unpaused"]], {"recording": running.path}
 
 
@@ -165,18 +177,18 @@ def _record(ari: RecordAri, snoop: str, name: str, fmt: str) -> int:
 
 
 def _stop(ari: RecordAri, rows: Rows, running: controls.Session_, machine: int) -> Result:
-    _variable(ari, running.snoop, "PBXC_RECORDING", "")
     _live(ari, running.name, "POST", "/stop")
     _quietly_hang_up(ari, running.snoop)
     rows.set(running.id, controls.ENDED)
+    rows.note(Recorded(running.uniqueid, running.path, False))
     return DONE, 204, "", [[machine, running.uniqueid, "stopped"]], {"recording": running.path}
 
 
 def _pause(ari: RecordAri, rows: Rows, running: controls.Session_, machine: int) -> Result:
     if running.state == controls.RECORDING:
         _live(ari, running.name, "POST", "/pause")
-        _variable(ari, running.snoop, "PBXC_RECORDING_PAUSED", "1")
         rows.set(running.id, controls.PAUSED)
+        rows.note(Recorded(running.uniqueid, running.path, True, paused=1))
     return DONE, 204, "", [[machine, running.uniqueid, "paused"]], {"recording": running.path}
 
 
@@ -192,14 +204,15 @@ def _alive(ari: RecordAri, rows: Rows, row: controls.Session_) -> bool:
         state = controls.PAUSED if answer["state"] == "paused" else controls.RECORDING
         if state != row.state or row.epoch != rows.epoch:  # adopted by this holder
             rows.set(row.id, state)
+        # Again (nothing is written when the list shows it already): a holder killed after
+        # its ARI call and before its writer wrote would otherwise leave the list behind.
+        rows.note(Recorded(row.uniqueid, row.path, True, int(state == controls.PAUSED)))
         return True
-    if row.state == controls.STARTING and status == 404 and _exists(ari, row.snoop):
-        _quietly_hang_up(ari, row.snoop)  # a holder killed between the snoop and the record
-    elif status == 404:
-        _quietly_hang_up(ari, row.snoop)
-    else:
-        raise AriError(f"GET /recordings/live: HTTP {status}")
+    if status not in (200, 404):  # 404 (or done): its leg ended, or a holder was killed
+        raise AriError(f"GET /recordings/live: HTTP {status}")  # before the record
+    _quietly_hang_up(ari, row.snoop)
     rows.set(row.id, controls.ENDED)
+    rows.note(Recorded(row.uniqueid, row.path, False))
     return False
 
 
@@ -218,15 +231,6 @@ def _live(ari: RecordAri, name: str, method: str, tail: str) -> None:
     status, _ = ari.call(method, f"/recordings/live/{quote(name, safe='')}{tail}")
     if status not in (200, 204, 404, 409):  # 404: it ended meanwhile, 409: already so
         raise AriError(f"{method} /recordings/live{tail}: HTTP {status}")
-
-
-def _variable(ari: RecordAri, snoop: str, name: str, value: str) -> None:
-    with contextlib.suppress(AriError):  # only what the list shows; the recording is not at stake
-        ari.call("POST", f"/channels/{snoop}/variable", variable=name, value=value)
-
-
-def _exists(ari: RecordAri, channel: str) -> bool:
-    return ari.call("GET", f"/channels/{channel}")[0] == 200
 
 
 def _quietly_hang_up(ari: RecordAri, channel: str) -> None:

@@ -1,13 +1,17 @@
 """A fake Asterisk for the recording executors (recorder/recording.py): snoops, live
 recordings and channel variables as ARI answers them, with the mechanics seen on the sandbox
 Asterisk 22 (FACTS.md): a new snoop's /record answers 409 until it is in Stasis, a missing
-recording directory is a 500, a snoop stays up after its recording stops."""
+recording directory is a 500, a snoop stays up after its recording stops, and any other command
+on a snoop that records (a variable, a play) waits until the recording ends: Asterisk runs a
+Stasis channel's commands one at a time and the recording is one, so the ARI client times out."""
 
 from __future__ import annotations
 
 import threading
 from typing import Any
 from urllib.parse import unquote
+
+from pbxcontrol.ari.client import AriError
 
 
 class RecordAri:
@@ -50,6 +54,8 @@ class RecordAri:
                 self.created += 1
                 return 201, {"name": params["name"], "state": "queued"}
             case "POST", ["channels", snoop, "variable"]:
+                if any(rec["snoop"] == snoop for rec in self.recordings.values()):
+                    raise AriError("POST channels: ReadTimeout")  # queued behind the recording
                 self.variables[(snoop, params["variable"])] = params["value"]
                 return 204, None
             case (("GET" | "DELETE"), ["channels", channel]):

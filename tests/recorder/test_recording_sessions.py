@@ -5,6 +5,7 @@ nothing started twice; a holder killed between the snoop and the record leaves n
 
 from __future__ import annotations
 
+import threading
 import time
 
 from sqlalchemy import select, update
@@ -13,7 +14,9 @@ from pbxcontrol.db import intents
 from pbxcontrol.db.controls import CONTROLS, LEGS
 from pbxcontrol.db.intents import INTENTS, Intent, Request
 from pbxcontrol.recorder import recording
+from pbxcontrol.recorder.intents import IntentWorker
 from pbxcontrol.recorder.lease import MACHINES
+from pbxcontrol.recorder.leg import Recorded
 from tests.recorder.record_ari import RecordAri
 from tests.recorder.test_intents import take, worker
 
@@ -93,6 +96,43 @@ def test_a_paused_recording_stays_paused_across_a_takeover(sessions):
     assert worker(sessions, new, ari).round(new.epoch) == 1
     assert [r["state"] for r in ari.recordings.values()] == ["recording"] and ari.created == 1
     assert rows(sessions) == [("1.1", "recording", new.epoch)]
+
+
+def test_the_new_holder_tells_the_list_what_it_kept_and_what_it_ended(sessions):
+    """A holder killed after its ARI call and before its writer wrote leaves the list behind:
+    the new holder's reconcile says again what each session is (recorder/leg.py Recorded)."""
+    ari = RecordAri({"1.1", "1.2"})
+    live(sessions, "1.1", "1.2")
+    old = take(sessions, holder="old")
+    ask(sessions, "record_start", "1.1")
+    ask(sessions, "record_start", "1.2")
+    ask(sessions, "record_pause", "1.2")
+    assert worker(sessions, old, ari).round(old.epoch) == 3
+    paths = {uid: path for uid, _, path in _paths(sessions)}
+    kill(sessions)
+    ari.end("1.1")  # its leg ended meanwhile, its recording with it
+    new = take(sessions, holder="new")
+    told: list[Recorded] = []
+    standby = IntentWorker(
+        1, ari, sessions, new, _held(), threading.Event(), threading.Event(), note=told.append
+    )
+    assert standby.round(new.epoch) == 0
+    assert sorted(told, key=lambda r: r.uniqueid) == [
+        Recorded("1.1", paths["1.1"], False),
+        Recorded("1.2", paths["1.2"], True, paused=1),
+    ]
+
+
+def _held() -> threading.Event:
+    held = threading.Event()
+    held.set()
+    return held
+
+
+def _paths(sessions) -> list[tuple[str, str, str]]:
+    with sessions() as session:
+        c = CONTROLS.c
+        return [tuple(r) for r in session.execute(select(c.uniqueid, c.state, c.path))]
 
 
 def test_a_holder_killed_between_the_snoop_and_the_record_leaves_nothing_behind(sessions):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -20,6 +20,7 @@ from pbxcontrol.ari.client import AriClient
 from pbxcontrol.plugin import tables
 from pbxcontrol.recorder.intents import IntentWorker
 from pbxcontrol.recorder.lease import Lease
+from pbxcontrol.recorder.leg import Recorded
 from pbxcontrol.runtime import CONTROL_TIMEOUT, Runtime
 from tests.conftest import build_provisioned, write_config
 from tests.fakeari_http import FakeAriHttp
@@ -53,9 +54,16 @@ class Holder:
         self.thread.join(5)
 
 
-def hold(rt: Runtime, machine: int, ari_url: str, ari: object = None) -> Holder:
+def hold(
+    rt: Runtime,
+    machine: int,
+    ari_url: str,
+    ari: object = None,
+    note: Callable[[Recorded], None] | None = None,
+) -> Holder:
     """Take `machine`'s lease and carry out its intents on a thread, woken by the runtime's
-    doorbell like a recorder under `serve`: over ARI at `ari_url`, or through `ari`."""
+    doorbell like a recorder under `serve`: over ARI at `ari_url`, or through `ari`; `note`
+    gets what the recording executors tell the writer (recorder/leg.py Recorded)."""
     lease = Lease(machine, f"test-holder-{machine}", takeover=5.0)
     with rt.sessions.begin() as session:
         lease.ensure_row(session, f"machine {machine}")
@@ -66,7 +74,8 @@ def hold(rt: Runtime, machine: int, ari_url: str, ari: object = None) -> Holder:
     if ari is None:
         ari = AriClient(ari_url, "pbxcontrol", "ari-secret", "pbxcontrol", timeout=CONTROL_TIMEOUT)
     worker = IntentWorker(
-        *(machine, ari, rt.sessions, lease, holding, stopping, rt.bell.event(machine))
+        *(machine, ari, rt.sessions, lease, holding, stopping, rt.bell.event(machine)),
+        note=note,
     )
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()

@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from pbxcontrol.db.controls import CONTROLS
 from pbxcontrol.db.models import Base
 from pbxcontrol.plugin import tables
+from pbxcontrol.recorder.leg import Recorded
 from pbxcontrol.runtime import Runtime
 from tests.conftest import build_provisioned, write_config
 from tests.plugins.active_calls.conftest import CALLS, insert_legs
@@ -35,7 +36,8 @@ class Service:
         insert_legs(self.rt, CALLS)
         with self.rt.engine.begin() as conn:  # Acme may record (SPEC §11.7)
             conn.execute(update(CUSTOMERS).where(CUSTOMERS.c.id == 3).values(record=record))
-        self.holder: Holder = hold(self.rt, 1, "", self.ari)
+        self.noted: list[Recorded] = []  # what the executors tell the writer (the list)
+        self.holder: Holder = hold(self.rt, 1, "", self.ari, note=self.noted.append)
         self.app = webtest.TestApp(self.rt.app, extra_environ={"REMOTE_ADDR": ADDRESS})
 
     def do(self, verb: str, who: str = "acme", **params: str) -> list[tuple[str, str]]:
@@ -73,17 +75,18 @@ def test_start_pause_unpause_stop_through_a_snoop_and_its_live_recording(svc):
     assert name.startswith(f"3/{time.strftime('%Y/%m/%d', time.gmtime())}/100.1-")
     assert svc.ari.snoops == {rec["snoop"]: "100.1"} and rec["state"] == "recording"
     path = f"/var/spool/asterisk/recording/{name}.wav"
-    assert svc.ari.variables[(rec["snoop"], "PBXC_RECORDING")] == path
+    assert svc.noted[-1] == Recorded("100.1", path, True)
     assert svc.do("start", uniqueid="100.1") == [("409", "uniqueid")]  # already recording
     assert svc.do("pause", uniqueid="100.1") == [("204", "")]
     assert svc.ari.recordings[name]["state"] == "paused"
-    assert svc.ari.variables[(rec["snoop"], "PBXC_RECORDING_PAUSED")] == "1"
+    assert svc.noted[-1] == Recorded("100.1", path, True, paused=1)
     assert svc.do("start", uniqueid="100.1") == [("204", "")]  # "Starts/unpauses"
     assert svc.ari.recordings[name]["state"] == "recording"
+    assert svc.noted[-1] == Recorded("100.1", path, True)
     assert svc.do("stop", uniqueid="100.1") == [("204", "")]
     assert svc.ari.recordings == {} and svc.ari.snoops == {}  # the snoop hung up by us
-    assert svc.ari.variables[(rec["snoop"], "PBXC_RECORDING")] == ""
-    assert svc.ari.created == 1
+    assert svc.noted[-1] == Recorded("100.1", path, False)
+    assert svc.ari.created == 1 and svc.ari.variables == {}
     assert svc.controls() == [("100.1", "ended")]
     actions = [(r["action"], r["code"]) for r in svc.audit()]
     assert actions == [
@@ -99,6 +102,18 @@ def test_stop_or_pause_with_no_recording_of_ours_is_409(svc):
     assert svc.do("stop", uniqueid="100.1") == [("409", "uniqueid")]
     assert svc.do("pause", uniqueid="100.1") == [("409", "uniqueid")]
     assert svc.ari.snoops == {}
+
+
+def test_a_mixmonitor_of_the_dialplan_is_shown_but_not_ours_to_stop_pause_or_double(svc):
+    mixmonitor = "/var/spool/asterisk/monitor/100.1.wav"  # MIXMONITOR_FILENAME (SPEC §4)
+    with svc.rt.engine.begin() as conn:
+        legs = tables.legs
+        conn.execute(update(legs).where(legs.c.uniqueid == "100.1").values(recording=mixmonitor))
+    for verb in ("stop", "pause", "start"):
+        assert svc.do(verb, uniqueid="100.1") == [("409", "uniqueid")], verb
+    assert "dialplan" in svc.last[0]["message"]
+    assert svc.ari.snoops == {} and svc.ari.created == 0 and svc.noted == []
+    assert svc.do("start", uniqueid="100.1", channel="2") == [("204", "")]  # the other leg
 
 
 def test_channel_2_records_the_called_leg(svc):
