@@ -253,3 +253,43 @@ def test_record_from_the_board_starts_a_recording_in_asterisk(idle, board, sipp,
     toast(browser, "Recording started.")
     wait_ari(ari, "the recording's snoop on alice", lambda ch: of(ch, f"Snoop/{alice}"), 3)
     browser.check_clean()
+
+
+def test_record_pause_resume_and_stop_from_the_board(idle, board, sipp, browser):
+    """Each recording button follows the call's `recording` on the real Asterisk: Record, then
+    the row's REC badge with Pause rec and Stop rec; REC paused with Resume rec; Stop: gone."""
+    ari, page = idle, browser.page
+    sipp.phone_answers("bob", ring_ms=300)
+    sipp.phone_calls("alice", "1002")
+    wait_ari(ari, "alice talking to bob", lambda ch: of(ch, "PJSIP/bob", "Up"))
+    alice = of(ari.channels(), "PJSIP/alice")[0]["id"]
+    login(browser, board, "acme")
+    follow(browser, ari, party_legs("PJSIP/alice", "PJSIP/bob"), True, "row shown")
+    assert buttons(page, alice).count("action record") == 1
+    ask(browser, alice, "record")
+    assert page.locator("#confirm-title").inner_text() == "Record this call?"
+    posted = len(browser.posted)
+    page.click("#confirm button[value=cancel]")
+    time.sleep(0.5)
+    assert len(browser.posted) == posted  # cancelled: nothing sent
+    badge = page.locator(f'#rows tr[data-uniqueid="{alice}"] .badge.rec')
+    steps = [
+        ("record", "recordings/start", "Recording started", "REC"),
+        ("pause", "recordings/pause", "Recording paused", "REC paused"),
+        ("resume", "recordings/start", "Recording resumed", "REC"),
+    ]
+    for kind, path, said, shown in steps:
+        ask(browser, alice, kind)
+        assert confirm(browser, "acme", API + f"recording/{path}/", "204")["uniqueid"] == alice
+        toast(browser, said)
+        page.locator(f'#rows tr[data-uniqueid="{alice}"] .badge.rec', has_text=shown).wait_for(
+            timeout=2000
+        )
+    assert badge.inner_text() == "REC"
+    ask(browser, alice, "stop")
+    assert page.locator("#confirm-title").inner_text() == "Stop recording this call?"
+    confirm(browser, "acme", API + "recording/recordings/stop/", "204")
+    toast(browser, "Recording stopped")
+    badge.wait_for(state="detached", timeout=2000)
+    page.locator("#rows button.action.record").wait_for(timeout=2000)
+    browser.check_clean()
