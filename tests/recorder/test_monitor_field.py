@@ -8,11 +8,35 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from pbxcontrol.ari.events import ChannelDestroyed
+import orjson
+
+from pbxcontrol.ari.events import ChannelDestroyed, parse_event
 from pbxcontrol.recorder.leg import LiveLeg
 from pbxcontrol.recorder.live import LiveLegs
-from tests.recorder.test_recording_field import varset
 from tests.recorder.test_rules import PROV, T0, Call, alice_calls_bob, chan
+
+
+def varset(channel_id: str, name: str, variable: str, value: str):
+    raw = {
+        "type": "ChannelVarset",
+        "timestamp": "2027-01-15T08:00:01.000+0000",
+        "variable": variable,
+        "value": value,
+        "channel": {
+            "id": channel_id,
+            "name": name,
+            "state": "Up",
+            "creationtime": "2027-01-15T08:00:01.000+0000",
+            "caller": {"number": "", "name": ""},
+            "connected": {"number": "", "name": ""},
+            "dialplan": {"context": "", "exten": "", "priority": 1},
+            "accountcode": "",
+            "language": "en",
+        },
+    }
+    event = parse_event(orjson.dumps(raw))
+    assert event is not None
+    return event
 
 
 def supervisor(call: Call, uid: str, mode: str, target: str = "a"):
