@@ -29,7 +29,7 @@
     renderQueued: false,
     quiet: true, // the next render shows a snapshot
     skew: 0, // server clock - our clock, seconds
-    pending: null, // the call whose hang-up is being confirmed
+    pending: null, // { kind, row }: the action being confirmed
     unrecorded: new Map(), // machine -> since (Unix seconds, 0 = not known yet), SPEC §12
     asking: false, // a calls/active/unrecorded request is under way
     at: null, // the past moment shown (Unix seconds); null: live
@@ -194,14 +194,20 @@
     $("logout").hidden = false;
     $("who").textContent = state.me.username + " · " + customerName(state.me.customer);
     document.body.className = "";
-    if (!canHangUp()) document.body.classList.add("no-actions");
+    if (!canAct()) document.body.classList.add("no-actions");
     $("past-form").hidden = false;
     $("past-at").value = localInput(now() - 60);
     openStream(false);
   }
 
-  // The board of a past moment is read-only.
-  const canHangUp = () => state.at === null && state.me && state.me.privileges.includes("actions");
+  // Which buttons a person gets: the privileges calls/active/scopes reported (SPEC §9,
+  // §11.1), on the live board only (a past moment is read-only). The API decides anyway.
+  function may(kind) {
+    if (state.at !== null || !state.me) return false;
+    return ACTIONS[kind].needs.some((p) => state.me.privileges.includes(p));
+  }
+
+  const canAct = () => Object.keys(ACTIONS).some(may);
 
   // A fresh token of the same scope for the current one (user/login with auth_token and
   // token=1), then the stream moves to it quietly. True when renewed.
@@ -557,6 +563,7 @@
     const tbody = $("rows");
     const existing = new Map([...tbody.children].map((tr) => [tr.dataset.key, tr]));
     const rows = ordered();
+    const calls = callStates(rows);
     let previousCall = null;
     rows.forEach((row, index) => {
       const callKey = row.machine + "/" + row.callid;
@@ -572,7 +579,7 @@
         }
       }
       existing.delete(key(row));
-      fillRow(tr, row, first);
+      fillRow(tr, row, first ? calls.get(callKey) : null);
       if (tbody.children[index] !== tr) tbody.insertBefore(tr, tbody.children[index] || null);
     });
     for (const tr of existing.values()) tr.remove();
@@ -581,6 +588,21 @@
     totals(rows);
     perCustomer(rows);
     unrecordedMachines(rows);
+  }
+
+  // Per call: whether one of its legs is being recorded (and paused), for its buttons.
+  function callStates(rows) {
+    const calls = new Map();
+    for (const row of rows) {
+      const callKey = row.machine + "/" + row.callid;
+      const call = calls.get(callKey) || { recording: false, paused: false };
+      if (row.recording) {
+        call.recording = true;
+        call.paused = call.paused || row.recording_paused === 1;
+      }
+      calls.set(callKey, call);
+    }
+    return calls;
   }
 
   // -- machines nobody records (SPEC §12) ----------------------------------------------------
@@ -637,8 +659,10 @@
       " calls are greyed and may have ended.";
   }
 
-  function fillRow(tr, row, first) {
-    const signature = JSON.stringify(row) + first + canHangUp();
+  // `call`: the call's state when this is its first row (which carries its buttons), else null.
+  function fillRow(tr, row, call) {
+    const first = call !== null;
+    const signature = JSON.stringify(row) + JSON.stringify(call) + canAct();
     if (tr.dataset.signature === signature) return;
     tr.dataset.signature = signature;
     tr.dataset.uniqueid = row.uniqueid;
@@ -659,10 +683,10 @@
       cell("", number(row.snumber, row.snumber_name)),
       cell("", number(row.cnumber, row.cnumber_name)),
       cell("", number(row.dnumber, row.dnumber_name)),
-      cell("", status(row.status, ringing)),
+      cell("", status(row, ringing)),
       cell("customer", customers(row)),
       cell("c-machine", document.createTextNode(String(row.machine))),
-      cell("c-action", first && canHangUp() ? hangupButton(row) : document.createTextNode("")),
+      cell("c-action", first ? actionButtons(row, call) : document.createTextNode("")),
     ];
     tr.replaceChildren(...cells);
     tickRow(tr, row);
@@ -694,9 +718,20 @@
     return box;
   }
 
-  function status(text, ringing) {
+  // The leg's state, and what is done to it: recorded (paused), monitored (SPEC §11.8).
+  function status(row, ringing) {
+    const text = row.status;
     const cls = ringing ? "status-ringing" : text === "Up" ? "status-up" : "status-other";
-    return span("status " + cls, text || "—");
+    const box = document.createDocumentFragment();
+    box.append(span("status " + cls, text || "—"));
+    if (row.recording) {
+      const paused = row.recording_paused === 1;
+      const badge = span("badge rec" + (paused ? " paused" : ""), paused ? "REC paused" : "REC");
+      badge.title = row.recording;
+      box.append(badge);
+    }
+    if (row.monitor) box.append(span("badge mon", row.monitor.toUpperCase()));
+    return box;
   }
 
   function customerName(id) {
@@ -715,12 +750,25 @@
     return box;
   }
 
-  function hangupButton(row) {
+  // Per call (its first row), the buttons the person's privileges allow: redirect; record, or
+  // pause/resume and stop a recording; monitor; hang up. Each opens a confirmation that asks
+  // for the person's password (the board's own token only reads).
+  function actionButtons(row, call) {
+    const box = document.createElement("div");
+    box.className = "actions";
+    const recording = !call.recording ? ["record"] : [call.paused ? "resume" : "pause", "stop"];
+    for (const kind of ["redirect", ...recording, "monitor", "hangup"]) {
+      if (may(kind)) box.append(actionButton(kind, row));
+    }
+    return box;
+  }
+
+  function actionButton(kind, row) {
     const button = document.createElement("button");
     button.type = "button";
-    button.className = "hangup";
-    button.textContent = "Hang up";
-    button.addEventListener("click", () => confirmHangup(row));
+    button.className = kind === "hangup" ? "hangup" : "action " + kind;
+    button.textContent = ACTIONS[kind].label;
+    button.addEventListener("click", () => confirmAction(kind, row));
     return button;
   }
 
@@ -782,42 +830,152 @@
     $("customers-empty").hidden = entries.length > 0;
   }
 
-  // -- hang-up -------------------------------------------------------------------------------
+  // -- actions: hang-up, redirect, recording, monitoring (SPEC §9, §11) ----------------------
 
-  function confirmHangup(row) {
+  // SPEC §9, §11.1: `actions` acts on any call the person sees, `panel` on calls of its own
+  // lines (the API checks which); `monitor` is a privilege of its own.
+  const RECORDS = ["actions", "panel"];
+  const ACTIONS = {
+    redirect: {
+      needs: RECORDS, label: "Redirect", path: "calls/redirect", ok: "Redirect",
+      title: "Redirect this call?",
+      hint: "The chosen side leaves the call and is sent to the number; the other side is released.",
+      fields: ["number", "side"],
+    },
+    record: {
+      needs: RECORDS, label: "Record", path: "recording/recordings/start", ok: "Record",
+      title: "Record this call?",
+      hint: "Both directions are recorded until you stop it or the call ends.",
+    },
+    resume: {
+      needs: RECORDS, label: "Resume rec", path: "recording/recordings/start", ok: "Resume",
+      title: "Resume recording this call?",
+      hint: "The paused recording goes on in the same file.",
+    },
+    pause: {
+      needs: RECORDS, label: "Pause rec", path: "recording/recordings/pause", ok: "Pause",
+      title: "Pause the recording?",
+      hint: "Nothing is recorded until you resume it; what was recorded is kept.",
+    },
+    stop: {
+      needs: RECORDS, label: "Stop rec", path: "recording/recordings/stop", ok: "Stop recording",
+      title: "Stop recording this call?",
+      hint: "The recording ends and is kept.",
+    },
+    monitor: {
+      needs: ["monitor"], label: "Monitor", path: "calls/monitor", ok: "Call my phone",
+      title: "Monitor this call?",
+      hint: "Your phone rings; answer it to listen, whisper or barge in. Hang up to end.",
+      fields: ["mode", "phone", "side"],
+    },
+    hangup: {
+      needs: RECORDS, label: "Hang up", path: "calls/hangup", ok: "Hang up",
+      title: "Hang up this call?",
+      hint: "Every leg of the call is ended. This cannot be undone.",
+    },
+  };
+  const FIELDS = ["number", "side", "mode", "phone"];
+  const PHONE = "pbxcontrol.wallboard.phone"; // the supervisor's phone: a number, no secret
+
+  function confirmAction(kind, row) {
+    const action = ACTIONS[kind];
     const legs = [...state.rows.values()].filter(
       (r) => r.callid === row.callid && r.machine === row.machine
     );
-    const from = row.snumber + (row.snumber_name ? " (" + row.snumber_name + ")" : "");
-    const to = (row.dnumber || row.cnumber) + (row.dnumber_name ? " (" + row.dnumber_name + ")" : "");
-    state.pending = row;
+    const from = party(row.snumber, row.snumber_name);
+    const to = party(row.dnumber || row.cnumber, row.dnumber_name);
+    state.pending = { kind, row };
+    $("confirm-title").textContent = action.title;
+    $("confirm-hint").textContent = action.hint;
+    $("confirm-hangup").textContent = action.ok;
+    $("confirm-hangup").className = kind === "hangup" ? "danger" : "primary";
+    for (const field of FIELDS) {
+      $("confirm-" + field + "-label").hidden = !(action.fields || []).includes(field);
+    }
+    $("confirm-number").value = "";
+    $("confirm-mode").value = "listen";
+    $("confirm-phone").value = localStorage.getItem(PHONE) || "";
+    $("confirm-side").options[0].textContent = "Calling side: " + from;
+    $("confirm-side").options[1].textContent = "Called side: " + to;
+    $("confirm-side").value = "1";
     $("confirm-password").value = "";
     $("confirm-text").textContent =
-      "From " + (from || "unknown") + " to " + (to || "unknown") + ", " + legs.length +
-      (legs.length === 1 ? " leg" : " legs") + ", " + clockDuration(now() - (row.answered || row.start)) + ".";
+      "From " + from + " to " + to + ", " + legs.length + (legs.length === 1 ? " leg" : " legs") +
+      ", " + clockDuration(now() - (row.answered || row.start)) + ".";
     $("confirm").showModal();
+    const first = (action.fields || []).find((f) => f !== "side" && f !== "mode");
+    $(first === "number" || (first === "phone" && !$("confirm-phone").value) ? "confirm-" + first
+      : "confirm-password").focus();
+  }
+
+  const party = (num, name) => (num || "unknown") + (name ? " (" + name + ")" : "");
+
+  // The request's parameters: the call is named by its calling leg (callid), the side by
+  // `channel` (SPEC §11.1), in the body of a POST like every call of this page.
+  function params(kind, row, form) {
+    if (kind === "hangup") return { callid: row.callid };
+    const leg = { uniqueid: row.callid, machine: String(row.machine) };
+    if (kind === "redirect") return { ...leg, channel: form.side, cnumber: form.number };
+    if (kind === "monitor") return { ...leg, channel: form.side, mode: form.mode, phone: form.phone };
+    return leg;
+  }
+
+  function done(kind, code, form) {
+    if (kind === "monitor") {
+      const what = { listen: "listen", whisper: "whisper", barge: "barge in" }[form.mode];
+      return code === "200"
+        ? "Calling your phone " + form.phone + ": answer it to " + what + "."
+        : "Now " + form.mode + " on this call.";
+    }
+    return {
+      hangup: "Call hung up.",
+      redirect: "Redirected to " + form.number + ".",
+      record: "Recording started.",
+      resume: "Recording resumed.",
+      pause: "Recording paused.",
+      stop: "Recording stopped.",
+    }[kind];
+  }
+
+  // A refusal says why, with the API's own message (SPEC §11.1's codes): never silent.
+  function refused(code, message) {
+    const why = {
+      400: "Check the form:",
+      401: "Wrong password: nothing was done.",
+      402: "You may not do this:",
+      403: "The customer's policy does not allow this:",
+      404: "That call has ended, or you may not see it:",
+      409: "Not possible now:",
+      429: "Too many actions: wait a minute.",
+      503: "The call's machine did not carry it out:",
+    }[code];
+    return (why || "Failed (" + code + "):") + " " + message;
   }
 
   async function closeConfirm() {
-    const row = state.pending;
+    const pending = state.pending;
     const password = $("confirm-password").value;
+    const form = {
+      number: $("confirm-number").value.trim(),
+      side: $("confirm-side").value,
+      mode: $("confirm-mode").value,
+      phone: $("confirm-phone").value.trim(),
+    };
     $("confirm-password").value = "";
     state.pending = null;
-    if ($("confirm").returnValue !== "hangup" || !row) return;
+    if ($("confirm").returnValue !== "hangup" || !pending) return;
+    const { kind, row } = pending;
+    if (kind === "monitor" && form.phone) localStorage.setItem(PHONE, form.phone);
     try {
-      // The board's token may only read (scope=read): a hang-up is confirmed with the
+      // The board's token may only read (scope=read): an action is confirmed with the
       // password, sent in this request's body and kept nowhere.
-      const { code, message } = await call("calls/hangup", {
+      const { code, message } = await call(ACTIONS[kind].path, {
         auth_username: state.me.username,
         auth_password: password,
-        callid: row.callid,
+        ...params(kind, row, form),
       });
-      if (code === "204" || code === "200") toast("Call hung up.", false);
-      else if (code === "404") toast("That call has already ended.", true);
-      else if (code === "401") toast("Wrong password: the call was not hung up. " + message, true);
-      else if (code === "402") toast("You may not hang up calls. " + message, true);
-      else if (code === "429") toast("Too many hang-ups: wait a minute. " + message, true);
-      else toast("Hang-up failed (" + code + "): " + message, true);
+      if (code === "204" || code === "200") toast(done(kind, code, form), false);
+      else toast(refused(code, message), true);
     } catch (err) {
       toast("The server did not answer (" + err.message + ").", true);
     }
@@ -877,13 +1035,15 @@
     $("back-live").addEventListener("click", backToLive);
     $("logout").addEventListener("click", logout);
     $("confirm").addEventListener("close", closeConfirm);
-    $("confirm-password").addEventListener("keydown", (e) => {
-      // Enter confirms (the form's first button, which Enter would press, is Cancel).
-      if (e.key === "Enter") {
-        e.preventDefault();
-        $("confirm").close("hangup");
-      }
-    });
+    for (const input of $("confirm").querySelectorAll("input")) {
+      input.addEventListener("keydown", (e) => {
+        // Enter confirms (the form's first button, which Enter would press, is Cancel).
+        if (e.key === "Enter") {
+          e.preventDefault();
+          $("confirm").close("hangup");
+        }
+      });
+    }
     // A wallboard URL pasted into a tab that shows this page only changes the fragment.
     window.addEventListener("hashchange", () => {
       const token = tokenFromFragment();

@@ -356,3 +356,87 @@ def test_the_wallboard_greys_a_silent_machines_rows_and_says_which_since_when(
             assert page.locator("#rows tr.unrecorded").count() == 0
             browser.check_clean()
         rt.close()
+
+
+# -- the per-call actions: which buttons, and a recording's state on the row (SPEC §11.8) ----
+
+
+def call_buttons(page, callid: str) -> list[str]:
+    rows = page.locator(f'#rows tr[data-callid="{callid}"]')
+    return rows.locator("button").evaluate_all("bs => bs.map(b => b.textContent)")
+
+
+def settle(page, callid: str, expected: list[str], what: str, among=None) -> None:
+    """The call's buttons (those `among`, if given) become `expected` within 3 s."""
+    deadline = time.monotonic() + 3
+    while (shown := [b for b in call_buttons(page, callid) if not among or b in among]) != expected:
+        assert time.monotonic() < deadline, f"{what}: {shown} != {expected}"
+        time.sleep(0.05)
+
+
+RECORDING = {"Record": "Rec", "Pause rec": "Rec", "Resume rec": "Rec", "Stop rec": "Rec"}
+
+
+def test_the_buttons_follow_the_persons_privileges(board, browser):
+    """From calls/active/scopes' privileges: acme (`actions`) may redirect, record (or stop a
+    recording) and hang up, but not monitor; the system owner may monitor too; beta (`user`)
+    gets no button."""
+    _rt, base = board
+    page = browser.page
+    for who, expected in (
+        ("acme", ["Redirect", "Rec", "Hang up"]),
+        ("admin", ["Redirect", "Rec", "Monitor", "Hang up"]),
+        ("beta", []),
+    ):
+        sign_in(browser, base, who)
+        page.locator("#rows tr").first.wait_for(timeout=5000)
+        shown = page.locator("#rows tr").evaluate_all("rs => rs.map(r => r.dataset.callid)")
+        time.sleep(0.5)  # rendered with the privileges: nothing more comes
+        for callid in sorted(set(shown)):
+            shown = list(dict.fromkeys(RECORDING.get(b, b) for b in call_buttons(page, callid)))
+            assert shown == expected, (who, callid, shown)
+        page.click("#logout")
+        page.locator("#login").wait_for(state="visible", timeout=5000)
+    browser.check_clean()
+
+
+def test_a_recording_shows_on_its_row_and_turns_record_into_pause_and_stop(board, browser):
+    rt, base = board
+    page = browser.page
+    sign_in(browser, base)
+    alice = next(r for r in CALLS if r["uniqueid"] == "100.1")
+    row = page.locator('#rows tr[data-uniqueid="100.1"]')
+    row.wait_for(timeout=5000)
+    assert call_buttons(page, "100.1") == ["Redirect", "Record", "Hang up"]
+    path = "/var/spool/asterisk/recording/3/2026/12/06/100.1-1.wav"
+    for fields, badge, buttons in (
+        ({"recording": path}, "REC", ["Pause rec", "Stop rec"]),
+        ({"recording": path, "recording_paused": 1}, "REC paused", ["Resume rec", "Stop rec"]),
+        ({"recording": "", "recording_paused": 0}, None, ["Record"]),
+    ):
+        write_legs(rt, 1, update=[dict(alice, **fields)])
+        if badge is None:
+            row.locator(".badge.rec").wait_for(state="detached", timeout=3000)
+        else:
+            row.locator(".badge.rec", has_text=badge).wait_for(timeout=3000)
+            assert row.locator(".badge.rec").get_attribute("title") == path
+        settle(page, "100.1", buttons, str(fields), among=RECORDING)
+    browser.check_clean()
+
+
+def test_an_action_the_server_cannot_carry_out_says_so(board, browser):
+    """No recording process holds the machine here: the intent expires after 2 s and the API
+    answers 503 (SPEC §11.2): the board shows that answer's message, not nothing."""
+    _rt, base = board
+    page = browser.page
+    sign_in(browser, base)
+    page.locator('#rows tr[data-uniqueid="100.1"] button.redirect').click()
+    page.fill("#confirm-number", "1003")
+    page.fill("#confirm-password", "acme-pass")
+    with page.expect_response(lambda r: "/calls/redirect/" in r.url) as got:
+        page.click("#confirm-hangup")
+    answer = got.value.json()["responses"][0]
+    assert answer["code"] == "503", answer
+    page.locator("#toast.bad", has_text=answer["message"]).wait_for(timeout=3000)
+    assert page.locator("#toast").inner_text().startswith("The call's machine did not carry")
+    browser.check_clean()
