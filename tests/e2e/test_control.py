@@ -156,3 +156,42 @@ def test_an_inbound_call_redirected_to_another_phone(split, dialplan, sipp):
     assert not any(r["channel"].startswith("Local/redirect@") for r in listed.values())
     assert carrier.running()
     print(f"redirect through the recording process: API answered in {took * 1000:.0f} ms")
+
+
+def test_the_called_side_of_an_inbound_call_redirected_to_another_phone(split, dialplan, sipp):
+    """`channel=2` (SPEC §11.3): the carrier calls Acme's DID, alice answers; named by the
+    carrier's leg, the called side (alice's leg) is redirected to 1002: bob's sipp receives the
+    INVITE and answers, alice's leg stays up talking to bob, the carrier's leg left behind is
+    released (its sipp gets the BYE) and gone from GET /channels, and the list shows alice's
+    leg with cnumber 1002."""
+    ari, pbx = dialplan, split.api
+    sipp.phone_answers("alice", ring_ms=200)
+    bob = sipp.phone_answers("bob", ring_ms=200)
+    carrier = sipp.carrier_calls("0201112222", "0207946000", "Dentist")
+    wait_ari(
+        ari,
+        "alice talking",
+        lambda ch: of(ch, "PJSIP/alice", "Up") and of(ch, "PJSIP/trunk1", "Up"),
+    )
+    rows = check_legs(pbx, ari)
+    trunk, alices = rows["PJSIP/trunk1"], rows["PJSIP/alice"]
+    answer = control(
+        pbx, "redirect", "acme", uniqueid=trunk["uniqueid"], channel="2", cnumber="1002"
+    )
+    assert answer["responses"][0]["code"] == "204", answer
+    wait_ari(ari, "the carrier's leg released", lambda ch: not of(ch, "PJSIP/trunk1"), 5)
+    wait_ari(ari, "bob talking to alice", lambda ch: of(ch, "PJSIP/bob", "Up"), 10)
+    assert "INVITE sip:" in bob.messages.read_text(errors="replace")
+    assert carrier.proc.wait(15) == 0
+    assert "BYE sip:" in carrier.messages.read_text(errors="replace")
+    assert alices["uniqueid"] in {c["id"] for c in ari.channels()}
+    deadline = time.monotonic() + 2
+    while True:
+        listed = system_view(pbx)
+        row = listed.get(alices["uniqueid"])
+        if row is not None and row["cnumber"] == "1002" and trunk["uniqueid"] not in listed:
+            break
+        assert time.monotonic() < deadline, (row, sorted(listed))
+        time.sleep(0.05)
+    assert row["ctype"] == ""
+    assert not any(r["channel"].startswith("Local/redirect@") for r in listed.values())

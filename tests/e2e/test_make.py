@@ -71,7 +71,9 @@ def test_a_delayed_click_to_call_rings_the_line_when_due_not_before(split, dialp
         assert time.monotonic() - started < 5, "alice's phone never rang"
         time.sleep(0.01)
     rang = time.monotonic() - started
-    assert 2.0 <= rang < 2.6, f"alice's phone rang {rang:.2f} s after the request"
+    # Not before it is due, and when due rather than seconds later (the bound leaves room for
+    # a loaded machine: Asterisk and sipp share its cores).
+    assert 2.0 <= rang < 3.0, f"alice's phone rang {rang:.2f} s after the request"
     wait_ari(ari, "bob answered", lambda ch: of(ch, "PJSIP/bob", "Up"), 15)
     rows = check_legs(pbx, ari)
     party1 = rows["PJSIP/alice"]["uniqueid"]

@@ -107,7 +107,9 @@ def test_a_delayed_call_is_answered_at_once_and_rings_party_1_when_due(svc, wait
         assert time.monotonic() - started < 3, "party 1 never rang"
         time.sleep(0.01)
     rang = time.monotonic() - started
-    assert 1.0 <= rang < 1.5, rang
+    # Not before it is due; the upper bound only says 'when due, not seconds later' (a loaded
+    # machine running the suite on every core took 1.51 s once).
+    assert 1.0 <= rang < 2.0, rang
     [(endpoint, variables, params)] = svc.ari.originated
     assert endpoint == "PJSIP/alice" and params["extension"] == "1002"
     assert variables["PBX_SCUSTOMER"] == "3"
