@@ -25,9 +25,9 @@ from sqlalchemy import create_engine, text
 
 from sandbox.sippctl import ARI_URL
 from tests.e2e.conftest import APP, show_log_if_failed
+from tests.e2e.rtp_ear import tone
 from tests.e2e.support import USERS, PbxServer, check_legs, of, wait_ari
 from tests.e2e.test_control import dialplan  # noqa: F401 (fixture)
-from tests.e2e.test_monitor import tone
 from tests.e2e.test_stream import Watcher
 from tests.plugins.active_calls.stream_support import query
 
@@ -164,7 +164,7 @@ def grows(path: Path, seconds: float = 5.0) -> int:
 
 def talking_call(ari, pbx: PbxServer, sipp) -> dict[str, dict]:
     """alice calls bob and talks (her sipp sends a 440 Hz tone); both legs Up and listed."""
-    (sipp.workdir / "tone.ulaw").write_bytes(tone())
+    (sipp.workdir / "tone.ulaw").write_bytes(tone(440.0))
     sipp.phone_answers("bob", ring_ms=200)
     sipp.phone_calls("alice", "1002", scenario="uac_talk.xml")
     wait_ari(
