@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m pytest -m "not e2e" -n auto
+	$(PY) -m pytest -m "not e2e"
 	$(PY) -m pytest -m e2e tests/e2e
 
 ## Without the real-Asterisk tier.
