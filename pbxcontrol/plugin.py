@@ -45,7 +45,7 @@ from pbxcontrol.db.journal import Journal
 from pbxcontrol.db.legs import HISTORY_SPANS
 from pbxcontrol.db.models import LEG_FIELDS, Base
 from pbxcontrol.http.api import ApiRequest, Handler
-from pbxcontrol.http.envelope import ApiError, Outcome
+from pbxcontrol.http.envelope import ApiError, Outcome, Pieces
 from pbxcontrol.ops import table
 from pbxcontrol.streams.stream import Event, OneSnapshot, StreamView
 
@@ -68,6 +68,7 @@ __all__ = [
     "Journal",
     "OneSnapshot",
     "Outcome",
+    "Pieces",
     "PluginContext",
     "StreamView",
     "table",

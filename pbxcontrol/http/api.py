@@ -6,7 +6,7 @@ import ctypes
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,20 @@ class JsonApi:
     ) -> tuple[int, bytes]:
         """Answer one request: (envelope code, JSON body). Never raises. `caller`, when given,
         is trusted instead of the request's credentials (see `call`)."""
+        code, payload = self.respond(path, method, query, body, address, caller)
+        return code, payload if isinstance(payload, bytes) else payload.join()
+
+    def respond(
+        self,
+        path: str,
+        method: str,
+        query: str,
+        body: bytes,
+        address: str = "",
+        caller: Caller | None = None,
+    ) -> tuple[int, bytes | envelope.Pieces]:
+        """`dispatch`, with a body of Pieces left in its pieces (the HTTP route sends them
+        as they are)."""
         try:
             if method not in METHODS:
                 raise ApiError(405)
@@ -161,7 +175,8 @@ class JsonApi:
             if isinstance(result, envelope.Outcome):  # committed, answered without data
                 return result.code, envelope.error(result)
             payload = envelope.ok(result)
-            if len(payload) > _TRIM_ABOVE:
+            size = len(payload) if isinstance(payload, bytes) else payload.size
+            if size > _TRIM_ABOVE:
                 _release_memory()
             return 200, payload
         except ApiError as err:
@@ -239,13 +254,14 @@ def build_app(api: JsonApi) -> bottle.Bottle:
     @app.route("/api/json", method="ANY")
     @app.route("/api/json/", method="ANY")
     @app.route("/api/json/<path:path>", method="ANY")
-    def json_api(path: str = "") -> bytes:
+    def json_api(path: str = "") -> bytes | Iterator[bytes]:
         started = time.perf_counter()
         req = bottle.request
         method = req.method
         address = req.environ.get("REMOTE_ADDR", "")
         body = b""
         query = req.environ.get("QUERY_STRING", "")
+        payload: bytes | envelope.Pieces
         if len(query) > MAX_QUERY:
             code, payload = 413, envelope.error(ApiError(413))
         elif method == "POST":
@@ -256,10 +272,10 @@ def build_app(api: JsonApi) -> bottle.Bottle:
                 code, payload = (
                     (413, envelope.error(ApiError(413)))
                     if len(body) > MAX_BODY
-                    else api.dispatch(path, method, query, body, address)
+                    else api.respond(path, method, query, body, address)
                 )
         else:
-            code, payload = api.dispatch(path, method, query, b"", address)
+            code, payload = api.respond(path, method, query, b"", address)
         bottle.response.content_type = JSON
         bottle.response.set_header("Cache-Control", "no-store")
         elapsed = time.perf_counter() - started
@@ -268,7 +284,11 @@ def build_app(api: JsonApi) -> bottle.Bottle:
         access_log.info("%s %s /api/json/%s %s %.1fms", address, method, path, code, elapsed * 1000)
         name = path.strip("/")
         api.observe(name if name in api.functions else "unknown", code, elapsed)
-        return payload
+        if isinstance(payload, bytes):
+            return payload
+        # Pieces: bottle joins a list, so an iterator, with the length it cannot know.
+        bottle.response.content_length = payload.size
+        return iter(payload.parts)
 
     app.default_error_handler = json_error
     for prefix, directory in api.statics.items():

@@ -52,8 +52,33 @@ class Outcome:
     entries: list[tuple[str, str]] = field(default_factory=list)
 
 
-def ok(data: Any) -> bytes:
-    return orjson.dumps({"responses": [{"code": "200", "key": "", "message": "OK"}], "data": data})
+@dataclass(frozen=True, slots=True)
+class Pieces:
+    """A JSON value held as byte strings that join to it (the list's kept blocks). The
+    envelope and the HTTP response carry the pieces as they are: a big answer is not copied
+    whole on its way to the socket. Each whole copy of a fresh half-megabyte buffer cost
+    more in page faults than the copy itself (0.3 ms at 1,000 legs; issue 21)."""
+
+    parts: tuple[bytes, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    def join(self) -> bytes:
+        return b"".join(self.parts)
+
+
+_OK = {"responses": [{"code": "200", "key": "", "message": "OK"}]}
+#: The OK envelope up to its data, as orjson writes it (`ok` of Pieces: head, data, "}").
+_OK_HEAD = orjson.dumps({**_OK, "data": None})[: -len(b"null}")]
+
+
+def ok(data: Any) -> bytes | Pieces:
+    """The OK envelope around `data`: bytes, or Pieces when `data` is Pieces."""
+    if isinstance(data, Pieces):
+        return Pieces((_OK_HEAD, *data.parts, b"}"))
+    return orjson.dumps({**_OK, "data": data})
 
 
 def error(err: ApiError | Outcome) -> bytes:

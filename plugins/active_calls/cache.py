@@ -8,6 +8,15 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 
+from pbxcontrol.plugin import Pieces
+
+#: An answer as kept: its JSON, whole or in pieces (the kept order's blocks, shared with it).
+Answer = bytes | Pieces
+
+
+def _size(value: Answer) -> int:
+    return len(value) if isinstance(value, bytes) else value.size
+
 
 class ResponseCache:
     """A byte-bounded LRU of serialised answers of the newest data version only: an answer of
@@ -17,22 +26,23 @@ class ResponseCache:
 
     def __init__(self, max_bytes: int = 16 * 1024 * 1024):
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._entries: OrderedDict[Hashable, Answer] = OrderedDict()
         self._version: int | None = None
         self._size = 0
         self._lock = threading.Lock()
 
-    def get(self, version: int | None, key: Hashable) -> bytes | None:
+    def get(self, version: int | None, key: Hashable) -> Answer | None:
         with self._lock:
             value = self._entries.get(key) if version == self._version else None
             if value is not None:
                 self._entries.move_to_end(key)
             return value
 
-    def put(self, version: int | None, key: Hashable, value: bytes) -> None:
+    def put(self, version: int | None, key: Hashable, value: Answer) -> None:
         if version is None:
             return
-        if len(value) > self.max_bytes // 4:
+        size = _size(value)
+        if size > self.max_bytes // 4:
             return  # one huge answer must not flush everything else
         with self._lock:
             if self._version is not None and version < self._version:
@@ -43,9 +53,9 @@ class ResponseCache:
                 self._version = version
             old = self._entries.pop(key, None)
             if old is not None:
-                self._size -= len(old)
+                self._size -= _size(old)
             self._entries[key] = value
-            self._size += len(value)
+            self._size += size
             while self._size > self.max_bytes:
                 _, evicted = self._entries.popitem(last=False)
-                self._size -= len(evicted)
+                self._size -= _size(evicted)

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
-from pbxcontrol.plugin import ApiError, ApiRequest, Caller, Journal
+from pbxcontrol.plugin import ApiError, ApiRequest, Caller, Journal, Pieces
 
 from . import monitored, params, past, query, view_answers
 from .cache import ResponseCache
@@ -44,9 +44,11 @@ def list_active_calls(
     key = (*monitored.viewer_key(caller), repr(wanted))
     raw = cache.get(version, key)
     if raw is None:
-        raw = orjson.dumps(_answer(conn, caller, wanted, errors, view, position))
+        found = _answer(conn, caller, wanted, errors, view, position)
+        # Pieces are kept as they are: serialising them would copy the whole answer.
+        raw = found if isinstance(found, Pieces) else orjson.dumps(found)
         cache.put(version, key, raw)
-    return orjson.Fragment(raw)
+    return raw if isinstance(raw, Pieces) else orjson.Fragment(raw)
 
 
 def parse(request: ApiRequest, history_days: int = 0) -> tuple[ListRequest, list[tuple[str, str]]]:

@@ -16,6 +16,8 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator
 from typing import Any
 
+from pbxcontrol.plugin import Pieces
+
 #: Rows per block when built; a block splits past twice this.
 BLOCK = 256
 Entry = tuple[Any, ...]
@@ -79,16 +81,22 @@ class Order:
 
     def joined(self, names: bool) -> bytes:
         """Every row's JSON object in order, as one JSON array."""
+        return self.pieces(names).join()
+
+    def pieces(self, names: bool) -> Pieces:
+        """The same array as the blocks' texts and the punctuation between them: no copy of
+        the whole (the answer goes to the socket in these pieces)."""
         which = 0 if names else 1
-        parts = []
+        parts = [b"["]
         for block, text in zip(self.blocks, self.texts, strict=True):
             joined = text[which]
             if joined is None:
                 rows = [entry[-1] for entry in block]
                 objects = [r.named for r in rows] if names else [r.plain() for r in rows]
                 joined = text[which] = b",".join(objects)
-            parts.append(joined)
-        if len(parts) < 2:
-            return b"[" + b"".join(parts) + b"]"
-        parts[0], parts[-1] = b"[" + parts[0], parts[-1] + b"]"  # one copy of the whole
-        return b",".join(parts)
+            parts += (joined, b",")
+        if len(parts) > 1:
+            parts[-1] = b"]"  # the last block's comma
+        else:
+            parts.append(b"]")
+        return Pieces(tuple(parts))

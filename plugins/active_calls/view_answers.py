@@ -60,7 +60,7 @@ def answer(
             if wanted.count:
                 return {"count": len(view.rows)}
             if not wanted.descending and not modes:  # the kept order's blocks (order.py)
-                return orjson.Fragment(view.ordered(wanted.sort).joined(wanted.names))
+                return view.ordered(wanted.sort).pieces(wanted.names)
         rows = _chosen(view, found, wanted.sort, keep)
     if wanted.count:
         return {"count": len(rows)}

@@ -1,0 +1,66 @@
+"""A big system view leaves in the kept order's blocks (envelope.Pieces): never copied whole
+between the in-memory view and the socket (issue 21: each whole copy of a fresh half-MB
+buffer cost more in page faults than the rest of the answer), and the client gets exactly
+the bytes of one joined body, with its length, on both engines."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+
+import pytest
+
+from pbxcontrol.plugin import Pieces
+from pbxcontrol.service.server import listen, make_server
+from plugins.active_calls.order import BLOCK
+from tests.conftest import LIST
+from tests.plugins.active_calls.conftest import leg
+from tests.plugins.active_calls.stream_support import query, write_legs
+
+LEGS = 3 * BLOCK  # several blocks
+SYSTEM = query("admin", customer="system", names="1", sort="snumber")
+
+
+@pytest.fixture
+def busy(rt):
+    write_legs(
+        rt,
+        1,
+        upsert=[
+            leg(f"{i}.1", f"{i}.1", 100 + i, scustomer=3, snumber=str(10_000 + i))
+            for i in range(LEGS)
+        ],
+    )
+    return rt
+
+
+def test_the_system_view_goes_out_in_its_blocks_also_from_the_cache(busy):
+    code, first = busy.api.respond("calls/active/list", "GET", SYSTEM, b"")
+    assert code == 200 and isinstance(first, Pieces)
+    assert max(len(part) for part in first.parts) < first.size / 2  # no whole copy
+    body = json.loads(first.join())
+    assert [row["snumber"] for row in body["data"]] == [str(10_000 + i) for i in range(LEGS)]
+    assert first.join() == busy.api.dispatch("calls/active/list", "GET", SYSTEM, b"")[1]
+    _, again = busy.api.respond("calls/active/list", "GET", SYSTEM, b"")  # the response cache
+    assert isinstance(again, Pieces)
+    assert all(a is b for a, b in zip(again.parts, first.parts, strict=True))
+
+
+def test_over_http_the_pieces_arrive_as_one_body_with_its_length(busy):
+    server = make_server(busy.app, listen("127.0.0.1", 0), threads=2)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        want = busy.api.dispatch("calls/active/list", "GET", SYSTEM, b"")[1]
+        conn = http.client.HTTPConnection("127.0.0.1", server.effective_port, timeout=10)
+        for _ in range(2):  # computed, then from the cache; one keep-alive connection
+            conn.request("GET", f"{LIST}?{SYSTEM}")
+            resp = conn.getresponse()
+            assert resp.getheader("Content-Length") == str(len(want))
+            assert resp.getheader("Transfer-Encoding") is None
+            assert resp.read() == want
+        conn.close()
+    finally:
+        server.close()
+        thread.join(5)
