@@ -5,10 +5,11 @@ Standalone (no project imports), like bench/streamclient.py. Reads one JSON line
 one epoll set, prints `ready` once every connection has its snapshot (one refused before its
 snapshot, e.g. a 503 while the API's password-check slots are all busy as 1,000 subscribers
 arrive at once, SPEC §13, is opened again after a pause, as a wallboard would), and on `stop`
-(and on `report`, going on) prints one JSON line: {"first": {uniqueid: receipt time}, "events": n,
-"closed": n, "cpu": s, "wall": s}.
+(and on `report`, going on) prints one JSON line: {"first": {uniqueid: receipt time},
+"gone": {...}, "events": n, "closed": n, "cpu": s, "wall": s}.
 `first` holds, over the connections with `track` true, the first receipt of an upsert of each
-leg (how the push latency is measured); the others only count their events. The receipt time
+leg (how the push latency is measured), `gone` the first receipt of its remove (the lag part,
+bench/load.py); the others only count their events. The receipt time
 is read once per wake-up of epoll, before any socket is read.
 """
 
@@ -39,6 +40,7 @@ def main() -> None:
     selector = selectors.DefaultSelector()
     state: dict = {"waiting": len(order["subscriptions"]), "closed": 0, "events": 0}
     first: dict[str, float] = {}
+    state["gone"] = {}
     started, begun = time.process_time(), time.monotonic()
     state["again"] = []
     for subscription in order["subscriptions"]:
@@ -52,8 +54,8 @@ def main() -> None:
             _open(selector, subscription)
         if any(key.data is None for key, _ in events):
             line = sys.stdin.readline()
-            report = {"first": first, "events": state["events"], "closed": state["closed"],
-                      "refused": state.get("refused", 0)}  # fmt: skip
+            report = {"first": first, "gone": state["gone"], "events": state["events"],
+                      "closed": state["closed"], "refused": state.get("refused", 0)}  # fmt: skip
             report.update(cpu=time.process_time() - started, wall=time.monotonic() - begun)
             print(json.dumps(report), flush=True)
             if not line or line.strip() == "stop":
@@ -98,10 +100,11 @@ def _read(selector, events, first: dict[str, float], state: dict) -> None:
                 state["waiting"] -= 1
                 if not state["waiting"]:
                     print("ready", flush=True)
-            elif conn.track and match.group(1) == b"upsert":
+            elif conn.track and match.group(1) in (b"upsert", b"remove"):
                 leg = UNIQUEID.search(match.group(2))
                 if leg is not None:
-                    first.setdefault(leg.group(1).decode(), now)
+                    seen = first if match.group(1) == b"upsert" else state["gone"]
+                    seen.setdefault(leg.group(1).decode(), now)
 
 
 if __name__ == "__main__":

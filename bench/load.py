@@ -1,11 +1,13 @@
 """Targets 4 and 5 under real SIP load: sipp places 50 calls/s trunk -> DID 0201112222 -> alice
 (short calls) through the sandbox Asterisk while `pbxcontrol serve` records them.
 
-Lag (first `lag_s` seconds): a bare websocket client of our own (app bench-lag) notes each
-channel's ChannelCreated/ChannelDestroyed Asterisk `timestamp`; one poller asks the API's system
-view back to back and notes when a leg first appears / disappears in a *response* (the time the
-answer arrived, so the figure includes one API round trip; its resolution is one poll).
-Baseline: when the same events reached our own websocket client.
+Lag (first `lag_s` seconds): a bare websocket client of our own (app bench-lag, in its own
+process: bench/lagstream.py) notes each channel's ChannelCreated/ChannelDestroyed Asterisk
+`timestamp`; one poller asks the API's system view back to back and notes when a leg first
+appears / disappears in a *response* (the time the answer arrived, so the figure includes one
+API round trip; its resolution is one poll); one live-stream subscriber of the system view (its
+own process too) notes each leg's first upsert and remove. Baseline: when the same events
+reached our own websocket client.
 
 Then, with the calls still coming: wrk on the 404 envelope (baseline, no database) and wrk for
 30 s at 32 connections on Acme's own view (the customer the DID belongs to).
@@ -13,8 +15,6 @@ Then, with the calls still coming: wrk on the 404 envelope (baseline, no databas
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 import shutil
 import sqlite3
@@ -22,60 +22,15 @@ import subprocess
 import tempfile
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
-import websocket
-
 from bench.common import ROOT, Results, check, median, percentile
-from bench.sandbox import ARI_AUTH, Ari, Service, preflight
+from bench.lagstream import BASE, StreamWatch, WsClock, stream_figures
+from bench.sandbox import Ari, Service, preflight
 from bench.wrk import run_wrk
 
 SIPP = ROOT / "sandbox" / "sipp"
 RATE = 50
-
-
-class EventClock:
-    """Asterisk timestamps of ChannelCreated/Destroyed, and when our own client got them."""
-
-    def __init__(self) -> None:
-        token = base64.b64encode(":".join(ARI_AUTH).encode()).decode()
-        self.ws = websocket.WebSocket(skip_utf8_validation=True)
-        self.ws.connect(
-            "ws://127.0.0.1:8088/ari/events?app=bench-lag&subscribeAll=true",
-            header=[f"Authorization: Basic {token}"],
-            timeout=5,
-        )
-        self.created: dict[str, float] = {}
-        self.destroyed: dict[str, float] = {}
-        self.delivery_ms: list[float] = []
-        self.stopping = False
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        self.ws.settimeout(0.5)
-        while not self.stopping:
-            try:
-                message = self.ws.recv()
-            except websocket.WebSocketTimeoutException:
-                continue
-            except (OSError, websocket.WebSocketException):
-                return
-            got = time.time()
-            event = json.loads(message)
-            kind = event.get("type")
-            if kind not in ("ChannelCreated", "ChannelDestroyed"):
-                continue
-            stamp = datetime.fromisoformat(event["timestamp"]).timestamp()
-            target = self.created if kind == "ChannelCreated" else self.destroyed
-            target[event["channel"]["id"]] = stamp
-            self.delivery_ms.append((got - stamp) * 1000)
-
-    def close(self) -> None:
-        self.stopping = True
-        self.thread.join(2)
-        self.ws.close()
 
 
 class Poller:
@@ -164,11 +119,13 @@ def run_lag(results: Results, quick: bool) -> None:
     preflight()
     logdir = Path(tempfile.mkdtemp(prefix="pbx-bench-sipp-"))
     service, clock, poller, uas, uac = Service(), None, None, None, None
+    watch: StreamWatch | None = None
     service2: Service | None = None
     try:
         service.start()
         service.wait_count(0, 30)
-        clock = EventClock()
+        clock = WsClock()
+        watch = StreamWatch(service)
         uas = _sipp(
             [
                 "-sf",
@@ -221,8 +178,11 @@ def run_lag(results: Results, quick: bool) -> None:
         )
         time.sleep(lag_s + 3)
         poller.stop()
+        clock.collect()
+        watch.collect()
         _lag_figures(results, clock, poller, t0, t0 + lag_s)
         _recorder_figures(results, clock, poller, service, (t0, t0 + lag_s))
+        stream_figures(results, clock, watch, t0, t0 + lag_s)
         # A second `serve` with `[http] processes = 2`, recording the same calls; both wrk runs
         # happen while both recorders ingest, so they see the same machine load.
         service2 = Service(app="pbxcontrol-bench-p2", processes=2)
@@ -240,8 +200,9 @@ def run_lag(results: Results, quick: bool) -> None:
             _stop(proc)
         if poller is not None:
             poller.stop()
-        if clock is not None:
-            clock.close()
+        for child in (clock, watch):
+            if child is not None:
+                child.close()
         if service2 is not None:
             service2.stop()
         service.stop()
@@ -281,7 +242,7 @@ def _sample_view(service: Service, sizes: list[int], seconds: float) -> None:
 
 
 def _lag_figures(
-    results: Results, clock: EventClock, poller: Poller, start: float, end: float
+    results: Results, clock: WsClock, poller: Poller, start: float, end: float
 ) -> None:
     window = {uid: ts for uid, ts in clock.created.items() if start <= ts < end}
     appear = [(poller.seen[uid] - ts) * 1000 for uid, ts in window.items() if uid in poller.seen]
@@ -293,7 +254,7 @@ def _lag_figures(
     ]
     delivery = clock.delivery_ms
     base50, base99 = median(delivery), percentile(delivery, 99)
-    base = "the same events reaching a bare websocket client (delivery from Asterisk)"
+    base = BASE
     results.add("lag.ws_delivery_p50_ms", base50, "ms", note=f"{len(delivery)} events")
     results.add("lag.ws_delivery_p99_ms", base99, "ms")
     note = (
@@ -336,7 +297,7 @@ def _lag_figures(
 
 def _recorder_figures(
     results: Results,
-    clock: EventClock,
+    clock: WsClock,
     poller: Poller,
     service: Service,
     span: tuple[float, float],
@@ -373,7 +334,7 @@ def _recorder_figures(
     ]
     if not written:
         return
-    base = "the same events reaching a bare websocket client (delivery from Asterisk)"
+    base = BASE
     base50, base99 = median(clock.delivery_ms), percentile(clock.delivery_ms, 99)
     note = f"{len(written)} legs; the event's timestamp -> the journal entry of its write"
     if shown:
