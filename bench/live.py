@@ -28,6 +28,10 @@ LEAN = (
     "through http.client (one keep-alive connection) instead of requests, whose reading of a "
     "body costs about 1 ms per 500 KB here: what the server and the transfer cost"
 )
+#: Issue 21's target for the list while calls change, on the figure where both sides go through
+#: the same lean client (http.client): requests reads a body in 10 KB pieces through urllib3,
+#: a cost of the client's Python per byte (about 1 ms of a 2.5-5 ms answer here), not of a server.
+TARGET = 0.2
 
 
 class Lean:
@@ -212,14 +216,13 @@ def _report_ari(
         "ms",
         baseline=base,
         baseline_name=BASELINE + " (changing rounds)",
-        target="ratio <= 0.25",
-        met=check(value / base, "<=", 0.25),
         note=f"same view, response cache on; before each of {rounds} rounds one Local call "
         f"originated and the oldest hung up ({legs} legs kept), then (untimed, median "
         f"{waited * 1000:.0f} ms) waited until both services' databases hold it; every answer "
         "checked to hold the new call and not the old: computed after the change; every "
         "other round through http.client (the ..._lean_ figures), so each request is the "
-        f"first to its service after the change; {changing.served('cached')} (both clients)",
+        f"first to its service after the change; {changing.served('cached')} (both clients); "
+        "the target is on the http.client half (ari.api_system_list_changing_lean_median_ms)",
     )
     value = changing.median("computed")
     results.add(
@@ -248,6 +251,8 @@ def _report_ari(
         "ms",
         baseline=base,
         baseline_name=BASELINE + " (changing rounds, http.client)",
+        target=f"ratio <= {TARGET}",
+        met=check(value / base, "<=", TARGET),
         note="the other half of ari.api_system_list_changing_median_ms's rounds (cache on, "
         "each answer computed after a change), " + LEAN,
     )
