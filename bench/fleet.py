@@ -121,6 +121,12 @@ class Scale:
                 note=f"{events} events, {peak} legs at the peak (reached after {at_peak:.1f} s)"
                 ", until both APIs list the union",
             )  # fmt: skip
+        # The ceiling of the first ratio on this host: readers that only read and parse.
+        self.add(
+            results, "burst: bare websocket readers vs raw PostgreSQL", bare["events_per_s"],
+            "ev/s", baseline=raw["events_per_s"], baseline_name="raw PostgreSQL (fleet bench)",
+            note="what no recorder can beat on this host: reading and json.loads alone",
+        )  # fmt: skip
         problems = [
             p
             for api in fleet.apis

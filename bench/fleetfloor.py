@@ -2,7 +2,8 @@
 
 - `reference`: each machine's burst through the recorder's own LiveLegs in process, no loss
   possible (no websocket, no database): the rows every API must show, field by field, and the
-  batches of row writes (1,000 events each, the recorder's default batch) it makes meanwhile;
+  batches of row writes (the recorder's default `batch_size` of events each: the most a
+  recorder takes into one write, so the floor writes no more rows than it) it makes meanwhile;
 - `raw_pg`: those row writes (INSERT the new legs, UPDATE the changed ones, INSERT the ended
   ones' history, DELETE them), batched, one connection per machine, plain psycopg on copies of
   the two tables without triggers and without the change journal: PostgreSQL's own rate;
@@ -25,8 +26,9 @@ import websocket
 
 from bench import fleetcalls
 from bench.fleetsite import AUTH, StandIns
+from pbxcontrol.config import Config
 
-BATCH = 1000
+BATCH = Config.batch_size  # the recorder's default batch
 WORKERS = 2  # processes of the floors (2 cores)
 
 

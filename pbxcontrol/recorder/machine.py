@@ -40,6 +40,10 @@ from pbxcontrol.recorder.transactions import Transactions
 
 log = logging.getLogger("pbxcontrol.recorder")
 
+#: Most time the writer spends applying events before it writes them (with `batch_size`, the
+#: most events): a burst's first events wait at most this long for their commit.
+BATCH_SECONDS = 0.25
+
 
 class MachineRecorder:
     """Keeps the legs of one machine equal to its channels, across reconnects, restarts and
@@ -200,17 +204,7 @@ class MachineRecorder:
             if self.queue.overflowed.is_set():
                 self._overflowed()
             timeout = max(0.0, min(self._next_sweep - time.monotonic(), self.status.interval, 0.5))
-            batch: list[Any] = []
-            try:
-                with self.tx.pulse.waiting():
-                    batch.append(self.queue.get(timeout=timeout))
-                while len(batch) < self.batch_size:
-                    batch.append(self.queue.get_nowait())
-            except queue.Empty:
-                pass
-            for item in batch:
-                self.lease.progress()
-                self._handle(item)
+            self._take(timeout)
             if self.tx.refused:
                 self._resync()
             elif self.tx.back:
@@ -226,6 +220,28 @@ class MachineRecorder:
             self.status.beat(self.tx, self.received)
 
     # -- writer: recording while holding -------------------------------------------------
+    def _take(self, timeout: float) -> None:
+        """Apply what was read, one write's worth: everything queued, up to `batch_size`
+        events or BATCH_SECONDS of applying, whichever comes first. Quiet, a write follows
+        each event at once; in a burst a leg's many events share one row write (and the API
+        one re-read of it) instead of one per small batch."""
+        try:
+            with self.tx.pulse.waiting():
+                item = self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return
+        until, taken = time.monotonic() + BATCH_SECONDS, 0
+        while True:
+            self.lease.progress()
+            self._handle(item)
+            taken += 1
+            if taken >= self.batch_size or (taken % 64 == 0 and time.monotonic() >= until):
+                return
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return
+
     def _handle(self, item: Any) -> None:
         if item is CONNECTED:
             # Asterisk replays nothing: re-read its state now; the events read since the
