@@ -67,8 +67,12 @@ def prepare(changes: Changes, machine: int, postgresql: bool = False) -> Batch:
 
 
 def _statements(changes: Changes, machine: int) -> list[tuple[Any, dict[str, Any]]]:
-    """PostgreSQL: each kind of write one statement, its rows one JSON document."""
+    """PostgreSQL: the journal's entries first (they read the keys before), then each kind of
+    write one statement, its rows one JSON document."""
     statements: list[tuple[Any, dict[str, Any]]] = []
+    journalled = changes.inserts + changes.updates
+    if journalled or changes.gone:
+        statements.append((None, journal.legs_entries(machine, journalled, changes.gone)))
     if changes.inserts:
         columns, params = legwrites.rows(changes.inserts)
         statements.append((legwrites.insert("legs", columns), params))
@@ -93,12 +97,15 @@ def write_prepared(batch: Batch, session: Session) -> None:
     changes, machine = batch.changes, batch.machine
     journalled = changes.inserts + changes.updates
     first = conn.dialect.name == "postgresql"
+    if batch.statements is not None:  # PostgreSQL, prepared (journal entries first)
+        for statement, params in batch.statements:
+            if statement is None:
+                journal.record_prepared(conn, params)
+            else:
+                conn.execute(statement, params)
+        return
     if first:
         journal.record_legs(conn, machine, journalled, changes.gone)
-        if batch.statements is not None:
-            for statement, params in batch.statements:
-                conn.execute(statement, params)
-            return
     else:
         changed = [r["uniqueid"] for r in changes.updates] + changes.gone
         before = journal.scope_keys(conn, machine, changed)
