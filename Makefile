@@ -16,13 +16,14 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 install: $(STAMP)
 
 ## All tiers: unit, plugin-level and (with a real Asterisk) end to end.
-# The real-Asterisk tier runs last, on its own (and with "e2e" in its command line, which
-# bench/ looks for before it uses the sandbox).
+# The fast tiers on two worker processes (pytest-xdist; the PostgreSQL sandbox is started once
+# for both). The real-Asterisk tier runs last, in one process, on its own (and with "e2e" in its
+# command line, which bench/ looks for before it uses the sandbox).
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m pytest -m "not e2e"
+	$(PY) -m pytest -m "not e2e" -n 2
 	$(PY) -m pytest -m e2e tests/e2e
 
 ## Without the real-Asterisk tier.

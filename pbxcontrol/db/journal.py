@@ -110,6 +110,28 @@ def record_legs(
     _append(conn, [(machine, uid, op, old, new) for uid, op, old, new in changes], before is None)
 
 
+def legs_entries(
+    machine: int, rows: Sequence[Mapping[str, Any]], gone: list[str]
+) -> dict[str, Any]:
+    """PostgreSQL: `record_legs`' parameters without `before` (the keys before are looked up as
+    the statement runs), made before the transaction begins; run them with `record_prepared`."""
+    return {
+        "m": machine,
+        "uids": [row["uniqueid"] for row in rows] + gone,
+        "ops": [UPSERT] * len(rows) + [REMOVE] * len(gone),
+        "old_s": [None] * (len(rows) + len(gone)),
+        "old_d": [None] * (len(rows) + len(gone)),
+        "new_s": [row["scustomer"] for row in rows] + [None] * len(gone),
+        "new_d": [row["dcustomer"] for row in rows] + [None] * len(gone),
+        "look_up": True,
+    }
+
+
+def record_prepared(conn: Connection, entries: dict[str, Any]) -> None:
+    """The entries `legs_entries` made, in this transaction (PostgreSQL)."""
+    conn.execute(_APPEND, {**entries, "at": time.time()})
+
+
 def record_reset(conn: Connection) -> None:
     """Everything may have changed (visibility or names): streams start afresh."""
     _append(conn, [(0, "", RESET, None, None)])

@@ -97,6 +97,7 @@ class MachineRecorder:
         self._threads: list[threading.Thread] = []
         self._reader_done = threading.Event()
         self._needs_reconcile, self._next_sweep = False, float("inf")
+        self._postgresql = sessions.kw["bind"].dialect.name == "postgresql"
 
     def _intent_worker(self, control: ControlAri, wake: threading.Event | None) -> IntentWorker:
         """Call control (SPEC §11.2): on its own ARI client, so a slow action never holds the
@@ -327,7 +328,7 @@ class MachineRecorder:
         """Write what was applied since the last commit; False when it did not commit."""
 
         changes = self.live.changes()
-        batch = store.prepare(changes, self.machine)  # before the transaction begins
+        batch = store.prepare(changes, self.machine, self._postgresql)  # before it begins
         startup = self.live.startup_time or ""
 
         def write(session: Session) -> bool:

@@ -9,7 +9,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, and_, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from pbxcontrol.db import journal, unrecorded
+from pbxcontrol.db import journal, legwrites, unrecorded
 from pbxcontrol.db.clock import db_now
 from pbxcontrol.db.models import LEG_HISTORY_TABLE, LEGS_TABLE, Base, Machine
 from pbxcontrol.recorder.leg import LiveLeg
@@ -52,15 +52,39 @@ class Batch:
     changes: Changes
     updates: list[dict[str, Any]]
     gone: list[dict[str, Any]]
+    statements: list[tuple[Any, dict[str, Any]]] | None = None  # PostgreSQL's (legwrites.py)
 
 
-def prepare(changes: Changes, machine: int) -> Batch:
+def prepare(changes: Changes, machine: int, postgresql: bool = False) -> Batch:
     """The parameters of `write_prepared`, built outside any transaction."""
+    if postgresql:
+        return Batch(machine, changes, [], [], _statements(changes, machine))
     updates = [
         {**r, "b_machine": r["machine"], "b_uniqueid": r["uniqueid"]} for r in changes.updates
     ]
     gone = [{"b_machine": machine, "b_uniqueid": uid} for uid in changes.gone]
     return Batch(machine, changes, updates, gone)
+
+
+def _statements(changes: Changes, machine: int) -> list[tuple[Any, dict[str, Any]]]:
+    """PostgreSQL: the journal's entries first (they read the keys before), then each kind of
+    write one statement, its rows one JSON document."""
+    statements: list[tuple[Any, dict[str, Any]]] = []
+    journalled = changes.inserts + changes.updates
+    if journalled or changes.gone:
+        statements.append((None, journal.legs_entries(machine, journalled, changes.gone)))
+    if changes.inserts:
+        columns, params = legwrites.rows(changes.inserts)
+        statements.append((legwrites.insert("legs", columns), params))
+    if changes.updates:
+        columns, params = legwrites.rows(changes.updates)
+        statements.append((legwrites.update(columns), params))
+    if changes.ended:
+        columns, params = legwrites.rows(changes.ended)
+        statements.append((legwrites.insert("leg_history", columns), params))
+    if changes.gone:
+        statements.append((legwrites.DELETE, {"machine": machine, "uids": changes.gone}))
+    return statements
 
 
 def write_prepared(batch: Batch, session: Session) -> None:
@@ -73,6 +97,13 @@ def write_prepared(batch: Batch, session: Session) -> None:
     changes, machine = batch.changes, batch.machine
     journalled = changes.inserts + changes.updates
     first = conn.dialect.name == "postgresql"
+    if batch.statements is not None:  # PostgreSQL, prepared (journal entries first)
+        for statement, params in batch.statements:
+            if statement is None:
+                journal.record_prepared(conn, params)
+            else:
+                conn.execute(statement, params)
+        return
     if first:
         journal.record_legs(conn, machine, journalled, changes.gone)
     else:
@@ -92,7 +123,8 @@ def write_prepared(batch: Batch, session: Session) -> None:
 
 def write(changes: Changes, machine: int, session: Session) -> None:
     """`write_prepared` of `prepare`, in one go."""
-    write_prepared(prepare(changes, machine), session)
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    write_prepared(prepare(changes, machine, postgresql), session)
 
 
 def flush(live: LiveLegs, session: Session) -> Callable[[], None]:

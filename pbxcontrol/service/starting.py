@@ -8,6 +8,11 @@ and `/metrics` with `pbxcontrol_database_up 0`. Once the database answers, the A
 (its plugins' start-up checks need the database), this server stops — its threads joined, so
 the API workers can still be forked from a process without threads — and the real server
 takes the socket over; connections arriving meanwhile wait in the socket's backlog.
+
+The handover never cuts a response: this server answers one request per connection
+(`Connection: close`, so no keep-alive connection sits idle on it), and when it stops it first
+stops accepting, then lets each connection it has accepted finish its request (at most
+DRAIN seconds), and only then closes them.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Engine, make_url
+from waitress.channel import HTTPChannel
 from waitress.server import create_server
+from waitress.task import WSGITask
 from waitress.wasyncore import close_all
 
 from pbxcontrol.http.envelope import ApiError, error, unreachable
@@ -32,6 +39,9 @@ log = logging.getLogger("pbxcontrol")
 #: Pauses between tries (seconds): growing, at most 6 s, so that with a try that waits out
 #: the connect timeout (3 s) and the build the service is back within 10 s of the database.
 PAUSES = (0.5, 1.0, 2.0, 4.0, 6.0)
+#: Seconds a connection accepted before the handover gets to finish its request; one whose
+#: client sends nothing meanwhile is closed then (the service must be back within 10 s).
+DRAIN = 3.0
 JSON = "application/json; charset=utf-8"
 METRICS = (
     b"# HELP pbxcontrol_database_up 1 when the database answers\n"
@@ -86,6 +96,18 @@ def unavailable_app(environ: dict[str, Any], start_response: Callable) -> Iterab
     return [body]
 
 
+class OneRequestTask(WSGITask):
+    """A response that closes its connection (`Connection: close`)."""
+
+    def build_response_header(self):
+        self.set_close_on_finish()
+        return super().build_response_header()
+
+
+class OneRequestChannel(HTTPChannel):
+    task_class = OneRequestTask
+
+
 class WaitingServer:
     """Answers 503 on the service's socket until `close()` (in a thread of its own)."""
 
@@ -99,14 +121,27 @@ class WaitingServer:
             channel_timeout=10,
             asyncore_use_poll=True,
         )
+        self._server.channel_class = OneRequestChannel  # waitress's way to choose the channel
         self._thread = threading.Thread(target=self._server.run, name="waiting", daemon=True)
         self._thread.start()
         host, port = sock.getsockname()[:2]
         log.info("HTTP API answering 503 on http://%s:%s/ until the database answers", host, port)
 
     def close(self) -> None:
-        """Stop answering and end every thread of this server."""
+        """Stop accepting (new connections wait in the backlog for the real server), let each
+        accepted connection finish its one request, then end every thread of this server."""
         server = self._server
+        stopped = threading.Event()
+
+        def stop_accepting() -> None:  # on the socket loop's thread: no accept after this
+            server.accepting = False
+            stopped.set()
+
+        server.trigger.pull_trigger(stop_accepting)
+        stopped.wait(5)
+        deadline = time.monotonic() + DRAIN
+        while server.active_channels and time.monotonic() < deadline:
+            time.sleep(0.01)  # each channel closes itself once its response is written
         server.trigger.pull_trigger(lambda: close_all(server._map))
         self._thread.join(5)
         server.task_dispatcher.shutdown(timeout=5)

@@ -50,7 +50,18 @@ def fail2ban_regex() -> tuple[list[str], dict[str, str]]:
                     f"{done.stderr.strip()}",
                     pytrace=False,
                 )
-            subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(root)], check=True)
+            # Unpacked aside, then renamed into place: another pytest-xdist worker may be
+            # unpacking it too, and must never run a half-unpacked copy.
+            unpacked = Path(work) / "root"
+            subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], check=True)
+            CACHE.mkdir(parents=True, exist_ok=True)
+            aside = Path(tempfile.mkdtemp(dir=CACHE, prefix="fail2ban-"))
+            shutil.move(str(unpacked), str(aside / "root"))
+            try:
+                (aside / "root").rename(root)
+            except OSError:  # already in place (another worker's)
+                shutil.rmtree(aside / "root")
+            aside.rmdir()
     env = {**os.environ, "PYTHONPATH": str(root / "usr" / "lib" / "python3" / "dist-packages")}
     return [sys.executable, str(script)], env
 

@@ -9,9 +9,11 @@ import json
 import threading
 
 import pytest
+from sqlalchemy import event
 
 from pbxcontrol.recorder import machine as machine_module
 from pbxcontrol.recorder import store
+from tests.conftest import postgresql_only
 from tests.fakeari import FakeAri
 from tests.recorder.test_reconnect import converged, emit_all, split, started, wait_until
 
@@ -103,3 +105,39 @@ def test_a_burst_is_written_as_it_goes_not_after_the_whole_burst(sessions, start
     held, steps = recorded(sessions, started, monkeypatch, batch_size=100_000)
     # Out of time at once: a write after every 64 events taken, never the whole backlog.
     assert len(steps) >= PADDING // 64 and max(steps) <= 64
+
+
+@postgresql_only("the JSON-document writes are PostgreSQL's (pbxcontrol/db/legwrites.py)")
+def test_postgresql_writes_each_kind_of_leg_write_as_one_statement(sessions, started):
+    """No executemany (a statement per row, its parameters converted while the transaction is
+    open): a whole call's legs — new, changed, ended into the history, gone — one statement
+    per kind, and the legs as Asterisk has them."""
+    startup, before, after = split("trunk_to_phone_answered", "answered")
+    fake = FakeAri(startup)
+    engine = sessions.kw["bind"]
+    seen: list[tuple[str, bool]] = []
+
+    def statement(_conn, _cursor, sql, _params, _context, executemany):
+        words = sql.split(None, 3)
+        if words[0] in ("INSERT", "UPDATE", "DELETE") and words[2 - (words[0] == "UPDATE")] in (
+            "legs",
+            "leg_history",
+        ):
+            seen.append((" ".join(words[:3]), executemany))
+
+    event.listen(engine, "before_cursor_execute", statement)
+    try:
+        started(fake, batch_size=100_000)
+        emit_all(fake, before[:1])  # the first leg, then what changes it
+        wait_until(converged(sessions, fake), what="the first leg written")
+        emit_all(fake, before[1:])
+        wait_until(converged(sessions, fake), what="the call's legs written")
+        emit_all(fake, after)
+        wait_until(converged(sessions, fake), what="the call's end written")
+        wait_until(lambda: ("DELETE FROM legs", False) in seen, what="the ended legs gone")
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+    assert not [s for s in seen if s[1]], seen  # never executemany
+    kinds = {s[0] for s in seen}
+    wanted = {"INSERT INTO legs", "UPDATE legs AS", "INSERT INTO leg_history", "DELETE FROM legs"}
+    assert wanted <= kinds, kinds

@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from pbxcontrol.ari.client import AriError
 from pbxcontrol.db import intents
@@ -167,6 +167,35 @@ def test_what_no_holder_took_within_the_wait_is_expired_and_never_runs(sessions)
     assert outcome.message == "machine 1: no recording process took the request within 2 s"
     ari = CountingAri({"1.1"})
     assert worker(sessions, lease, ari).round(lease.epoch) == 0 and ari.asked == []
+
+
+def test_the_wait_looks_on_one_connection_in_autocommit(sessions):
+    """The API's wait for an outcome takes one pooled connection for all its looks (each a
+    statement of its own, no transaction around it), not one per look."""
+    take(sessions)  # a holder on record, but its worker does not run
+    engine = sessions.kw["bind"]
+    checkouts, looks = [], []
+
+    def checkout(*_):
+        checkouts.append(1)
+
+    def look(conn, _cursor, statement, *_):
+        if statement.startswith("SELECT") and "FROM call_intents" in statement:
+            looks.append(conn.get_execution_options().get("isolation_level"))
+
+    event.listen(engine, "checkout", checkout)
+    event.listen(engine, "before_cursor_execute", look)
+    try:
+        control = Control(engine, Doorbell(), wait=0.3)
+        control.carry_out(request(), [Intent(1, "hangup", ("1.1",))], time.monotonic())
+    finally:
+        event.remove(engine, "checkout", checkout)
+        event.remove(engine, "before_cursor_execute", look)
+    # ~30 looks in 0.3 s: one checkout each for the write, the wait, the expiry, the last look.
+    assert len(checkouts) <= 4, len(checkouts)
+    # The wait's looks, then the expiry's and the last look, on connections of their own.
+    waited = looks.count("AUTOCOMMIT")
+    assert waited >= 10 and looks[:waited] == ["AUTOCOMMIT"] * waited, looks
 
 
 def test_claimed_but_unfinished_at_the_wait_is_answered_and_completed_later(sessions):

@@ -246,6 +246,7 @@ class FlakySessions:
 
     def __init__(self, real):
         self.real = real
+        self.kw = real.kw  # its engine, as a sessionmaker's
         self.healthy = False
         self.failures = 0
 

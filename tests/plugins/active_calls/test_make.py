@@ -97,19 +97,21 @@ def test_invalid_parameters_are_400_by_key_and_originate_nothing(svc, params, ex
 @pytest.mark.parametrize("wait", ["0", "1"])
 def test_a_delayed_call_is_answered_at_once_and_rings_party_1_when_due(svc, wait):
     started = time.monotonic()
-    body = make(svc, stype="phone", snumber="1001", cnumber="1002", delay="1", wait=wait)
+    body = make(svc, stype="phone", snumber="1001", cnumber="1002", delay="2", wait=wait)
     answered = time.monotonic() - started
     assert codes(body) == [("204", "")] and "data" not in body  # no call yet: no ids
-    assert body["responses"][0]["message"] == "Call scheduled; the first party rings in 1 s."
-    assert answered < 0.5 and svc.ari.originated == []
+    assert body["responses"][0]["message"] == "Call scheduled; the first party rings in 2 s."
+    # At once: within half the delay (a 1 s delay's 0.5 s bound was missed once, 0.54 s, on
+    # a machine with a load average of 40, the fast tiers on two workers).
+    assert answered < 1.0 and svc.ari.originated == []
     assert svc.audit()[-1]["code"] == 204
     while not svc.ari.originated:
-        assert time.monotonic() - started < 3, "party 1 never rang"
+        assert time.monotonic() - started < 4, "party 1 never rang"
         time.sleep(0.01)
     rang = time.monotonic() - started
     # Not before it is due; the upper bound only says 'when due, not seconds later' (a loaded
-    # machine running the suite on every core took 1.51 s once).
-    assert 1.0 <= rang < 2.0, rang
+    # machine running the suite on every core took 1.51 s once for a 1 s delay).
+    assert 2.0 <= rang < 3.0, rang
     [(endpoint, variables, params)] = svc.ari.originated
     assert endpoint == "PJSIP/alice" and params["extension"] == "1002"
     assert variables["PBX_SCUSTOMER"] == "3"
