@@ -48,6 +48,7 @@ class Config:
     plugins: tuple[str, ...]
     machines: tuple[MachineConfig, ...]
     batch_size: int = 20000
+    backlog_megabytes: int = 256  # the reader-to-writer queue's bound, per machine
     history_days: int = 30
     audit_days: int = 365  # days the call-control audit (call_actions) keeps its rows
     heartbeat: float = 2.0  # seconds between a recorder's status writes (`pbxcontrol status`)
@@ -177,6 +178,7 @@ def _build(r: IniReader, known_plugins: frozenset[str] | None) -> Config:
         plugins=plugins,
         machines=machines,
         batch_size=r.integer("recorder", "batch_size", 20000, lo=1, hi=1000000),
+        backlog_megabytes=r.integer("recorder", "backlog_megabytes", 256, lo=1, hi=16384),
         history_days=r.integer("recorder", "history_days", 30, lo=0),
         audit_days=r.integer("recorder", "audit_days", 365, lo=0),
         heartbeat=r.number("recorder", "heartbeat", 2.0),

@@ -203,6 +203,7 @@ def build_recorders(
                 sessions,
                 sweep_interval=m.sweep_interval,
                 batch_size=config.batch_size,
+                backlog=config.backlog_megabytes * 1024 * 1024,
                 history_days=config.history_days,
                 audit_days=config.audit_days,
                 heartbeat=config.heartbeat,

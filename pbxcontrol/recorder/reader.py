@@ -22,8 +22,10 @@ REPLACED = object()  # another client opened a websocket with our application na
 BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
 RECV_TIMEOUT = 0.5  # how often a quiet reader checks that it still holds the lease
 #: Characters of messages read and not yet taken by the writer, at most (SPEC §12: bounded
-#: under any backlog). ~30 s of a busy machine's events (1,000/s of ~2 KB).
-BACKLOG_LIMIT = 64 * 1024 * 1024
+#: under any backlog; `[recorder] backlog_megabytes`): ~2 minutes of a busy machine's events
+#: (1,000/s of ~2 KB), and the realistic blast of 3,600 legs at once (bench/blast.py) read
+#: faster than any writer takes it (64 MB was not enough for it on a quiet machine).
+BACKLOG_LIMIT = 256 * 1024 * 1024
 
 
 class Backlog:
