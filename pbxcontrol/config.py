@@ -156,11 +156,7 @@ def _build(r: IniReader, known_plugins: frozenset[str] | None) -> Config:
     url = r.required("database", "url")
     if url is not None and "://" not in url:
         r.problem("database", "url", f"{url!r} is not an SQLAlchemy URL")
-    plugins = tuple(n.strip() for n in r.get("plugins", "enabled", "").split(",") if n.strip())
-    if known_plugins is not None:
-        for name in plugins:
-            if name not in known_plugins:
-                r.problem("plugins", "enabled", f"unknown plugin {name!r}")
+    plugins = _plugins(r, known_plugins)
     level = r.get("logging", "level", "INFO").upper()
     if level not in LOG_LEVELS:
         r.problem("logging", "level", f"{level!r} is not one of {', '.join(LOG_LEVELS)}")
@@ -203,6 +199,15 @@ def _build(r: IniReader, known_plugins: frozenset[str] | None) -> Config:
         connect_timeout=r.integer("database", "connect_timeout", 3, lo=2, hi=60),
         statement_timeout=r.integer("database", "statement_timeout", 5, lo=1, hi=3600),
     )
+
+
+def _plugins(r: IniReader, known_plugins: frozenset[str] | None) -> tuple[str, ...]:
+    """[plugins] enabled: the names, each known (when the caller knows the installed ones)."""
+    plugins = tuple(n.strip() for n in r.get("plugins", "enabled", "").split(",") if n.strip())
+    if known_plugins is not None:
+        for name in (n for n in plugins if n not in known_plugins):
+            r.problem("plugins", "enabled", f"unknown plugin {name!r}")
+    return plugins
 
 
 def _machines(r: IniReader) -> tuple[MachineConfig, ...]:

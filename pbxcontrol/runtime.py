@@ -176,8 +176,7 @@ def build_recorders(
     bell: Doorbell | None = None,
 ) -> list[MachineRecorder]:
     """One recorder per configured Asterisk machine, each on its own ARI client (and one for
-    call control, SPEC §11.2, woken by `bell`); they share one cache of what is provisioned
-    (pbxcontrol.recorder) and call `commits` after each commit."""
+    call control, SPEC §11.2, woken by `bell`); one cache of what is provisioned for all."""
     # Imported here: an API-only process never loads the recorder.
     from pbxcontrol.ari.client import AriClient
     from pbxcontrol.recorder.machine import MachineRecorder

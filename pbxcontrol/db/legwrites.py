@@ -48,4 +48,5 @@ def update(columns: tuple[str, ...]) -> TextClause:
 
 def rows(found: list[dict[str, Any]]) -> tuple[tuple[str, ...], dict[str, str]]:
     """The columns of `found` (every row has the first one's) and the statement's parameters."""
-    return tuple(found[0]), {"rows": orjson.dumps(found).decode()}
+    # OPT_NON_STR_KEYS: a key may be a str subclass (SQLAlchemy's quoted_name, from a row).
+    return tuple(found[0]), {"rows": orjson.dumps(found, option=orjson.OPT_NON_STR_KEYS).decode()}
