@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,17 @@ def timed_ms(fn: Callable[[], object], runs: int, warmup: int = 5) -> list[float
         fn()
         times.append((time.perf_counter() - started) * 1000)
     return times
+
+
+def end(proc: subprocess.Popen) -> None:
+    """Stop a child process: terminate, then kill if it has not gone within 5 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def median(values: list[float]) -> float:

@@ -16,7 +16,7 @@ import selectors
 import subprocess
 import sys
 
-from bench.common import ROOT, Results, check, median, percentile
+from bench.common import ROOT, Results, check, end, median, percentile
 from bench.sandbox import ARI_AUTH, Service
 
 EVENTS_URL = "ws://127.0.0.1:8088/ari/events?app=bench-lag&subscribeAll=true"
@@ -61,13 +61,7 @@ class Child:
         return json.loads(line)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end(self.proc)
 
 
 class WsClock(Child):

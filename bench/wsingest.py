@@ -27,7 +27,7 @@ import websocket
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import median  # noqa: E402
+from bench.common import end, median  # noqa: E402
 from bench.sandbox import Service  # noqa: E402
 from bench.wsreplay import SENTINEL  # noqa: E402
 
@@ -62,12 +62,7 @@ class Replayer:
         return float(line[1])
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end(self.proc)
 
 
 def bare_run(replayer: Replayer) -> float:

@@ -90,13 +90,12 @@ def _statements(changes: Changes, machine: int) -> list[tuple[Any, dict[str, Any
 def write_prepared(batch: Batch, session: Session) -> None:
     """Insert new legs, update changed ones, move ended ones to the history, in `session`;
     and the change journal's entries for them, in the same transaction (pbxcontrol.db.journal:
-    their scope keys before, and after). On PostgreSQL the entries come first, reading the keys
-    before in the same call (one round trip, and the data version's trigger then leaves the
-    legs to the journal: pbxcontrol/db/dataversion.py); on SQLite after, as read first."""
+    their scope keys before, and after). On PostgreSQL the batch's prepared statements, the
+    entries first, reading the keys before in the same call (the data version's trigger then
+    leaves the legs to the journal: pbxcontrol/db/dataversion.py); on SQLite the entries after,
+    the keys read first."""
     conn = session.connection()
     changes, machine = batch.changes, batch.machine
-    journalled = changes.inserts + changes.updates
-    first = conn.dialect.name == "postgresql"
     if batch.statements is not None:  # PostgreSQL, prepared (journal entries first)
         for statement, params in batch.statements:
             if statement is None:
@@ -104,11 +103,9 @@ def write_prepared(batch: Batch, session: Session) -> None:
             else:
                 conn.execute(statement, params)
         return
-    if first:
-        journal.record_legs(conn, machine, journalled, changes.gone)
-    else:
-        changed = [r["uniqueid"] for r in changes.updates] + changes.gone
-        before = journal.scope_keys(conn, machine, changed)
+    journalled = changes.inserts + changes.updates
+    changed = [r["uniqueid"] for r in changes.updates] + changes.gone
+    before = journal.scope_keys(conn, machine, changed)
     if changes.inserts:
         conn.execute(INSERT_LEGS, changes.inserts)
     if batch.updates:
@@ -117,8 +114,7 @@ def write_prepared(batch: Batch, session: Session) -> None:
         conn.execute(INSERT_HISTORY, changes.ended)
     if batch.gone:
         conn.execute(DELETE_LEGS, batch.gone)
-    if not first:
-        journal.record_legs(conn, machine, journalled, changes.gone, before)
+    journal.record_legs(conn, machine, journalled, changes.gone, before)
 
 
 def write(changes: Changes, machine: int, session: Session) -> None:

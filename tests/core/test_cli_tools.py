@@ -125,6 +125,16 @@ def test_check_config_reports_every_problem_one_per_line(tmp_path, config_path):
         assert any(what in p for p in problems), what
 
 
+@pytest.mark.parametrize(
+    "value, problem",
+    [("lots", "'lots' is not an integer"), ("0", "0 must be between 1 and 16384"), ("99999", "99999 must be between 1 and 16384")],
+)
+def test_a_bad_backlog_bound_is_named_by_check_config(tmp_path, value, problem):
+    bad = write_config(tmp_path, f"[recorder]\nbacklog_megabytes = {value}\n")
+    problems = config_mod.check(str(bad), known_plugins=frozenset({"active_calls"}))
+    assert any("[recorder] backlog_megabytes" in p and problem in p for p in problems), problems
+
+
 def test_check_config_takes_the_file_from_the_environment(tmp_path):
     bad = write_config(tmp_path, "[recorder]\nbatch_size = many\n")
     env = {**os.environ, "PBXCONTROL_CONFIG": str(bad)}
