@@ -127,7 +127,11 @@ def test_check_config_reports_every_problem_one_per_line(tmp_path, config_path):
 
 @pytest.mark.parametrize(
     "value, problem",
-    [("lots", "'lots' is not an integer"), ("0", "0 must be between 1 and 16384"), ("99999", "99999 must be between 1 and 16384")],
+    [
+        ("lots", "'lots' is not an integer"),
+        ("0", "0 must be between 1 and 16384"),
+        ("99999", "99999 must be between 1 and 16384"),
+    ],
 )
 def test_a_bad_backlog_bound_is_named_by_check_config(tmp_path, value, problem):
     bad = write_config(tmp_path, f"[recorder]\nbacklog_megabytes = {value}\n")
