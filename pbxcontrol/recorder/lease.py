@@ -32,9 +32,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from sqlalchemy import (
+    Connection,
     CursorResult,
     Update,
     and_,
@@ -82,7 +83,10 @@ class Holder:
     age: float  # seconds since its last renewal, by the database's clock
 
 
-_FENCE_POSTGRESQL = text(
+#: PostgreSQL's fence: the limits of the transaction (`Lease._limits`), and a key-share lock
+#: on the machine's row at the holder's epoch; no row: the lease is gone. The recorder's leg
+#: writes run it inside their first statement (pbxcontrol/db/journal.py `record_fenced`).
+FENCE_POSTGRESQL = text(
     "SELECT set_config('idle_in_transaction_session_timeout', :f_idle, true),"
     " set_config('lock_timeout', :f_wait, true)"
     " FROM machines WHERE id = :f_machine AND epoch = :f_epoch FOR KEY SHARE"
@@ -247,26 +251,36 @@ class Lease:
         """Check the lease as the first statement of a write transaction; LeaseLost when
         it belongs to another epoch (the caller's transaction must roll back). True when the
         fence renewed it too (SQLite's UPDATE: `confirmed` once the transaction commits)."""
-        if self.epoch is None:
-            raise LeaseLost(f"{self.name}: not holding the lease")
-        params: dict[str, Any] = {"f_machine": self.machine, "f_epoch": self.epoch}
+        params = self.fence_params()
         if session.get_bind().dialect.name == "postgresql":  # one round trip with the limits
-            params.update(zip(("f_idle", "f_wait"), self._limits(), strict=True))
-            held = session.execute(_FENCE_POSTGRESQL, params).first() is not None
+            held = session.execute(FENCE_POSTGRESQL, params).first() is not None
         else:
             done = session.execute(_fence_statement("sqlite"), params)
             held = cast(CursorResult[Any], done).rowcount == 1
         if not held:
-            row = session.execute(
-                select(MACHINES.c.holder, MACHINES.c.epoch).where(MACHINES.c.id == self.machine)
-            ).first()
-            lost = self.epoch
-            self.forget()
-            raise LeaseLost(
-                f"{self.name}: lost the lease (epoch {lost}) to "
-                + (f"{row.holder or 'nobody'} (epoch {row.epoch})" if row else "nobody")
-            )
+            self.lost(session.connection())
         return session.get_bind().dialect.name != "postgresql"
+
+    def fence_params(self) -> dict[str, Any]:
+        """The fence's parameters (`FENCE_POSTGRESQL`'s; SQLite's use the first two);
+        LeaseLost while not holding it."""
+        if self.epoch is None:
+            raise LeaseLost(f"{self.name}: not holding the lease")
+        idle, wait = self._limits()
+        return {"f_machine": self.machine, "f_epoch": self.epoch, "f_idle": idle, "f_wait": wait}
+
+    def lost(self, conn: Connection) -> NoReturn:
+        """A fence in `conn`'s transaction found another epoch: forget the lease and raise
+        LeaseLost, saying who holds it now."""
+        row = conn.execute(
+            select(MACHINES.c.holder, MACHINES.c.epoch).where(MACHINES.c.id == self.machine)
+        ).first()
+        lost = self.epoch
+        self.forget()
+        raise LeaseLost(
+            f"{self.name}: lost the lease (epoch {lost}) to "
+            + (f"{row.holder or 'nobody'} (epoch {row.epoch})" if row else "nobody")
+        )
 
     def release(self, session: Session) -> None:
         """Give the lease up at a clean stop: a standby takes it at once (no holder). The

@@ -51,6 +51,11 @@ class Changes:
     gone: list[str]  # uniqueids of ended legs that were written to the live table
     committed: Callable[[], None]
 
+    @property
+    def empty(self) -> bool:
+        """Nothing to write."""
+        return not (self.inserts or self.updates or self.ended or self.gone)
+
 
 class LiveLegs:
     def __init__(

@@ -22,7 +22,7 @@ from pbxcontrol.recorder.checkpoint import Checkpointer
 from pbxcontrol.recorder.intents import IntentWorker
 from pbxcontrol.recorder.lease import Lease
 from pbxcontrol.recorder.leg import Recorded
-from pbxcontrol.recorder.live import LiveLegs
+from pbxcontrol.recorder.live import Changes, LiveLegs
 from pbxcontrol.recorder.provisioned import ProvisionedCache
 from pbxcontrol.recorder.reader import (
     BACKLOG_LIMIT,
@@ -175,6 +175,8 @@ class MachineRecorder:
         finally:
             if role == "reader":
                 self._reader_done.set()  # the writer then drains what was read, and ends
+            elif role == "writer":
+                self.tx.close()  # its kept connection (PostgreSQL), from its own thread
 
     # -- writer: what the standby drives (standby.Recording) ------------------------------
     def on_takeover(self, live: LiveLegs) -> None:
@@ -328,21 +330,36 @@ class MachineRecorder:
         """Write what was applied since the last commit; False when it did not commit."""
 
         changes = self.live.changes()
+        if not machine_row and changes.empty and self.lease.valid():
+            # Nothing to write and the lease trusted: no transaction. (An empty fenced one
+            # after every event that changed no row — most of a call's — was a recorder's
+            # busiest work in a busy hour.) In doubt, the fence below finds out.
+            self._committed(changes)
+            return True
         batch = store.prepare(changes, self.machine, self._postgresql)  # before it begins
         startup = self.live.startup_time or ""
 
         def write(session: Session) -> bool:
-            store.write_prepared(batch, session)
+            store.write_prepared(batch, session.connection())
             if machine_row:  # last: the renewal waits for the row's lock until the commit
                 store.mark_synced(session, self.machine, self.name, startup)
             return True
 
-        if self.tx.run(write, "writing legs") is None:
+        if self._postgresql and not machine_row:  # the fence in the first statement
+            done = self.tx.run_kept(
+                lambda conn, fence: store.write_prepared(batch, conn, fence), "writing legs"
+            )
+        else:
+            done = self.tx.run(write, "writing legs") is not None
+        if not done:
             return False
-        changes.committed()
-        self.status.committed()
+        self._committed(changes)
         self.on_commit()
         return True
+
+    def _committed(self, changes: Changes) -> None:
+        changes.committed()
+        self.status.committed()
 
     def prune_history(self, now: float | None = None) -> int:
         """A sweep's pruning (recorder/retention.py): the journal, the audit when due, and

@@ -6,12 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, CursorResult, and_, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from pbxcontrol.db import journal, legwrites, unrecorded
 from pbxcontrol.db.clock import db_now
 from pbxcontrol.db.models import LEG_HISTORY_TABLE, LEGS_TABLE, Base, Machine
+from pbxcontrol.recorder.lease import FENCE_POSTGRESQL
 from pbxcontrol.recorder.leg import LiveLeg
 from pbxcontrol.recorder.live import Changes, LiveLegs
 
@@ -87,22 +88,33 @@ def _statements(changes: Changes, machine: int) -> list[tuple[Any, dict[str, Any
     return statements
 
 
-def write_prepared(batch: Batch, session: Session) -> None:
-    """Insert new legs, update changed ones, move ended ones to the history, in `session`;
-    and the change journal's entries for them, in the same transaction (pbxcontrol.db.journal:
-    their scope keys before, and after). On PostgreSQL the batch's prepared statements, the
-    entries first, reading the keys before in the same call (the data version's trigger then
-    leaves the legs to the journal: pbxcontrol/db/dataversion.py); on SQLite the entries after,
-    the keys read first."""
-    conn = session.connection()
+def write_prepared(batch: Batch, conn: Connection, fence: dict[str, Any] | None = None) -> bool:
+    """Insert new legs, update changed ones, move ended ones to the history, in `conn`'s
+    transaction; and the change journal's entries for them, in the same transaction
+    (pbxcontrol.db.journal: their scope keys before, and after). On PostgreSQL the batch's
+    prepared statements, the entries first, reading the keys before in the same call (the data
+    version's trigger then leaves the legs to the journal: pbxcontrol/db/dataversion.py); on
+    SQLite the entries after, the keys read first.
+
+    With `fence` (PostgreSQL: the lease's `fence_params`), the lease's fence runs first, in the
+    same statement as the entries when there are any; False when it found the lease gone:
+    nothing was written, the caller rolls back (Transactions.run_kept)."""
     changes, machine = batch.changes, batch.machine
     if batch.statements is not None:  # PostgreSQL, prepared (journal entries first)
-        for statement, params in batch.statements:
+        statements = batch.statements
+        if fence is not None:
+            if statements and statements[0][0] is None:
+                if not journal.record_fenced(conn, statements[0][1], fence):
+                    return False
+                statements = statements[1:]
+            elif conn.execute(FENCE_POSTGRESQL, fence).first() is None:
+                return False
+        for statement, params in statements:
             if statement is None:
                 journal.record_prepared(conn, params)
             else:
                 conn.execute(statement, params)
-        return
+        return True
     journalled = changes.inserts + changes.updates
     changed = [r["uniqueid"] for r in changes.updates] + changes.gone
     before = journal.scope_keys(conn, machine, changed)
@@ -115,12 +127,13 @@ def write_prepared(batch: Batch, session: Session) -> None:
     if batch.gone:
         conn.execute(DELETE_LEGS, batch.gone)
     journal.record_legs(conn, machine, journalled, changes.gone, before)
+    return True
 
 
 def write(changes: Changes, machine: int, session: Session) -> None:
     """`write_prepared` of `prepare`, in one go."""
     postgresql = session.get_bind().dialect.name == "postgresql"
-    write_prepared(prepare(changes, machine, postgresql), session)
+    write_prepared(prepare(changes, machine, postgresql), session.connection())
 
 
 def flush(live: LiveLegs, session: Session) -> Callable[[], None]:

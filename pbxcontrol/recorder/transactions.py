@@ -6,8 +6,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from contextlib import suppress
+from typing import Any, TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,7 +24,8 @@ REFUSED_BACKOFF_MAX = 30.0
 
 
 class Transactions:
-    """Runs one unit of work per transaction for one machine's writer thread. Fenced work
+    """Runs one unit of work per transaction for one machine's writer thread (only: on
+    PostgreSQL every transaction runs on the writer's own kept connection). Fenced work
     starts with the lease's fence; the lease is renewed elsewhere (recorder/renewer.py) while
     the writer is alive (`Lease.busy`: it waits on the database meanwhile). The outcome of the
     last run is in the flags: `lost` (the lease is gone: stop recording), `refused` (the
@@ -50,6 +53,8 @@ class Transactions:
         self.refusals = 0  # in a row: the wait before the next resync grows with them
         self.failing_since: float | None = None
         self.tries = 0  # of the current outage
+        self._kept: Connection | None = None  # PostgreSQL: the writer's own (run, run_kept)
+        self._postgresql = sessions.kw["bind"].dialect.name == "postgresql"
 
     def run(self, work: Callable[[Session], T], what: str, fenced: bool = True) -> T | None:
         """`work(session)` in one transaction; its result, or None when it did not commit."""
@@ -57,7 +62,7 @@ class Transactions:
             return None
         started, renewed = time.monotonic(), False
         try:
-            with self.lease.busy(), self.sessions.begin() as session:
+            with self.lease.busy(), self._session() as session, session.begin():
                 if fenced:
                     renewed = self.lease.fence(session)
                 no_autocheckpoint(session.connection())  # SQLite: checkpoint.py says why
@@ -67,10 +72,65 @@ class Transactions:
             log.warning("%s; standing by (nothing more is written for it)", exc)
             return None
         except SQLAlchemyError as exc:
+            self.close(invalidate=True)
             self._failed(exc, what)
             return None
         if renewed:  # SQLite: its fence renews (the renewer waits for this writer's lock)
             self.lease.confirmed(started)
+        self._succeeded()
+        return result
+
+    def run_kept(self, work: Callable[[Connection, dict[str, Any]], bool], what: str) -> bool:
+        """PostgreSQL: `work(connection, fence)` in one transaction on the writer's own kept
+        connection; `work` runs the lease's fence (`fence` its parameters) in its first
+        statement and returns False when it found the lease gone. True when it committed.
+
+        Why kept: a pooled connection is pinged at each checkout (engine.py's Guard), and a
+        Session is built around it — with the fence's own statement that was half the
+        recorder's CPU per transaction in a busy hour (one event or two each). A failed
+        transaction drops it: the next connects afresh (to a promoted standby too)."""
+        if self.lost:
+            return False
+        try:
+            with self.lease.busy():
+                conn = self._kept_connection()
+                with conn.begin():
+                    if not work(conn, self.lease.fence_params()):
+                        self.lease.lost(conn)
+        except LeaseLost as exc:
+            self.lost = True
+            self.close()
+            log.warning("%s; standing by (nothing more is written for it)", exc)
+            return False
+        except SQLAlchemyError as exc:
+            self.close(invalidate=True)
+            self._failed(exc, what)
+            return False
+        self._succeeded()
+        return True
+
+    def close(self, invalidate: bool = False) -> None:
+        """Give the kept connection up (the writer's thread, or once it has stopped)."""
+        conn, self._kept = self._kept, None
+        if conn is not None:
+            with suppress(Exception):
+                if invalidate:  # it may be dead, or mid-statement: not back to the pool
+                    conn.invalidate()
+                conn.close()
+
+    def _session(self) -> Session:
+        """PostgreSQL: a session of the kept connection (no checkout, no ping); SQLite: the
+        pool's (one writer at a time: the checkpointer's connection is another)."""
+        if self._postgresql:
+            return self.sessions(bind=self._kept_connection())
+        return self.sessions()
+
+    def _kept_connection(self) -> Connection:
+        if self._kept is None:
+            self._kept = self.sessions.kw["bind"].connect()
+        return self._kept
+
+    def _succeeded(self) -> None:
         self.refusals = 0
         if self.failing_since is not None:
             log.info(
@@ -80,7 +140,6 @@ class Transactions:
             )
             self.failing_since = None
             self.back = True
-        return result
 
     def __call__(self, work: Callable[[Session], T], what: str) -> T | None:
         return self.run(work, what)

@@ -30,13 +30,13 @@ class HeldWrites:
         self.writes = 0
         real = store.write_prepared
 
-        def write(batch, session):
+        def write(batch, conn, fence=None):
             changes = batch.changes
             if (changes.inserts or changes.updates or changes.gone) and self.armed:
                 self.writes += 1
                 self.held.set()
                 assert self.gate.wait(20), "the test never opened the gate"
-            real(batch, session)
+            return real(batch, conn, fence)
 
         monkeypatch.setattr(store, "write_prepared", write)
 

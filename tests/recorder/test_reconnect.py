@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 import time
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
 from pbxcontrol.db.models import LegHistory
@@ -48,8 +49,8 @@ def converged(sessions, fake: FakeAri, machine: int = 1):
 def started(sessions):
     recorders = []
 
-    def start(fake: FakeAri, machine: int = 1, sessions_=None, **kwargs) -> MachineRecorder:
-        rec = MachineRecorder(machine, fake, sessions_ or sessions, **kwargs)
+    def start(fake: FakeAri, machine: int = 1, **kwargs) -> MachineRecorder:
+        rec = MachineRecorder(machine, fake, sessions, **kwargs)
         rec.start()
         recorders.append(rec)
         assert fake.connected.wait(5), "recorder did not connect"
@@ -241,31 +242,31 @@ def test_a_late_event_never_resurrects_an_ended_leg(sessions, started):
     assert live_rows(sessions) == {}
 
 
-class FlakySessions:
-    """A sessionmaker whose database is unavailable until `healthy` is set."""
+class FlakyWriter:
+    """The database unavailable to the recorder's writer thread until `healthy` is set: each
+    of its statements fails as a lost database would (its transactions, on a pooled or a kept
+    connection alike)."""
 
-    def __init__(self, real):
-        self.real = real
-        self.kw = real.kw  # its engine, as a sessionmaker's
-        self.healthy = False
+    def __init__(self, sessions) -> None:
+        self.engine = sessions.kw["bind"]
+        self.healthy = True
         self.failures = 0
+        event.listen(self.engine, "before_cursor_execute", self._statement)
 
-    def __call__(self, *a, **kw):
-        return self.real(*a, **kw)
-
-    def begin(self):
-        if not self.healthy:
+    def _statement(self, *_args) -> None:
+        if not self.healthy and threading.current_thread().name.endswith(" writer"):
             self.failures += 1
-            raise OperationalError("BEGIN", {}, Exception("database is locked"))
-        return self.real.begin()
+            raise OperationalError("statement", {}, Exception("server closed the connection"))
+
+    def remove(self) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._statement)
 
 
 def test_database_outage_loses_no_event(sessions, started):
     startup, before, after = split("trunk_to_phone_answered", "answered")
     fake = FakeAri(startup)
-    flaky = FlakySessions(sessions)
-    flaky.healthy = True
-    rec = started(fake, sessions_=flaky)
+    flaky = FlakyWriter(sessions)
+    rec = started(fake)
     flaky.healthy = False
     emit_all(fake, before)
     wait_until(lambda: flaky.failures >= 2, what="failing writes")
@@ -276,6 +277,7 @@ def test_database_outage_loses_no_event(sessions, started):
     emit_all(fake, after)
     wait_until(lambda: not live_rows(sessions))
     assert rec.malformed == 0
+    flaky.remove()
 
 
 def test_without_channelvars_linkedid_is_read_per_new_channel_and_bridge(sessions, started):

@@ -145,6 +145,11 @@ def _storage_fault(sessions, caplog, pragma: str, message: str) -> None:
         wait_until(rec.synced.is_set)
         bad = _failing_engine(password_url(good.url), pragma)
         sessions.configure(bind=bad)
+        if good.dialect.name == "postgresql":
+            # The writer keeps its connection (recorder/transactions.py): a server that turns
+            # read-only (a demoted primary) drops its sessions first, as a restart does.
+            with good.connect() as conn:
+                conn.execute(text(TERMINATE))
         with caplog.at_level(logging.WARNING):
             for raw in before:
                 fake.emit(raw)
@@ -166,6 +171,10 @@ def _storage_fault(sessions, caplog, pragma: str, message: str) -> None:
         rec.stop()
 
 
+TERMINATE = (
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
 #: A connection setting that refuses every write, and what the database then says.
 READ_ONLY = {
     "sqlite": ("PRAGMA query_only = ON", "readonly database"),
