@@ -132,14 +132,6 @@ def record_prepared(conn: Connection, entries: dict[str, Any]) -> None:
     conn.execute(_APPEND, {**entries, "at": time.time()})
 
 
-def record_fenced(conn: Connection, entries: dict[str, Any], fence: dict[str, Any]) -> bool:
-    """`record_prepared` behind the lease's fence (pbxcontrol/recorder/lease.py
-    `FENCE_POSTGRESQL`, its parameters `fence`) in one statement: the first of a recorder's
-    transaction, one round trip fewer. False when the fence found the lease gone: nothing was
-    appended (the caller rolls back)."""
-    return conn.execute(_FENCED_APPEND, {**entries, **fence, "at": time.time()}).first() is not None
-
-
 def record_reset(conn: Connection) -> None:
     """Everything may have changed (visibility or names): streams start afresh."""
     _append(conn, [(0, "", RESET, None, None)])
@@ -149,17 +141,6 @@ Change: TypeAlias = tuple[int, str, str, Keys | None, Keys | None]
 
 _APPEND = text(
     "SELECT pbx_journal_append(:m, :uids, :ops, :old_s, :old_d, :new_s, :new_d, :look_up, :at)"
-)
-
-# The fence first (MATERIALIZED: evaluated, and its row locked, before anything is appended),
-# then the entries, once, for the row it found.
-_FENCED_APPEND = text(
-    "WITH fence AS MATERIALIZED ("
-    "SELECT set_config('idle_in_transaction_session_timeout', :f_idle, true),"
-    " set_config('lock_timeout', :f_wait, true)"
-    " FROM machines WHERE id = :f_machine AND epoch = :f_epoch FOR KEY SHARE) "
-    "SELECT pbx_journal_append(:m, :uids, :ops, :old_s, :old_d, :new_s, :new_d, :look_up, :at) "
-    "FROM fence"
 )
 
 

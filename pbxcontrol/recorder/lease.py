@@ -85,7 +85,7 @@ class Holder:
 
 #: PostgreSQL's fence: the limits of the transaction (`Lease._limits`), and a key-share lock
 #: on the machine's row at the holder's epoch; no row: the lease is gone. The recorder's leg
-#: writes run it inside their first statement (pbxcontrol/db/journal.py `record_fenced`).
+#: writes run it inside their first statement (pbxcontrol/db/legwrites.py `record_fenced`).
 FENCE_POSTGRESQL = text(
     "SELECT set_config('idle_in_transaction_session_timeout', :f_idle, true),"
     " set_config('lock_timeout', :f_wait, true)"

@@ -104,7 +104,7 @@ def write_prepared(batch: Batch, conn: Connection, fence: dict[str, Any] | None 
         statements = batch.statements
         if fence is not None:
             if statements and statements[0][0] is None:
-                if not journal.record_fenced(conn, statements[0][1], fence):
+                if not legwrites.record_fenced(conn, statements[0][1], fence):
                     return False
                 statements = statements[1:]
             elif conn.execute(FENCE_POSTGRESQL, fence).first() is None:

@@ -8,7 +8,8 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event as sa_event
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from pbxcontrol.db.models import LegHistory
@@ -251,7 +252,7 @@ class FlakyWriter:
         self.engine = sessions.kw["bind"]
         self.healthy = True
         self.failures = 0
-        event.listen(self.engine, "before_cursor_execute", self._statement)
+        sa_event.listen(self.engine, "before_cursor_execute", self._statement)
 
     def _statement(self, *_args) -> None:
         if not self.healthy and threading.current_thread().name.endswith(" writer"):
@@ -259,7 +260,7 @@ class FlakyWriter:
             raise OperationalError("statement", {}, Exception("server closed the connection"))
 
     def remove(self) -> None:
-        event.remove(self.engine, "before_cursor_execute", self._statement)
+        sa_event.remove(self.engine, "before_cursor_execute", self._statement)
 
 
 def test_database_outage_loses_no_event(sessions, started):
