@@ -7,11 +7,17 @@ waits for the writer and the promise is for transactions shorter than the expiry
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
-from sqlalchemy import text
+from sqlalchemy import event, select, text
 
+from pbxcontrol.db.clock import db_now
+from pbxcontrol.db.models import Machine
+from pbxcontrol.recorder.lease import Lease
 from pbxcontrol.recorder.machine import MachineRecorder
+from pbxcontrol.recorder.renewer import Renewer
+from tests.conftest import postgresql_only
 from tests.recorder.test_lease import TAKEOVER, AsteriskAri, lease_row
 from tests.recorder.test_reconnect import converged, emit_all, split, wait_until
 
@@ -56,3 +62,43 @@ def test_slow_commits_keep_the_lease_and_the_websocket(sessions, caplog):
         assert lease_row(sessions).epoch == 1 and rec.holding.is_set()
     finally:
         rec.stop()
+
+
+@postgresql_only("the renewer's kept connection is PostgreSQL's (SQLite renews in a transaction)")
+def test_a_renewal_is_one_statement_on_a_kept_connection(sessions):
+    """A renewal is a round trip on a host whose CPUs may be starved (50 machines' burst): one
+    UPDATE in autocommit on the renewer's own connection, not a pooled checkout (its ping),
+    BEGIN, a SET and COMMIT each time."""
+    lease = Lease(1, "test:1", takeover=5.0)
+    with sessions.begin() as session:
+        lease.ensure_row(session, "machine 1")
+    with sessions.begin() as session:
+        assert lease.try_acquire(session)
+    lease.progress()  # a writer alive
+    renewer = Renewer(sessions, lease, threading.Event())
+    engine = sessions.kw["bind"]
+    checkouts, statements = [], []
+
+    def checkout(*_):
+        checkouts.append(1)
+
+    def statement(conn, _cursor, text_, *_):
+        statements.append((conn.get_execution_options().get("isolation_level"), text_))
+
+    listeners = [("checkout", checkout), ("before_cursor_execute", statement)]
+    for name, listener in listeners:
+        event.listen(engine, name, listener)
+    try:
+        for _ in range(5):
+            assert renewer.renew()
+    finally:
+        for name, listener in listeners:
+            event.remove(engine, name, listener)
+        getattr(renewer, "close", lambda: None)()
+    assert renewer.renewals == 5 and len(checkouts) <= 1, checkouts
+    updates = [s for s in statements if s[1].startswith("UPDATE machines")]
+    assert len(updates) == 5 and {mode for mode, _ in updates} == {"AUTOCOMMIT"}, statements
+    assert len(statements) <= 6, statements  # the lock wait set once, then one per renewal
+    with sessions() as session:  # renewed: by the database's clock, moments ago
+        age = select(db_now("postgresql") - Machine.renewed_at).where(Machine.id == 1)
+        assert 0 <= session.execute(age).scalar() < 2.0
