@@ -12,6 +12,8 @@ machine), so two entries never compare their rows, save an entry with itself.
 
 from __future__ import annotations
 
+import math
+import time
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +22,10 @@ from pbxcontrol.plugin import Pieces
 
 #: Rows per block when built; a block splits past twice this.
 BLOCK = 256
+#: A kind of answer (with names, without) asked for within this many seconds is joined again
+#: when the view catches up off the request path (`refresh`); one not asked for lately is
+#: left to the next answer, so a view nobody polls costs no joins.
+ASKED_SECONDS = 30.0
 Entry = tuple[Any, ...]
 
 
@@ -33,6 +39,7 @@ class Order:
         self.firsts = [block[0] for block in self.blocks]
         self.texts: list[list[bytes | None]] = [[None, None] for _ in self.blocks]
         self.size = len(entries)
+        self.asked = [-math.inf, -math.inf]  # when each kind was last asked (time.monotonic())
 
     def __len__(self) -> int:
         return self.size
@@ -87,16 +94,30 @@ class Order:
         """The same array as the blocks' texts and the punctuation between them: no copy of
         the whole (the answer goes to the socket in these pieces)."""
         which = 0 if names else 1
+        self.asked[which] = time.monotonic()
         parts = [b"["]
-        for block, text in zip(self.blocks, self.texts, strict=True):
-            joined = text[which]
-            if joined is None:
-                rows = [entry[-1] for entry in block]
-                objects = [r.named for r in rows] if names else [r.plain() for r in rows]
-                joined = text[which] = b",".join(objects)
-            parts += (joined, b",")
+        for i, text in enumerate(self.texts):
+            parts += (text[which] or self._join(i, which), b",")
         if len(parts) > 1:
             parts[-1] = b"]"  # the last block's comma
         else:
             parts.append(b"]")
         return Pieces(tuple(parts))
+
+    def refresh(self) -> None:
+        """Join again the blocks changed since the last answer, for each kind asked for
+        lately: called as the view catches up off the request path (the stream hub), so the
+        next answer after a change finds them joined."""
+        now = time.monotonic()
+        for which in (0, 1):
+            if now - self.asked[which] < ASKED_SECONDS:
+                for i, text in enumerate(self.texts):
+                    if text[which] is None:
+                        self._join(i, which)
+
+    def _join(self, i: int, which: int) -> bytes:
+        """Block `i`'s rows' JSON objects joined (`which` 0: with names, 1: without), kept."""
+        rows = [entry[-1] for entry in self.blocks[i]]
+        objects = [r.named for r in rows] if which == 0 else [r.plain() for r in rows]
+        joined = self.texts[i][which] = b",".join(objects)
+        return joined
