@@ -12,6 +12,7 @@ longer count (older than the window, or of a (username, address) that logged in)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -65,6 +66,19 @@ def _digest(kind: str, value: str) -> str:
     return hashlib.blake2b(
         f"{kind}:{value}".encode("utf-8", "surrogatepass"), digest_size=16
     ).hexdigest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _keys_of(username: str, address: str) -> tuple[str, str, str]:
+    """The keys a (username, address) counts under: the pair's, the address's, the name's.
+    Kept for the clients seen last: a poller's every request needs them, and working them
+    out (the address parsed, three digests) took ~50 µs of a 2 ms answer (issue 21)."""
+    counted = counted_address(address)
+    return (
+        _digest("pair", f"{username}\0{counted}"),
+        _digest("addr", counted),
+        _digest("user", username),
+    )
 
 
 def counted_address(address: str) -> str:
@@ -122,12 +136,7 @@ class LoginThrottle:
 
     @staticmethod
     def _keys(username: str, address: str) -> dict[str, str]:
-        counted = counted_address(address)
-        return {
-            "pair": _digest("pair", f"{username}\0{counted}"),
-            "addr": _digest("addr", counted),
-            "user": _digest("user", username),
-        }
+        return dict(zip(("pair", "addr", "user"), _keys_of(username, address), strict=True))
 
     def parameters(self, username: str, address: str) -> dict[str, Any]:
         """The values of FAILURES' parameters now: pass them with the counts to `check`."""

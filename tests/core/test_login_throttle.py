@@ -282,3 +282,25 @@ def test_a_remembered_password_is_refused_at_once_when_another_process_locks_it(
     entry = app.get(right, extra_environ=at(1)).json["responses"][0]
     assert entry["code"] == "401" and entry["message"].startswith("Too many failed logins")
     assert app.get(right, extra_environ=at(2)).json["responses"][0]["code"] == "200"
+
+
+def test_a_pollers_throttle_keys_are_worked_out_once(rt, monkeypatch):
+    """The keys a (username, address) counts under are kept (the address parsed and three
+    digests: ~50 µs of every request of a poller, issue 21); the counts are read every time."""
+    from pbxcontrol.auth import throttle as throttle_mod
+
+    made: list[str] = []
+    digest = throttle_mod._digest
+    monkeypatch.setattr(
+        throttle_mod, "_digest", lambda kind, value: made.append(kind) or digest(kind, value)
+    )
+    auth = rt.api.authenticator
+
+    def login() -> None:
+        with rt.engine.begin() as conn:
+            auth.authenticate(conn, "acme", "acme-pass", "203.0.113.77")
+
+    login()
+    made.clear()
+    statements = statements_of(rt, login)
+    assert made == [] and len(statements) == 1
