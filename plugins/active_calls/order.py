@@ -12,8 +12,6 @@ machine), so two entries never compare their rows, save an entry with itself.
 
 from __future__ import annotations
 
-import math
-import time
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator
 from typing import Any
@@ -22,10 +20,6 @@ from pbxcontrol.plugin import Pieces
 
 #: Rows per block when built; a block splits past twice this.
 BLOCK = 256
-#: A kind of answer (with names, without) asked for within this many seconds is joined again
-#: when the view catches up off the request path (`refresh`); one not asked for lately is
-#: left to the next answer, so a view nobody polls costs no joins.
-ASKED_SECONDS = 30.0
 Entry = tuple[Any, ...]
 
 
@@ -39,7 +33,8 @@ class Order:
         self.firsts = [block[0] for block in self.blocks]
         self.texts: list[list[bytes | None]] = [[None, None] for _ in self.blocks]
         self.size = len(entries)
-        self.asked = [-math.inf, -math.inf]  # when each kind was last asked (time.monotonic())
+        # Per kind (with names, without): asked for since the last `refresh`.
+        self.asked = [False, False]
 
     def __len__(self) -> int:
         return self.size
@@ -94,7 +89,7 @@ class Order:
         """The same array as the blocks' texts and the punctuation between them: no copy of
         the whole (the answer goes to the socket in these pieces)."""
         which = 0 if names else 1
-        self.asked[which] = time.monotonic()
+        self.asked[which] = True
         parts = [b"["]
         for i, text in enumerate(self.texts):
             parts += (text[which] or self._join(i, which), b",")
@@ -105,12 +100,14 @@ class Order:
         return Pieces(tuple(parts))
 
     def refresh(self) -> None:
-        """Join again the blocks changed since the last answer, for each kind asked for
-        lately: called as the view catches up off the request path (the stream hub), so the
-        next answer after a change finds them joined."""
-        now = time.monotonic()
+        """Join again the blocks changed since the last answer, for each kind of answer asked
+        for since the last refresh: called as the view catches up off the request path (the
+        stream hub), so the next answer after a change finds them joined. At most one such
+        join per answer: catch-ups with no answer in between leave the joins to the next
+        answer (a busy fleet's hub catches up many times a second; a poller asks once)."""
         for which in (0, 1):
-            if now - self.asked[which] < ASKED_SECONDS:
+            if self.asked[which]:
+                self.asked[which] = False
                 for i, text in enumerate(self.texts):
                     if text[which] is None:
                         self._join(i, which)

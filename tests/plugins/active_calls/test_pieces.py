@@ -68,8 +68,9 @@ def test_over_http_the_pieces_arrive_as_one_body_with_its_length(busy):
 
 def test_the_blocks_a_change_touched_are_joined_as_the_view_catches_up_off_the_request(busy):
     """The hub's catch-up (LegView.follow) joins again the blocks a change touched, for the
-    kind of answer asked for lately (with names here): the next answer after a change finds
-    them joined and is right; the kind never asked for (without names) is left alone."""
+    kind of answer asked for since its last catch-up (with names here): the next answer after
+    a change finds them joined and is right; the kind never asked for (without names) is left
+    alone, and so is every kind at a catch-up with no answer since the last one."""
     view = busy.api.functions["calls/active/list"].handler.keywords["view"]
     busy.api.respond("calls/active/list", "GET", SYSTEM, b"")  # asked for: with names
     order = view.orders["snumber"]
@@ -86,3 +87,11 @@ def test_the_blocks_a_change_touched_are_joined_as_the_view_catches_up_off_the_r
     assert all(any(part is text for part in answer.parts) for text in kept)  # none joined again
     numbers = [row["snumber"] for row in json.loads(answer.join())["data"]]
     assert numbers == [str(10_000 + i) for i in range(1, LEGS + 1)]
+    for uid in ("y.1", "z.1"):  # two catch-ups, no answer in between: the first joins
+        write_legs(busy, 1, upsert=[leg(uid, uid, 998, scustomer=3, snumber="10001")])
+        with busy.engine.connect() as conn:
+            view.follow(conn)
+    assert order.texts[0] == [None, None]
+    _, body = busy.api.dispatch("calls/active/list", "GET", SYSTEM, b"")
+    numbers = [row["snumber"] for row in json.loads(body)["data"]]
+    assert numbers[:3] == ["10001"] * 3 and len(numbers) == LEGS + 2
