@@ -45,6 +45,7 @@ def verify_password(password: str, stored: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1024)  # a stored hash's parameters never change
 def needs_rehash(stored: str) -> bool:
     """True when `stored` is not argon2id with today's parameters: the caller, holding the
     password it just verified, stores hash_password(password) in its place."""

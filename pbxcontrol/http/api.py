@@ -6,7 +6,7 @@ import ctypes
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine
 from pbxcontrol.auth.authenticator import Authenticator, Caller
 from pbxcontrol.db.outage import OutageLog, is_outage
 from pbxcontrol.http import envelope, params, static
+from pbxcontrol.http.body import Sent
 from pbxcontrol.http.envelope import ApiError
 
 log = logging.getLogger("pbxcontrol.http")
@@ -254,7 +255,7 @@ def build_app(api: JsonApi) -> bottle.Bottle:
     @app.route("/api/json", method="ANY")
     @app.route("/api/json/", method="ANY")
     @app.route("/api/json/<path:path>", method="ANY")
-    def json_api(path: str = "") -> bytes | Iterator[bytes]:
+    def json_api(path: str = "") -> Sent:
         started = time.perf_counter()
         req = bottle.request
         method = req.method
@@ -279,16 +280,16 @@ def build_app(api: JsonApi) -> bottle.Bottle:
         bottle.response.content_type = JSON
         bottle.response.set_header("Cache-Control", "no-store")
         elapsed = time.perf_counter() - started
-        # The query string holds credentials: only the path is ever logged. The address is
-        # the client's, resolved through trusted proxies (pbxcontrol.auth.proxy).
-        access_log.info("%s %s /api/json/%s %s %.1fms", address, method, path, code, elapsed * 1000)
         name = path.strip("/")
         api.observe(name if name in api.functions else "unknown", code, elapsed)
+        # The query string holds credentials: only the path is ever logged. The address is
+        # the client's, resolved through trusted proxies (pbxcontrol.auth.proxy).
+        line = (address, method, path, code, elapsed * 1000)
+        # bottle joins a list: an iterable, with the length it cannot know.
         if isinstance(payload, bytes):
-            return payload
-        # Pieces: bottle joins a list, so an iterator, with the length it cannot know.
+            payload = envelope.Pieces((payload,))
         bottle.response.content_length = payload.size
-        return iter(payload.parts)
+        return Sent(payload.parts, lambda: access_log.info("%s %s /api/json/%s %s %.1fms", *line))
 
     app.default_error_handler = json_error
     for prefix, directory in api.statics.items():

@@ -1,8 +1,11 @@
 """Big response bodies go to the socket from the app's own `bytes`, not through waitress's
 output buffer: that copies every body into a BytesIO and one over 1 MB into a temporary FILE
-(written, then read back) — for a 7 MB list, more time than the send itself."""
+(written, then read back) — for a 7 MB list, more time than the send itself. And what is done
+for a request after its answer (the access line) waits until the body has left (`Sent`)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
 
 from waitress.buffers import ReadOnlyFileBasedBuffer
 
@@ -50,3 +53,22 @@ class BytesBody(ReadOnlyFileBasedBuffer):
 
     def __iter__(self):
         raise TypeError("BytesBody is an output buffer, not an iterable")
+
+
+class Sent:
+    """A response body's pieces, and what to do once they are sent: the WSGI server calls
+    `close` after writing the last byte (waitress from its worker thread), so the access
+    line is written after the answer has left, not before (a log write, its filters and
+    formatting, about 0.1 ms of a 2 ms answer: issue 21)."""
+
+    __slots__ = ("after", "parts")
+
+    def __init__(self, parts: tuple[bytes, ...], after: Callable[[], object]) -> None:
+        self.parts = parts
+        self.after = after
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.parts)
+
+    def close(self) -> None:
+        self.after()

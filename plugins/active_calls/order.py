@@ -33,6 +33,8 @@ class Order:
         self.firsts = [block[0] for block in self.blocks]
         self.texts: list[list[bytes | None]] = [[None, None] for _ in self.blocks]
         self.size = len(entries)
+        # Per kind (with names, without): asked for since the last `refresh`.
+        self.asked = [False, False]
 
     def __len__(self) -> int:
         return self.size
@@ -87,16 +89,32 @@ class Order:
         """The same array as the blocks' texts and the punctuation between them: no copy of
         the whole (the answer goes to the socket in these pieces)."""
         which = 0 if names else 1
+        self.asked[which] = True
         parts = [b"["]
-        for block, text in zip(self.blocks, self.texts, strict=True):
-            joined = text[which]
-            if joined is None:
-                rows = [entry[-1] for entry in block]
-                objects = [r.named for r in rows] if names else [r.plain() for r in rows]
-                joined = text[which] = b",".join(objects)
-            parts += (joined, b",")
+        for i, text in enumerate(self.texts):
+            parts += (text[which] or self._join(i, which), b",")
         if len(parts) > 1:
             parts[-1] = b"]"  # the last block's comma
         else:
             parts.append(b"]")
         return Pieces(tuple(parts))
+
+    def refresh(self) -> None:
+        """Join again the blocks changed since the last answer, for each kind of answer asked
+        for since the last refresh: called as the view catches up off the request path (the
+        stream hub), so the next answer after a change finds them joined. At most one such
+        join per answer: catch-ups with no answer in between leave the joins to the next
+        answer (a busy fleet's hub catches up many times a second; a poller asks once)."""
+        for which in (0, 1):
+            if self.asked[which]:
+                self.asked[which] = False
+                for i, text in enumerate(self.texts):
+                    if text[which] is None:
+                        self._join(i, which)
+
+    def _join(self, i: int, which: int) -> bytes:
+        """Block `i`'s rows' JSON objects joined (`which` 0: with names, 1: without), kept."""
+        rows = [entry[-1] for entry in self.blocks[i]]
+        objects = [r.named for r in rows] if which == 0 else [r.plain() for r in rows]
+        joined = self.texts[i][which] = b",".join(objects)
+        return joined

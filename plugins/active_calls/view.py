@@ -145,13 +145,17 @@ class LegView:
 
     def follow(self, conn: Connection, batch: Journal.Batch | None = None) -> None:
         """Catch up now, off the request path (the stream hub calls this when it has read new
-        journal entries, with what it read); not before some request has wanted the view."""
+        journal entries, with what it read), and join the changed blocks of the kinds of
+        answer asked for lately (order.py); not before some request has wanted the view."""
         with self.lock:
             if self.seen is not None:
                 if batch is None:
                     self.current(conn)
                 elif batch.now.head >= self.seen.head:  # else: a request caught up further
                     self.current(conn, batch.now, batch)
+                # The blocks a change touched, joined now rather than by the next answer.
+                for order in self.orders.values():
+                    order.refresh()
 
     def ordered(self, sort: str) -> Order:
         """Every row in the list's order for `sort`, kept in order from now on."""

@@ -5,7 +5,7 @@ import logging
 import time
 import urllib.request
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from pbxcontrol.auth.throttle import MAX_SLOW_DOWN, LoginThrottle, counted_address
 from pbxcontrol.db.models import LoginFailure
@@ -239,3 +239,68 @@ def test_unknown_user_costs_a_password_check_like_a_wrong_password(app, monkeypa
     app.get(LIST + "?auth_username=nobody;auth_password=x")
     app.get(LIST + "?auth_username=acme;auth_password=x")
     assert calls == ["argon2id", "argon2id"]
+
+
+def statements_of(rt, run) -> list[str]:
+    seen: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:
+        seen.append(statement)
+
+    event.listen(rt.engine, "before_cursor_execute", count)
+    try:
+        run()
+    finally:
+        event.remove(rt.engine, "before_cursor_execute", count)
+    return seen
+
+
+def test_a_password_login_reads_the_person_and_the_counts_in_one_statement(rt):
+    """Each statement costs a request more than its SQL (issue 21): a remembered password's
+    check is one, the person and the throttle's counts together."""
+    auth = rt.api.authenticator
+
+    def login() -> None:
+        with rt.engine.begin() as conn:
+            assert auth.authenticate(conn, "acme", "acme-pass", "198.51.100.1").username == "acme"
+
+    login()  # the password checked once, then remembered
+    statements = statements_of(rt, login)
+    assert len(statements) == 1, statements
+    assert "login_failures" in statements[0] and "people" in statements[0]
+
+
+def test_a_remembered_password_is_refused_at_once_when_another_process_locks_it(app, rt):
+    """The counts come with the person on every request: failures another API process
+    recorded lock this address out of the name at once, a remembered right password too."""
+    rt.api.authenticator.throttle = LoginThrottle(rt.engine, per_user=3, per_address=100)
+    right = LIST + "?auth_username=acme;auth_password=acme-pass"
+    assert app.get(right, extra_environ=at(1)).json["responses"][0]["code"] == "200"
+    other = LoginThrottle(rt.engine, per_user=3, per_address=100)  # another process's
+    for _ in range(3):
+        other.failed("acme", at(1)["REMOTE_ADDR"])
+    entry = app.get(right, extra_environ=at(1)).json["responses"][0]
+    assert entry["code"] == "401" and entry["message"].startswith("Too many failed logins")
+    assert app.get(right, extra_environ=at(2)).json["responses"][0]["code"] == "200"
+
+
+def test_a_pollers_throttle_keys_are_worked_out_once(rt, monkeypatch):
+    """The keys a (username, address) counts under are kept (the address parsed and three
+    digests: ~50 µs of every request of a poller, issue 21); the counts are read every time."""
+    from pbxcontrol.auth import throttle as throttle_mod
+
+    made: list[str] = []
+    digest = throttle_mod._digest
+    monkeypatch.setattr(
+        throttle_mod, "_digest", lambda kind, value: made.append(kind) or digest(kind, value)
+    )
+    auth = rt.api.authenticator
+
+    def login() -> None:
+        with rt.engine.begin() as conn:
+            auth.authenticate(conn, "acme", "acme-pass", "203.0.113.77")
+
+    login()
+    made.clear()
+    statements = statements_of(rt, login)
+    assert made == [] and len(statements) == 1
