@@ -24,7 +24,6 @@ Deadlines are the database's clock (`db_now`), like the lease: hosts need not ag
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from pbxcontrol.db.clock import db_now
@@ -236,30 +235,21 @@ class Claimed:
     params: dict[str, str]
 
 
-def pending(conn: Connection, machine: int) -> bool:
+def pending(session: Session, machine: int) -> bool:
     """Whether the machine has an intent waiting or due (a read, before any fenced write)."""
-    return conn.execute(_pending(conn.dialect.name), {"machine": machine}).first() is not None
+    now = db_now(session.get_bind().dialect.name)
+    found = select(INTENTS.c.id).where(INTENTS.c.machine == machine, _ready(now))
+    return session.execute(found.limit(1)).first() is not None
 
 
-def due_in(conn: Connection, machine: int) -> float | None:
+def due_in(session: Session, machine: int) -> float | None:
     """Seconds until the machine's next scheduled intent is due (None: none scheduled)."""
-    found = conn.execute(_due_in(conn.dialect.name), {"machine": machine}).scalar()
-    return None if found is None else max(0.0, float(found))
-
-
-# Built once per dialect: a holder runs them every poll, and building a statement (and its
-# cache key) cost about as much as running it.
-@functools.cache
-def _pending(dialect: str) -> Any:
-    ready = _ready(db_now(dialect))
-    return select(INTENTS.c.id).where(INTENTS.c.machine == bindparam("machine"), ready).limit(1)
-
-
-@functools.cache
-def _due_in(dialect: str) -> Any:
-    return select(func.min(INTENTS.c.deadline) - db_now(dialect)).where(
-        INTENTS.c.machine == bindparam("machine"), INTENTS.c.state == SCHEDULED
+    now = db_now(session.get_bind().dialect.name)
+    first = select(func.min(INTENTS.c.deadline) - now).where(
+        INTENTS.c.machine == machine, INTENTS.c.state == SCHEDULED
     )
+    found = session.execute(first).scalar()
+    return None if found is None else max(0.0, float(found))
 
 
 def _ready(now: Any) -> Any:

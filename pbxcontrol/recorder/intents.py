@@ -32,7 +32,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pbxcontrol.ari.client import AriError
 from pbxcontrol.db import intents
-from pbxcontrol.db.engine import KeptReader
 from pbxcontrol.db.outage import is_outage
 from pbxcontrol.recorder import monitor, recording
 from pbxcontrol.recorder.actions import ControlAri, Result, execute
@@ -68,9 +67,6 @@ class IntentWorker:
         self.carried = 0  # intents carried out by this process
         self._next_sweep = 0.0  # monotonic: when to end the sessions whose leg ended
         self._next_monitors = 0.0  # monotonic: when to end those whose supervisor hung up
-        # The polls' reads: on PostgreSQL one connection kept in autocommit (a pooled one
-        # cost a ping, BEGIN and ROLLBACK per read, every second, on every holder).
-        self.reads = KeptReader(sessions.kw["bind"])
 
     @property
     def poll(self) -> float:
@@ -79,12 +75,6 @@ class IntentWorker:
 
     def run(self) -> None:
         """The worker thread, until a stop."""
-        try:
-            self._rounds()
-        finally:
-            self.reads.close()
-
-    def _rounds(self) -> None:
         poll = wait = self.poll
         while not self.stopping.is_set():
             self.wake.wait(wait)
@@ -126,8 +116,8 @@ class IntentWorker:
         # slow Asterisk call is claimed late, and expires instead of running late.
         count = 0
         while not self.stopping.is_set():
-            with self.reads.round() as conn:  # most polls find nothing, and write nothing
-                if not intents.pending(conn, self.machine):
+            with self.sessions() as session:  # a read: most polls find nothing, and write nothing
+                if not intents.pending(session, self.machine):
                     return count
             claimed = self._fenced(lambda s: intents.claim(s, self.machine, epoch), epoch)
             if not claimed:
@@ -143,8 +133,8 @@ class IntentWorker:
         (SQLite) is on time enough: that read is spared."""
         if poll <= POLL_SQLITE:
             return poll
-        with self.reads.round() as conn:
-            due = intents.due_in(conn, self.machine)
+        with self.sessions() as session:
+            due = intents.due_in(session, self.machine)
         return poll if due is None else min(poll, max(due, 0.005))
 
     def _finish(self, intent_id: int, epoch: int, result: Result) -> None:

@@ -16,7 +16,6 @@ from pbxcontrol.db import intents
 from pbxcontrol.db.intents import ACTIONS, INTENTS, Control, Doorbell, Intent, Request
 from pbxcontrol.recorder.intents import IntentWorker, start_listening
 from pbxcontrol.recorder.lease import MACHINES, Lease, LeaseLost
-from tests.conftest import postgresql_only
 
 
 class CountingAri:
@@ -311,40 +310,3 @@ def test_the_worker_never_renews_the_lease(sessions):
     assert w.round(lease.epoch) == 1
     assert w.round(lease.epoch) == 0
     assert renewed() == before
-
-
-@postgresql_only("the polls' kept connection is PostgreSQL's (SQLite's worker polls in-process)")
-def test_a_holders_polls_read_on_one_kept_connection(sessions):
-    """Every holder polls for intents every second: each poll is one statement on a kept
-    connection in autocommit, not a pooled checkout (a ping), BEGIN and ROLLBACK per read."""
-    lease = take(sessions)
-    w = worker(sessions, lease, CountingAri(set()))
-    w._epoch = lease.epoch  # the new holder's orphans and reconcile done
-    w._next_sweep = w._next_monitors = float("inf")  # no sweep in these rounds
-    engine = sessions.kw["bind"]
-    checkouts, begins, reads = [], [], []
-
-    def read(conn, _cursor, statement, *_):
-        if "FROM call_intents" in statement:
-            reads.append(conn.get_execution_options().get("isolation_level"))
-
-    def checkout(*_):
-        checkouts.append(1)
-
-    def begin(*_):
-        begins.append(1)
-
-    listeners = [("checkout", checkout), ("begin", begin), ("before_cursor_execute", read)]
-    for name, listener in listeners:
-        event.listen(engine, name, listener)
-    try:
-        for _ in range(5):
-            assert w.round(lease.epoch) == 0
-            w._until_due(1.0)
-    finally:
-        for name, listener in listeners:
-            event.remove(engine, name, listener)
-        getattr(w, "reads", None) and w.reads.close()
-    assert reads == ["AUTOCOMMIT"] * 10, reads
-    # One checkout and one (autocommit: never sent) begin, for the kept connection's life.
-    assert len(checkouts) <= 1 and len(begins) <= 1, (checkouts, begins)
