@@ -139,6 +139,8 @@ class Machine:
             with self.lock:
                 status, body = "200 OK", self.state.listing()
             say(f"listed {self.number}")
+        elif method == "POST" and path.endswith("/subscription"):  # channel:,bridge:
+            status, body = "200 OK", b"{}"
         head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
         conn.sendall(head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
 

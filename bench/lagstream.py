@@ -19,7 +19,10 @@ import sys
 from bench.common import ROOT, Results, check, end, median, percentile
 from bench.sandbox import ARI_AUTH, Service
 
-EVENTS_URL = "ws://127.0.0.1:8088/ari/events?app=bench-lag&subscribeAll=true"
+# Subscribed as the recorder is (pbxcontrol.ari.client: never subscribeAll, which can wedge
+# Asterisk's ARI when a websocket closes).
+EVENTS_URL = "ws://127.0.0.1:8088/ari/events?app=bench-lag"
+SUBSCRIPTION = "http://127.0.0.1:8088/ari/applications/bench-lag/subscription"
 SYSTEM = "auth_username=admin;auth_password=admin-pass;customer=system"
 BASE = "the same events reaching a bare websocket client (own process; delivery from Asterisk)"
 
@@ -69,7 +72,8 @@ class WsClock(Child):
     (`created`, `destroyed`, `delivery_ms`: filled by `collect`)."""
 
     def __init__(self) -> None:
-        super().__init__("wsclock.py", {"url": EVENTS_URL, "auth": list(ARI_AUTH)})
+        order = {"url": EVENTS_URL, "subscription": SUBSCRIPTION, "auth": list(ARI_AUTH)}
+        super().__init__("wsclock.py", order)
         self.created: dict[str, float] = {}
         self.destroyed: dict[str, float] = {}
         self.delivery_ms: list[float] = []

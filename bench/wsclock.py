@@ -3,7 +3,8 @@ baseline the API's lag is compared with, so that nothing else in the bench proce
 poller's requests and JSON) delays its reads.
 
 Standalone (no project imports). Reads one JSON line from stdin — {"url": ..., "auth":
-[user, password]} —, connects (its own ARI application, subscribed to all), prints `ready`,
+[user, password], "subscription": the application's subscription URL} —, connects (its own
+ARI application, then subscribed to every channel and bridge), prints `ready`,
 and on `stop` (stdin) prints one JSON line: {"created": {channel id: Asterisk's timestamp},
 "destroyed": {...}, "delivery_ms": [...]} — for ChannelCreated and ChannelDestroyed, the
 event's own timestamp, and the time from it to this client's receipt of the event.
@@ -16,6 +17,8 @@ import json
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 from datetime import datetime
 
 import websocket
@@ -26,6 +29,13 @@ def main() -> None:
     token = base64.b64encode(":".join(order["auth"]).encode()).decode()
     ws = websocket.WebSocket(skip_utf8_validation=True)
     ws.connect(order["url"], header=[f"Authorization: Basic {token}"], timeout=5)
+    query = urllib.parse.urlencode({"eventSource": "channel:,bridge:"})
+    subscribe = urllib.request.Request(
+        f"{order['subscription']}?{query}",
+        method="POST",
+        headers={"Authorization": f"Basic {token}"},
+    )
+    urllib.request.urlopen(subscribe, timeout=5).close()
     report: dict = {"created": {}, "destroyed": {}, "delivery_ms": []}
     stopping = threading.Event()
     reader = threading.Thread(target=_read, args=(ws, report, stopping), daemon=True)

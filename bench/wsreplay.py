@@ -125,6 +125,8 @@ class ReplayServer:
             status, body = "200 OK", self.info
         elif path == "/ari/channels":
             status, body = "200 OK", b"[]"
+        elif path.endswith("/subscription"):  # the recorder's channel:,bridge: subscription
+            status, body = "200 OK", b"{}"
         head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
         conn.sendall(head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         if path == "/ari/channels":

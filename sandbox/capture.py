@@ -163,11 +163,19 @@ class Recorder:
         token = base64.b64encode(f"{ARI_USER}:{ARI_PASS}".encode()).decode()
         url = ARI_BASE.replace("http://", "ws://").replace("https://", "wss://")
         self.ws = websocket.create_connection(
-            f"{url}/events?app={APP}&subscribeAll=true",
+            f"{url}/events?app={APP}",
             header=[f"Authorization: Basic {token}"],
             timeout=5,
             skip_utf8_validation=True,
         )
+        # Every channel and bridge, as the recorder subscribes (not subscribeAll: its device
+        # states can wedge Asterisk's ARI when the websocket closes).
+        subscribed = self.http.post(
+            f"{ARI_BASE}/applications/{APP}/subscription",
+            params={"eventSource": "channel:,bridge:"},
+            timeout=5,
+        )
+        subscribed.raise_for_status()
         self.ws.settimeout(0.5)
         self.thread = threading.Thread(target=self._read, name="ari-ws", daemon=True)
         self.thread.start()

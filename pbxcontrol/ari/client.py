@@ -22,6 +22,8 @@ from pbxcontrol.ari.channel import (
 from pbxcontrol.ari.frames import OPCODE_CLOSE, OPCODE_PING, OPCODE_TEXT, FrameBuffer, FrameError
 
 READ_SIZE = 256 * 1024
+#: What `subscribe_all` subscribes an application to: all channels, all bridges.
+SUBSCRIPTION = "channel:,bridge:"
 
 
 class AriError(Exception):
@@ -154,10 +156,12 @@ class AriClient:
     def events_url(self) -> str:
         parts = urlsplit(self.base_url)
         scheme = "wss" if parts.scheme == "https" else "ws"
-        query = f"app={quote(self.app)}" + ("&subscribeAll=true" if self.subscribe_all else "")
+        query = f"app={quote(self.app)}"
         return urlunsplit((scheme, parts.netloc, parts.path + "/events", query, ""))
 
     def open_events(self) -> WebsocketStream:
+        """The events websocket, subscribed (with `subscribe_all`) to every channel and bridge
+        before it is returned: what the reconcile that follows reads is already covered."""
         ws = websocket.WebSocket(skip_utf8_validation=True)  # json decoding still checks it
         try:
             ws.connect(
@@ -166,7 +170,26 @@ class AriClient:
         except (OSError, websocket.WebSocketException) as exc:
             ws.close()
             raise AriError(f"events websocket: {_describe(exc)}") from None
+        try:
+            if self.subscribe_all:
+                self._subscribe_everything()
+        except AriError:
+            ws.close()
+            raise
         return WebsocketStream(ws, self.ping_interval, self.ping_timeout, self.max_message)
+
+    def _subscribe_everything(self) -> None:
+        """Every channel and bridge, not `subscribeAll=true`: that also subscribes the
+        application to device states, and Asterisk (at least to 22.10) can deadlock when such
+        a websocket closes while a device state is being delivered to it: its teardown waits
+        for the delivery under the session's lock, the delivery waits for that lock, and from
+        then on no application can connect (asterisk/asterisk issue 2170). The recorder reads
+        no device states."""
+        path = f"/applications/{quote(self.app, safe='')}/subscription"
+        status, _ = self.call("POST", path, eventSource=SUBSCRIPTION)
+        if status != 200:
+            why = " (is the ARI user read_only?)" if status == 403 else ""
+            raise AriError(f"POST /applications/…/subscription: HTTP {status}{why}")
 
 
 class WebsocketStream:

@@ -41,7 +41,9 @@ class Server:
 
     def client(self) -> AriClient:
         port = self.sock.getsockname()[1]
-        return AriClient(f"http://127.0.0.1:{port}/ari", "u", "p", "app", timeout=5)
+        # The websocket alone (the subscription's request: test_ari_subscription.py).
+        url = f"http://127.0.0.1:{port}/ari"
+        return AriClient(url, "u", "p", "app", subscribe_all=False, timeout=5)
 
     def _run(self, script: Callable[[socket.socket], None]) -> None:
         conn, _ = self.sock.accept()
@@ -186,7 +188,9 @@ def test_a_client_closes_the_websocket_on_a_message_over_max_message():
 
     server = Server(script)
     port = server.sock.getsockname()[1]
-    client = AriClient(f"http://127.0.0.1:{port}/ari", "u", "p", "app", max_message=4096)
+    client = AriClient(
+        f"http://127.0.0.1:{port}/ari", "u", "p", "app", max_message=4096, subscribe_all=False
+    )
     stream = client.open_events()
     assert stream.recv(5) == "small"
     with pytest.raises(AriError, match="over max_message"):
