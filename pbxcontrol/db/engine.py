@@ -205,8 +205,13 @@ class KeptReader:
 
     def close(self, invalidate: bool = False) -> None:
         conn, self.kept = self.kept, None
-        if conn is not None:
-            with suppress(Exception):
-                if invalidate:  # it may be dead, or mid-statement: not back to the pool
-                    conn.invalidate()
-                conn.close()
+        close_kept(conn, invalidate)
+
+
+def close_kept(conn: Connection | None, invalidate: bool) -> None:
+    """Give up a connection held across rounds (a KeptReader's, the recorder writer's)."""
+    if conn is not None:
+        with suppress(Exception):
+            if invalidate:  # it may be dead, or mid-statement: not back to the pool
+                conn.invalidate()
+            conn.close()

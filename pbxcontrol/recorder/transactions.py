@@ -6,13 +6,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from contextlib import suppress
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pbxcontrol.db.engine import close_kept
 from pbxcontrol.db.outage import describe, is_outage
 from pbxcontrol.liveness import Pulse
 from pbxcontrol.recorder.checkpoint import no_autocheckpoint
@@ -112,11 +112,7 @@ class Transactions:
     def close(self, invalidate: bool = False) -> None:
         """Give the kept connection up (the writer's thread, or once it has stopped)."""
         conn, self._kept = self._kept, None
-        if conn is not None:
-            with suppress(Exception):
-                if invalidate:  # it may be dead, or mid-statement: not back to the pool
-                    conn.invalidate()
-                conn.close()
+        close_kept(conn, invalidate)
 
     def _session(self) -> Session:
         """PostgreSQL: a session of the kept connection (no checkout, no ping); SQLite: the

@@ -136,3 +136,28 @@ def test_a_probe_sent_before_another_returned_settles_nothing_of_it():
     assert h.advance(20, ["7/1"], 1.0, 2.0) == 0
     assert h.advance(18, ["6/6"], 0.0, 3.0) == 0  # sent before B's returned: 20 stays open
     assert h.advance(21, ["8/8"], 4.0, 4.5) == 20  # sent after: 7/1 is over
+
+
+@postgresql_only("pg_locks shows every database of the server; SQLite has no horizon")
+def test_a_writer_in_another_database_of_the_server_does_not_hold_the_head_back(
+    db_url, databases, tmp_path
+):
+    """Two pbxcontrol databases on one PostgreSQL (staging beside production, the suite's
+    parallel workers): the other's journal writer in flight is not a writer of this journal."""
+    with databases.fresh("postgresql", tmp_path / "other") as other_url:
+        here, other = make_engine(db_url), make_engine(other_url)
+        try:
+            with here.begin() as conn:
+                journal.record_legs(
+                    conn, 1, [{"uniqueid": "1.1", "scustomer": 1, "dcustomer": 0}], [], {}
+                )
+            with other.begin() as busy:  # its ids taken, not yet committed
+                journal.record_legs(
+                    busy, 2, [{"uniqueid": "2.1", "scustomer": 2, "dcustomer": 0}], [], {}
+                )
+                with here.connect() as conn:
+                    head, _ = journal.head(conn)
+                    assert head >= 1 and not journal.settling(conn)
+        finally:
+            here.dispose()
+            other.dispose()
