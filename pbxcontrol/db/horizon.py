@@ -9,7 +9,8 @@ goes up to a *horizon*: an id below which every id that will ever commit has com
 transaction, first takes a shared advisory lock of the class JOURNAL_CLASS (shared: writers
 never wait for each other), then its ids. The lock shows in `pg_locks` under the transaction's
 virtual id until the transaction ends. A reader (`pbx_journal_probe`, one call) reads
-L = the last id the sequence handed out, *then* W = the virtual ids holding such a lock.
+L = the last id the sequence handed out, *then* W = the virtual ids holding such a lock in this
+database (pg_locks shows the whole server's; migration 0025).
 
 - Every id <= L was taken before L was read, by a transaction that had marked itself before
   that, so when W is read that transaction is either in W or over.
