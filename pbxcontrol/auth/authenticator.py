@@ -219,7 +219,8 @@ class Authenticator:
             if verdict.slow_down:
                 time.sleep(verdict.slow_down)  # before the KDF slot: a sleeper holds none
             # An unknown username costs the same check as a wrong password (timing-safe).
-            right = self._verify(password, row.password_hash if row else dummy_hash(), address)
+            stored = row.password_hash if row else dummy_hash()
+            right = self._verify(tag, password, stored, address)
             if row is None or not right or not row.enabled:
                 self.throttle.failed(username, address, verdict)
                 raise ApiError(401)
@@ -230,11 +231,11 @@ class Authenticator:
             self._upgrade_hash(conn, username, password, row.password_hash)
         return caller_of(username, rows)
 
-    def _verify(self, password: str, stored: str, address: str) -> bool:
-        """verify_password in one of the process's KDF slots; 503 if none frees in time."""
+    def _verify(self, tag: bytes, password: str, stored: str, address: str) -> bool:
+        """verify_password in one of the process's KDF slots, once for the same credentials
+        asked at the same time; 503 if no slot frees in time."""
         try:
-            with self.slots.held(address):
-                return verify_password(password, stored)
+            return self.slots.once(tag, address, lambda: verify_password(password, stored))
         except Busy:
             raise ApiError(503, [("", BUSY)]) from None
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from pbxcontrol.auth.throttle import counted_address
@@ -15,6 +15,16 @@ from pbxcontrol.auth.throttle import counted_address
 
 class Busy(Exception):
     """No slot in time: the caller answers 503 (try again); not a password verdict."""
+
+
+class _Running:
+    """One check under way: callers with the same key wait for its verdict."""
+
+    __slots__ = ("done", "verdict")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.verdict: bool | None = None
 
 
 class KdfSlots:
@@ -29,6 +39,31 @@ class KdfSlots:
         self._lock = threading.Lock()
         # counted address -> (its one running slot, attempts running or waiting)
         self._addresses: dict[str, tuple[threading.Lock, int]] = {}
+        self._running: dict[bytes, _Running] = {}  # checks under way, by the caller's key
+
+    def once(self, key: bytes, address: str, check: Callable[[], bool]) -> bool:
+        """`check()` in a slot (`held(address)`); while it runs, a caller with the same `key`
+        (the same credentials) waits for its verdict instead of running another: a client's 32
+        connections with the same password on a fresh process cost one check, not one each
+        (of which the address's limit would have answered all but three with Busy). A waiter
+        gets Busy as the runner does, or after `wait` seconds."""
+        with self._lock:
+            running = self._running.get(key)
+            mine = running is None
+            if running is None:
+                running = self._running[key] = _Running()
+        if not mine:
+            if running.done.wait(self.wait) and running.verdict is not None:
+                return running.verdict
+            raise Busy(counted_address(address))
+        try:
+            with self.held(address):
+                running.verdict = check()
+            return running.verdict
+        finally:
+            with self._lock:
+                del self._running[key]
+            running.done.set()
 
     @contextmanager
     def held(self, address: str) -> Iterator[None]:

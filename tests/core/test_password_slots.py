@@ -100,3 +100,43 @@ def test_a_busy_process_answers_503_and_counts_no_failure(app, rt, monkeypatch):
     assert slow.most == 2
     with rt.engine.connect() as conn:  # two failures (three rows each), not three
         assert conn.execute(select(func.count()).select_from(LoginFailure)).scalar() == 6
+
+
+def test_the_same_credentials_asked_at_once_are_checked_once():
+    slots = KdfSlots(slots=2, wait=1.0, per_address_waiting=2)
+    slow = SlowChecks(0.3)
+    calls = at_once([lambda: slots.once(b"same", "192.0.2.1", lambda: slow("p", "h"))] * 8)
+    assert calls == [False] * 8, calls  # every caller has the verdict, none Busy
+    assert slow.most == 1
+    # Other credentials from the same address still take their own turn, as before.
+    calls = at_once(
+        [
+            lambda k=k: slots.once(k, "192.0.2.1", lambda: slow("p", "h"))
+            for k in (b"a", b"b", b"c", b"d")
+        ]
+    )
+    assert sum(isinstance(c, Busy) for c in calls) == 1, calls
+
+
+def test_one_clients_many_connections_with_a_right_password_all_get_in_on_a_fresh_process(
+    app, monkeypatch
+):
+    """12 connections of one client with the same right password, the process's first
+    requests (nothing remembered): one password check, twelve answers — not three answers
+    and nine 503s (the address's limit)."""
+    checks = []
+
+    def counted(password: str, stored: str) -> bool:
+        checks.append(1)
+        time.sleep(0.2)  # argon2id on a loaded machine: the others arrive meanwhile
+        return real(password, stored)
+
+    real = auth.verify_password
+    monkeypatch.setattr(auth, "verify_password", counted)
+    query = "?auth_username=acme;auth_password=acme-pass"
+    address = {"REMOTE_ADDR": "198.51.100.7"}
+    answers = at_once(
+        [lambda: app.get(LIST + query, extra_environ=address).json["responses"][0]] * 12
+    )
+    assert [a["code"] for a in answers] == ["200"] * 12, answers
+    assert len(checks) == 1
