@@ -39,7 +39,8 @@ def test_the_api_answers_a_scheduled_intent_at_once(sessions):
     control = Control(sessions.kw["bind"], Doorbell())
     started = time.monotonic()
     _, [outcome] = control.carry_out(request(), [Intent(1, "hangup", ("1.1",), delay=30)], started)
-    assert time.monotonic() - started < 0.5  # not the 2 s wait
+    # Well short of the 2 s wait (1.04 s was seen once with four test workers on two cores).
+    assert time.monotonic() - started < 1.5  # not the 2 s wait
     assert (outcome.state, outcome.code) == ("scheduled", 0)
 
 
