@@ -71,7 +71,8 @@ def test_two_slots_one_per_address_and_at_most_a_second_of_waiting():
     assert all(isinstance(t, float) for t in took), took
     assert slow.most == 2
     took.sort()
-    assert took[1] < 0.5 and took[-1] >= 0.85, took  # two at once; the last after three turns
+    # Two at once (one after the other would end the second at 0.6 s); the last after three turns.
+    assert took[1] < 0.6 and took[-1] >= 0.85, took
     # Ten from one IPv6 /64: one runs, two wait, seven are refused at once.
     slow.most = 0
     outcomes = at_once([check(f"2001:db8::{i + 1}") for i in range(10)])

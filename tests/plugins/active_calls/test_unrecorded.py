@@ -80,7 +80,7 @@ def test_a_silent_machines_legs_turn_recorded_0_in_the_stream_and_the_list(site,
     )
     with rt.engine.connect() as conn:
         late = conn.execute(select(db_now(conn.dialect.name))).scalar_one() - silent_at
-    assert 0 <= late <= 1.0, late  # flagged within a second of turning 2 x takeover old
+    assert 0 <= late <= 2.0, late  # flagged soon after turning 2 x takeover old (half of it)
     upserts = [d for _, kind, d in stream.events[1:] if kind == "upsert"]
     assert sorted(d["uniqueid"] for d in upserts) == ON_2  # one upsert per leg, machine 2 only
     assert all(d["machine"] == 2 and d["recorded"] == 0 and "snumber_name" in d for d in upserts)
