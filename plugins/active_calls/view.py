@@ -10,7 +10,8 @@ far, every row in the list's order, kept in order as rows come and go.
 
 **How it stays right.** Every answer first reads three counters in one statement: the change
 journal's head and pruning watermark (pbxcontrol.db.journal) and the data version
-(pbxcontrol.db.dataversion). Then, under the view's lock:
+(pbxcontrol.db.dataversion). Then (what changed is read outside the view's lock and swapped
+in under it, unless another thread brought the view at least as far meanwhile):
 - head moved: the journal's entries since the view's position name the legs that changed;
   those are read again (row JSON and names by the list's own SQL) and replace or remove what
   was held. Re-reading a leg is idempotent, so a read that already sees a later change is
@@ -122,12 +123,16 @@ class LegView:
         now: Journal.Position | None = None,
         batch: Journal.Batch | None = None,
     ) -> None:
-        """Bring the view up to what this request's transaction sees (`now`: the journal's
-        position it read, if it did already; `batch`: the entries up to it, if read too).
-        Call under `lock`."""
+        """Bring the view up to at least what this request's transaction sees (`now`: the
+        journal's position it read, if it did already; `batch`: the entries up to it, if read
+        too). Call WITHOUT `lock`: what changed is read from the database outside it and
+        swapped in under it, so the stream hub's catch-up (and the streams' upserts after it)
+        and other requests wait for a swap, never for another thread's SQL. Once it returns,
+        `seen` is at least `now` (it only moves forward)."""
         if now is None:
             now = self.journal.position(conn)
-        seen = self.seen
+        with self.lock:
+            seen = self.seen
         if seen is None or now.pruned > seen.head:
             self._reload(conn, now)
         elif now.head > seen.head:
@@ -138,8 +143,7 @@ class LegView:
             if touched.reset or len(touched.legs) > max(MAX_CHANGED, len(self.rows) // 3):
                 self._reload(conn, now)
             else:
-                self._apply(conn, touched.legs)
-                self.seen = now
+                self._apply(conn, now, touched.legs)
         elif now.head == seen.head and now.version > seen.version:
             self._reload(conn, now)  # written without a journal entry
 
@@ -148,14 +152,16 @@ class LegView:
         journal entries, with what it read), and join the changed blocks of the kinds of
         answer asked for lately (order.py); not before some request has wanted the view."""
         with self.lock:
-            if self.seen is not None:
-                if batch is None:
-                    self.current(conn)
-                elif batch.now.head >= self.seen.head:  # else: a request caught up further
-                    self.current(conn, batch.now, batch)
-                # The blocks a change touched, joined now rather than by the next answer.
-                for order in self.orders.values():
-                    order.refresh()
+            seen = self.seen
+        if seen is None:
+            return
+        if batch is None:
+            self.current(conn)
+        elif batch.now.head >= seen.head:  # else: a request caught up further
+            self.current(conn, batch.now, batch)
+        with self.lock:  # the blocks a change touched, joined now rather than by the next answer
+            for order in self.orders.values():
+                order.refresh()
 
     def ordered(self, sort: str) -> Order:
         """Every row in the list's order for `sort`, kept in order from now on."""
@@ -172,28 +178,48 @@ class LegView:
         return found
 
     # -- keeping current -------------------------------------------------------------------
-    # Neither _reload nor _apply moves `seen` before it has all it reads: a read cut short
-    # (the database went away) leaves the reason to read again in place for the next request.
-    def _reload(self, conn: Connection, now: Journal.Position) -> None:
-        self.rows, self.by_customer, self.orders, self.monitored = {}, {}, {}, set()
-        for key, row in _read(conn, None):
-            self._add(key, row)
-        self.seen = now
-        self.reloads += 1
+    # Each reads first, without the lock, then swaps under it — unless another thread brought
+    # the view at least as far meanwhile. Reading is idempotent and the view only moves
+    # forward: rows read at `now` for every leg changed after the view's position when the read
+    # began are right on top of any view between that and `now` (its later entries name a
+    # subset of those legs). Neither moves
+    # `seen` before it has all it reads: a read cut short (the database went away) leaves the
+    # reason to read again in place for the next request.
+    def _newer(self, now: Journal.Position) -> bool:
+        """Under `lock`: the view is already at least as new as `now`."""
+        seen = self.seen
+        return seen is not None and (
+            seen.head > now.head or (seen.head == now.head and seen.version >= now.version)
+        )
 
-    def _apply(self, conn: Connection, changed: set[Key]) -> None:
+    def _reload(self, conn: Connection, now: Journal.Position) -> None:
+        found = list(_read(conn, None))
+        with self.lock:
+            if self._newer(now):
+                return
+            self.rows, self.by_customer, self.orders, self.monitored = {}, {}, {}, set()
+            for key, row in found:
+                self._add(key, row)
+            self.seen = now
+            self.reloads += 1
+
+    def _apply(self, conn: Connection, now: Journal.Position, changed: set[Key]) -> None:
         keys = sorted(changed)
         found: dict[Key, Row] = {}
         for i in range(0, len(keys), _CHUNK):
             found.update(_read(conn, keys[i : i + _CHUNK]))
-        for key in keys:  # every old row out first: a new row may reuse a gone row's id
-            old = self.rows.pop(key, None)
-            if old is not None:
-                self._forget(old)
-        for key in keys:
-            new = found.get(key)
-            if new is not None:
-                self._add(key, new)
+        with self.lock:
+            if self._newer(now):
+                return
+            for key in keys:  # every old row out first: a new row may reuse a gone row's id
+                old = self.rows.pop(key, None)
+                if old is not None:
+                    self._forget(old)
+            for key in keys:
+                new = found.get(key)
+                if new is not None:
+                    self._add(key, new)
+            self.seen = now
 
     def _add(self, key: Key, row: Row) -> None:
         self.rows[key] = row

@@ -50,8 +50,8 @@ def answer(
     customers = query.scope_customers(conn, scope)
     lines = query.phone_lines(conn, caller, wanted.phone) if wanted.phone else None
     keep = row_filter(wanted, lines)
+    view.current(conn, position)  # reads outside the lock; `seen` only moves forward
     with view.lock:
-        view.current(conn, position)
         found = None if customers is None else view.of_customers(customers)
         # The modes this viewer may see (monitored.py): the rows hold none of them.
         modes = monitored.visible(conn, caller, view.monitored) if not wanted.count else {}

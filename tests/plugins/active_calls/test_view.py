@@ -319,3 +319,45 @@ def test_the_stream_hub_keeps_the_view_current_without_a_request(rt, app):
         hub.stop()
         server.close()
         thread.join(5)
+
+
+def test_a_requests_catch_up_read_does_not_hold_the_hub_back(rt, app, twin, monkeypatch):
+    """A request reads what changed outside the view's lock: the hub's catch-up (and so every
+    stream's upsert after it) runs while a request's SQL is still under way — with the read
+    under the lock it waited for it (here the 10 s the request is held)."""
+    from pbxcontrol.plugins.active_calls import view as view_module
+
+    view = plugin_view(rt)
+    write_legs(rt, 1, upsert=[leg("1.1", "1.1", 100, scustomer=3)])
+    assert len(answers(app, "acme", {})[1]["data"]) == 1  # loaded by a request
+    real = view_module._read
+    reading, release = threading.Event(), threading.Event()
+
+    def held(conn, keys):  # the request's catch-up, stuck in its SQL
+        if threading.current_thread().name == "request":
+            reading.set()
+            release.wait(10)
+        yield from real(conn, keys)
+
+    monkeypatch.setattr(view_module, "_read", held)
+    write_legs(rt, 1, upsert=[leg("2.1", "2.1", 101, scustomer=3)])
+    answered: list = []
+    request = threading.Thread(
+        target=lambda: answered.append(answers(app, "acme", {})), name="request"
+    )
+    request.start()
+    try:
+        assert reading.wait(5)
+        started = time.monotonic()
+        with rt.engine.connect() as conn:
+            view.follow(conn)  # the hub's round
+            head = journal.position(conn).head
+        followed = time.monotonic() - started
+        assert not release.is_set() and followed < 5, followed
+        assert view.seen is not None and view.seen.head == head
+        assert sorted(view.rows) == [(1, "1.1"), (1, "2.1")]
+    finally:
+        release.set()
+        request.join(10)
+    assert [r["uniqueid"] for r in answered[0][1]["data"]] == ["1.1", "2.1"]
+    assert answers(app, "acme", {}) == answers(twin, "acme", {})
