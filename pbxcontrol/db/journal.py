@@ -41,6 +41,7 @@ from pbxcontrol.db.models import LEGS_TABLE, Base, LegChange
 
 JOURNAL = Base.metadata.tables[LegChange.__tablename__]
 COUNTERS = Base.metadata.tables["counters"]
+_INSERT_ENTRIES = insert(JOURNAL)
 #: A PostgreSQL NOTIFY channel the stream hub listens on (writers do not notify: see above).
 CHANNEL = "pbxcontrol_journal"
 UPSERT, REMOVE, RESET = "upsert", "remove", "reset"
@@ -78,13 +79,16 @@ def scope_keys(conn: Connection, machine: int, uniqueids: Sequence[str]) -> dict
     """(scustomer, dcustomer) of these live legs as stored now: read before changing them."""
     if not uniqueids:
         return {}
-    legs = LEGS_TABLE
-    rows = conn.execute(
-        select(legs.c.uniqueid, legs.c.scustomer, legs.c.dcustomer).where(
-            legs.c.machine == machine, legs.c.uniqueid.in_(set(uniqueids))
-        )
-    )
+    rows = conn.execute(_SCOPE_KEYS, {"m": machine, "uids": list(set(uniqueids))})
     return {uid: (s, d) for uid, s, d in rows}
+
+
+# The writer's statements, built once (a recorder writes them for every event it records:
+# building and keying them again each time was a good part of its CPU on SQLite).
+_SCOPE_KEYS = select(LEGS_TABLE.c.uniqueid, LEGS_TABLE.c.scustomer, LEGS_TABLE.c.dcustomer).where(
+    LEGS_TABLE.c.machine == bindparam("m"),
+    LEGS_TABLE.c.uniqueid.in_(bindparam("uids", expanding=True)),
+)
 
 
 def record_legs(
@@ -150,16 +154,11 @@ def _append(conn: Connection, changes: list[Change], look_up: bool = False) -> N
     if conn.dialect.name == "postgresql":
         _append_postgresql(conn, changes, look_up)
         return
-    last = conn.execute(
-        update(COUNTERS)
-        .where(COUNTERS.c.name == "journal")
-        .values(value=COUNTERS.c.value + len(changes))
-        .returning(COUNTERS.c.value)
-    ).scalar_one()
+    last = conn.execute(_TAKE_IDS, {"n": len(changes)}).scalar_one()
     now = time.time()
     first = last - len(changes) + 1
     conn.execute(
-        insert(JOURNAL),
+        _INSERT_ENTRIES,
         [
             {
                 "id": first + i,
@@ -175,6 +174,14 @@ def _append(conn: Connection, changes: list[Change], look_up: bool = False) -> N
             for i, (machine, uid, op, old, new) in enumerate(changes)
         ],
     )
+
+
+_TAKE_IDS = (
+    update(COUNTERS)
+    .where(COUNTERS.c.name == "journal")
+    .values(value=COUNTERS.c.value + bindparam("n"))
+    .returning(COUNTERS.c.value)
+)
 
 
 def _append_postgresql(conn: Connection, changes: list[Change], look_up: bool) -> None:
