@@ -60,8 +60,10 @@ PG_POLL, PG_SETTLE = 0.05, 0.01
 #: each of the several times a request takes the GIL back after I/O.
 SWITCH_INTERVAL = 0.001
 TRIM_EVERY = 1.0  # seconds between malloc_trim calls while streams open
-#: After a round of t seconds the next waits REST * t, at most MAX_REST s (not when behind).
-REST, MAX_REST = 0.5, 0.25
+#: After a round of t seconds the next waits REST * (t - REST_FREE), at most MAX_REST s (not
+#: when behind): a busy hub (many streams, many changes) takes fewer, larger rounds, and a
+#: quick round (one recorder's commit, a few streams) is followed at once by the next.
+REST, MAX_REST, REST_FREE = 0.5, 0.25, 0.005
 #: Open streams one process holds at most (they are not in waitress's connection_limit).
 STREAMS_PER_PROCESS = 4096
 
@@ -71,6 +73,11 @@ class Group:
     view: StreamView
     streams: set[Stream] = field(default_factory=set)
     snapshot: tuple[int, bytes] | None = None  # (id, the encoded `snapshot` event at that id)
+
+
+def rest_after(seconds: float) -> float:
+    """How long the hub rests after a round of `seconds` (when not behind)."""
+    return min(max(REST * (seconds - REST_FREE), 0.0), MAX_REST)
 
 
 class Hub:
@@ -182,8 +189,7 @@ class Hub:
                     # A rest in proportion to the round: fewer, larger rounds (a round's sends
                     # and queries cost the same for one change as for hundreds); none when
                     # behind (BATCH entries a round: resting would only add to the delay).
-                    rest = 0.0 if self._behind else min(REST * (ended - began), MAX_REST)
-                    rested = ended + rest
+                    rested = ended + (0.0 if self._behind else rest_after(ended - began))
                     due = max(ended + (PG_SETTLE if settling else self.poll), rested)
                     self.counted(self.count)
                 if self.watch is not None and time.monotonic() >= self._watch_due:

@@ -81,6 +81,7 @@ _START, _UID, _MACHINE, _MONITOR = AT["start"], AT["uniqueid"], AT["machine"], A
 #: a reload took long enough for the next catch-up to pass it again, and again.)
 MAX_CHANGED = 2000
 _CHUNK = 500  # legs per IN list (SQLite's bound on parameters)
+WAIT_READING = 2.0  # seconds a catch-up waits for another in flight before it reads itself
 
 
 @dataclass(slots=True, eq=False)
@@ -116,6 +117,9 @@ class LegView:
         self.monitored: set[Key] = set()  # legs with a live monitoring session (few)
         self.seen: Journal.Position | None = None  # what the view was made current to
         self.reloads = 0  # full reads (tests look)
+        #: The positions the catch-ups in flight read to; `swapped` is told when one ends.
+        self.reading: list[Journal.Position] = []
+        self.swapped = threading.Condition(self.lock)
 
     def current(
         self,
@@ -128,11 +132,33 @@ class LegView:
         too). Call WITHOUT `lock`: what changed is read from the database outside it and
         swapped in under it, so the stream hub's catch-up (and the streams' upserts after it)
         and other requests wait for a swap, never for another thread's SQL. Once it returns,
-        `seen` is at least `now` (it only moves forward)."""
+        `seen` is at least `now` (it only moves forward). A catch-up already in flight to at
+        least `now` is waited for rather than read again (the hub's and a request's, after
+        the same commit: the same legs read twice on a busy machine)."""
         if now is None:
             now = self.journal.position(conn)
         with self.lock:
+            while not _at_least(self.seen, now) and any(_at_least(r, now) for r in self.reading):
+                if not self.swapped.wait(WAIT_READING):
+                    break  # a read that slow: read for ourselves
+            if _at_least(self.seen, now):
+                return
             seen = self.seen
+            self.reading.append(now)
+        try:
+            self._catch_up(conn, seen, now, batch)
+        finally:
+            with self.lock:
+                self.reading.remove(now)
+                self.swapped.notify_all()
+
+    def _catch_up(
+        self,
+        conn: Connection,
+        seen: Journal.Position | None,
+        now: Journal.Position,
+        batch: Journal.Batch | None,
+    ) -> None:
         if seen is None or now.pruned > seen.head:
             self._reload(conn, now)
         elif now.head > seen.head:
@@ -185,17 +211,10 @@ class LegView:
     # subset of those legs). Neither moves
     # `seen` before it has all it reads: a read cut short (the database went away) leaves the
     # reason to read again in place for the next request.
-    def _newer(self, now: Journal.Position) -> bool:
-        """Under `lock`: the view is already at least as new as `now`."""
-        seen = self.seen
-        return seen is not None and (
-            seen.head > now.head or (seen.head == now.head and seen.version >= now.version)
-        )
-
     def _reload(self, conn: Connection, now: Journal.Position) -> None:
         found = list(_read(conn, None))
         with self.lock:
-            if self._newer(now):
+            if _at_least(self.seen, now):
                 return
             self.rows, self.by_customer, self.orders, self.monitored = {}, {}, {}, set()
             for key, row in found:
@@ -209,7 +228,7 @@ class LegView:
         for i in range(0, len(keys), _CHUNK):
             found.update(_read(conn, keys[i : i + _CHUNK]))
         with self.lock:
-            if self._newer(now):
+            if _at_least(self.seen, now):
                 return
             for key in keys:  # every old row out first: a new row may reuse a gone row's id
                 old = self.rows.pop(key, None)
@@ -240,6 +259,13 @@ class LegView:
                     del self.by_customer[customer]
         for sort, order in self.orders.items():
             order.remove((*sort_key(row, sort), row))
+
+
+def _at_least(position: Journal.Position | None, now: Journal.Position) -> bool:
+    """`position` (a view's, or a catch-up's) is at least as new as `now`."""
+    return position is not None and (
+        position.head > now.head or (position.head == now.head and position.version >= now.version)
+    )
 
 
 def _customers_of(row: Row) -> set[int]:

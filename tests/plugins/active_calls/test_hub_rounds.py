@@ -9,10 +9,12 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import default
 
 from pbxcontrol.service import server as http_server
+from pbxcontrol.streams import hub
 from tests.conftest import LIST
 from tests.plugins.active_calls.conftest import ALICE, leg
 from tests.plugins.active_calls.stream_support import Client, query, serving, write_legs
@@ -104,3 +106,13 @@ def test_a_kept_connection_that_dies_is_replaced_at_the_next_round(rt, database)
         hub.stop()
         server.close()
         thread.join(5)
+
+
+def test_a_quick_round_is_followed_at_once_and_a_long_one_after_a_rest():
+    """A round of a few milliseconds (one recorder's commit, a few streams) costs the next
+    change no rest: it waited half a round before, most of the stream's lag in `serve` after
+    the commit. A long round (many streams, many changes) still rests in proportion to it."""
+    assert hub.rest_after(0.0) == 0.0
+    assert hub.rest_after(hub.REST_FREE) == 0.0
+    assert hub.rest_after(0.105) == pytest.approx(0.05)
+    assert hub.rest_after(10.0) == hub.MAX_REST
