@@ -52,17 +52,13 @@ log = logging.getLogger("pbxcontrol.http")
 KEEPALIVE = 10.0  # seconds without a byte before a stream gets a comment line (contract: 15)
 RECHECK = 30.0  # seconds between re-checks of each stream's person (the contract: 60)
 BATCH = 5000  # journal entries read per round at most
-#: PostgreSQL: seconds between rounds, and while the head settles (writers in flight). A round
-#: is one call (pbx_journal_probe) when nothing changed.
+#: PostgreSQL: seconds between rounds, and while the head settles (writers in flight).
 PG_POLL, PG_SETTLE = 0.05, 0.01
-#: The GIL's switch interval in a process with a hub (Python's default is 5 ms): a request
-#: thread waiting for the GIL while the hub fans a change out waits at most this long, at
-#: each of the several times a request takes the GIL back after I/O.
+#: The GIL's switch interval in a process with a hub (Python's: 5 ms): the most a thread waits
+#: for it while another runs, each time it takes it back after I/O.
 SWITCH_INTERVAL = 0.001
 TRIM_EVERY = 1.0  # seconds between malloc_trim calls while streams open
-#: After a round of t seconds the next waits REST * (t - REST_FREE), at most MAX_REST s (not
-#: when behind): a busy hub (many streams, many changes) takes fewer, larger rounds, and a
-#: quick round (one recorder's commit, a few streams) is followed at once by the next.
+#: After a round of t seconds the next waits REST * (t - REST_FREE), at most MAX_REST s.
 REST, MAX_REST, REST_FREE = 0.5, 0.25, 0.005
 #: Open streams one process holds at most (they are not in waitress's connection_limit).
 STREAMS_PER_PROCESS = 4096
@@ -76,7 +72,8 @@ class Group:
 
 
 def rest_after(seconds: float) -> float:
-    """How long the hub rests after a round of `seconds` (when not behind)."""
+    """The rest after a round of `seconds` (none when behind): a busy hub takes fewer, larger
+    rounds (one costs about the same for a change as for hundreds), a quick one none."""
     return min(max(REST * (seconds - REST_FREE), 0.0), MAX_REST)
 
 
@@ -186,9 +183,6 @@ class Hub:
                 if (wanted and began >= rested) or began >= due:
                     wanted, settling = False, self._guarded_round()
                     ended = time.monotonic()
-                    # A rest in proportion to the round: fewer, larger rounds (a round's sends
-                    # and queries cost the same for one change as for hundreds); none when
-                    # behind (BATCH entries a round: resting would only add to the delay).
                     rested = ended + (0.0 if self._behind else rest_after(ended - began))
                     due = max(ended + (PG_SETTLE if settling else self.poll), rested)
                     self.counted(self.count)

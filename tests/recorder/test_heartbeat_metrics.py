@@ -31,11 +31,12 @@ def test_the_heartbeat_counts_reconnects_reconciles_corrections_and_lag(sessions
         assert row(sessions).lag_seconds < 5
         first = row(sessions)
         assert first.reconnects == 0 and first.reconciles >= 1
-        # While the websocket is down, the legs end in Asterisk: the reconcile after the
-        # reconnect corrects them (ends them), and counts them.
-        fake.drop()
+        # The legs end in Asterisk unheard and the websocket drops: the reconcile after the
+        # reconnect corrects them (ends them), and counts them. (Cleared first: a reconnect
+        # quick enough to reconcile before a clear after the drop found them still up.)
         gone = len(fake.live)
         fake.live.clear()
+        fake.drop()
         wait_until(lambda: row(sessions).reconnects == 1, what="a reconnect counted")
         wait_until(
             lambda: row(sessions).corrections >= first.corrections + gone,
