@@ -34,8 +34,9 @@ def test_the_heartbeat_counts_reconnects_reconciles_corrections_and_lag(sessions
         # The legs end in Asterisk unheard and the websocket drops: the reconcile after the
         # reconnect corrects them (ends them), and counts them. (Cleared first: a reconnect
         # quick enough to reconcile before a clear after the drop found them still up.)
-        gone = len(fake.live)
-        fake.live.clear()
+        with fake._lock:  # as FakeAri.restart: not while a reconcile reads them
+            gone = len(fake.live)
+            fake.live.clear()
         fake.drop()
         wait_until(lambda: row(sessions).reconnects == 1, what="a reconnect counted")
         wait_until(
