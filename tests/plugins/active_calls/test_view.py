@@ -321,96 +321,88 @@ def test_the_stream_hub_keeps_the_view_current_without_a_request(rt, app):
         thread.join(5)
 
 
+class HeldRequest:
+    """A request whose catch-up is held in its SQL (the view's `_read`) until `release`; the
+    view's reads are counted by thread name. Leg 1.1 is loaded first, 2.1 written for the
+    request to read."""
+
+    def __init__(self, rt, app, monkeypatch) -> None:
+        from pbxcontrol.plugins.active_calls import view as view_module
+
+        self.view = plugin_view(rt)
+        write_legs(rt, 1, upsert=[leg("1.1", "1.1", 100, scustomer=3)])
+        assert len(answers(app, "acme", {})[1]["data"]) == 1  # loaded by a request
+        real = view_module._read
+        self.reads: list[str] = []
+        self.reading, self.release = threading.Event(), threading.Event()
+
+        def held(conn, keys):
+            self.reads.append(threading.current_thread().name)
+            if threading.current_thread().name == "request":
+                self.reading.set()
+                self.release.wait(10)
+            yield from real(conn, keys)
+
+        monkeypatch.setattr(view_module, "_read", held)
+        write_legs(rt, 1, upsert=[leg("2.1", "2.1", 101, scustomer=3)])
+        self.answered: list = []
+        self.thread = threading.Thread(
+            target=lambda: self.answered.append(answers(app, "acme", {})), name="request"
+        )
+        self.thread.start()
+        assert self.reading.wait(5)
+
+    def end(self) -> list[str]:
+        """Let it go; the uniqueids it answered."""
+        self.release.set()
+        self.thread.join(10)
+        return [r["uniqueid"] for r in self.answered[0][1]["data"]]
+
+
 def test_a_requests_catch_up_read_does_not_hold_the_hub_back(rt, app, twin, monkeypatch):
     """A request reads what changed outside the view's lock: the hub's catch-up to a newer
     position (and so every stream's upsert after it) runs while a request's SQL is still under
     way — with the read under the lock it waited for it (here the 10 s the request is held)."""
-    from pbxcontrol.plugins.active_calls import view as view_module
-
-    view = plugin_view(rt)
-    write_legs(rt, 1, upsert=[leg("1.1", "1.1", 100, scustomer=3)])
-    assert len(answers(app, "acme", {})[1]["data"]) == 1  # loaded by a request
-    real = view_module._read
-    reading, release = threading.Event(), threading.Event()
-
-    def held(conn, keys):  # the request's catch-up, stuck in its SQL
-        if threading.current_thread().name == "request":
-            reading.set()
-            release.wait(10)
-        yield from real(conn, keys)
-
-    monkeypatch.setattr(view_module, "_read", held)
-    write_legs(rt, 1, upsert=[leg("2.1", "2.1", 101, scustomer=3)])
-    answered: list = []
-    request = threading.Thread(
-        target=lambda: answered.append(answers(app, "acme", {})), name="request"
-    )
-    request.start()
+    request = HeldRequest(rt, app, monkeypatch)
+    view = request.view
     try:
-        assert reading.wait(5)
         write_legs(rt, 1, upsert=[leg("3.1", "3.1", 102, scustomer=3)])  # past the request's
         started = time.monotonic()
         with rt.engine.connect() as conn:
             view.follow(conn)  # the hub's round
             head = journal.position(conn).head
         followed = time.monotonic() - started
-        assert not release.is_set() and followed < 5, followed
+        assert not request.release.is_set() and followed < 5, followed
         assert view.seen is not None and view.seen.head == head
         assert sorted(view.rows) == [(1, "1.1"), (1, "2.1"), (1, "3.1")]
     finally:
-        release.set()
-        request.join(10)
+        answered = request.end()
     # The request's answer is at least as new as what it read (here: newer, the hub's).
-    assert [r["uniqueid"] for r in answered[0][1]["data"]] == ["1.1", "2.1", "3.1"]
+    assert answered == ["1.1", "2.1", "3.1"]
     assert answers(app, "acme", {}) == answers(twin, "acme", {})
 
 
 def test_two_catch_ups_to_the_same_position_read_the_changes_once(rt, app, twin, monkeypatch):
     """The hub and a request after the same commit: the second waits for the first's swap
     instead of reading the same legs again (on a busy machine the reads were twice the work)."""
-    from pbxcontrol.plugins.active_calls import view as view_module
+    request = HeldRequest(rt, app, monkeypatch)
+    followed: list[float] = []
 
-    view = plugin_view(rt)
-    write_legs(rt, 1, upsert=[leg("1.1", "1.1", 100, scustomer=3)])
-    assert len(answers(app, "acme", {})[1]["data"]) == 1  # loaded by a request
-    real = view_module._read
-    reads: list[str] = []
-    reading, release = threading.Event(), threading.Event()
+    def hub() -> None:
+        started = time.monotonic()
+        with rt.engine.connect() as conn:
+            request.view.follow(conn)
+        followed.append(time.monotonic() - started)
 
-    def counted(conn, keys):
-        reads.append(threading.current_thread().name)
-        if threading.current_thread().name == "request":
-            reading.set()
-            release.wait(10)
-        yield from real(conn, keys)
-
-    monkeypatch.setattr(view_module, "_read", counted)
-    write_legs(rt, 1, upsert=[leg("2.1", "2.1", 101, scustomer=3)])
-    answered: list = []
-    request = threading.Thread(
-        target=lambda: answered.append(answers(app, "acme", {})), name="request"
-    )
-    request.start()
+    round_ = threading.Thread(target=hub, name="hub")
     try:
-        assert reading.wait(5)
-        followed: list[float] = []
-
-        def hub() -> None:
-            started = time.monotonic()
-            with rt.engine.connect() as conn:
-                view.follow(conn)
-            followed.append(time.monotonic() - started)
-
-        round_ = threading.Thread(target=hub, name="hub")
         round_.start()
         time.sleep(0.3)
         assert not followed  # waiting for the request's read, not reading again
-        release.set()
-        round_.join(10)
     finally:
-        release.set()
-        request.join(10)
-    assert reads == ["request"] and followed, (reads, followed)
-    assert [r["uniqueid"] for r in answered[0][1]["data"]] == ["1.1", "2.1"]
-    assert sorted(view.rows) == [(1, "1.1"), (1, "2.1")]
+        answered = request.end()
+        round_.join(10)
+    assert request.reads == ["request"] and followed, (request.reads, followed)
+    assert answered == ["1.1", "2.1"]
+    assert sorted(request.view.rows) == [(1, "1.1"), (1, "2.1")]
     assert answers(app, "acme", {}) == answers(twin, "acme", {})
