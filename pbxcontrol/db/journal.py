@@ -41,6 +41,18 @@ from pbxcontrol.db.models import LEGS_TABLE, Base, LegChange
 
 JOURNAL = Base.metadata.tables[LegChange.__tablename__]
 COUNTERS = Base.metadata.tables["counters"]
+# The SQLite writer's statements, built once (a recorder writes them for every event it
+# records: building and keying them again each time was a good part of its CPU).
+_SCOPE_KEYS = select(LEGS_TABLE.c.uniqueid, LEGS_TABLE.c.scustomer, LEGS_TABLE.c.dcustomer).where(
+    LEGS_TABLE.c.machine == bindparam("m"),
+    LEGS_TABLE.c.uniqueid.in_(bindparam("uids", expanding=True)),
+)
+_TAKE_IDS = (
+    update(COUNTERS)
+    .where(COUNTERS.c.name == "journal")
+    .values(value=COUNTERS.c.value + bindparam("n"))
+    .returning(COUNTERS.c.value)
+)
 _INSERT_ENTRIES = insert(JOURNAL)
 #: A PostgreSQL NOTIFY channel the stream hub listens on (writers do not notify: see above).
 CHANNEL = "pbxcontrol_journal"
@@ -81,14 +93,6 @@ def scope_keys(conn: Connection, machine: int, uniqueids: Sequence[str]) -> dict
         return {}
     rows = conn.execute(_SCOPE_KEYS, {"m": machine, "uids": list(set(uniqueids))})
     return {uid: (s, d) for uid, s, d in rows}
-
-
-# The writer's statements, built once (a recorder writes them for every event it records:
-# building and keying them again each time was a good part of its CPU on SQLite).
-_SCOPE_KEYS = select(LEGS_TABLE.c.uniqueid, LEGS_TABLE.c.scustomer, LEGS_TABLE.c.dcustomer).where(
-    LEGS_TABLE.c.machine == bindparam("m"),
-    LEGS_TABLE.c.uniqueid.in_(bindparam("uids", expanding=True)),
-)
 
 
 def record_legs(
@@ -174,14 +178,6 @@ def _append(conn: Connection, changes: list[Change], look_up: bool = False) -> N
             for i, (machine, uid, op, old, new) in enumerate(changes)
         ],
     )
-
-
-_TAKE_IDS = (
-    update(COUNTERS)
-    .where(COUNTERS.c.name == "journal")
-    .values(value=COUNTERS.c.value + bindparam("n"))
-    .returning(COUNTERS.c.value)
-)
 
 
 def _append_postgresql(conn: Connection, changes: list[Change], look_up: bool) -> None:

@@ -178,13 +178,10 @@ class LegView:
         journal entries, with what it read), and join the changed blocks of the kinds of
         answer asked for lately (order.py); not before some request has wanted the view."""
         with self.lock:
-            seen = self.seen
-        if seen is None:
-            return
-        if batch is None:
-            self.current(conn)
-        elif batch.now.head >= seen.head:  # else: a request caught up further
-            self.current(conn, batch.now, batch)
+            if self.seen is None:
+                return
+        # A request that caught up further meanwhile: `current` returns at once.
+        self.current(conn, None if batch is None else batch.now, batch)
         with self.lock:  # the blocks a change touched, joined now rather than by the next answer
             for order in self.orders.values():
                 order.refresh()
@@ -206,11 +203,10 @@ class LegView:
     # -- keeping current -------------------------------------------------------------------
     # Each reads first, without the lock, then swaps under it — unless another thread brought
     # the view at least as far meanwhile. Reading is idempotent and the view only moves
-    # forward: rows read at `now` for every leg changed after the view's position when the read
-    # began are right on top of any view between that and `now` (its later entries name a
-    # subset of those legs). Neither moves
-    # `seen` before it has all it reads: a read cut short (the database went away) leaves the
-    # reason to read again in place for the next request.
+    # forward: rows read at `now` for every leg changed after the view's position when the
+    # read began are right on top of any view between that and `now` (its later entries name
+    # a subset of those legs). Neither moves `seen` before it has all it reads: a read cut
+    # short (the database went away) leaves the reason to read again for the next request.
     def _reload(self, conn: Connection, now: Journal.Position) -> None:
         found = list(_read(conn, None))
         with self.lock:
